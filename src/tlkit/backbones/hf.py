@@ -1,0 +1,124 @@
+"""Hugging Face transformers text backbones: ``AutoModel`` without any task head, pooled to one
+vector per sequence (mean over real tokens, the first token, or the model's pooler)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tlkit.backbones.base import Backbone, LayerGroup, TextPreprocessing
+from tlkit.backbones.groups import groups_by_generic_rule
+from tlkit.errors import UserError
+
+
+def _quiet_transformers() -> None:
+    # Library code does no printing: transformers' load reports and bars go to our log instead.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+class HFBackbone(Backbone):
+    kind = "text"
+
+    def __init__(
+        self,
+        name_or_path: str,
+        pretrained: bool = True,
+        pooling: str = "mean",
+        max_length: int = 128,
+        tokenizer: str | None = None,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel  # heavy: imported on use
+
+        _quiet_transformers()
+        if pooling not in ("mean", "cls", "pooler"):
+            raise UserError(f"pooling {pooling!r} is not one of mean, cls, pooler")
+        self.pooling = pooling
+        extra: dict[str, Any] = {}
+        config = AutoConfig.from_pretrained(name_or_path)
+        if getattr(config, "model_type", "") in ("bert", "roberta", "xlm-roberta", "electra"):
+            extra["add_pooling_layer"] = pooling == "pooler"
+        if pretrained:
+            model, info = AutoModel.from_pretrained(
+                name_or_path, output_loading_info=True, **extra
+            )
+            missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+            bad = info.get("mismatched_keys", [])
+            if missing or bad:
+                raise UserError(
+                    f"weights in {name_or_path} do not fit the architecture: missing "
+                    f"{missing[:3]}, mismatched shapes {bad[:3]}; fix: point at a complete "
+                    "checkpoint of this model"
+                )
+        else:
+            model = AutoModel.from_config(config, **extra)
+        if pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise UserError(f"{name_or_path} has no pooler; use pooling: mean or cls")
+        self.model = model
+        self.feature_dim = int(config.hidden_size)
+        limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+        self.preprocessing = TextPreprocessing(
+            tokenizer=tokenizer or name_or_path, max_length=min(max_length, limit)
+        )
+        self.spec = {"adapter": "hf", "config": config.to_dict(), "pooling": pooling,
+                     "add_pooling_layer": extra.get("add_pooling_layer")}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], tokenizer: str, max_length: int) -> "HFBackbone":
+        """Rebuild the architecture (no weights) from a saved spec, offline."""
+        from transformers import AutoConfig, AutoModel
+
+        _quiet_transformers()
+        self = cls.__new__(cls)
+        Backbone.__init__(self)
+        cfg_dict = dict(spec["config"])
+        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        extra = {}
+        if spec.get("add_pooling_layer") is not None:
+            extra["add_pooling_layer"] = spec["add_pooling_layer"]
+        self.pooling = spec["pooling"]
+        self.model = AutoModel.from_config(config, **extra)
+        self.feature_dim = int(config.hidden_size)
+        self.preprocessing = TextPreprocessing(tokenizer=tokenizer, max_length=max_length)
+        self.spec = spec
+        return self
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs["attention_mask"]
+        kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask",
+                                                              "token_type_ids")}
+        out = self.model(**kwargs)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def layer_groups(self) -> list[LayerGroup]:
+        names = [n for n, _ in self.named_parameters()]
+        base = self.model
+        layers = getattr(getattr(base, "encoder", None), "layer", None)
+        if getattr(base, "embeddings", None) is not None and layers is not None:
+            # BERT-like: embeddings, each encoder layer, pooler (when pooled through it)
+            groups = [LayerGroup("embeddings",
+                                 tuple(n for n in names if n.startswith("model.embeddings.")),
+                                 ("model.embeddings",))]
+            for i in range(len(layers)):
+                p = f"model.encoder.layer.{i}."
+                groups.append(LayerGroup(f"encoder.layer.{i}",
+                                         tuple(n for n in names if n.startswith(p)),
+                                         (p.rstrip("."),)))
+            rest = [n for n in names if not any(n in g.param_names for g in groups)]
+            pooler = tuple(n for n in rest if n.startswith("model.pooler."))
+            if pooler:
+                groups.append(LayerGroup("pooler", pooler, ("model.pooler",)))
+            others = [n for n in rest if n not in pooler]
+            if not others:
+                return groups
+        return groups_by_generic_rule(self)

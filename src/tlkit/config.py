@@ -1,0 +1,354 @@
+"""The run's configuration: the concept's ``transfer_config`` block plus a ``data`` section.
+
+Loaded from YAML (safely), overridden with ``--set a.b=value``, and validated with pydantic before
+any model or data loads. Every user mistake becomes a ``UserError`` whose message names the place
+(dotted path, or YAML line and column) and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tlkit.errors import UserError
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none")
+SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class UnfreezeStep(Strict):
+    """From the start of ``epoch`` (counted from 0), the selected top groups train too."""
+
+    epoch: int = Field(ge=0)
+    unfreeze: str
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        if not SELECTOR_RE.match(v):
+            raise ValueError(
+                f"unknown selector {v!r}; use last_block, last_two_blocks, last_N_blocks "
+                "(for example last_3_blocks) or all"
+            )
+        return v
+
+
+class HeadConfig(Strict):
+    type: Literal["linear", "mlp"] = "linear"
+    hidden_size: int = Field(default=256, ge=1, le=65536)
+
+
+class LayerGroupPattern(Strict):
+    """A user-defined layer group: every backbone parameter whose name matches ``pattern``
+    (``re.search``) and no earlier pattern. Listed from input to output."""
+
+    name: str
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+        return v
+
+
+class TransferConfig(Strict):
+    source_model: str
+    pretrained_weights: str = "packaged"
+    freeze_strategy: Literal["all_frozen", "top_n_unfrozen", "gradual", "none"] = "gradual"
+    top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
+    unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
+    head_lr: float = Field(default=1e-3, gt=0, le=10)
+    backbone_lr: float = Field(default=1e-4, gt=0, le=10)
+    lr_decay_per_layer: float = Field(default=0.5, gt=0, le=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(default=0.01, ge=0, le=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    epochs: int = Field(default=10, ge=1, le=10000)
+    batch_size: int = Field(default=32, ge=1, le=65536)
+    mixed_precision: bool = False
+    early_stopping_patience: int | None = Field(default=3, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    layer_groups: list[LayerGroupPattern] | None = None
+    pooling: Literal["mean", "cls", "pooler"] | None = None
+    freeze_norm_stats: bool = True
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator(
+        "head_lr", "backbone_lr", "lr_decay_per_layer", "weight_decay", "dropout", mode="before"
+    )
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        # YAML 1.1 reads 1e-3 as a string; our loader fixes that, --set and Python callers may not.
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "TransferConfig":
+        if self.freeze_strategy == "gradual":
+            if not self.unfreeze_schedule:
+                raise ValueError(
+                    "freeze_strategy gradual needs an unfreeze_schedule, for example "
+                    "[{epoch: 1, unfreeze: last_block}, {epoch: 2, unfreeze: all}]"
+                )
+            epochs = [s.epoch for s in self.unfreeze_schedule]
+            if epochs != sorted(set(epochs)):
+                raise ValueError("unfreeze_schedule epochs must increase strictly")
+            if epochs[-1] >= self.epochs:
+                raise ValueError(
+                    f"unfreeze_schedule has a step at epoch {epochs[-1]} but training stops after "
+                    f"{self.epochs} epochs (epochs count from 0); raise epochs or move the step"
+                )
+        elif self.unfreeze_schedule:
+            raise ValueError(
+                f"unfreeze_schedule is only used by freeze_strategy gradual, not "
+                f"{self.freeze_strategy!r}; remove it or set freeze_strategy: gradual"
+            )
+        return self
+
+
+class DataConfig(Strict):
+    source: str
+    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    text_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 0
+    image_size: int | None = Field(default=None, ge=8, le=4096)
+    max_length: int | None = Field(default=None, ge=2, le=8192)
+    on_bad_image: Literal["skip", "error"] = "skip"
+    label_separator: str = "|"
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+class Config(Strict):
+    transfer_config: TransferConfig
+    data: DataConfig
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML
+# --------------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 (no dot, which YAML 1.1 requires) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+# The concept document prints schedule entries as `- epoch: 3, unfreeze: "last_block"`.
+_FLOW_PAIR_RE = re.compile(r"^(\s*)-\s+(\w+)\s*:\s*([^,{}\[\]]+?)\s*,\s*(\w+)\s*:\s*(.+?)\s*$")
+
+
+def _yaml_error(path: str, text: str, e: yaml.YAMLError) -> UserError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = mark.line + 1 if mark else None
+    col = mark.column + 1 if mark else None
+    lines = text.splitlines()
+    # Look for the concept's two-keys-on-one-line form near the error.
+    for i in ([line - 1] if line else []) + list(range(len(lines))):
+        if 0 <= i < len(lines):
+            m = _FLOW_PAIR_RE.match(lines[i])
+            if m:
+                k1, v1, k2, v2 = m.group(2), m.group(3), m.group(4), m.group(5)
+                v1, v2 = v1.strip().strip("\"'"), v2.strip().strip("\"'")
+                fix = f"{m.group(1)}- {{{k1}: {v1}, {k2}: {v2}}}"
+                return UserError(
+                    f"{path}: line {i + 1}, column {len(m.group(1)) + 3}: "
+                    f"two keys on one list line is not valid YAML: {lines[i].strip()!r}\n"
+                    f"  fix: write the entry as a flow mapping in braces:  {fix.strip()}"
+                )
+    where = f"line {line}, column {col}" if line else "somewhere"
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    snippet = f": {lines[line - 1].strip()!r}" if line and line <= len(lines) else ""
+    return UserError(
+        f"{path}: invalid YAML at {where}{snippet}: {problem}\n"
+        "  fix: check the indentation and quoting on that line; a list entry with several keys "
+        "is written - {key: value, key2: value2}"
+    )
+
+
+def parse_yaml(text: str, path: str = "<config>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise UserError(
+            f"{path}: {where}: {e.problem}; tlkit loads YAML safely and never builds objects from "
+            "tags\n  fix: remove the !tag and write plain values"
+        ) from None
+    except yaml.YAMLError as e:
+        raise _yaml_error(path, text, e) from None
+
+
+def parse_value(text: str) -> Any:
+    """A --set value, read as a YAML scalar or flow collection (so 3e-4 is a float)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506
+    except yaml.YAMLError:
+        return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides and validation
+# --------------------------------------------------------------------------------------------------
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise UserError(
+            f"--set {assignment!r}: expected KEY=VALUE, for example --set transfer_config.head_lr=3e-4"
+        )
+    key, _, value = assignment.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"--set {assignment!r}: the key is empty")
+    node: Any = raw
+    for i, p in enumerate(parts[:-1]):
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: {'.'.join(parts[:i])} is not a section")
+        node = node.setdefault(p, {})
+    if not isinstance(node, dict):
+        raise UserError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+    node[parts[-1]] = parse_value(value)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names of the model at ``loc`` (a pydantic error location, without the key)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = _model_in(ann)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_in(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in getattr(ann, "__args__", ()) or ():
+        m = _model_in(a)
+        if m is not None:
+            return m
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _explain(e: ValidationError, source: str) -> UserError:
+    msgs = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic reports which member of a union failed; drop those tags
+        loc = tuple(p for p in loc if p not in ("list[UnfreezeStep]", "list[LayerGroupPattern]"))
+        dotted = _format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            valid = _fields_at(loc[:-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parent = _format_loc(loc[:-1]) or "the top level"
+            msgs.append(
+                f"unknown key {key!r} at {dotted}: {hint}valid keys in {parent}: {', '.join(valid)}"
+            )
+        elif err["type"] == "missing":
+            msgs.append(f"missing required key {dotted}")
+        elif err["type"] == "literal_error":
+            allowed = err.get("ctx", {}).get("expected", "")
+            msgs.append(f"{dotted}: {err['input']!r} is not one of {allowed}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            where = f"{dotted}: " if dotted else ""
+            shown = "" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"
+            msgs.append(f"{where}{msg}{shown}")
+    return UserError(f"{source}: invalid config:\n  " + "\n  ".join(msgs))
+
+
+def validate(raw: Any, source: str = "<config>") -> Config:
+    if not isinstance(raw, dict):
+        raise UserError(
+            f"{source}: the config must be a mapping with transfer_config and data sections, "
+            f"got {type(raw).__name__}"
+        )
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise _explain(e, source) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} not found; give the path to a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config {str(p)!r}: {e}") from None
+    raw = parse_yaml(text, str(p))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: the config must be a mapping with transfer_config and data sections")
+    for o in overrides:
+        apply_override(raw, o)
+    return validate(raw, str(p))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,62 @@
+"""A backbone with its new task head; keeps frozen groups' normalisation statistics frozen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlkit.backbones.base import Backbone
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+               nn.modules.instancenorm._InstanceNorm)
+
+
+class TransferModel(nn.Module):
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        # BatchNorm modules whose running statistics must not move (their group is frozen).
+        self._frozen_stat_modules: list[nn.Module] = []
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.head(self.backbone(inputs))
+
+    def set_frozen_norm_modules(self, modules: list[nn.Module]) -> None:
+        self._frozen_stat_modules = list(modules)
+        if self.training:
+            self.train(True)
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        super().train(mode)
+        if mode:
+            # A frozen layer is a fixed function: its BatchNorm keeps the pretrained running
+            # statistics (fastai and Lightning default to updating them, which drifts the body).
+            for m in self._frozen_stat_modules:
+                m.eval()
+        return self
+
+
+def batchnorm_modules_of(module: nn.Module, param_names: set[str]) -> list[nn.Module]:
+    """The BatchNorm modules that belong to a set of parameter names: a module belongs where its
+    own parameters are, or, for one without parameters (affine=False), where its parent's are."""
+    out = []
+    for mname, m in module.named_modules():
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        own = [f"{mname}.{p}" for p, _ in m.named_parameters(recurse=False)]
+        if own:
+            if all(p in param_names for p in own):
+                out.append(m)
+            continue
+        parts = mname.split(".")
+        while parts:
+            parts.pop()
+            prefix = ".".join(parts) + "." if parts else ""
+            found = [p for p in param_names if p.startswith(prefix)]
+            if found:
+                out.append(m)
+                break
+    return out

@@ -1,0 +1,82 @@
+"""Where a plan touches a model: requires_grad, frozen BatchNorm statistics, optimizer groups.
+
+The optimizer holds every group from the start, at its planned rate; a frozen group simply has no
+gradient, so AdamW leaves it alone. Switching phase flips requires_grad and nothing is rebuilt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tlkit.backbones.base import Backbone, LayerGroup
+from tlkit.model import TransferModel, batchnorm_modules_of
+from tlkit.plan.table import HEAD, GroupSize, Phase
+
+
+def _no_decay(name: str, p: nn.Parameter, extra: set[str]) -> bool:
+    # biases, norm weights, scalars and listed tokens / embeddings of position
+    return p.ndim <= 1 or name in extra
+
+
+def group_sizes(backbone: Backbone, groups: list[LayerGroup]) -> list[GroupSize]:
+    params = dict(backbone.named_parameters())
+    extra = backbone.no_weight_decay_names()
+    out = []
+    for g in groups:
+        n = sum(params[q].numel() for q in g.param_names)
+        nd = sum(params[q].numel() for q in g.param_names if not _no_decay(q, params[q], extra))
+        out.append(GroupSize(g.name, n, nd))
+    return out
+
+
+def head_size(head: nn.Module) -> GroupSize:
+    n = sum(p.numel() for p in head.parameters())
+    nd = sum(p.numel() for name, p in head.named_parameters() if not _no_decay(name, p, set()))
+    return GroupSize(HEAD, n, nd)
+
+
+def apply_phase(
+    model: TransferModel, groups: list[LayerGroup], phase: Phase, freeze_norm_stats: bool = True
+) -> None:
+    """Set requires_grad from the phase and keep frozen groups' BatchNorm statistics fixed."""
+    trainable = {r.name: r.trainable for r in phase.rows}
+    params = dict(model.backbone.named_parameters())
+    frozen_names: set[str] = set()
+    for g in groups:
+        for q in g.param_names:
+            params[q].requires_grad_(trainable[g.name])
+        if not trainable[g.name]:
+            frozen_names.update(g.param_names)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    frozen_bn = batchnorm_modules_of(model.backbone, frozen_names) if freeze_norm_stats else []
+    model.set_frozen_norm_modules(frozen_bn)
+
+
+def optimizer_groups(
+    model: TransferModel, groups: list[LayerGroup], phase: Phase
+) -> list[dict[str, Any]]:
+    """Param groups for AdamW: per layer group, one with weight decay and one without. Each
+    carries its layer group's name so schedules and logs can address it."""
+    rows = {r.name: r for r in phase.rows}
+    params = dict(model.backbone.named_parameters())
+    extra = model.backbone.no_weight_decay_names()
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, named: list[tuple[str, nn.Parameter]]) -> None:
+        r = rows[name]
+        decay = [p for n, p in named if not _no_decay(n, p, extra)]
+        nodecay = [p for n, p in named if _no_decay(n, p, extra)]
+        if decay:
+            out.append({"params": decay, "lr": r.lr, "initial_lr": r.lr,
+                        "weight_decay": r.weight_decay, "group": name})
+        if nodecay:
+            out.append({"params": nodecay, "lr": r.lr, "initial_lr": r.lr,
+                        "weight_decay": 0.0, "group": name})
+
+    for g in groups:
+        add(g.name, [(q, params[q]) for q in g.param_names])
+    add(HEAD, list(model.head.named_parameters()))
+    return out

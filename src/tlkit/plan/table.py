@@ -1,0 +1,113 @@
+"""The plan as data: for every phase, every group's size, trainable flag, learning rate and weight
+decay. Built by a pure function of (group sizes, config); printed by ``tlkit plan``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tlkit.plan.rates import discriminative_lrs
+from tlkit.plan.strategies import PhaseSpec, phases_for
+
+HEAD = "head"
+
+
+@dataclass(frozen=True)
+class GroupSize:
+    name: str
+    n_params: int  # number of scalar parameters
+    n_decay: int  # of which take weight decay (not norms, biases or listed exceptions)
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    name: str
+    n_params: int
+    trainable: bool
+    lr: float
+    weight_decay: float  # applied to the group's decaying tensors; norms and biases get 0
+    n_no_decay: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    start_epoch: int
+    end_epoch: int
+    label: str
+    rows: tuple[GroupRow, ...]  # backbone groups input -> output, then the head
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(r.n_params for r in self.rows if r.trainable)
+
+
+@dataclass(frozen=True)
+class Plan:
+    backbone: str
+    strategy: str
+    phases: tuple[Phase, ...]
+    total_params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_plan(
+    backbone_name: str,
+    groups: list[GroupSize],
+    head: GroupSize,
+    strategy: str,
+    epochs: int,
+    head_lr: float,
+    backbone_lr: float,
+    lr_decay: float,
+    weight_decay: float,
+    top_n: int = 2,
+    schedule: list[tuple[int, str]] | None = None,
+) -> Plan:
+    n = len(groups)
+    lrs = discriminative_lrs(n, backbone_lr, lr_decay)
+    specs: list[PhaseSpec] = phases_for(strategy, n, epochs, top_n, schedule)
+    phases = []
+    for i, spec in enumerate(specs):
+        rows = [
+            GroupRow(g.name, g.n_params, l > n - spec.trainable_top, lrs[l - 1], weight_decay,
+                     g.n_params - g.n_decay)
+            for l, g in enumerate(groups, start=1)
+        ]
+        rows.append(GroupRow(HEAD, head.n_params, True, head_lr, weight_decay,
+                             head.n_params - head.n_decay))
+        phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows)))
+    total = sum(g.n_params for g in groups) + head.n_params
+    return Plan(backbone_name, strategy, tuple(phases), total)
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n:,}"
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"backbone {plan.backbone}  strategy {plan.strategy}  "
+             f"parameters {_fmt_count(plan.total_params)}"]
+    width = max(len(r.name) for p in plan.phases for r in p.rows)
+    width = max(width, len("group"))
+    for p in plan.phases:
+        epochs = (f"epoch {p.start_epoch}" if p.end_epoch - p.start_epoch == 1
+                  else f"epochs {p.start_epoch}-{p.end_epoch - 1}")
+        lines.append("")
+        lines.append(f"phase {p.index + 1} ({epochs}): {p.label}  "
+                     f"trainable {_fmt_count(p.trainable_params)} / {_fmt_count(plan.total_params)}")
+        lines.append(f"  {'group':<{width}}  {'params':>12}  {'state':<9}  {'lr':>10}  "
+                     f"{'wd':>6}  {'no-wd params':>12}")
+        for r in reversed(p.rows):  # top of the stack first, as the concept draws it
+            state = "trainable" if r.trainable else "frozen"
+            lr = f"{r.lr:.3g}" if r.trainable else f"({r.lr:.3g})"
+            lines.append(f"  {r.name:<{width}}  {_fmt_count(r.n_params):>12}  {state:<9}  "
+                         f"{lr:>10}  {r.weight_decay:>6.3g}  {_fmt_count(r.n_no_decay):>12}")
+        lines.append(f"  {'total':<{width}}  {_fmt_count(sum(r.n_params for r in p.rows)):>12}")
+    lines.append("")
+    lines.append("lr = backbone_lr * lr_decay_per_layer^(L - l) for group l of L (1 = lowest); "
+                 "a frozen group's rate, in brackets, applies once it unfreezes. "
+                 "Norms and biases take no weight decay.")
+    return "\n".join(lines)
