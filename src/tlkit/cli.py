@@ -35,6 +35,100 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+class Reporter:
+    """Progress for people: a bar on a terminal, plain lines otherwise (and always in the log)."""
+
+    def __init__(self, log_path: str | None = None) -> None:
+        self.tty = sys.stderr.isatty()
+        self.log_path = log_path
+        self.progress = None
+        self.task = None
+
+    def line(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+        if self.log_path:
+            import time as _t
+
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{_t.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def __call__(self, kind: str, info: dict) -> None:  # type: ignore[type-arg]
+        if kind == "stage":
+            extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "what")
+            self.line(f"[tlkit] {info['what']}" + (f"  {extra}" if extra else ""))
+        elif kind == "resumed":
+            self.line(f"[tlkit] resumed at epoch {info['epoch']}, batch {info['batch']}, "
+                      f"step {info['step']}")
+        elif kind == "epoch_start":
+            self.line(f"[tlkit] epoch {info['epoch']} phase {info['phase']}: {info['label']}")
+            if self.tty:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                                         TextColumn("{task.completed}/{task.total} loss "
+                                                    "{task.fields[loss]:.4f}"),
+                                         TimeRemainingColumn(), transient=True)
+                self.progress.start()
+                self.task = self.progress.add_task("train", total=info["batches"],
+                                                   epoch=info["epoch"], loss=float("nan"))
+        elif kind == "step" and self.progress is not None:
+            self.progress.update(self.task, completed=info["batch"], loss=info["loss"])
+        elif kind == "epoch_end":
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+            metrics = "  ".join(f"{k}={v:.4f}" for k, v in info.items()
+                                if k.startswith(("train_", "val_")) and isinstance(v, float))
+            self.line(f"[tlkit] epoch {info['epoch']} done  {metrics}  "
+                      f"({info['seconds']:.1f}s)")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    from tlkit.run import fit_run
+
+    rep = Reporter(str(out / "train.log"))
+    summary = fit_run(cfg, out, resume=args.resume, event=rep,
+                      checkpoint_every=args.checkpoint_every)
+    test = summary["test"]
+    shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
+    rep.line(f"[tlkit] test {json.dumps(shown)}")
+    rep.line(f"[tlkit] run directory: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.run import evaluate_run
+
+    print(json.dumps(evaluate_run(Path(args.run_dir), args.data), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.run import dumps_jsonl, predict_run
+
+    rows = predict_run(Path(args.run_dir), args.inputs, args.data)
+    text = dumps_jsonl(rows)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
     from tlkit.backbones import list_backbones
 
@@ -78,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config("plan", "print the freeze / learning-rate table of every phase; no training"
                 ).set_defaults(func=cmd_plan)
+    sp = with_config("fit", "train: adapt the backbone to the data; writes a run directory")
+    sp.add_argument("--out", help="run directory (default runs/<config name>)")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    sp.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
+                    help="write checkpoints/last.pt every STEPS optimizer steps (and each epoch)")
+    sp.set_defaults(func=cmd_fit)
+    sp = sub.add_parser("evaluate", help="metrics of a finished run as JSON")
+    sp.add_argument("run_dir")
+    sp.add_argument("--data", help="train | val | test (default) of the run's data, or another "
+                    "source (path or packaged name)")
+    sp.set_defaults(func=cmd_evaluate)
+    sp = sub.add_parser("predict", help="predictions of a finished run as JSON lines")
+    sp.add_argument("run_dir")
+    sp.add_argument("inputs", nargs="*", help="texts, or image files")
+    sp.add_argument("--data", help="a split of the run's data (train/val/test) or a source")
+    sp.add_argument("--out", help="write the JSON lines to this file")
+    sp.set_defaults(func=cmd_predict)
     sp = sub.add_parser("backbones", help="known backbones and which load offline here")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_backbones)
@@ -96,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"tlkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (| head): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"tlkit {args.command}: interrupted", file=sys.stderr)
         return 130

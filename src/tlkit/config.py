@@ -71,7 +71,7 @@ class LayerGroupPattern(Strict):
 class TransferConfig(Strict):
     source_model: str
     pretrained_weights: str = "packaged"
-    freeze_strategy: Literal["all_frozen", "top_n_unfrozen", "gradual", "none"] = "gradual"
+    freeze_strategy: Literal["all_frozen", "top_n_unfrozen", "gradual", "none"] = "all_frozen"
     top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
     unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
     head_lr: float = Field(default=1e-3, gt=0, le=10)
@@ -93,6 +93,23 @@ class TransferConfig(Strict):
     freeze_norm_stats: bool = True
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("source_model")
+    @classmethod
+    def _known_name(cls, v: str) -> str:
+        # Registry names are checked here, before anything loads; prefixed names (timm:, hf:,
+        # torchvision:) are checked by the backbone registry, which imports those libraries.
+        if ":" not in v:
+            from tlkit.backbones.registry import KNOWN
+
+            if v not in KNOWN:
+                close = difflib.get_close_matches(v, list(KNOWN), n=1, cutoff=0.4)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"unknown backbone {v!r}: {hint}known names: {', '.join(KNOWN)}; or use "
+                    "timm:NAME, hf:PATH_OR_ID, torchvision:NAME"
+                )
+        return v
 
     @field_validator(
         "head_lr", "backbone_lr", "lr_decay_per_layer", "weight_decay", "dropout", mode="before"
@@ -199,8 +216,8 @@ def _yaml_error(path: str, text: str, e: yaml.YAMLError) -> UserError:
                 fix = f"{m.group(1)}- {{{k1}: {v1}, {k2}: {v2}}}"
                 return UserError(
                     f"{path}: line {i + 1}, column {len(m.group(1)) + 3}: "
-                    f"two keys on one list line is not valid YAML: {lines[i].strip()!r}\n"
-                    f"  fix: write the entry as a flow mapping in braces:  {fix.strip()}"
+                    f"{lines[i].strip()!r} is not valid YAML (two keys on one list line); "
+                    f"fix: write it as a mapping in braces: {fix.strip()}"
                 )
     where = f"line {line}, column {col}" if line else "somewhere"
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]

@@ -24,6 +24,9 @@ class UnplacedParameterError(UserError):
     pass
 
 
+MATCH_PREV_GROUP = 99999.0  # timm's marker for "same group as the one before"
+
+
 def _check_complete(groups: list[LayerGroup], names: Sequence[str], how: str) -> list[LayerGroup]:
     placed = list(chain.from_iterable(g.param_names for g in groups))
     missing = [n for n in names if n not in set(placed)]
@@ -61,9 +64,12 @@ def groups_from_patterns(
     return _check_complete(groups, names, "transfer_config.layer_groups")
 
 
-def groups_from_timm_matcher(names: Sequence[str], matcher: dict[str, Any]) -> list[LayerGroup]:
+def groups_from_timm_matcher(
+    names: Sequence[str], matcher: dict[str, Any], strip_prefix: str = ""
+) -> list[LayerGroup]:
     """Group with a timm ``group_matcher`` spec, as timm orders them, but refuse what it leaves
-    unmatched instead of sending it to the top group."""
+    unmatched instead of sending it to the top group. The patterns see each name without
+    ``strip_prefix``; groups and errors carry the full names."""
     compiled: list[tuple[re.Pattern[str], tuple[int], tuple[int, ...] | None, str]] = []
     for ordinal, (gname, spec) in enumerate(matcher.items()):
         specs = [(spec, None)] if isinstance(spec, str) else spec
@@ -71,6 +77,7 @@ def groups_from_timm_matcher(names: Sequence[str], matcher: dict[str, Any]) -> l
             compiled.append((re.compile(rx), (ordinal,), suffix, gname))
 
     def key(name: str) -> tuple[tuple[float, ...], str]:
+        name = name.removeprefix(strip_prefix) if strip_prefix else name
         for rx, prefix, suffix, gname in compiled:
             m = rx.match(name)
             if m:
@@ -78,7 +85,7 @@ def groups_from_timm_matcher(names: Sequence[str], matcher: dict[str, Any]) -> l
                 ordinal = tuple(float(x) for x in chain.from_iterable(p for p in parts if p))
                 label = gname + "".join(f".{g}" for g in m.groups() if g is not None)
                 if suffix and not m.groups():
-                    label = m.group(0).removeprefix("model.").strip(".")
+                    label = m.group(0).strip(".")
                 return ordinal, label
         return (math.inf,), ""
 
@@ -90,8 +97,18 @@ def groups_from_timm_matcher(names: Sequence[str], matcher: dict[str, Any]) -> l
             f"the model's group matcher leaves {', '.join(unmatched[:3])}{more} in no group; "
             "fix: give transfer_config.layer_groups patterns that cover every parameter"
         )
+    # timm's MATCH_PREV_GROUP: a (99999,) suffix joins the group before it (a ViT's final norm
+    # goes with its last block, an EfficientNet's conv_head with its last stage), so that
+    # "last_block" unfreezes a block and not a lone norm layer.
+    ordinals = sorted({o for (o, _), _ in keyed})
+    merged_into: dict[tuple[float, ...], tuple[float, ...]] = {}
+    for i, o in enumerate(ordinals):
+        if i > 0 and o[-1] == MATCH_PREV_GROUP:
+            prev = ordinals[i - 1]
+            merged_into[o] = merged_into.get(prev, prev)
     order: dict[tuple[float, ...], tuple[list[str], list[str]]] = {}
     for (ordinal, label), n in keyed:
+        ordinal = merged_into.get(ordinal, ordinal)
         labels, members = order.setdefault(ordinal, ([], []))
         members.append(n)
         if label not in labels:
@@ -115,9 +132,12 @@ def _has_params(m: nn.Module) -> bool:
 
 
 def _is_stack(m: nn.Module) -> bool:
-    """A container of repeated stages: its children are the natural groups."""
+    """A container of repeated stages: its children are the natural groups. A Sequential of
+    plain layers (conv, norm, activation) is one stage, not a stack: splitting it would put a
+    convolution and its own BatchNorm in different groups."""
     kids = [c for c in m.children() if _has_params(c)]
-    return isinstance(m, (nn.Sequential, nn.ModuleList)) and len(kids) >= 2
+    return (isinstance(m, (nn.Sequential, nn.ModuleList)) and len(kids) >= 2
+            and all(len(list(c.children())) > 0 for c in kids))
 
 
 def groups_by_generic_rule(module: nn.Module) -> list[LayerGroup]:
@@ -145,12 +165,18 @@ def groups_by_generic_rule(module: nn.Module) -> list[LayerGroup]:
                 groups.append(LayerGroup(label, params, tuple(p for p, _ in pending)))
                 pending.clear()
 
+        stacks = {
+            name for name, child in m.named_children()
+            if _has_params(child) and _single_param_child_chain(name, child) is not None
+        }
         for name, child in m.named_children():
             path = f"{prefix}.{name}" if prefix else name
             if not _has_params(child):
                 continue
             inner = _single_param_child_chain(path, child)
-            if inner is not None and _is_stack(inner[1]):
+            # One stack (features, encoder.layer) gives a group per stage; several side by
+            # side (ResNet's layer1..layer4) are the stages themselves, one group each.
+            if inner is not None and len(stacks) == 1:
                 flush()
                 ipath, stack = inner
                 own = [f"{ipath}.{n}" for n, _ in stack.named_parameters(recurse=False)]
@@ -167,7 +193,17 @@ def groups_by_generic_rule(module: nn.Module) -> list[LayerGroup]:
                 groups.append(LayerGroup(path, params_of(path, child), (path,)))
         flush()
 
-    walk("", module)
+    # Step through wrappers (a backbone holding one model) to the module whose children are
+    # the network's stages; otherwise the whole model would land in one group.
+    root, root_path = module, ""
+    while not direct and not _is_stack(root):
+        kids = [(n, c) for n, c in root.named_children() if _has_params(c)]
+        if (len(kids) != 1 or len(list(kids[0][1].children())) == 0
+                or any(True for _ in kids[0][1].parameters(recurse=False))):
+            break
+        root_path = f"{root_path}.{kids[0][0]}" if root_path else kids[0][0]
+        root = kids[0][1]
+    walk(root_path, root)
     return _check_complete(groups, names, "the generic rule")
 
 

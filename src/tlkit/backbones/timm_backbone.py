@@ -69,12 +69,9 @@ class TimmBackbone(Backbone):
             except NotImplementedError:
                 spec = None
             if spec:
-                prefixed = {
-                    k: (f"^model\\.(?:{v.lstrip('^')})" if isinstance(v, str)
-                        else [(f"^model\\.(?:{rx.lstrip('^')})", sfx) for rx, sfx in v])
-                    for k, v in spec.items()
-                }
-                return groups_from_timm_matcher(names, prefixed)
+                # timm's patterns are matched against timm's own names (without "model."):
+                # some have several ^-anchored alternatives, which a prefix would break.
+                return groups_from_timm_matcher(names, spec, strip_prefix="model.")
         return groups_by_generic_rule(self)
 
     def no_weight_decay_names(self) -> set[str]:

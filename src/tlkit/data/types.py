@@ -1,0 +1,92 @@
+"""The shapes that flow through the data part: what a source yields and what it is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, TypeAlias
+
+import numpy as np
+
+Task: TypeAlias = Literal["single_label", "multi_label", "regression"]
+Modality: TypeAlias = Literal["text", "image"]
+# An image is a file path (decoded lazily) or a uint8 array, grey HxW or HxWx3.
+ImageInput: TypeAlias = Path | np.ndarray
+Input: TypeAlias = str | Path | np.ndarray
+
+
+class DataSettings(Protocol):
+    """The attributes of the config's ``data`` section that the data part reads.
+
+    ``tlkit.config.DataConfig`` meets it; tests pass a ``types.SimpleNamespace``.
+    """
+
+    source: str
+    task: Task
+    text_column: str | None
+    image_column: str | None
+    label_column: str | None
+    limit: int | None
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    image_size: int | None
+    max_length: int | None
+    on_bad_image: Literal["skip", "error"]
+    label_separator: str
+
+
+@dataclass
+class LabelledData:
+    """Inputs with their targets, in one modality, ready to split.
+
+    ``targets`` is int64 class indices (single_label), float32 multi-hot of shape
+    (n, len(classes)) (multi_label) or float32 values (regression, ``classes`` is None).
+    ``test`` is the set's own test split where it ships one. ``skipped`` counts the inputs
+    dropped as unreadable (``skipped_files`` names them) so a run can report it.
+    """
+
+    name: str
+    modality: Modality
+    task: Task
+    inputs: list[Input]
+    targets: np.ndarray
+    classes: list[str] | None
+    test: LabelledData | None = None
+    skipped: int = 0
+    skipped_files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.targets):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head this data needs: one per class, or one value for regression."""
+        return 1 if self.classes is None else len(self.classes)
+
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> LabelledData:
+        """The rows at ``indices`` (same classes, no test split, no skip count of its own)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return LabelledData(
+            name=name or self.name,
+            modality=self.modality,
+            task=self.task,
+            inputs=[self.inputs[i] for i in idx],
+            targets=self.targets[idx],
+            classes=self.classes,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Examples per class (multi-label: per label); empty for regression."""
+        if self.classes is None:
+            return {}
+        if self.task == "multi_label":
+            counts = self.targets.sum(axis=0).astype(np.int64) if len(self) else np.zeros(len(self.classes), np.int64)
+        else:
+            counts = np.bincount(self.targets, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}

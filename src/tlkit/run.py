@@ -1,0 +1,241 @@
+"""A run from config to run directory, and evaluate / predict on a finished one.
+
+Order matters for the user: cheap checks first (config, data), then the model, then training, so
+a mistake fails in seconds and never after an hour of training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tlkit.config import Config, DataConfig, dump_config, validate
+from tlkit.errors import UserError
+from tlkit.rundir import RunDir
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA GPU is available; use device: auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def num_outputs_of(data: Any) -> int:
+    if data.task == "regression":
+        return 1 if data.targets.ndim == 1 else int(data.targets.shape[1])
+    return len(data.classes)
+
+
+def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda k, i: None,
+            checkpoint_every: int = 50) -> dict[str, Any]:
+    from tlkit.assemble import assemble
+    from tlkit.data import build_collate, build_dataset, load_source, make_splits
+    from tlkit.data.transforms import resolve_preprocessing
+    from tlkit.plan import format_plan
+    from tlkit.saved import save_model
+    from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from tlkit.train.loop import Hooks, evaluate_split, fit
+
+    tc = cfg.transfer_config
+    run = RunDir(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if resume:
+        if not run.last.is_file():
+            raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt; run without "
+                            "--resume to start")
+        saved = run.config.read_text() if run.config.is_file() else None
+        if saved is not None and saved != dump_config(cfg):
+            raise UserError(f"the config differs from the one {out} was started with "
+                            f"({run.config}); resume with that config, or start a new --out")
+    elif run.path.is_dir() and (run.last.is_file() or run.summary.is_file()):
+        raise UserError(f"{out} already holds a run; add --resume to continue it, or choose "
+                        "another --out (nothing was changed)")
+    run.lock()
+    try:
+        t_start = time.perf_counter()
+        device = pick_device(tc.device)
+        event("stage", {"what": f"loading data {cfg.data.source}"})
+        data = load_source(cfg.data)
+        splits = make_splits(data, cfg.data)
+        event("stage", {"what": f"loading backbone {tc.source_model}",
+                        "sizes": splits.sizes()})
+        torch.manual_seed(tc.seed)  # the head's initialisation
+        asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
+                       max_length=cfg.data.max_length)
+        prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
+        collate = build_collate(prep)
+        train_ds = build_dataset(splits.train, prep)
+        val_ds = build_dataset(splits.val, prep)
+        test_ds = build_dataset(splits.test, prep)
+        classes = splits.classes
+
+        run.write_text(run.config, dump_config(cfg))
+        run.write_text(run.plan, format_plan(asm.plan) + "\n")
+        state_in = None
+        if resume:
+            state_in = load_checkpoint(run.last)
+            run.truncate_metrics(int(state_in["state"]["epoch"]))
+        elif run.metrics.exists():
+            run.metrics.unlink()
+
+        def save_best(model: torch.nn.Module, state: Any) -> None:
+            from safetensors.torch import save_model as st_save
+
+            from tlkit.train.checkpoint import atomic_write
+
+            atomic_write(run.best, lambda tmp: st_save(model, str(tmp)))
+
+        def load_best(model: torch.nn.Module) -> None:
+            from safetensors.torch import load_model as st_load
+
+            if run.best.is_file():
+                st_load(model, str(run.best))
+
+        hooks = Hooks(save_last=lambda payload: save_checkpoint(run.last, payload),
+                      save_best=save_best, load_best=load_best,
+                      log_epoch=run.append_metrics, event=event)
+        event("stage", {"what": "training", "device": str(device)})
+        state = fit(asm.model, asm.groups, asm.plan, tc, data.task, classes, train_ds, val_ds,
+                    collate, hooks, device, checkpoint_every=checkpoint_every, resume=state_in)
+
+        event("stage", {"what": "evaluating on the test split"})
+        val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
+                             classes, tc.mixed_precision)
+        test = evaluate_split(asm.model, test_ds, collate, data.task, tc.batch_size, device,
+                              classes, tc.mixed_precision)
+        head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
+                "num_outputs": num_outputs_of(splits.train)}
+        asm.model.cpu()
+        save_model(run.model, asm.model, prep, head, data.task, classes,
+                   {"source_model": tc.source_model})
+        summary = {
+            "source_model": tc.source_model,
+            "strategy": tc.freeze_strategy,
+            "task": data.task,
+            "data": splits.summary(),
+            "skipped_images": splits.skipped,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early,
+            "train_seconds": round(state.seconds, 2),
+            "total_seconds": round(time.perf_counter() - t_start, 2),
+            "parameters": asm.plan.total_params,
+            "trainable_parameters_last_phase": asm.plan.phases[-1].trainable_params,
+            "val": val,
+            "test": test,
+        }
+        run.write_json(run.summary, summary)
+        return summary
+    finally:
+        run.unlock()
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate / predict
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_config(run: RunDir) -> Config:
+    from tlkit.config import parse_yaml
+
+    if not run.config.is_file():
+        raise UserError(f"{run.path} is not a run directory (no config.yaml)")
+    return validate(parse_yaml(run.config.read_text(), str(run.config)), str(run.config))
+
+
+def _data_for(run: RunDir, spec: str | None, classes: list[str] | None) -> Any:
+    """The labelled data to evaluate: the run's own split (train / val / test, default test),
+    or another source (a path or packaged name) read with the run's data settings."""
+    from tlkit.data import load_source, make_splits
+
+    if not run.path.is_dir():
+        raise UserError(f"run directory {run.path} does not exist")
+    cfg = _run_config(run)
+    if spec in (None, "test", "val", "train"):
+        data = load_source(cfg.data, classes=classes)
+        splits = make_splits(data, cfg.data)
+        return getattr(splits, spec or "test")
+    dcfg = DataConfig.model_validate({**cfg.data.model_dump(), "source": spec})
+    return load_source(dcfg, classes=classes)
+
+
+def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
+    from tlkit.data import build_collate, build_dataset
+    from tlkit.saved import load_model, model_device
+    from tlkit.train.loop import evaluate_split
+
+    run = RunDir(path)
+    saved = load_model(run.model)
+    data = _data_for(run, spec, saved.classes)
+    device = model_device()
+    saved.model.to(device)
+    ds = build_dataset(data, saved.preprocessing)
+    metrics = evaluate_split(saved.model, ds, build_collate(saved.preprocessing), saved.task, 64,
+                             device, saved.classes)
+    return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
+
+
+def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
+                ) -> list[dict[str, Any]]:
+    from tlkit.data import build_collate, build_dataset
+    from tlkit.data.types import LabelledData
+    from tlkit.metrics import probabilities
+    from tlkit.saved import load_model, model_device
+    from tlkit.train.loop import predict_outputs
+
+    saved = load_model(Path(path) / "model")
+    kind = saved.preprocessing.kind
+    if spec is not None:
+        data = _data_for(RunDir(path), spec, saved.classes)
+        shown = [str(x) if not isinstance(x, np.ndarray) else f"#{i}"
+                 for i, x in enumerate(data.inputs)]
+    else:
+        if not inputs:
+            raise UserError("give inputs to predict (texts or image files) or --data SPEC")
+        items: list[Any] = list(inputs)
+        if kind == "image":
+            missing = [x for x in items if not Path(x).is_file()]
+            if missing:
+                raise UserError(f"image file(s) not found: {', '.join(missing[:3])}")
+            items = [Path(x) for x in items]
+        n_out = len(saved.classes) if saved.classes else 1
+        dummy = (np.zeros(len(items), dtype=np.int64) if saved.task == "single_label"
+                 else np.zeros((len(items), n_out), dtype=np.float32)
+                 if saved.task == "multi_label" else np.zeros(len(items), dtype=np.float32))
+        data = LabelledData(name="inputs", modality=kind, task=saved.task, inputs=items,
+                            targets=dummy, classes=saved.classes)
+        shown = list(inputs)
+    if data.modality != kind:
+        raise UserError(f"the model takes {kind} but the inputs are {data.modality}")
+    device = model_device()
+    saved.model.to(device)
+    ds = build_dataset(data, saved.preprocessing)
+    outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device)
+    probs = probabilities(outputs, saved.task)
+    rows = []
+    for i, p in enumerate(probs):
+        if saved.task == "single_label":
+            row = {"input": shown[i], "label": saved.classes[int(p.argmax())],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+        elif saved.task == "multi_label":
+            row = {"input": shown[i], "labels": [c for c, v in zip(saved.classes, p) if v > 0.5],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+        else:
+            row = {"input": shown[i], "value": [float(v) for v in np.atleast_1d(p)]}
+        rows.append(row)
+    return rows
+
+
+def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)

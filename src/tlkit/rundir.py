@@ -1,0 +1,123 @@
+"""The run directory (DESIGN.md): config, plan, metrics per epoch, checkpoints, model, summary.
+
+One writer per run directory at a time (a lock file); every file that must survive a crash is
+written atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import UserError
+from tlkit.train.checkpoint import atomic_write
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # paths
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "plan.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    def lock(self) -> None:
+        """Refuse a second writer: two fits in one directory would corrupt each other."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"run directory {self.path} is in use by another tlkit process; wait for it to "
+                "finish or choose another --out"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def write_text(self, path: Path, text: str) -> None:
+        def w(tmp: Path) -> None:
+            tmp.write_text(text, encoding="utf-8")
+
+        atomic_write(path, w)
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        self.write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        rows = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a crash: drop it and what follows
+        return rows
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """After a resume, keep the rows of epochs the checkpoint has completed."""
+        rows = [r for r in self.metrics_rows() if r.get("epoch", 0) < epochs_done]
+        self.write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _jsonable(x: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(x)

@@ -1,0 +1,91 @@
+"""The run directory's model/: weights in safetensors and a JSON with everything predict needs
+(backbone architecture, head, task, labels, preprocessing, tokenizer files). Loading it needs no
+training config and no network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlkit.backbones import backbone_from_spec
+from tlkit.backbones.base import Preprocessing, TextPreprocessing, preprocessing_from_dict
+from tlkit.errors import UserError
+from tlkit.heads import build_head
+from tlkit.model import TransferModel
+
+META = "model.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class SavedModel:
+    model: TransferModel
+    meta: dict[str, Any]
+    preprocessing: Preprocessing
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.meta.get("classes")
+
+
+def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
+               head: dict[str, Any], task: str, classes: list[str] | None,
+               extra: dict[str, Any] | None = None) -> None:
+    from safetensors.torch import save_model as st_save
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    prep = preprocessing.to_dict()
+    if isinstance(preprocessing, TextPreprocessing):
+        from tlkit.data import load_tokenizer
+
+        load_tokenizer(preprocessing.tokenizer).save_pretrained(str(tmp / "tokenizer"))
+        prep["tokenizer"] = "tokenizer"  # relative to model/, so the folder can move
+    st_save(model, str(tmp / WEIGHTS))
+    meta = {"format": 1, "backbone": model.backbone.spec, "preprocessing": prep, "head": head,
+            "task": task, "classes": classes, **(extra or {})}
+    (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def load_model(folder: Path) -> SavedModel:
+    from safetensors.torch import load_model as st_load
+
+    meta_path = folder / META
+    if not meta_path.is_file() or not (folder / WEIGHTS).is_file():
+        raise UserError(f"{folder} holds no saved model ({META} and {WEIGHTS}); give a run "
+                        "directory whose fit finished")
+    meta = json.loads(meta_path.read_text())
+    prep_d = dict(meta["preprocessing"])
+    if prep_d.get("kind") == "text":
+        prep_d["tokenizer"] = str(folder / prep_d["tokenizer"])
+    prep = preprocessing_from_dict(prep_d)
+    backbone = backbone_from_spec(meta["backbone"], prep_d)
+    backbone.preprocessing = prep
+    h = meta["head"]
+    head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
+                      h["dropout"])
+    model = TransferModel(backbone, head)
+    missing, unexpected = st_load(model, str(folder / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise UserError(f"{folder / WEIGHTS} does not fit the saved architecture (missing "
+                        f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    model.eval()
+    return SavedModel(model, meta, prep)
+
+
+def model_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,257 @@
+"""The training loop: short and explicit, one function a reader can follow top to bottom.
+
+Each epoch: switch to the plan's phase for that epoch (requires_grad flips, nothing is rebuilt), run
+the batches of a seeded order, step AdamW under the schedule, checkpoint every few steps and at the
+end of the epoch, evaluate, follow early stopping. Every counter and random state lives in
+``TrainState`` and the checkpoint, so a run killed anywhere resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit.backbones.base import LayerGroup
+from tlkit.config import TransferConfig
+from tlkit.errors import UserError
+from tlkit.metrics import compute_metrics, monitor_metric
+from tlkit.model import TransferModel
+from tlkit.plan import Plan, phase_at
+from tlkit.plan.apply import apply_phase, optimizer_groups
+from tlkit.train.checkpoint import rng_state, set_rng_state
+from tlkit.train.schedule import lr_factor
+
+Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TrainState:
+    """Every counter of a run; saved whole in each checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches of the current epoch done
+    step: int = 0  # optimizer steps done
+    loss_sum: float = 0.0  # this epoch's training loss, summed over samples
+    loss_count: int = 0
+    best_value: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Hooks:
+    """Where the run directory plugs into the loop (the loop itself does no I/O)."""
+
+    save_last: Callable[[dict[str, Any]], None]
+    save_best: Callable[[TransferModel, TrainState], None]
+    load_best: Callable[[TransferModel], None]
+    log_epoch: Callable[[dict[str, Any]], None]
+    event: Event = lambda kind, info: None
+
+
+def loss_function(task: str) -> nn.Module:
+    if task == "single_label":
+        return nn.CrossEntropyLoss()
+    if task == "multi_label":
+        return nn.BCEWithLogitsLoss()
+    return nn.MSELoss()
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _output_for_loss(out: torch.Tensor, task: str) -> torch.Tensor:
+    out = out.float()
+    return out.squeeze(-1) if task == "regression" and out.shape[-1] == 1 else out
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of the training samples in an epoch: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def batches_of(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    return [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def predict_outputs(
+    model: nn.Module, data: Sequence[Any], collate: Collate, batch_size: int,
+    device: torch.device, mixed_precision: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (logits or values) and targets of ``data``, in its order."""
+    was_training = model.training
+    model.eval()
+    outs, tgts = [], []
+    for idx in batches_of(range(len(data)), batch_size):
+        inputs, targets = collate([data[i] for i in idx])
+        with autocast(device, mixed_precision):
+            out = model(to_device(inputs, device))
+        outs.append(out.float().cpu())
+        tgts.append(targets)
+    model.train(was_training)
+    return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+
+
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+) -> dict[str, Any]:
+    outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision)
+    loss_fn = loss_function(task)
+    t = torch.from_numpy(targets)
+    loss = float(loss_fn(_output_for_loss(torch.from_numpy(outputs), task), t))
+    return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+
+
+def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
+                   device: torch.device) -> torch.optim.Optimizer:
+    # Every group is in the optimizer from the start; frozen ones have no gradient and AdamW
+    # skips them, so a phase change only flips requires_grad and the moments carry over.
+    pg = optimizer_groups(model, groups, plan.phases[-1])
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    return torch.optim.AdamW(pg, **kwargs)
+
+
+def fit(
+    model: TransferModel,
+    groups: list[LayerGroup],
+    plan: Plan,
+    tc: TransferConfig,
+    task: str,
+    classes: list[str] | None,
+    train_data: Sequence[Any],
+    val_data: Sequence[Any],
+    collate: Collate,
+    hooks: Hooks,
+    device: torch.device,
+    checkpoint_every: int = 50,
+    resume: dict[str, Any] | None = None,
+) -> TrainState:
+    model.to(device)
+    optimizer = make_optimizer(model, groups, plan, device)
+    state = TrainState()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        state = TrainState(**resume["state"])
+        set_rng_state(resume["rng"])
+        hooks.event("resumed", {"epoch": state.epoch, "batch": state.batch_in_epoch,
+                                "step": state.step})
+
+    loss_fn = loss_function(task)
+    accum = tc.gradient_accumulation_steps
+    n_batches = math.ceil(len(train_data) / tc.batch_size)
+    steps_per_epoch = math.ceil(n_batches / accum)
+    total_steps = steps_per_epoch * tc.epochs
+    monitor, mode = monitor_metric(task)
+
+    def snapshot() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "state": asdict(state), "rng": rng_state(), "format": 1}
+
+    epoch = state.epoch
+    while epoch < tc.epochs and not state.stopped_early:
+        t0 = time.perf_counter()
+        phase = plan.phases[phase_at(list(plan.phases), epoch)]
+        apply_phase(model, groups, phase, tc.freeze_norm_stats)
+        if state.batch_in_epoch == 0:
+            hooks.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
+                                        "label": phase.label, "batches": n_batches})
+        model.train()
+        batches = batches_of(epoch_order(len(train_data), tc.seed, epoch), tc.batch_size)
+        optimizer.zero_grad(set_to_none=True)
+        for b in range(state.batch_in_epoch, n_batches):
+            inputs, targets = collate([train_data[i] for i in batches[b]])
+            inputs, targets = to_device(inputs, device), to_device(targets, device)
+            with autocast(device, tc.mixed_precision):
+                out = model(inputs)
+            loss = loss_fn(_output_for_loss(out, task), targets)
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, batch {b} "
+                    f"(optimizer step {state.step}); likely causes: a learning rate too high "
+                    f"(head_lr {tc.head_lr}, backbone_lr {tc.backbone_lr}) or bad targets. "
+                    "The last good checkpoint is kept; lower the rates and run again"
+                )
+            (loss / accum).backward()
+            state.loss_sum += float(loss.detach()) * len(batches[b])
+            state.loss_count += len(batches[b])
+            state.batch_in_epoch = b + 1
+            if (b + 1) % accum == 0 or b + 1 == n_batches:
+                factor = lr_factor(state.step, total_steps, tc.warmup_steps, tc.scheduler)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["initial_lr"] * factor
+                if tc.max_grad_norm:
+                    params = [p for p in model.parameters() if p.grad is not None]
+                    torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                hooks.event("step", {"epoch": epoch, "batch": b + 1, "batches": n_batches,
+                                     "loss": float(loss.detach())})
+                if checkpoint_every and state.step % checkpoint_every == 0 and b + 1 < n_batches:
+                    state.seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    hooks.save_last(snapshot())
+
+        val = evaluate_split(model, val_data, collate, task, tc.batch_size, device, classes,
+                             tc.mixed_precision)
+        state.seconds += time.perf_counter() - t0
+        lrs = {g["group"]: g["lr"] for g in optimizer.param_groups}
+        row = {"epoch": epoch, "phase": phase.index + 1,
+               "train_loss": state.loss_sum / max(1, state.loss_count),
+               "val_loss": val["loss"],
+               **{f"val_{k}": v for k, v in val.items()
+                  if k != "loss" and isinstance(v, (int, float))},
+               "lr": lrs, "trainable_params": phase.trainable_params,
+               "seconds": round(state.seconds, 3)}
+        value = val[monitor]
+        improved = state.best_value is None or (
+            value > state.best_value if mode == "max" else value < state.best_value)
+        if improved:
+            state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+            hooks.save_best(model, state)
+        else:
+            state.bad_epochs += 1
+            if tc.early_stopping_patience and state.bad_epochs >= tc.early_stopping_patience:
+                state.stopped_early = True
+        state.history.append(row)
+        hooks.log_epoch(row)
+        epoch += 1
+        state.epoch, state.batch_in_epoch = epoch, 0
+        state.loss_sum, state.loss_count = 0.0, 0
+        hooks.save_last(snapshot())
+        hooks.event("epoch_end", row)
+
+    hooks.load_best(model)  # the best epoch's weights, not the last
+    return state
