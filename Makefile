@@ -8,8 +8,17 @@ PYTEST := $(VENV)/bin/pytest
 setup:
 	./scripts/setup.sh
 
+DEMO_RUN ?= runs/quickstart
+
+# The main job: MiniLM adapted to Rotten Tomatoes with gradual unfreezing, then evaluated on the
+# test split and asked about two sentences. Each `make demo` starts a fresh demo run.
 demo: setup
+	rm -rf $(DEMO_RUN)
 	$(TLKIT) plan examples/quickstart.yaml
+	$(TLKIT) fit examples/quickstart.yaml --out $(DEMO_RUN)
+	$(TLKIT) evaluate $(DEMO_RUN) > $(DEMO_RUN)/test_metrics.json
+	@$(VENV)/bin/python -c "import json; m = json.load(open('$(DEMO_RUN)/test_metrics.json')); print(f\"test accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  on {m['n']} snippets\")"
+	$(TLKIT) predict $(DEMO_RUN) "A warm, funny and beautifully acted film." "A tedious, clumsy mess that never finds its story."
 
 test: setup
 	$(PYTEST)

@@ -166,7 +166,8 @@ def test_concept_schedule_form_gives_line_column_and_fix(write):
 def test_concept_schedule_form_on_every_entry(write):
     text = DESIGN_CONFIG.replace(
         "    - {epoch: 1, unfreeze: last_block}", "    - epoch: 1, unfreeze: last_block"
-    ).replace("    - {epoch: 2, unfreeze: last_two_blocks}", "    - epoch: 2, unfreeze: last_two_blocks")
+    ).replace("    - {epoch: 2, unfreeze: last_two_blocks}",
+              "    - epoch: 2, unfreeze: last_two_blocks")
     msg = _error(write(text))
     line = text.splitlines().index("    - epoch: 1, unfreeze: last_block") + 1
     assert f"line {line}" in msg
@@ -217,8 +218,10 @@ def test_set_overrides_every_kind_of_value(write):
             "transfer_config.mixed_precision=false",  # bool
             "transfer_config.head.type=mlp",  # nested, section absent from the file
             "transfer_config.head.hidden_size=64",
-            "transfer_config.unfreeze_schedule=[{epoch: 1, unfreeze: last_3_blocks}, "
-            "{epoch: 5, unfreeze: all}]",  # list
+            (
+                "transfer_config.unfreeze_schedule=[{epoch: 1, unfreeze: last_3_blocks}, "
+                "{epoch: 5, unfreeze: all}]"
+            ),  # list
             "data.source=fashion_mnist",  # string
             "data.limit=100",
         ],
@@ -307,8 +310,8 @@ def test_schedule_past_the_last_epoch_is_refused(write):
 def test_schedule_epochs_must_increase(write):
     msg = _error(
         write(DESIGN_CONFIG),
-        ["transfer_config.unfreeze_schedule=[{epoch: 2, unfreeze: all}, "
-         "{epoch: 1, unfreeze: last_block}]"],
+        [("transfer_config.unfreeze_schedule=[{epoch: 2, unfreeze: all}, "
+          "{epoch: 1, unfreeze: last_block}]")],
     )
     assert "increase" in msg
 

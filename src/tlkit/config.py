@@ -21,7 +21,7 @@ from tlkit.errors import UserError
 # Schema
 # --------------------------------------------------------------------------------------------------
 
-STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none")
+STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft")
 SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$")
 
 
@@ -51,6 +51,26 @@ class HeadConfig(Strict):
     hidden_size: int = Field(default=256, ge=1, le=65536)
 
 
+class LoraSettings(Strict):
+    """LoRA through PEFT (``freeze_strategy: lora``): the base weights stay frozen, low-rank
+    matrices of rank ``r`` train beside the modules named in ``target_modules`` (PEFT's own
+    matching: a module's full name or a suffix after a dot; null picks a default for the
+    backbone: the attention projections of a transformer, the pointwise convolutions of a CNN)."""
+
+    r: int = Field(default=8, ge=1, le=4096)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not t.strip() for t in v)):
+            raise ValueError("give module names (for example [query, value]) or null for the "
+                             "backbone's default")
+        return v
+
+
 class LayerGroupPattern(Strict):
     """A user-defined layer group: every backbone parameter whose name matches ``pattern``
     (``re.search``) and no earlier pattern. Listed from input to output."""
@@ -68,12 +88,31 @@ class LayerGroupPattern(Strict):
         return v
 
 
+class CacheConfig(Strict):
+    """Frozen layers are computed once: pooled features when the whole backbone is frozen,
+    activations at the cut when only its bottom is. ``max_mb`` caps what is held in memory;
+    above it the run falls back to the full forward. ``disk`` keeps pooled features for later
+    runs on the same backbone, preprocessing and data."""
+
+    enabled: bool = True
+    max_mb: int = Field(default=2048, ge=1, le=1_000_000)
+    disk: bool = True
+
+
 class TransferConfig(Strict):
     source_model: str
     pretrained_weights: str = "packaged"
-    freeze_strategy: Literal["all_frozen", "top_n_unfrozen", "gradual", "none"] = "all_frozen"
+    freeze_strategy: Literal[
+        "all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft"] = "all_frozen"
     top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
     unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
+    # lp_ft: epochs of the linear probe (phase 1, head only) before fine-tuning everything;
+    # null: half the epochs.
+    lp_epochs: int | None = Field(default=None, ge=1)
+    lora: LoraSettings | None = None  # freeze_strategy lora; null: the defaults
+    # L2-SP (Li et al., 2018): l2sp_lambda * ||theta - theta_pretrained||^2 over the backbone,
+    # in place of its weight decay; 0 turns it off.
+    l2sp_lambda: float = Field(default=0.0, ge=0, le=1e6)
     head_lr: float = Field(default=1e-3, gt=0, le=10)
     backbone_lr: float = Field(default=1e-4, gt=0, le=10)
     lr_decay_per_layer: float = Field(default=0.5, gt=0, le=1)
@@ -91,6 +130,7 @@ class TransferConfig(Strict):
     layer_groups: list[LayerGroupPattern] | None = None
     pooling: Literal["mean", "cls", "pooler"] | None = None
     freeze_norm_stats: bool = True
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -112,7 +152,8 @@ class TransferConfig(Strict):
         return v
 
     @field_validator(
-        "head_lr", "backbone_lr", "lr_decay_per_layer", "weight_decay", "dropout", mode="before"
+        "head_lr", "backbone_lr", "lr_decay_per_layer", "weight_decay", "dropout", "l2sp_lambda",
+        mode="before",
     )
     @classmethod
     def _number(cls, v: Any) -> Any:
@@ -145,7 +186,49 @@ class TransferConfig(Strict):
                 f"unfreeze_schedule is only used by freeze_strategy gradual, not "
                 f"{self.freeze_strategy!r}; remove it or set freeze_strategy: gradual"
             )
+        if self.lora is not None and self.freeze_strategy != "lora":
+            raise ValueError(
+                f"the lora section is only used by freeze_strategy lora, not "
+                f"{self.freeze_strategy!r}; remove it or set freeze_strategy: lora"
+            )
+        if self.freeze_strategy == "lp_ft":
+            lp = lp_epochs_of(self)
+            if lp >= self.epochs:
+                raise ValueError(
+                    f"lp_epochs {lp} leaves no epoch for fine-tuning (epochs {self.epochs}); "
+                    f"set lp_epochs below epochs, for example lp_epochs: {max(1, self.epochs // 2)}"
+                )
+            patience = self.early_stopping_patience
+            if patience is not None and patience < lp:
+                # The loop counts early-stopping patience across phases: a probe that has
+                # converged would end the run before it fine-tunes anything.
+                raise ValueError(
+                    f"early_stopping_patience {patience} is shorter than the linear-probe phase "
+                    f"(lp_epochs {lp}), so early stopping could end the run before it "
+                    f"fine-tunes; set early_stopping_patience to at least {lp} (or null), or "
+                    f"lp_epochs to at most {patience}"
+                )
+        elif self.lp_epochs is not None:
+            raise ValueError(
+                f"lp_epochs is only used by freeze_strategy lp_ft, not {self.freeze_strategy!r}; "
+                "remove it or set freeze_strategy: lp_ft"
+            )
+        if self.l2sp_lambda > 0 and self.pretrained_weights == "none":
+            raise ValueError(
+                "l2sp_lambda pulls the backbone toward its pretrained weights, but "
+                "pretrained_weights is none (a random start); set l2sp_lambda: 0 or give "
+                "pretrained weights"
+            )
         return self
+
+
+def lp_epochs_of(tc: TransferConfig) -> int:
+    """Epochs of lp_ft's linear-probe phase: ``lp_epochs``, or half the epochs (at least 1)."""
+    return tc.lp_epochs if tc.lp_epochs is not None else max(1, tc.epochs // 2)
+
+
+def lora_of(tc: TransferConfig) -> LoraSettings:
+    return tc.lora if tc.lora is not None else LoraSettings()
 
 
 class DataConfig(Strict):
@@ -162,6 +245,7 @@ class DataConfig(Strict):
     max_length: int | None = Field(default=None, ge=2, le=8192)
     on_bad_image: Literal["skip", "error"] = "skip"
     label_separator: str = "|"
+    group_by_length: bool = True  # text: batch similar lengths together to cut padding
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":

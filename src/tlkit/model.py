@@ -18,11 +18,17 @@ class TransferModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        # BatchNorm modules whose running statistics must not move (their group is frozen).
+        # Modules wholly inside frozen groups: they stay in eval mode (BatchNorm statistics
+        # fixed, no dropout), so a frozen layer is one fixed function, the same every epoch.
         self._frozen_stat_modules: list[nn.Module] = []
 
     def forward(self, inputs: Any) -> torch.Tensor:
         return self.head(self.backbone(inputs))
+
+    def forward_from_cut(self, activations: Any, cut: int) -> torch.Tensor:
+        """The output from cached activations at the input of group ``cut + 1`` (or from
+        pooled features when every group is below the cut)."""
+        return self.head(self.backbone.forward_from(activations, cut))
 
     def set_frozen_norm_modules(self, modules: list[nn.Module]) -> None:
         self._frozen_stat_modules = list(modules)
@@ -33,10 +39,29 @@ class TransferModel(nn.Module):
         super().train(mode)
         if mode:
             # A frozen layer is a fixed function: its BatchNorm keeps the pretrained running
-            # statistics (fastai and Lightning default to updating them, which drifts the body).
+            # statistics (fastai and Lightning default to updating them, which drifts the body)
+            # and its dropout is off, so its output can be computed once and cached.
             for m in self._frozen_stat_modules:
                 m.eval()
         return self
+
+
+def frozen_submodules(module: nn.Module, frozen_names: set[str]) -> list[nn.Module]:
+    """The largest submodules whose parameters are all in ``frozen_names`` (and that have
+    some), plus BatchNorm layers without parameters whose parent's parameters are frozen."""
+    out: list[nn.Module] = []
+    taken: list[str] = []
+    for mname, m in module.named_modules():
+        if mname == "" or any(mname.startswith(t + ".") for t in taken):
+            continue
+        names = [f"{mname}.{p}" for p, _ in m.named_parameters()]
+        if names and all(n in frozen_names for n in names):
+            out.append(m)
+            taken.append(mname)
+    for m in batchnorm_modules_of(module, frozen_names):
+        if all(m is not o for o in out):
+            out.append(m)
+    return out
 
 
 def batchnorm_modules_of(module: nn.Module, param_names: set[str]) -> list[nn.Module]:

@@ -37,7 +37,10 @@ def num_outputs_of(data: Any) -> int:
 
 
 def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda k, i: None,
-            checkpoint_every: int = 50) -> dict[str, Any]:
+            checkpoint_every: int = 50, test_limit: int | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` into the run directory ``out``. ``test_limit`` evaluates the test split
+    on a stratified subset of that many examples (benchmarks on slow machines; the summary
+    says so)."""
     from tlkit.assemble import assemble
     from tlkit.data import build_collate, build_dataset, load_source, make_splits
     from tlkit.data.transforms import resolve_preprocessing
@@ -68,11 +71,20 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         event("stage", {"what": f"loading data {cfg.data.source}"})
         data = load_source(cfg.data)
         splits = make_splits(data, cfg.data)
+        if test_limit is not None and len(splits.test) > test_limit:
+            splits.test = _subset(splits.test, test_limit, cfg.data.seed)
         event("stage", {"what": f"loading backbone {tc.source_model}",
                         "sizes": splits.sizes()})
         torch.manual_seed(tc.seed)  # the head's initialisation
         asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
                        max_length=cfg.data.max_length)
+        regularizer = None
+        if tc.l2sp_lambda > 0:
+            from tlkit.regularization import L2SP
+
+            # The source weights are the pretrained ones: snapshot them now, before a resumed
+            # run's checkpoint is loaded into the model.
+            regularizer = L2SP(asm.model.backbone, tc.l2sp_lambda)
         prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
         collate = build_collate(prep)
         train_ds = build_dataset(splits.train, prep)
@@ -105,9 +117,32 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         hooks = Hooks(save_last=lambda payload: save_checkpoint(run.last, payload),
                       save_best=save_best, load_best=load_best,
                       log_epoch=run.append_metrics, event=event)
-        event("stage", {"what": "training", "device": str(device)})
+        cache = None
+        if tc.cache.enabled:
+            from tlkit.backbones.packaged import cache_dir
+            from tlkit.cache import ActivationCache
+            from tlkit.train.loop import autocast
+
+            # No random augmentation exists in tlkit's preprocessing, so cached activations are
+            # exactly what the full forward would compute each epoch.
+            cache = ActivationCache(
+                asm.model.backbone, len(asm.groups), collate, device,
+                lambda: autocast(device, tc.mixed_precision), tc.cache.max_mb * 2**20,
+                cache_dir() / "features" if tc.cache.disk else None,
+                {"backbone": tc.source_model, "preprocessing": prep.to_dict(),
+                 "mixed_precision": tc.mixed_precision, "device": device.type},
+                batch_size=max(tc.batch_size, 64),
+                log=lambda msg: event("stage", {"what": msg}))
+        lengths = None
+        if data.modality == "text" and cfg.data.group_by_length:
+            enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
+                                    max_length=prep.max_length)
+            lengths = [len(x) for x in enc["input_ids"]]
+        event("stage", {"what": "training", "device": str(device),
+                        "cache": "on" if cache is not None else "off"})
         state = fit(asm.model, asm.groups, asm.plan, tc, data.task, classes, train_ds, val_ds,
-                    collate, hooks, device, checkpoint_every=checkpoint_every, resume=state_in)
+                    collate, hooks, device, checkpoint_every=checkpoint_every, resume=state_in,
+                    cache=cache, lengths=lengths, regularizer=regularizer)
 
         event("stage", {"what": "evaluating on the test split"})
         val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
@@ -130,6 +165,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             "stopped_early": state.stopped_early,
             "train_seconds": round(state.seconds, 2),
             "total_seconds": round(time.perf_counter() - t_start, 2),
+            **({"test_limit": test_limit} if test_limit is not None else {}),
             "parameters": asm.plan.total_params,
             "trainable_parameters_last_phase": asm.plan.phases[-1].trainable_params,
             "val": val,
@@ -139,6 +175,19 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         return summary
     finally:
         run.unlock()
+
+
+def _subset(data: Any, n: int, seed: int) -> Any:
+    """A subset of ``n`` examples, stratified for single-label data."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(data))
+    strat = data.targets if data.task == "single_label" else None
+    try:
+        keep, _ = train_test_split(idx, train_size=n, stratify=strat, random_state=seed)
+    except ValueError:  # too few of some class to stratify
+        keep, _ = train_test_split(idx, train_size=n, random_state=seed)
+    return data.subset(np.sort(keep), name=data.name)
 
 
 # --------------------------------------------------------------------------------------------------

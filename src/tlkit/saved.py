@@ -16,6 +16,7 @@ from tlkit.backbones import backbone_from_spec
 from tlkit.backbones.base import Preprocessing, TextPreprocessing, preprocessing_from_dict
 from tlkit.errors import UserError
 from tlkit.heads import build_head
+from tlkit.lora import apply_lora_spec, lora_spec
 from tlkit.model import TransferModel
 
 META = "model.json"
@@ -55,6 +56,9 @@ def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
     st_save(model, str(tmp / WEIGHTS))
     meta = {"format": 1, "backbone": model.backbone.spec, "preprocessing": prep, "head": head,
             "task": task, "classes": classes, **(extra or {})}
+    lora = lora_spec(model)
+    if lora is not None:
+        meta["lora"] = lora  # load_model rebuilds the adapters before loading the weights
     (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
     if folder.exists():
         shutil.rmtree(folder)
@@ -75,6 +79,8 @@ def load_model(folder: Path) -> SavedModel:
     prep = preprocessing_from_dict(prep_d)
     backbone = backbone_from_spec(meta["backbone"], prep_d)
     backbone.preprocessing = prep
+    if meta.get("lora"):
+        apply_lora_spec(backbone, meta["lora"])
     h = meta["head"]
     head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
                       h["dropout"])

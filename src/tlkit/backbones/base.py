@@ -83,6 +83,81 @@ class Backbone(nn.Module):
     def layer_groups(self) -> list[LayerGroup]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ---- cutting the network between groups (for the frozen-prefix cache) -----------------
+    # A backbone whose trunk is a chain of units (stem, blocks, ...) lists them in ``units``;
+    # the base class then runs any contiguous range of groups. Others return None and are
+    # never cut (the cache then holds only pooled features).
+
+    _cut_groups: list[LayerGroup] | None = None
+
+    def units(self) -> list[str] | None:
+        """Module paths (relative to the backbone) of the trunk's chain, input to output."""
+        return None
+
+    def run_unit(self, index: int, state: Any) -> Any:  # pragma: no cover - per adapter
+        raise NotImplementedError
+
+    def begin(self, inputs: Any) -> Any:
+        return inputs
+
+    def end(self, state: Any) -> torch.Tensor:  # pragma: no cover - per adapter
+        raise NotImplementedError
+
+    def export_state(self, state: Any) -> Any:
+        """What is cached at a cut (a tensor, or a dict of tensors for text)."""
+        return state
+
+    def import_state(self, cached: Any) -> Any:
+        return cached
+
+    def use_groups(self, groups: list[LayerGroup]) -> None:
+        """The groups the plan uses (the backbone's own, or the config's regex override)."""
+        self._cut_groups = list(groups)
+        self._bounds: list[int] | None = self._unit_bounds()
+
+    def _unit_bounds(self) -> list[int] | None:
+        units = self.units()
+        groups = self._cut_groups
+        if not units or not groups:
+            return None
+        group_of: dict[str, int] = {}
+        for gi, g in enumerate(groups):
+            for p in g.param_names:
+                group_of[p] = gi
+        unit_group: list[int] = []
+        for u in units:
+            gs = {gi for p, gi in group_of.items() if p.startswith(u + ".")}
+            if len(gs) > 1:
+                return None  # a unit split across groups: cannot cut there
+            unit_group.append(gs.pop() if gs else (unit_group[-1] if unit_group else 0))
+        if unit_group != sorted(unit_group):
+            return None
+        # bounds[k] = number of units that groups 0..k-1 cover
+        return [sum(1 for g in unit_group if g < k) for k in range(len(groups) + 1)]
+
+    def can_cut(self) -> bool:
+        return getattr(self, "_bounds", None) is not None
+
+    def forward_to(self, inputs: Any, cut: int) -> Any:
+        """Run the bottom ``cut`` groups; return what the cache keeps."""
+        assert self._bounds is not None
+        state = self.begin(inputs)
+        for i in range(self._bounds[cut]):
+            state = self.run_unit(i, state)
+        return self.export_state(state)
+
+    def forward_from(self, cached: Any, cut: int) -> torch.Tensor:
+        """Run groups ``cut + 1 ..`` and pool, from what ``forward_to`` returned (or return
+        the pooled features as they are when every group is below the cut)."""
+        n = len(self._cut_groups) if self._cut_groups is not None else None
+        if n is not None and cut >= n:
+            return cached
+        assert self._bounds is not None
+        state = self.import_state(cached)
+        for i in range(self._bounds[cut], len(self.units() or [])):
+            state = self.run_unit(i, state)
+        return self.end(state)
+
     def no_weight_decay_names(self) -> set[str]:
         """Parameter names (relative to the backbone) that take no weight decay beyond the
         norms and biases, which are excluded by rule."""

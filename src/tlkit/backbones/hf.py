@@ -39,13 +39,27 @@ class HFBackbone(Backbone):
             raise UserError(f"pooling {pooling!r} is not one of mean, cls, pooler")
         self.pooling = pooling
         extra: dict[str, Any] = {}
-        config = AutoConfig.from_pretrained(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(name_or_path)
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"cannot read a transformers model config from {name_or_path}: "
+                f"{(str(e).splitlines() or [''])[0][:300]}; fix: point at a folder saved with "
+                "save_pretrained (it holds config.json) or a hub id"
+            ) from None
         if getattr(config, "model_type", "") in ("bert", "roberta", "xlm-roberta", "electra"):
             extra["add_pooling_layer"] = pooling == "pooler"
         if pretrained:
-            model, info = AutoModel.from_pretrained(
-                name_or_path, output_loading_info=True, **extra
-            )
+            try:
+                model, info = AutoModel.from_pretrained(
+                    name_or_path, output_loading_info=True, **extra
+                )
+            except (OSError, ValueError) as e:
+                raise UserError(
+                    f"cannot load the weights in {name_or_path}: "
+                    f"{(str(e).splitlines() or [''])[0][:300]}; fix: point at a complete "
+                    "checkpoint, or set pretrained_weights: none for a random initialisation"
+                ) from None
             missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
             bad = info.get("mismatched_keys", [])
             if missing or bad:
@@ -95,6 +109,55 @@ class HFBackbone(Backbone):
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    # the trunk as a chain (embeddings, then each encoder layer), for the frozen-prefix cache
+    def units(self) -> list[str] | None:
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if getattr(self.model, "embeddings", None) is None or layers is None:
+            return None
+        if getattr(self.model.config, "is_decoder", False):
+            return None
+        return ["model.embeddings"] + [f"model.encoder.layer.{i}" for i in range(len(layers))]
+
+    def begin(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {"inputs": inputs, "attention_mask": inputs["attention_mask"]}
+
+    def _extended_mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> Any:
+        try:
+            from transformers.masking_utils import create_bidirectional_mask
+
+            return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden,
+                                             attention_mask=mask)
+        except ImportError:  # older transformers
+            return self.model.get_extended_attention_mask(mask, mask.shape)
+
+    def run_unit(self, index: int, state: dict[str, Any]) -> dict[str, Any]:
+        if index == 0:
+            inp = state["inputs"]
+            hidden = self.model.embeddings(input_ids=inp["input_ids"],
+                                           token_type_ids=inp.get("token_type_ids"))
+            return {"hidden": hidden, "attention_mask": state["attention_mask"]}
+        if "ext" not in state:
+            state = {**state, "ext": self._extended_mask(state["hidden"],
+                                                         state["attention_mask"])}
+        out = self.model.encoder.layer[index - 1](state["hidden"], state["ext"])
+        hidden = out[0] if isinstance(out, tuple) else out
+        return {**state, "hidden": hidden}
+
+    def export_state(self, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"hidden": state["hidden"], "attention_mask": state["attention_mask"]}
+
+    def import_state(self, cached: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return dict(cached)
+
+    def end(self, state: dict[str, Any]) -> torch.Tensor:
+        hidden, mask = state["hidden"], state["attention_mask"]
+        if self.pooling == "pooler":
+            return self.model.pooler(hidden)
         if self.pooling == "cls":
             return hidden[:, 0]
         m = mask.unsqueeze(-1).to(hidden.dtype)

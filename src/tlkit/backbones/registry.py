@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlkit.backbones.base import Backbone
+from tlkit.backbones.base import Backbone, preprocessing_from_dict
 from tlkit.backbones.packaged import PACKAGED_VISION, convert_to_safetensors, minilm_folder
 from tlkit.errors import UserError
 
@@ -264,21 +264,26 @@ def _check_tag(name: str, tag: str) -> None:
 
 
 def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any]) -> Backbone:
-    """Rebuild the architecture from a saved spec (no weights, no network)."""
+    """Rebuild the architecture from a saved spec (no weights, no network), with the saved
+    preprocessing (a torchvision weights tag's resize, for one, is not in the spec)."""
     adapter = spec["adapter"]
+    b: Backbone
     if adapter == "timm":
         from tlkit.backbones.timm_backbone import TimmBackbone
 
-        return TimmBackbone(spec["model_name"], cfg_overlay=spec.get("cfg_overlay") or {})
-    if adapter == "hf":
+        b = TimmBackbone(spec["model_name"], cfg_overlay=spec.get("cfg_overlay") or {})
+    elif adapter == "hf":
         from tlkit.backbones.hf import HFBackbone
 
         return HFBackbone.from_spec(spec, preprocessing["tokenizer"], preprocessing["max_length"])
-    if adapter == "torchvision":
+    elif adapter == "torchvision":
         from tlkit.backbones.torchvision_backbone import TorchvisionBackbone
 
-        return TorchvisionBackbone(spec["name"])
-    raise ValueError(f"unknown adapter {adapter!r}")
+        b = TorchvisionBackbone(spec["name"])
+    else:
+        raise ValueError(f"unknown adapter {adapter!r}")
+    b.preprocessing = preprocessing_from_dict(preprocessing)
+    return b
 
 
 # --------------------------------------------------------------------------------------------------

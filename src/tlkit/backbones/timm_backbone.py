@@ -3,19 +3,80 @@ model's own ``group_matcher``, preprocessing from timm's data config."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from tlkit.backbones.base import Backbone, ImagePreprocessing, LayerGroup
 from tlkit.backbones.groups import groups_by_generic_rule, groups_from_timm_matcher
+from tlkit.errors import UserError
 
 
 def _import_timm() -> Any:
     import timm  # heavy: imported only when a timm backbone is built
 
     return timm
+
+
+@contextlib.contextmanager
+def _timm_load_report() -> Iterator[list[str]]:
+    """What timm's loader says about keys it could not match (it logs them and carries on:
+    with a new class count it loads non-strictly, so a wrong file would silently leave the
+    network at its random initialisation)."""
+    records: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    log = logging.getLogger("timm.models._builder")
+    handler, level, propagate = _Keep(logging.INFO), log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+def _create_checked(timm: Any, model_name: str, weights_file: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        with _timm_load_report() as report:
+            model = timm.create_model(model_name, **kwargs)
+    except Exception as e:  # noqa: BLE001 - whatever the file holds, the user must change it
+        raise UserError(
+            f"cannot load {weights_file} into timm {model_name}: {type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:300]}; fix: "
+            "give a state_dict (.safetensors / .pth) saved from this architecture"
+        ) from None
+    problems = []
+    for r in report:
+        if r.startswith(("Missing keys", "Unexpected keys")):
+            keys = [k for k in r.split("(", 1)[-1].split(")", 1)[0].split(", ")
+                    if not k.endswith("num_batches_tracked")]
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                problems.append(f"{r.split(' ', 1)[0].lower()} {', '.join(keys[:3])}{more}")
+    if problems:
+        raise UserError(
+            f"{weights_file} does not fit timm {model_name}: {'; '.join(problems)}; fix: give "
+            "weights saved from this architecture (or pretrained_weights: none for a random "
+            "initialisation)"
+        )
+    return model
+
+
+# timm families whose forward_features is a plain chain of these attributes, in this order
+_CHAINS = {
+    "EfficientNet": ("conv_stem", "bn1", "blocks*", "conv_head", "bn2"),
+}
 
 
 class TimmBackbone(Backbone):
@@ -40,7 +101,10 @@ class TimmBackbone(Backbone):
             kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay or None)
         else:
             kwargs.update(pretrained=False, pretrained_cfg_overlay=overlay or None)
-        self.model = timm.create_model(model_name, **kwargs)
+        if weights_file:
+            self.model = _create_checked(timm, model_name, weights_file, kwargs)
+        else:
+            self.model = timm.create_model(model_name, **kwargs)
         self.model.reset_classifier(0)  # the pretrained classifier never stays in place
         self.feature_dim = int(self.model.num_features)
         dc = timm.data.resolve_data_config({}, model=self.model)
@@ -59,6 +123,28 @@ class TimmBackbone(Backbone):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(inputs)
+
+    # the trunk as a chain of units, for the frozen-prefix cache
+    def units(self) -> list[str] | None:
+        chain = _CHAINS.get(type(self.model).__name__)
+        if chain is None:
+            return None
+        units: list[str] = []
+        for attr in chain:
+            if attr.endswith("*"):
+                seq = getattr(self.model, attr[:-1])
+                units += [f"model.{attr[:-1]}.{i}" for i in range(len(seq))]
+            else:
+                units.append(f"model.{attr}")
+        return units
+
+    def run_unit(self, index: int, state: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "_unit_modules"):
+            self._unit_modules = [self.get_submodule(u) for u in self.units() or []]
+        return self._unit_modules[index](state)
+
+    def end(self, state: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(state)
 
     def layer_groups(self) -> list[LayerGroup]:
         names = [n for n, _ in self.named_parameters()]
@@ -81,3 +167,4 @@ class TimmBackbone(Backbone):
         keys = set(fn())
         return {n for n, _ in self.named_parameters() if n.removeprefix("model.") in keys
                 or n.removeprefix("model.").split(".")[0] in keys}
+

@@ -37,8 +37,15 @@ class TorchvisionBackbone(Backbone):
             raise UserError(f"torchvision has no model {name!r}") from None
         model = builder(weights=weights) if weights else builder(weights=None)
         if weights_file:
-            sd = torch.load(weights_file, map_location="cpu", weights_only=True)
-            missing, unexpected = model.load_state_dict(sd, strict=False)
+            try:
+                sd = torch.load(weights_file, map_location="cpu", weights_only=True)
+                missing, unexpected = model.load_state_dict(sd, strict=False)
+            except Exception as e:  # noqa: BLE001 - unreadable file, not a state_dict, shapes
+                raise UserError(
+                    f"cannot load {weights_file} into torchvision {name}: {type(e).__name__}: "
+                    f"{(str(e).splitlines() or [''])[0][:200]}; fix: give a state_dict saved "
+                    "from this architecture (torch.save(model.state_dict(), path))"
+                ) from None
             if missing or unexpected:
                 raise UserError(f"{weights_file} does not fit torchvision {name}: missing "
                                 f"{missing[:3]}, unexpected {unexpected[:3]}")

@@ -11,7 +11,8 @@ from typing import Any
 from torch import nn
 
 from tlkit.backbones.base import Backbone, LayerGroup
-from tlkit.model import TransferModel, batchnorm_modules_of
+from tlkit.lora import is_adapter_param
+from tlkit.model import TransferModel, frozen_submodules
 from tlkit.plan.table import HEAD, GroupSize, Phase
 
 
@@ -27,7 +28,8 @@ def group_sizes(backbone: Backbone, groups: list[LayerGroup]) -> list[GroupSize]
     for g in groups:
         n = sum(params[q].numel() for q in g.param_names)
         nd = sum(params[q].numel() for q in g.param_names if not _no_decay(q, params[q], extra))
-        out.append(GroupSize(g.name, n, nd))
+        na = sum(params[q].numel() for q in g.param_names if is_adapter_param(q))
+        out.append(GroupSize(g.name, n, nd, na))
     return out
 
 
@@ -40,19 +42,23 @@ def head_size(head: nn.Module) -> GroupSize:
 def apply_phase(
     model: TransferModel, groups: list[LayerGroup], phase: Phase, freeze_norm_stats: bool = True
 ) -> None:
-    """Set requires_grad from the phase and keep frozen groups' BatchNorm statistics fixed."""
-    trainable = {r.name: r.trainable for r in phase.rows}
+    """Set requires_grad from the phase; frozen groups stay in eval mode (BatchNorm statistics
+    fixed, dropout off) unless ``freeze_norm_stats`` is False (the fastai / Lightning default)."""
+    rows = {r.name: r for r in phase.rows}
     params = dict(model.backbone.named_parameters())
     frozen_names: set[str] = set()
     for g in groups:
+        row = rows[g.name]
         for q in g.param_names:
-            params[q].requires_grad_(trainable[g.name])
-        if not trainable[g.name]:
-            frozen_names.update(g.param_names)
+            # adapters_only (LoRA): the adapter matrices train, the pretrained weights do not
+            on = row.trainable and (not row.adapters_only or is_adapter_param(q))
+            params[q].requires_grad_(on)
+            if not on:
+                frozen_names.add(q)
     for p in model.head.parameters():
         p.requires_grad_(True)
-    frozen_bn = batchnorm_modules_of(model.backbone, frozen_names) if freeze_norm_stats else []
-    model.set_frozen_norm_modules(frozen_bn)
+    frozen = frozen_submodules(model.backbone, frozen_names) if freeze_norm_stats else []
+    model.set_frozen_norm_modules(frozen)
 
 
 def optimizer_groups(

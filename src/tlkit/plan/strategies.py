@@ -2,6 +2,8 @@
 
 A phase is a range of epochs with a fixed set of trainable groups. Groups are counted from the top
 (output side): ``trainable_top = 2`` means the two highest backbone groups train, with the head.
+In an ``adapters_only`` phase (LoRA) a "trainable" group trains only its adapter matrices; its
+pretrained weights stay frozen.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class PhaseSpec:
     end_epoch: int  # exclusive
     trainable_top: int  # how many top backbone groups train (0 = head only)
     label: str
+    adapters_only: bool = False  # LoRA: only the adapter parameters of those groups train
 
 
 def selector_count(selector: str, n_groups: int) -> int:
@@ -48,6 +51,7 @@ def phases_for(
     epochs: int,
     top_n: int = 2,
     schedule: list[tuple[int, str]] | None = None,
+    lp_epochs: int | None = None,
 ) -> list[PhaseSpec]:
     if strategy == "all_frozen":
         return [PhaseSpec(0, epochs, 0, "feature extraction: head only")]
@@ -76,8 +80,24 @@ def phases_for(
                 )
             phases.append(PhaseSpec(epoch, end, count, f"unfreeze {selector}"))
         return phases
+    if strategy == "lora":
+        return [PhaseSpec(0, epochs, n_groups, "LoRA: adapters and head train, base weights frozen",
+                          adapters_only=True)]
+    if strategy == "lp_ft":
+        # Kumar et al. (2022): a probe trained to convergence first, so that fine-tuning starts
+        # from a good head and does not distort the features while a random head settles.
+        lp = lp_epochs if lp_epochs is not None else max(1, epochs // 2)
+        if not 1 <= lp < epochs:
+            raise UserError(
+                f"lp_epochs {lp} must be at least 1 and below epochs {epochs}, so that both the "
+                "linear probe and the fine-tuning get epochs"
+            )
+        return [PhaseSpec(0, lp, 0, "linear probe: head only, backbone frozen"),
+                PhaseSpec(lp, epochs, n_groups,
+                          "fine-tune everything at the small rates, from the probed head")]
     raise UserError(
-        f"unknown freeze_strategy {strategy!r}; choose all_frozen, top_n_unfrozen, gradual, none"
+        f"unknown freeze_strategy {strategy!r}; choose all_frozen, top_n_unfrozen, gradual, none, "
+        "lora, lp_ft"
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tlkit.errors import UserError
 from tlkit.plan.rates import discriminative_lrs
 from tlkit.plan.strategies import PhaseSpec, phases_for
 
@@ -17,6 +18,7 @@ class GroupSize:
     name: str
     n_params: int  # number of scalar parameters
     n_decay: int  # of which take weight decay (not norms, biases or listed exceptions)
+    n_adapter: int = 0  # of which are adapter (LoRA) parameters added to the pretrained ones
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,14 @@ class GroupRow:
     lr: float
     weight_decay: float  # applied to the group's decaying tensors; norms and biases get 0
     n_no_decay: int
+    n_adapter: int = 0
+    adapters_only: bool = False  # trainable means: its adapter parameters train, nothing else
+
+    @property
+    def n_trainable(self) -> int:
+        if not self.trainable:
+            return 0
+        return self.n_adapter if self.adapters_only else self.n_params
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class Phase:
 
     @property
     def trainable_params(self) -> int:
-        return sum(r.n_params for r in self.rows if r.trainable)
+        return sum(r.n_trainable for r in self.rows)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Plan:
     strategy: str
     phases: tuple[Phase, ...]
     total_params: int
+    notes: tuple[str, ...] = ()  # strategy settings the table does not show (printed below it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,22 +76,35 @@ def build_plan(
     weight_decay: float,
     top_n: int = 2,
     schedule: list[tuple[int, str]] | None = None,
+    lp_epochs: int | None = None,
+    backbone_weight_decay: float | None = None,
+    notes: tuple[str, ...] = (),
 ) -> Plan:
+    """``backbone_weight_decay`` (default ``weight_decay``) applies to the backbone groups, the
+    head keeps ``weight_decay``: L2-SP replaces the backbone's decay toward zero with its pull
+    toward the pretrained weights."""
     n = len(groups)
     lrs = discriminative_lrs(n, backbone_lr, lr_decay)
-    specs: list[PhaseSpec] = phases_for(strategy, n, epochs, top_n, schedule)
+    bwd = weight_decay if backbone_weight_decay is None else backbone_weight_decay
+    specs: list[PhaseSpec] = phases_for(strategy, n, epochs, top_n, schedule, lp_epochs)
     phases = []
     for i, spec in enumerate(specs):
+        if spec.adapters_only and not any(g.n_adapter for g in groups):
+            raise UserError(
+                f"phase {i + 1} ({spec.label}) trains adapters, but the backbone has none; "
+                "check lora.target_modules"
+            )
         rows = [
-            GroupRow(g.name, g.n_params, l > n - spec.trainable_top, lrs[l - 1], weight_decay,
-                     g.n_params - g.n_decay)
+            GroupRow(g.name, g.n_params,
+                     l > n - spec.trainable_top and (g.n_adapter > 0 or not spec.adapters_only),
+                     lrs[l - 1], bwd, g.n_params - g.n_decay, g.n_adapter, spec.adapters_only)
             for l, g in enumerate(groups, start=1)
         ]
         rows.append(GroupRow(HEAD, head.n_params, True, head_lr, weight_decay,
                              head.n_params - head.n_decay))
         phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows)))
     total = sum(g.n_params for g in groups) + head.n_params
-    return Plan(backbone_name, strategy, tuple(phases), total)
+    return Plan(backbone_name, strategy, tuple(phases), total, tuple(notes))
 
 
 def _fmt_count(n: int) -> str:
@@ -92,22 +116,32 @@ def format_plan(plan: Plan) -> str:
              f"parameters {_fmt_count(plan.total_params)}"]
     width = max(len(r.name) for p in plan.phases for r in p.rows)
     width = max(width, len("group"))
+    # With adapters a group is partly trainable: a column shows how much of each group trains.
+    adapters = any(r.adapters_only for p in plan.phases for r in p.rows)
+    tcol = f"  {'trainable':>12}" if adapters else ""
     for p in plan.phases:
         epochs = (f"epoch {p.start_epoch}" if p.end_epoch - p.start_epoch == 1
                   else f"epochs {p.start_epoch}-{p.end_epoch - 1}")
         lines.append("")
         lines.append(f"phase {p.index + 1} ({epochs}): {p.label}  "
                      f"trainable {_fmt_count(p.trainable_params)} / {_fmt_count(plan.total_params)}")
-        lines.append(f"  {'group':<{width}}  {'params':>12}  {'state':<9}  {'lr':>10}  "
+        lines.append(f"  {'group':<{width}}  {'params':>12}{tcol}  {'state':<9}  {'lr':>10}  "
                      f"{'wd':>6}  {'no-wd params':>12}")
         for r in reversed(p.rows):  # top of the stack first, as the concept draws it
-            state = "trainable" if r.trainable else "frozen"
+            state = ("lora" if r.adapters_only else "trainable") if r.trainable else "frozen"
             lr = f"{r.lr:.3g}" if r.trainable else f"({r.lr:.3g})"
-            lines.append(f"  {r.name:<{width}}  {_fmt_count(r.n_params):>12}  {state:<9}  "
+            tval = f"  {_fmt_count(r.n_trainable):>12}" if adapters else ""
+            lines.append(f"  {r.name:<{width}}  {_fmt_count(r.n_params):>12}{tval}  {state:<9}  "
                          f"{lr:>10}  {r.weight_decay:>6.3g}  {_fmt_count(r.n_no_decay):>12}")
-        lines.append(f"  {'total':<{width}}  {_fmt_count(sum(r.n_params for r in p.rows)):>12}")
+        ttot = f"  {_fmt_count(p.trainable_params):>12}" if adapters else ""
+        lines.append(f"  {'total':<{width}}  {_fmt_count(sum(r.n_params for r in p.rows)):>12}"
+                     f"{ttot}")
     lines.append("")
     lines.append("lr = backbone_lr * lr_decay_per_layer^(L - l) for group l of L (1 = lowest); "
                  "a frozen group's rate, in brackets, applies once it unfreezes. "
                  "Norms and biases take no weight decay.")
+    if adapters:
+        lines.append("state lora: the group's pretrained weights are frozen and its LoRA "
+                     "matrices (the trainable column) train; params include them.")
+    lines.extend(plan.notes)
     return "\n".join(lines)

@@ -42,6 +42,7 @@ class TrainState:
     step: int = 0  # optimizer steps done
     loss_sum: float = 0.0  # this epoch's training loss, summed over samples
     loss_count: int = 0
+    penalty_sum: float = 0.0  # this epoch's regularizer penalty (L2-SP), summed over samples
     best_value: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -101,6 +102,23 @@ def batches_of(order: Sequence[int], batch_size: int) -> list[list[int]]:
     return [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
 
 
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                  lengths: Sequence[int] | None = None, pool: int = 50) -> list[list[int]]:
+    """The batches of an epoch, a pure function of (seed, epoch). With ``lengths`` (texts), the
+    shuffled order is cut into pools of ``pool`` batches, each pool sorted by length before it
+    is cut into batches, and the batches shuffled: per-batch padding then pads little."""
+    order = epoch_order(n, seed, epoch)
+    if lengths is None:
+        return batches_of(order, batch_size)
+    size = pool * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, n, size):
+        chunk = sorted(order[start:start + size], key=lambda i: lengths[i])
+        batches.extend(batches_of(chunk, batch_size))
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch + 7_919)
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
 @torch.inference_mode()
 def predict_outputs(
     model: nn.Module, data: Sequence[Any], collate: Collate, batch_size: int,
@@ -118,6 +136,27 @@ def predict_outputs(
         tgts.append(targets)
     model.train(was_training)
     return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+
+
+@torch.inference_mode()
+def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: int,
+                    device: torch.device, classes: list[str] | None,
+                    mixed_precision: bool = False) -> dict[str, Any]:
+    """Validation from cached activations: only the part above the cut runs."""
+    was_training = model.training
+    model.eval()
+    outs, tgts = [], []
+    for idx in batches_of(range(len(cached)), batch_size):
+        inputs, targets = cached.batch(idx, device)
+        with autocast(device, mixed_precision):
+            out = model.forward_from_cut(inputs, cached.cut)
+        outs.append(out.float().cpu())
+        tgts.append(targets.cpu())
+    model.train(was_training)
+    outputs, targets_np = torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+    loss = float(loss_function(task)(_output_for_loss(torch.from_numpy(outputs), task),
+                                     torch.from_numpy(targets_np)))
+    return {"loss": loss, **compute_metrics(outputs, targets_np, task, classes)}
 
 
 def evaluate_split(
@@ -156,6 +195,9 @@ def fit(
     device: torch.device,
     checkpoint_every: int = 50,
     resume: dict[str, Any] | None = None,
+    cache: Any = None,
+    lengths: Sequence[int] | None = None,
+    regularizer: Callable[[TransferModel], torch.Tensor] | None = None,
 ) -> TrainState:
     model.to(device)
     optimizer = make_optimizer(model, groups, plan, device)
@@ -179,22 +221,35 @@ def fit(
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "state": asdict(state), "rng": rng_state(), "format": 1}
 
+    n_groups = len(groups)
     epoch = state.epoch
     while epoch < tc.epochs and not state.stopped_early:
         t0 = time.perf_counter()
         phase = plan.phases[phase_at(list(plan.phases), epoch)]
         apply_phase(model, groups, phase, tc.freeze_norm_stats)
+        # The frozen bottom of the network is a fixed function: run it once, cache its output.
+        cut = next((i for i, r in enumerate(phase.rows[:n_groups]) if r.trainable), n_groups)
+        train_cached = val_cached = None
+        if cache is not None and cut > 0 and (cut == n_groups or model.backbone.can_cut()):
+            cache.drop_below(cut)
+            train_cached = cache.get("train", train_data, cut)
+            val_cached = cache.get("val", val_data, cut) if train_cached is not None else None
         if state.batch_in_epoch == 0:
             hooks.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
-                                        "label": phase.label, "batches": n_batches})
+                                        "label": phase.label, "batches": n_batches,
+                                        "cached": None if train_cached is None else cut})
         model.train()
-        batches = batches_of(epoch_order(len(train_data), tc.seed, epoch), tc.batch_size)
+        batches = epoch_batches(len(train_data), tc.batch_size, tc.seed, epoch, lengths)
         optimizer.zero_grad(set_to_none=True)
         for b in range(state.batch_in_epoch, n_batches):
-            inputs, targets = collate([train_data[i] for i in batches[b]])
-            inputs, targets = to_device(inputs, device), to_device(targets, device)
+            if train_cached is not None:
+                inputs, targets = train_cached.batch(batches[b], device)
+            else:
+                inputs, targets = collate([train_data[i] for i in batches[b]])
+                inputs, targets = to_device(inputs, device), to_device(targets, device)
             with autocast(device, tc.mixed_precision):
-                out = model(inputs)
+                out = (model(inputs) if train_cached is None
+                       else model.forward_from_cut(inputs, cut))
             loss = loss_fn(_output_for_loss(out, task), targets)
             if not torch.isfinite(loss):
                 raise UserError(
@@ -203,7 +258,12 @@ def fit(
                     f"(head_lr {tc.head_lr}, backbone_lr {tc.backbone_lr}) or bad targets. "
                     "The last good checkpoint is kept; lower the rates and run again"
                 )
-            (loss / accum).backward()
+            # A regularizer (L2-SP) adds its penalty to what is backpropagated; train_loss
+            # stays the task loss, comparable across strategies.
+            penalty = regularizer(model) if regularizer is not None else None
+            ((loss if penalty is None else loss + penalty) / accum).backward()
+            if penalty is not None:
+                state.penalty_sum += float(penalty.detach()) * len(batches[b])
             state.loss_sum += float(loss.detach()) * len(batches[b])
             state.loss_count += len(batches[b])
             state.batch_in_epoch = b + 1
@@ -224,12 +284,18 @@ def fit(
                     t0 = time.perf_counter()
                     hooks.save_last(snapshot())
 
-        val = evaluate_split(model, val_data, collate, task, tc.batch_size, device, classes,
-                             tc.mixed_precision)
+        if val_cached is not None:
+            val = evaluate_cached(model, val_cached, task, tc.batch_size, device, classes,
+                                  tc.mixed_precision)
+        else:
+            val = evaluate_split(model, val_data, collate, task, tc.batch_size, device,
+                                 classes, tc.mixed_precision)
         state.seconds += time.perf_counter() - t0
         lrs = {g["group"]: g["lr"] for g in optimizer.param_groups}
         row = {"epoch": epoch, "phase": phase.index + 1,
                "train_loss": state.loss_sum / max(1, state.loss_count),
+               **({"train_penalty": state.penalty_sum / max(1, state.loss_count)}
+                  if regularizer is not None else {}),
                "val_loss": val["loss"],
                **{f"val_{k}": v for k, v in val.items()
                   if k != "loss" and isinstance(v, (int, float))},
@@ -250,6 +316,7 @@ def fit(
         epoch += 1
         state.epoch, state.batch_in_epoch = epoch, 0
         state.loss_sum, state.loss_count = 0.0, 0
+        state.penalty_sum = 0.0
         hooks.save_last(snapshot())
         hooks.event("epoch_end", row)
 

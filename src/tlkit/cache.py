@@ -1,0 +1,209 @@
+"""Compute frozen layers once: the feature cache and the frozen-prefix cache.
+
+A frozen group is a fixed function (its BatchNorm statistics fixed, its dropout off), so with
+deterministic preprocessing its output for a sample is the same every epoch. When the bottom ``k``
+groups are frozen, the activations at the input of group ``k + 1`` are computed once, batched, in
+inference mode, and each training step runs only the trainable part on them. With every group
+frozen (feature extraction) the cache holds the pooled features and an epoch costs only the head.
+
+Pooled features are also kept on disk, keyed by the backbone's weights, the cut, the
+preprocessing and the data, so a later run (another head, another learning rate) reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tlkit.backbones.base import Backbone
+
+Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+@dataclass
+class CachedSplit:
+    """Activations of one split at one cut, in the split's order.
+
+    Images: one tensor (N, ...). Text below the top: one (T_i, H) tensor per sample, unpadded,
+    and batches are padded again per batch with their attention mask.
+    """
+
+    cut: int
+    dense: torch.Tensor | None  # (N, ...) for images and pooled features
+    ragged: list[torch.Tensor] | None  # per-sample (T_i, H) hidden states for text
+    targets: torch.Tensor
+    nbytes: int
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batch(self, indices: Sequence[int], device: torch.device) -> tuple[Any, torch.Tensor]:
+        idx = list(indices)
+        y = self.targets[idx]
+        if self.dense is not None:
+            return self.dense[idx].to(device), y.to(device)
+        assert self.ragged is not None
+        seqs = [self.ragged[i] for i in idx]
+        t = max(s.shape[0] for s in seqs)
+        h = seqs[0].shape[1]
+        hidden = torch.zeros(len(seqs), t, h, dtype=seqs[0].dtype)
+        mask = torch.zeros(len(seqs), t, dtype=torch.long)
+        for j, s in enumerate(seqs):
+            hidden[j, : s.shape[0]] = s
+            mask[j, : s.shape[0]] = 1
+        return {"hidden": hidden.to(device), "attention_mask": mask.to(device)}, y.to(device)
+
+
+def data_fingerprint(inputs: Sequence[Any]) -> str:
+    """A hash of a split's inputs: texts and paths by value (and a file's size and mtime),
+    arrays by their bytes."""
+    h = hashlib.sha1()
+    for x in inputs:
+        if isinstance(x, np.ndarray):
+            h.update(x.tobytes())
+        elif isinstance(x, (str, Path)) and not isinstance(x, str):
+            p = Path(x)
+            st = p.stat() if p.exists() else None
+            h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
+        else:
+            h.update(str(x).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()
+
+
+class ActivationCache:
+    """Computes and holds cached activations per (split, cut), within a memory cap."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        n_groups: int,
+        collate: Collate,
+        device: torch.device,
+        autocast: Callable[[], Any],
+        max_bytes: int,
+        disk_dir: Path | None,
+        key: dict[str, Any],
+        batch_size: int = 64,
+        log: Callable[[str], None] = lambda s: None,
+    ) -> None:
+        self.backbone = backbone
+        self.n_groups = n_groups
+        self.collate = collate
+        self.device = device
+        self.autocast = autocast
+        self.max_bytes = max_bytes
+        self.disk_dir = disk_dir
+        self.key = key
+        self.batch_size = batch_size
+        self.log = log
+        self._splits: dict[tuple[str, int], CachedSplit | None] = {}
+        self._weights: str | None = None
+
+    def held_bytes(self) -> int:
+        return sum(s.nbytes for s in self._splits.values() if s is not None)
+
+    def drop_below(self, cut: int) -> None:
+        """Forget activations at cuts below ``cut``: once more groups train they are not used."""
+        for k in [k for k in self._splits if k[1] < cut]:
+            del self._splits[k]
+
+    def get(self, name: str, data: Sequence[Any], cut: int) -> CachedSplit | None:
+        """Activations of ``data`` at the input of group ``cut + 1`` (``cut`` = number of frozen
+        bottom groups; ``cut == len(groups)`` means pooled features). None if they would not fit
+        under the cap (the caller then runs the full forward)."""
+        k = (name, cut)
+        if k not in self._splits:
+            self._splits[k] = self._compute(name, data, cut)
+        return self._splits[k]
+
+    # ----------------------------------------------------------------------------------------
+
+    def _disk_path(self, name: str, data: Sequence[Any], cut: int) -> Path | None:
+        if self.disk_dir is None:
+            return None
+        if self._weights is None:
+            self._weights = weights_fingerprint(self.backbone)
+        inputs = getattr(data, "inputs", None)
+        fp = data_fingerprint(inputs) if inputs is not None else f"{name}-{len(data)}"
+        targets = getattr(data, "targets", None)
+        if isinstance(targets, torch.Tensor):
+            fp += hashlib.sha1(targets.numpy().tobytes()).hexdigest()
+        blob = json.dumps({**self.key, "weights": self._weights, "cut": cut, "data": fp},
+                          sort_keys=True, default=str)
+        return self.disk_dir / f"{hashlib.sha1(blob.encode()).hexdigest()[:20]}.pt"
+
+    @torch.inference_mode()
+    def _compute(self, name: str, data: Sequence[Any], cut: int) -> CachedSplit | None:
+        pooled = cut >= self.n_groups
+        path = self._disk_path(name, data, cut) if pooled else None
+        if path is not None and path.is_file():
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            self.log(f"feature cache: reused {path.name} for {name} ({len(data)} samples)")
+            return CachedSplit(cut, blob["features"], None, blob["targets"],
+                               blob["features"].numel() * blob["features"].element_size())
+        was_training = self.backbone.training
+        self.backbone.eval()
+        dense: list[torch.Tensor] = []
+        ragged: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
+        nbytes = 0
+        for start in range(0, len(data), self.batch_size):
+            items = [data[i] for i in range(start, min(len(data), start + self.batch_size))]
+            inputs, y = self.collate(items)
+            inputs = _to(inputs, self.device)
+            with self.autocast():
+                if pooled:
+                    out = self.backbone(inputs)
+                else:
+                    out = self.backbone.forward_to(inputs, cut)
+            if isinstance(out, dict):  # text: keep each sample's real tokens only
+                lengths = out["attention_mask"].sum(1).tolist()
+                for j, n in enumerate(lengths):
+                    t = out["hidden"][j, : int(n)].cpu().clone()
+                    ragged.append(t)
+                    nbytes += t.numel() * t.element_size()
+            else:
+                t = out.cpu()
+                dense.append(t)
+                nbytes += t.numel() * t.element_size()
+            targets.append(y)
+            if nbytes + self.held_bytes() > self.max_bytes:
+                self.backbone.train(was_training)
+                self.log(f"activation cache: {name} at cut {cut} would pass the cap of "
+                         f"{self.max_bytes / 2**20:.0f} MiB; running the full forward instead")
+                return None
+        self.backbone.train(was_training)
+        split = CachedSplit(cut, torch.cat(dense) if dense else None, ragged or None,
+                            torch.cat(targets), nbytes)
+        if path is not None and split.dense is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            torch.save({"features": split.dense, "targets": split.targets}, tmp)
+            os.replace(tmp, path)
+        return split

@@ -1,0 +1,237 @@
+"""Training end to end on a tiny random model: the run directory, exact resume after SIGKILL,
+predict from a moved run directory, and the user errors of fit."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tlkit.train.schedule import lr_factor
+
+TLKIT = [sys.executable, "-m", "tlkit.cli"]
+
+TINY = """\
+transfer_config:
+  source_model: timm:test_efficientnet
+  pretrained_weights: none
+{strategy}  head_lr: 1e-2
+  backbone_lr: 3e-3
+  warmup_steps: 3
+  dropout: 0.2
+  epochs: {epochs}
+  batch_size: 16
+  early_stopping_patience: null
+data:
+  source: {source}
+  image_size: 32
+  limit: {limit}
+"""
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*TLKIT, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+GRADUAL = """\
+  freeze_strategy: gradual
+  unfreeze_schedule:
+    - {epoch: 1, unfreeze: last_block}
+    - {epoch: 2, unfreeze: all}
+"""
+
+
+def tiny(epochs: int, source: str, limit: int) -> str:
+    strategy = GRADUAL if epochs >= 3 else "  freeze_strategy: top_n_unfrozen\n  top_n: 2\n"
+    return TINY.format(epochs=epochs, source=source, limit=limit, strategy=strategy)
+
+
+def write_cfg(tmp: Path, name: str = "tiny.yaml", epochs: int = 3, source: str = "digits",
+              limit: int = 240) -> Path:
+    p = tmp / name
+    p.write_text(tiny(epochs, source, limit))
+    return p
+
+
+def load_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_schedule_warmup_then_cosine_reaches_zero() -> None:
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(50, 100, 0, "linear") == pytest.approx(0.5)
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+    values = [lr_factor(s, 100, 10) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_fit_writes_the_run_directory_and_evaluate_agrees(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path)
+    run = tmp_path / "run"
+    r = run_cli("fit", str(cfg), "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    for f in ("config.yaml", "plan.txt", "metrics.jsonl", "summary.json", "model/model.json",
+              "model/model.safetensors", "checkpoints/last.pt", "checkpoints/best.safetensors"):
+        assert (run / f).exists(), f
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r_["epoch"] for r_ in rows] == [0, 1, 2]
+    assert [r_["phase"] for r_ in rows] == [1, 2, 3]
+    # the trainable part grows with the schedule and each group's rate is logged
+    assert rows[0]["trainable_params"] < rows[1]["trainable_params"] < rows[2]["trainable_params"]
+    assert set(rows[0]["lr"]) >= {"head", "stem"}
+    summary = json.loads((run / "summary.json").read_text())
+    ev = run_cli("evaluate", str(run))
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads(ev.stdout)
+    assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert set(metrics) >= {"accuracy", "f1_macro", "per_class", "loss"}
+    assert set(next(iter(metrics["per_class"].values()))) >= {"precision", "recall", "f1"}
+    # the best epoch's weights are the ones saved
+    best = max(rows, key=lambda r_: r_["val_accuracy"])
+    assert summary["best_epoch"] == best["epoch"]
+
+
+def test_predict_from_a_moved_run_directory_matches_evaluate(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, epochs=2, limit=160)
+    run = tmp_path / "run"
+    assert run_cli("fit", str(cfg), "--out", str(run)).returncode == 0
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    run.rename(moved)  # nothing may point back at the old path
+    ev = json.loads(run_cli("evaluate", str(moved)).stdout)
+    pr = run_cli("predict", str(moved), "--data", "test")
+    assert pr.returncode == 0, pr.stderr
+    rows = [json.loads(x) for x in pr.stdout.splitlines()]
+    assert len(rows) == ev["n"]
+    from types import SimpleNamespace
+
+    from tlkit.data import load_source, make_splits
+
+    settings = SimpleNamespace(source="digits", task="single_label", text_column=None,
+                               image_column=None, label_column=None, limit=160,
+                               val_fraction=0.1, test_fraction=0.1, seed=0, image_size=32,
+                               max_length=None, on_bad_image="skip", label_separator="|")
+    test = make_splits(load_source(settings), settings).test
+    truth = [test.classes[int(t)] for t in test.targets]
+    acc = np.mean([r_["label"] == t for r_, t in zip(rows, truth)])
+    assert acc == pytest.approx(ev["accuracy"])
+    assert all(abs(sum(r_["probabilities"].values()) - 1) < 1e-3 for r_ in rows)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, epochs=3, limit=320)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli("fit", str(cfg), "--out", str(whole)).returncode == 0
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*TLKIT, "fit", str(cfg), "--out", str(killed),
+                             "--checkpoint-every", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    # wait until training is under way in the second epoch, then kill without warning
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and (killed / "metrics.jsonl").exists():
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(last, weights_only=True)["state"]
+    assert 0 < state["epoch"] < 3 or state["batch_in_epoch"] > 0
+
+    r = run_cli("fit", str(cfg), "--out", str(killed), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stderr
+    a, b = load_weights(whole), load_weights(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+    sa = json.loads((whole / "summary.json").read_text())
+    sb = json.loads((killed / "summary.json").read_text())
+    assert sa["test"] == sb["test"]
+    rows_a = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r_.items() if k != "seconds"} for r_ in rows]  # noqa: E731
+    assert strip(rows_a) == strip(rows_b)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, epochs=1, limit=120)
+    run = tmp_path / "run"
+    assert run_cli("fit", str(cfg), "--out", str(run)).returncode == 0
+    before = (run / "model" / "model.safetensors").read_bytes()
+    r = run_cli("fit", str(cfg), "--out", str(run))
+    assert r.returncode == 2 and "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert (run / "model" / "model.safetensors").read_bytes() == before
+
+
+def _folder(tmp: Path, classes: dict[str, int], bad: int = 0) -> Path:
+    root = tmp / "imgs"
+    rng = np.random.default_rng(0)
+    for c, n in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = (rng.random((20, 20)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    for i in range(bad):
+        (root / next(iter(classes)) / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    return root
+
+
+@pytest.mark.parametrize("case", ["missing_path", "no_label_column", "single_class",
+                                  "no_images"])
+def test_data_mistakes_exit_2_with_a_clear_message(tmp_path: Path, case: str) -> None:
+    source = str(tmp_path / "nope.csv")
+    extra = ""
+    expect = "nope.csv"
+    if case == "no_label_column":
+        p = tmp_path / "t.csv"
+        p.write_text("text,category\nhello,a\nworld,b\n")
+        source, extra, expect = str(p), "  label_column: sentiment\n", "sentiment"
+    elif case == "single_class":
+        source, expect = str(_folder(tmp_path, {"only": 6})), "class"
+    elif case == "no_images":
+        (tmp_path / "empty" / "a").mkdir(parents=True)
+        (tmp_path / "empty" / "b").mkdir(parents=True)
+        (tmp_path / "empty" / "a" / "notes.txt").write_text("x")
+        source, expect = str(tmp_path / "empty"), "image"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(tiny(1, source, 100) + extra)
+    r = run_cli("fit", str(cfg), "--out", str(tmp_path / "run"), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert expect.lower() in r.stderr.lower()
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
+    root = _folder(tmp_path, {"a": 30, "b": 30}, bad=2)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(tiny(1, str(root), 100).replace(
+        "  image_size: 32\n", "  image_size: 32\n  val_fraction: 0.2\n  test_fraction: 0.2\n"))
+    r = run_cli("fit", str(cfg), "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped_images"] == 2
+    assert math.isfinite(summary["test"]["loss"])
