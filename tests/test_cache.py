@@ -139,3 +139,20 @@ def test_length_grouped_batches_cover_every_sample_once_and_pad_less() -> None:
     assert padding(batches) < 0.2 * padding(plain)
     assert batches == epoch_batches(1000, 32, seed=0, epoch=0, lengths=lengths)
     assert batches != epoch_batches(1000, 32, seed=0, epoch=1, lengths=lengths)
+
+
+def test_random_augmentation_turns_the_cache_off_and_says_so(tmp_path: Path) -> None:
+    raw = _cfg("timm:test_efficientnet", "digits", strategy="all_frozen")
+    raw["data"]["augment"] = "crop_flip"
+    msgs: list[str] = []
+    cuts: list[str] = []
+
+    def ev(kind: str, info: dict) -> None:
+        if kind == "stage":
+            msgs.append(str(info.get("what")))
+        if kind == "epoch_start":
+            cuts.append(str(info.get("cached")))
+
+    fit_run(validate(raw), tmp_path / "run", event=ev)
+    assert any("augment" in m and "every epoch" in m for m in msgs)
+    assert cuts == ["None"] * 3

@@ -246,6 +246,7 @@ class DataConfig(Strict):
     on_bad_image: Literal["skip", "error"] = "skip"
     label_separator: str = "|"
     group_by_length: bool = True  # text: batch similar lengths together to cut padding
+    augment: Literal["none", "flip", "crop_flip"] = "none"  # images, training split only
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":

@@ -87,7 +87,8 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             regularizer = L2SP(asm.model.backbone, tc.l2sp_lambda)
         prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
         collate = build_collate(prep)
-        train_ds = build_dataset(splits.train, prep)
+        augment = cfg.data.augment if data.modality == "image" else "none"
+        train_ds = build_dataset(splits.train, prep, augment)
         val_ds = build_dataset(splits.val, prep)
         test_ds = build_dataset(splits.test, prep)
         classes = splits.classes
@@ -118,13 +119,18 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                       save_best=save_best, load_best=load_best,
                       log_epoch=run.append_metrics, event=event)
         cache = None
-        if tc.cache.enabled:
+        if tc.cache.enabled and augment != "none":
+            # Random augmentation gives another input each epoch: a cached activation would be
+            # wrong. Frozen layers then run every epoch, and the log says so.
+            event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "
+                                    "(the activation cache is off)"})
+        elif tc.cache.enabled:
             from tlkit.backbones.packaged import cache_dir
             from tlkit.cache import ActivationCache
             from tlkit.train.loop import autocast
 
-            # No random augmentation exists in tlkit's preprocessing, so cached activations are
-            # exactly what the full forward would compute each epoch.
+            # Without random augmentation the preprocessing is deterministic: cached activations
+            # are exactly what the full forward would compute each epoch.
             cache = ActivationCache(
                 asm.model.backbone, len(asm.groups), collate, device,
                 lambda: autocast(device, tc.mixed_precision), tc.cache.max_mb * 2**20,

@@ -53,7 +53,8 @@ class TextDataset(Dataset[tuple[str, torch.Tensor]]):
         return self.inputs[index], self.targets[index]
 
 
-def build_dataset(data: LabelledData, prep: Preprocessing) -> ImageDataset | TextDataset:
+def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none"
+                  ) -> ImageDataset | TextDataset:
     """The Dataset for ``data`` as a backbone with preprocessing ``prep`` (already resolved with
     the config's overrides) reads it."""
     if data.modality != prep.kind:
@@ -62,5 +63,5 @@ def build_dataset(data: LabelledData, prep: Preprocessing) -> ImageDataset | Tex
             f"choose a {data.modality} backbone (transfer_config.source_model) or a {prep.kind} data set."
         )
     if isinstance(prep, ImagePreprocessing):
-        return ImageDataset(data, ImageTransform(prep))
+        return ImageDataset(data, ImageTransform(prep, augment))
     return TextDataset(data)

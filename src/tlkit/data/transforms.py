@@ -1,7 +1,9 @@
 """From a decoded input to the tensor a backbone expects, following the backbone's preprocessing.
 
-Evaluation-style only (resize, centre crop, normalise): the same transform serves training,
-evaluation and prediction, so a model sees its inputs the same way everywhere.
+Evaluation-style by default (resize, centre crop, normalise): the same transform serves
+training, evaluation and prediction, so a model sees its inputs the same way everywhere. Training
+may add random augmentation (``data.augment``); it draws from torch's global generator, whose state
+every checkpoint saves, so a resumed run draws the same crops and flips.
 """
 
 from __future__ import annotations
@@ -59,14 +61,27 @@ class ImageTransform:
     A class rather than a closure so that DataLoader workers can pickle it.
     """
 
-    def __init__(self, prep: ImagePreprocessing) -> None:
+    def __init__(self, prep: ImagePreprocessing, augment: str = "none") -> None:
+        if augment not in ("none", "flip", "crop_flip"):
+            raise UserError(f"data.augment {augment!r} is not one of none, flip, crop_flip")
         self.prep = prep
+        self.augment = augment
         self._interpolation = _INTERPOLATION[prep.interpolation]
 
     def __call__(self, item: ImageInput | Image.Image) -> torch.Tensor:
         image = open_rgb(item)
         # Shorter side to resize_size, then the central input_size square, as timm evaluates.
         image = TF.resize(image, self.prep.resize_size, interpolation=self._interpolation, antialias=True)
-        image = TF.center_crop(image, [self.prep.input_size, self.prep.input_size])
+        size = self.prep.input_size
+        if self.augment == "crop_flip":
+            # a random input_size square of the resized image instead of the central one
+            w, h = image.size
+            top = int(torch.randint(0, h - size + 1, (1,)))
+            left = int(torch.randint(0, w - size + 1, (1,)))
+            image = TF.crop(image, top, left, size, size)
+        else:
+            image = TF.center_crop(image, [size, size])
+        if self.augment in ("flip", "crop_flip") and bool(torch.rand(()) < 0.5):
+            image = TF.hflip(image)
         tensor = TF.pil_to_tensor(image).float().div_(255.0)
         return TF.normalize(tensor, list(self.prep.mean), list(self.prep.std))
