@@ -47,7 +47,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
     from tlkit.plan import format_plan
     from tlkit.saved import save_model
     from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
-    from tlkit.train.loop import Hooks, evaluate_split, fit
+    from tlkit.train.loop import Hooks, evaluate_cached, evaluate_split, fit
 
     tc = cfg.transfer_config
     run = RunDir(out)
@@ -151,8 +151,17 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                     cache=cache, lengths=lengths, regularizer=regularizer)
 
         event("stage", {"what": "evaluating on the test split"})
-        val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
-                             classes, tc.mixed_precision)
+        n_groups = len(asm.groups)
+        last = asm.plan.phases[-1]
+        frozen_to_the_end = not any(r.trainable for r in last.rows[:n_groups])
+        val_cached = (cache.get("val", val_ds, n_groups)
+                      if cache is not None and frozen_to_the_end else None)
+        if val_cached is not None:  # the backbone never changed: its cached features hold
+            val = evaluate_cached(asm.model, val_cached, data.task, tc.batch_size, device,
+                                  classes, tc.mixed_precision)
+        else:
+            val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
+                                 classes, tc.mixed_precision)
         test = evaluate_split(asm.model, test_ds, collate, data.task, tc.batch_size, device,
                               classes, tc.mixed_precision)
         head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
