@@ -159,6 +159,29 @@ def test_l2sp_is_zero_at_the_source_and_grows_quadratically():
     assert values[2] / values[1] == pytest.approx(4, rel=1e-3)
 
 
+def test_l2sp_gradient_is_that_of_the_formula():
+    asm = assemble(_tc(freeze_strategy="none"), 3)
+    apply_phase(asm.model, asm.groups, asm.plan.phases[0])
+    reg = L2SP(asm.model.backbone, 0.7)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in asm.model.backbone.parameters():
+            p.add_(torch.randn_like(p) * 1e-2)
+    named = dict(asm.model.backbone.named_parameters())
+    for _ in range(2):  # the scratch tensors are reused from one step to the next
+        asm.model.zero_grad(set_to_none=True)
+        value = reg(asm.model)
+        value.backward()
+        fast = {n: p.grad.clone() for n, p in named.items()}
+        asm.model.zero_grad(set_to_none=True)
+        reference = l2sp_penalty(((named[n], reg.source[n]) for n in named), 0.7)
+        reference.backward()
+        assert float(value.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+        for n, p in named.items():
+            torch.testing.assert_close(fast[n], p.grad, rtol=1e-5, atol=1e-8)
+            torch.testing.assert_close(fast[n], 2 * 0.7 * (p.detach() - reg.source[n]))
+
+
 def test_l2sp_leaves_the_head_alone():
     asm = assemble(_tc(freeze_strategy="none"), 3)
     apply_phase(asm.model, asm.groups, asm.plan.phases[0])

@@ -128,19 +128,70 @@ class ActivationCache:
     def held_bytes(self) -> int:
         return sum(s.nbytes for s in self._splits.values() if s is not None)
 
-    def drop_below(self, cut: int) -> None:
-        """Forget activations at cuts below ``cut``: once more groups train they are not used."""
-        for k in [k for k in self._splits if k[1] < cut]:
+    def keep_only(self, cuts: set[int]) -> None:
+        """Forget activations at other cuts: a later phase never goes back to them."""
+        for k in [k for k in self._splits if k[1] not in cuts]:
             del self._splits[k]
 
-    def get(self, name: str, data: Sequence[Any], cut: int) -> CachedSplit | None:
+    def get(self, name: str, data: Sequence[Any], cut: int, base: int | None = None
+            ) -> CachedSplit | None:
         """Activations of ``data`` at the input of group ``cut + 1`` (``cut`` = number of frozen
-        bottom groups; ``cut == len(groups)`` means pooled features). None if they would not fit
-        under the cap (the caller then runs the full forward)."""
+        bottom groups; ``cut == n_groups`` means pooled features). With ``base`` (a lower cut a
+        later phase will need), the bottom of the network runs once, to ``base``, and higher
+        cuts are derived from there by running only the groups in between. None if they would
+        not fit under the cap (the caller then runs the full forward)."""
         k = (name, cut)
-        if k not in self._splits:
-            self._splits[k] = self._compute(name, data, cut)
+        if k in self._splits:
+            return self._splits[k]
+        pooled = cut >= self.n_groups
+        path = self._disk_path(name, data, cut) if pooled else None
+        if path is not None and path.is_file():
+            self._splits[k] = self._load(path, name, len(data), cut)
+        elif base is not None and 0 < base < cut and self.backbone.can_cut():
+            below = self.get(name, data, base)
+            self._splits[k] = None if below is None else self._derive(name, below, cut, path)
+        else:
+            self._splits[k] = self._compute(name, data, cut, path)
         return self._splits[k]
+
+    def _load(self, path: Path, name: str, n: int, cut: int) -> CachedSplit:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        self.log(f"feature cache: reused {path.name} for {name} ({n} samples)")
+        return CachedSplit(cut, blob["features"], None, blob["targets"],
+                           blob["features"].numel() * blob["features"].element_size())
+
+    @torch.inference_mode()
+    def _derive(self, name: str, below: CachedSplit, cut: int, path: Path | None
+                ) -> CachedSplit | None:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        out = _Collector()
+        for start in range(0, len(below), self.batch_size):
+            idx = list(range(start, min(len(below), start + self.batch_size)))
+            act, y = below.batch(idx, self.device)
+            with self.autocast():
+                res = self.backbone.forward_between(act, below.cut, cut, self.n_groups)
+            out.add(res, y)
+            if out.nbytes + self.held_bytes() > self.max_bytes:
+                self.backbone.train(was_training)
+                return self._over_cap(name, cut)
+        self.backbone.train(was_training)
+        self.log(f"activation cache: {name} at cut {cut} derived from cut {below.cut} "
+                 f"({len(below)} samples, {out.nbytes / 2**20:.1f} MiB)")
+        return self._store(out.split(cut), path)
+
+    def _over_cap(self, name: str, cut: int) -> None:
+        self.log(f"activation cache: {name} at cut {cut} would pass the cap of "
+                 f"{self.max_bytes / 2**20:.0f} MiB; running the full forward instead")
+        return None
+
+    def _store(self, split: CachedSplit, path: Path | None) -> CachedSplit:
+        if path is not None and split.dense is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            torch.save({"features": split.dense, "targets": split.targets}, tmp)
+            os.replace(tmp, path)
+        return split
 
     # ----------------------------------------------------------------------------------------
 
@@ -159,51 +210,52 @@ class ActivationCache:
         return self.disk_dir / f"{hashlib.sha1(blob.encode()).hexdigest()[:20]}.pt"
 
     @torch.inference_mode()
-    def _compute(self, name: str, data: Sequence[Any], cut: int) -> CachedSplit | None:
+    def _compute(self, name: str, data: Sequence[Any], cut: int, path: Path | None
+                 ) -> CachedSplit | None:
         pooled = cut >= self.n_groups
-        path = self._disk_path(name, data, cut) if pooled else None
-        if path is not None and path.is_file():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            self.log(f"feature cache: reused {path.name} for {name} ({len(data)} samples)")
-            return CachedSplit(cut, blob["features"], None, blob["targets"],
-                               blob["features"].numel() * blob["features"].element_size())
         was_training = self.backbone.training
         self.backbone.eval()
-        dense: list[torch.Tensor] = []
-        ragged: list[torch.Tensor] = []
-        targets: list[torch.Tensor] = []
-        nbytes = 0
+        out = _Collector()
         for start in range(0, len(data), self.batch_size):
             items = [data[i] for i in range(start, min(len(data), start + self.batch_size))]
             inputs, y = self.collate(items)
             inputs = _to(inputs, self.device)
             with self.autocast():
-                if pooled:
-                    out = self.backbone(inputs)
-                else:
-                    out = self.backbone.forward_to(inputs, cut)
-            if isinstance(out, dict):  # text: keep each sample's real tokens only
-                lengths = out["attention_mask"].sum(1).tolist()
-                for j, n in enumerate(lengths):
-                    t = out["hidden"][j, : int(n)].cpu().clone()
-                    ragged.append(t)
-                    nbytes += t.numel() * t.element_size()
-            else:
-                t = out.cpu()
-                dense.append(t)
-                nbytes += t.numel() * t.element_size()
-            targets.append(y)
-            if nbytes + self.held_bytes() > self.max_bytes:
+                res = self.backbone(inputs) if pooled else self.backbone.forward_to(inputs, cut)
+            out.add(res, y)
+            if out.nbytes + self.held_bytes() > self.max_bytes:
                 self.backbone.train(was_training)
-                self.log(f"activation cache: {name} at cut {cut} would pass the cap of "
-                         f"{self.max_bytes / 2**20:.0f} MiB; running the full forward instead")
-                return None
+                return self._over_cap(name, cut)
         self.backbone.train(was_training)
-        split = CachedSplit(cut, torch.cat(dense) if dense else None, ragged or None,
-                            torch.cat(targets), nbytes)
-        if path is not None and split.dense is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            torch.save({"features": split.dense, "targets": split.targets}, tmp)
-            os.replace(tmp, path)
-        return split
+        what = "pooled features" if pooled else f"activations at cut {cut}"
+        self.log(f"activation cache: computed {what} of {name} once ({len(data)} samples, "
+                 f"{out.nbytes / 2**20:.1f} MiB)")
+        return self._store(out.split(cut), path)
+
+
+class _Collector:
+    """Gathers batches of activations: dense tensors, or text hidden states cut to each
+    sample's real tokens."""
+
+    def __init__(self) -> None:
+        self.dense: list[torch.Tensor] = []
+        self.ragged: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.nbytes = 0
+
+    def add(self, out: Any, y: torch.Tensor) -> None:
+        if isinstance(out, dict):
+            lengths = out["attention_mask"].sum(1).tolist()
+            for j, n in enumerate(lengths):
+                t = out["hidden"][j, : int(n)].cpu().clone()
+                self.ragged.append(t)
+                self.nbytes += t.numel() * t.element_size()
+        else:
+            t = out.cpu()
+            self.dense.append(t)
+            self.nbytes += t.numel() * t.element_size()
+        self.targets.append(y.cpu())
+
+    def split(self, cut: int) -> CachedSplit:
+        return CachedSplit(cut, torch.cat(self.dense) if self.dense else None,
+                           self.ragged or None, torch.cat(self.targets), self.nbytes)

@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config("fit", "train: adapt the backbone to the data; writes a run directory")
     sp.add_argument("--out", help="run directory (default runs/<config name>)")
     sp.add_argument("--resume", action="store_true", help="continue the run in --out")
-    sp.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
-                    help="write checkpoints/last.pt every STEPS optimizer steps (and each epoch)")
+    sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                    help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
+                    "two minutes), and at the end of each epoch")
     sp.set_defaults(func=cmd_fit)
     sp = sub.add_parser("evaluate", help="metrics of a finished run as JSON")
     sp.add_argument("run_dir")

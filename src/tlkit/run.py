@@ -37,7 +37,7 @@ def num_outputs_of(data: Any) -> int:
 
 
 def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda k, i: None,
-            checkpoint_every: int = 50, test_limit: int | None = None) -> dict[str, Any]:
+            checkpoint_every: int | None = None, test_limit: int | None = None) -> dict[str, Any]:
     """Train per ``cfg`` into the run directory ``out``. ``test_limit`` evaluates the test split
     on a stratified subset of that many examples (benchmarks on slow machines; the summary
     says so)."""

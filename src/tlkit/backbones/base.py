@@ -158,6 +158,16 @@ class Backbone(nn.Module):
             state = self.run_unit(i, state)
         return self.end(state)
 
+    def forward_between(self, cached: Any, low: int, high: int, n_groups: int) -> Any:
+        """From activations at cut ``low`` to those at cut ``high`` (pooled features when
+        ``high`` is ``n_groups``): only the groups in between run."""
+        assert self._bounds is not None
+        state = self.import_state(cached)
+        stop = len(self.units() or []) if high >= n_groups else self._bounds[high]
+        for i in range(self._bounds[low], stop):
+            state = self.run_unit(i, state)
+        return self.end(state) if high >= n_groups else self.export_state(state)
+
     def no_weight_decay_names(self) -> set[str]:
         """Parameter names (relative to the backbone) that take no weight decay beyond the
         norms and biases, which are excluded by rule."""

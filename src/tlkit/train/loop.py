@@ -175,9 +175,8 @@ def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
     # Every group is in the optimizer from the start; frozen ones have no gradient and AdamW
     # skips them, so a phase change only flips requires_grad and the moments carry over.
     pg = optimizer_groups(model, groups, plan.phases[-1])
-    kwargs: dict[str, Any] = {}
-    if device.type == "cuda":
-        kwargs["fused"] = True
+    # the fused kernel (one op for all tensors) on CPU and CUDA, as Trainer uses by default
+    kwargs: dict[str, Any] = {"fused": True}
     return torch.optim.AdamW(pg, **kwargs)
 
 
@@ -193,7 +192,8 @@ def fit(
     collate: Collate,
     hooks: Hooks,
     device: torch.device,
-    checkpoint_every: int = 50,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 120.0,
     resume: dict[str, Any] | None = None,
     cache: Any = None,
     lengths: Sequence[int] | None = None,
@@ -222,18 +222,29 @@ def fit(
                 "state": asdict(state), "rng": rng_state(), "format": 1}
 
     n_groups = len(groups)
+
+    def cut_of(phase: Any) -> int:
+        return next((i for i, r in enumerate(phase.rows[:n_groups]) if r.trainable), n_groups)
+
+    # The lowest cut any phase will cache: the bottom of the network runs once, to there, and
+    # the higher cuts of earlier phases are derived from it.
+    cuts = [cut_of(p) for p in plan.phases if cut_of(p) > 0]
+    base = min(cuts) if cuts else None
     epoch = state.epoch
+    last_save = time.perf_counter()
     while epoch < tc.epochs and not state.stopped_early:
         t0 = time.perf_counter()
         phase = plan.phases[phase_at(list(plan.phases), epoch)]
         apply_phase(model, groups, phase, tc.freeze_norm_stats)
         # The frozen bottom of the network is a fixed function: run it once, cache its output.
-        cut = next((i for i, r in enumerate(phase.rows[:n_groups]) if r.trainable), n_groups)
+        cut = cut_of(phase)
         train_cached = val_cached = None
         if cache is not None and cut > 0 and (cut == n_groups or model.backbone.can_cut()):
-            cache.drop_below(cut)
-            train_cached = cache.get("train", train_data, cut)
-            val_cached = cache.get("val", val_data, cut) if train_cached is not None else None
+            keep = {cut} if base is None or base > cut else {cut, base}
+            cache.keep_only(keep)
+            train_cached = cache.get("train", train_data, cut, base)
+            val_cached = (cache.get("val", val_data, cut, base) if train_cached is not None
+                          else None)
         if state.batch_in_epoch == 0:
             hooks.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
                                         "label": phase.label, "batches": n_batches,
@@ -279,7 +290,11 @@ def fit(
                 state.step += 1
                 hooks.event("step", {"epoch": epoch, "batch": b + 1, "batches": n_batches,
                                      "loss": float(loss.detach())})
-                if checkpoint_every and state.step % checkpoint_every == 0 and b + 1 < n_batches:
+                # mid-epoch checkpoints: every N steps when asked, else every couple of minutes
+                due = (state.step % checkpoint_every == 0 if checkpoint_every
+                       else time.perf_counter() - last_save >= checkpoint_seconds)
+                if due and b + 1 < n_batches:
+                    last_save = time.perf_counter()
                     state.seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     hooks.save_last(snapshot())
