@@ -33,24 +33,28 @@ from typing import Any
 STRATEGIES = ["all_frozen", "top_n_unfrozen", "gradual", "none", "none+l2sp", "lora", "lp_ft",
               "scratch"]
 
-# Per data set: the backbone, data settings and the rates every strategy starts from.
+# Per data set: the backbone, data settings and the rates every strategy starts from. Chosen
+# on the validation split in short trials (5 epochs, seed 0) so that no strategy is starved at
+# 200 labels: small batches (13 and 7 steps an epoch), a head rate at which a probe converges
+# within the epochs, backbone rates small enough not to wreck the features.
 SETS: dict[str, dict[str, Any]] = {
     "rotten_tomatoes": {
         "source_model": "minilm-l6",
         "data": {"source": "rotten_tomatoes", "max_length": 64, "val_fraction": 0.2,
                  "test_fraction": 0.1},
-        "tc": {"head_lr": 2e-3, "backbone_lr": 1e-4, "lr_decay_per_layer": 0.8,
-               "batch_size": 32, "weight_decay": 0.01, "dropout": 0.1},
+        "tc": {"head_lr": 1e-2, "backbone_lr": 1e-4, "lr_decay_per_layer": 0.8,
+               "batch_size": 16, "weight_decay": 0.01, "dropout": 0.1},
         # LoRA's matrices start at zero and learn at LoRA's usual, higher rate, the same in
-        # every layer; from scratch nothing is pretrained, so no layer is slowed down either.
-        "lora_lr": 1e-3,
+        # every layer (5e-3 diverged at 2,000 labels); from scratch nothing is pretrained, so
+        # no layer is slowed down either.
+        "lora_lr": 2e-3,
         "scratch_lr": 5e-4,
     },
     "fashion_mnist": {
         "source_model": "mobilenetv2",
         "data": {"source": "fashion_mnist", "image_size": 96, "val_fraction": 0.2},
-        "tc": {"head_lr": 3e-3, "backbone_lr": 1e-3, "lr_decay_per_layer": 0.7,
-               "batch_size": 64, "weight_decay": 0.01, "dropout": 0.2},
+        "tc": {"head_lr": 1e-2, "backbone_lr": 3e-4, "lr_decay_per_layer": 0.7,
+               "batch_size": 32, "weight_decay": 0.01, "dropout": 0.2},
         "lora_lr": 2e-3,
         "scratch_lr": 2e-3,
     },
@@ -254,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(Fashion-MNIST's own test split has 10,000); default: all")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text (default 64)")
     p.add_argument("--image-size", type=int, default=None, help="pixels (default 96)")
-    p.add_argument("--l2sp-lambda", type=float, default=0.01, help="L2-SP strength")
+    p.add_argument("--l2sp-lambda", type=float, default=0.1,
+                   help="L2-SP strength (default 0.1: 0.01 left MiniLM's accuracy unchanged)")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2 r)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

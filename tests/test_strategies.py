@@ -548,3 +548,29 @@ data:
     assert states[0].pop(HEAD) == "trainable" and set(states[0].values()) == {"frozen"}
     assert set(states[1].values()) == {"trainable"} and HEAD in states[1]
     assert "lp_ft (Kumar et al., 2022)" in out
+
+
+# --------------------------------------------------------------------------------------------------
+# bench/strategies.py
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 5, 8])
+def test_the_benchmark_builds_a_valid_config_for_every_run(epochs):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "strategies.py"
+    spec = importlib.util.spec_from_file_location("bench_strategies", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.main.__globals__["argparse"].Namespace(
+        epochs=epochs, seed=0, max_length=None, image_size=None, amp=False, device="cpu",
+        l2sp_lambda=0.1, lora_r=8)
+    for set_name in bench.SETS:
+        for strategy in bench.STRATEGIES:
+            for budget in (200, 2000):
+                cfg = validate(bench.build_config(set_name, strategy, budget, args))
+                tc = cfg.transfer_config
+                assert tc.epochs == epochs and tc.early_stopping_patience is None
+                assert cfg.data.limit == round(budget / 0.8)
+                assert (tc.pretrained_weights == "none") == (strategy == "scratch")
