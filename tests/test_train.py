@@ -235,3 +235,25 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["skipped_images"] == 2
     assert math.isfinite(summary["test"]["loss"])
+
+
+def test_patience_running_out_ends_the_phase_not_the_run(tmp_path: Path) -> None:
+    """lp_ft with patience 1: once the probe stops improving, fine-tuning starts at once."""
+    from tlkit.config import validate
+    from tlkit.run import fit_run
+
+    raw = {"transfer_config": {"source_model": "timm:test_efficientnet",
+                               "pretrained_weights": "none", "freeze_strategy": "lp_ft",
+                               "lp_epochs": 6, "epochs": 8, "head_lr": 1e-9, "backbone_lr": 1e-3,
+                               "early_stopping_patience": 1, "batch_size": 32,
+                               "cache": {"disk": False}},
+           "data": {"source": "digits", "image_size": 32, "limit": 200}}
+    # a head rate this small leaves validation accuracy where it starts: the probe stalls
+    fit_run(validate(raw), tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    phases = [r["phase"] for r in rows]
+    assert 2 in phases, "the fine-tuning phase never ran"
+    first_ft = phases.index(2)
+    assert rows[first_ft]["epoch"] == 6  # the phase starts at its planned epoch
+    assert first_ft == 2  # after epochs 0 and 1 of the probe, patience (1) ran out
+    assert rows[1].get("phase_ended_early") is True

@@ -198,16 +198,6 @@ class TransferConfig(Strict):
                     f"lp_epochs {lp} leaves no epoch for fine-tuning (epochs {self.epochs}); "
                     f"set lp_epochs below epochs, for example lp_epochs: {max(1, self.epochs // 2)}"
                 )
-            patience = self.early_stopping_patience
-            if patience is not None and patience < lp:
-                # The loop counts early-stopping patience across phases: a probe that has
-                # converged would end the run before it fine-tunes anything.
-                raise ValueError(
-                    f"early_stopping_patience {patience} is shorter than the linear-probe phase "
-                    f"(lp_epochs {lp}), so early stopping could end the run before it "
-                    f"fine-tunes; set early_stopping_patience to at least {lp} (or null), or "
-                    f"lp_epochs to at most {patience}"
-                )
         elif self.lp_epochs is not None:
             raise ValueError(
                 f"lp_epochs is only used by freeze_strategy lp_ft, not {self.freeze_strategy!r}; "

@@ -180,6 +180,14 @@ def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
     return torch.optim.AdamW(pg, **kwargs)
 
 
+def set_phase_rates(optimizer: torch.optim.Optimizer, phase: Any) -> None:
+    """Each group's planned rate in this phase (the schedule multiplies it at every step)."""
+    rates = {r.name: r.lr for r in phase.rows}
+    for g in optimizer.param_groups:
+        if g.get("group") in rates:
+            g["initial_lr"] = rates[g["group"]]
+
+
 def fit(
     model: TransferModel,
     groups: list[LayerGroup],
@@ -236,6 +244,7 @@ def fit(
         t0 = time.perf_counter()
         phase = plan.phases[phase_at(list(plan.phases), epoch)]
         apply_phase(model, groups, phase, tc.freeze_norm_stats)
+        set_phase_rates(optimizer, phase)
         # The frozen bottom of the network is a fixed function: run it once, cache its output.
         cut = cut_of(phase)
         train_cached = val_cached = None
@@ -324,11 +333,22 @@ def fit(
             hooks.save_best(model, state)
         else:
             state.bad_epochs += 1
-            if tc.early_stopping_patience and state.bad_epochs >= tc.early_stopping_patience:
+        next_epoch = epoch + 1
+        if tc.early_stopping_patience and state.bad_epochs >= tc.early_stopping_patience:
+            # Patience runs out within a phase: a phase with a successor ends there (the linear
+            # probe of lp_ft has converged, say) and the next phase starts; the last one ends
+            # the run.
+            later = [p for p in plan.phases if p.start_epoch > epoch]
+            if later:
+                next_epoch = later[0].start_epoch
+                row["phase_ended_early"] = True
+            else:
                 state.stopped_early = True
         state.history.append(row)
         hooks.log_epoch(row)
-        epoch += 1
+        if phase_at(list(plan.phases), next_epoch) != phase.index:
+            state.bad_epochs = 0  # each phase gets its own patience
+        epoch = next_epoch
         state.epoch, state.batch_in_epoch = epoch, 0
         state.loss_sum, state.loss_count = 0.0, 0
         state.penalty_sum = 0.0
