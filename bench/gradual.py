@@ -364,7 +364,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
         lines.append(f"- tlkit's cache per phase: activations below "
                      f"{' / '.join(str(c) for c in base['cut'])} frozen layer groups of "
                      f"{base['n_groups']} ({base['n_groups']}: the pooled features; none: the "
-                     "full forward), each computed once, when its phase starts.")
+                     "full forward); the frozen bottom runs once per split, to the lowest of these cuts, "
+                     "when the first phase starts, and the higher cuts are derived from it.")
     lines.append(
         "- seconds: from building the model to the test accuracy, in the row's own process "
         "(imports excluded; tlkit's includes loading the data and writing its run directory). "
