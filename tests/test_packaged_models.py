@@ -17,13 +17,6 @@ COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
 VISION = ["mobilenetv2", "efficientnet-lite0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and lose a lot when the cores are busy.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _images():

@@ -29,13 +29,6 @@ SIZES = [GroupSize(f"g{i}", 100 * (i + 1), 90 * (i + 1)) for i in range(6)]  # g
 HEAD_SIZE = GroupSize(HEAD, 50, 40)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and lose a lot when the cores are busy.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _flags(phase) -> list[bool]:

