@@ -319,15 +319,89 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout", type=float, default=0.1, help="the head's dropout")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both (default fp32)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds: every row once per seed, then mean ± sd")
     common.add_common_flags(p)
     args = p.parse_args(argv)
     if args.child:
         return common.child_main(ROW_FUNCS, args)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if args.seeds:
+        return seeds_main(args, argv)
     results = {r: common.run_row(__file__, r, argv) for r in common.selected(ROWS, args.rows)}
     text = report(results, args, argv)
     print(text)
     common.save_json(args.json, {"argv": argv, "results": results, "table": text})
+    return 0
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` less ``flag`` and its value (either ``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd
+
+
+def seeds_main(args: argparse.Namespace, argv: list[str]) -> int:
+    """Every row once per seed (each seed draws its own splits, initialisation and batch order,
+    the same for every row within it); a table per seed, then the mean and standard deviation
+    over the seeds, and tlkit's accuracy difference from Trainer's paired by seed."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = _without(_without(argv, "--seeds"), "--seed")
+    runs: dict[int, dict[str, dict[str, Any]]] = {}
+    parts = []
+    for seed in seeds:
+        args.seed = seed
+        sargv = [*base, "--seed", str(seed)]
+        runs[seed] = {r: common.run_row(__file__, r, sargv)
+                      for r in common.selected(ROWS, args.rows)}
+        parts.append(f"#### Seed {seed}\n\n" + report(runs[seed], args, sargv))
+        print(parts[-1], flush=True)
+    rows = [r for r in common.selected(ROWS, args.rows)]
+    head = ["row", "seeds", "train seq/s", "tlkit / row", "padding", "test acc", "acc vs tlkit"]
+    body = []
+    for r in rows:
+        ok = [s for s in seeds if "error" not in runs[s][r]]
+        if not ok:
+            body.append([LABELS[r], "0", "failed", "", "", "", ""])
+            continue
+        sps = _mean_sd([runs[s][r]["sequences_per_second"] for s in ok])
+        acc = _mean_sd([runs[s][r]["test_accuracy"] for s in ok])
+        pad = _mean_sd([runs[s][r]["padding_share"] for s in ok])
+        both = [s for s in ok if "error" not in runs[s].get("tlkit", {"error": 1})]
+        ratio = _mean_sd([runs[s]["tlkit"]["sequences_per_second"]
+                          / runs[s][r]["sequences_per_second"] for s in both]) if both else None
+        diff = _mean_sd([100 * (runs[s]["tlkit"]["test_accuracy"]
+                                - runs[s][r]["test_accuracy"]) for s in both]) if both else None
+        body.append([
+            LABELS[r], str(len(ok)), f"{sps[0]:.1f} ± {sps[1]:.1f}",
+            f"{ratio[0]:.2f}x ± {ratio[1]:.2f}" if ratio else "-", f"{pad[0]:.1%}",
+            f"{acc[0]:.4f} ± {acc[1]:.4f}",
+            "-" if r == "tlkit" or not diff else f"{diff[0]:+.2f} ± {diff[1]:.2f} pt",
+        ])
+    lines = [f"#### Over seeds {args.seeds}", "",
+             common.table(head, body, {1, 2, 3, 4, 5, 6}), "", "Notes:",
+             "- mean ± standard deviation over the seeds; each seed draws its own splits of the "
+             "2,000 snippets, head initialisation, dropout and batch order, shared by every row "
+             "of that seed. tlkit / row and acc vs tlkit are paired by seed: tlkit's throughput "
+             "over the row's, and tlkit's test accuracy minus the row's, in points.",
+             f"- command: {common.command_line(__file__, argv)}"]
+    summary = "\n".join(lines)
+    print(summary)
+    common.save_json(args.json, {"argv": argv, "runs": {str(k): v for k, v in runs.items()},
+                                 "tables": parts, "summary": summary})
     return 0
 
 

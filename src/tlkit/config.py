@@ -237,6 +237,9 @@ class DataConfig(Strict):
     label_separator: str = "|"
     group_by_length: bool = True  # text: batch similar lengths together to cut padding
     augment: Literal["none", "flip", "crop_flip"] = "none"  # images, training split only
+    # A column of the source naming each example's subgroup (CSV/JSONL/Parquet sources): the
+    # test metrics are then also given per subgroup.
+    group_column: str | None = None
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
@@ -245,9 +248,28 @@ class DataConfig(Strict):
         return self
 
 
+class DiagnosticsConfig(Strict):
+    """What the diagnostics measure and on how much data; none of it changes the training."""
+
+    # The source-domain reference for divergence (proxy A-distance, MMD), e.g. the kind of data
+    # the backbone was pretrained on.
+    reference: DataConfig | None = None
+    # Labelled data of the source task (labels are the source classifier's class names or
+    # indices): its accuracy before and after adaptation measures forgetting.
+    source_task: DataConfig | None = None
+    # Compare the statistics of the preprocessed inputs with what the backbone expects before
+    # training: warn on a mismatch, refuse (exit 2) or skip the check.
+    check_preprocessing: Literal["warn", "refuse", "off"] = "warn"
+    calibration: bool = True  # ECE before and after temperature scaling on the test split
+    baseline_seeds: int = Field(default=1, ge=1, le=20)  # from-scratch runs behind a verdict
+    bootstrap: int = Field(default=1000, ge=100, le=100000)  # resamples of the test set
+    sample: int = Field(default=1000, ge=50, le=100000)  # examples per side for divergence/CKA
+
+
 class Config(Strict):
     transfer_config: TransferConfig
     data: DataConfig
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
 
 # --------------------------------------------------------------------------------------------------
