@@ -165,6 +165,83 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_json(path: str | None, obj: object) -> None:
+    if path:
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from tlkit.config import load_config
+    from tlkit.diagnose.rank import format_rank, parse_candidates
+
+    cfg = load_config(args.config, args.set or [])
+    candidates = parse_candidates(args.backbones)
+    from tlkit.diagnose.rank import rank
+
+    result = rank(cfg, candidates, probe=args.probe, log=Reporter().line)
+    print(format_rank(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tlkit.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    from tlkit.diagnose.probe_run import format_probe_run, probe_run
+
+    result = probe_run(cfg, log=Reporter().line)
+    print(format_probe_run(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from tlkit.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    from tlkit.advise import format_advice, gather, recommend
+
+    ev = gather(cfg, log=Reporter().line)
+    adv = recommend(ev, cfg.transfer_config)
+    print(format_advice(adv, ev, args.config))
+    from dataclasses import asdict
+
+    _write_json(args.json, {"advice": adv.to_dict(), "evidence": asdict(ev)})
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    from tlkit.compare import STRATEGIES, compare, format_leaderboard
+
+    strategies = ([s.strip() for s in args.strategies.split(",") if s.strip()]
+                  if args.strategies else list(STRATEGIES))
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-compare"
+    rep = Reporter()
+    advice = None
+    if not args.no_advise:
+        from tlkit.advise import format_advice, gather, recommend
+
+        ev = gather(cfg, log=rep.line)
+        advice = recommend(ev, cfg.transfer_config)
+        rep.line(format_advice(advice, ev, args.config))
+    result = compare(cfg, out, strategies, advice, resume=args.resume,
+                     test_limit=args.test_limit, log=rep.line)
+    text = format_leaderboard(result)
+    print(text)
+    (out / "leaderboard.md").write_text(text + "\n")
+    _write_json(str(out / "compare.json"), result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlkit", description="Transfer learning with measurements.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
                     "two minutes), and at the end of each epoch")
     sp.set_defaults(func=cmd_fit)
+    sp = with_config("rank", "transferability scores of candidate backbones; no fine-tuning")
+    sp.add_argument("--backbones", required=True, metavar="A,B,...",
+                    help="candidates: backbone names, NAME@none for a random initialisation, "
+                    "NAME@PATH for other weights")
+    sp.add_argument("--probe", action="store_true",
+                    help="also a linear probe per candidate, and Kendall's tau against it")
+    sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    sp.set_defaults(func=cmd_rank)
+    sp = with_config("probe", "a linear probe at each layer group (and divergence to "
+                     "diagnostics.reference where given)")
+    sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    sp.set_defaults(func=cmd_probe)
+    sp = with_config("advise", "recommended strategy and settings, with the evidence")
+    sp.add_argument("--json", metavar="FILE", help="also write the advice and evidence as JSON")
+    sp.set_defaults(func=cmd_advise)
+    sp = with_config("compare", "every strategy and a from-scratch baseline under one budget: "
+                     "a leaderboard")
+    sp.add_argument("--strategies", metavar="A,B,...",
+                    help="strategies to run (default: all_frozen, top_n_unfrozen, gradual, none, "
+                    "lora, lp_ft); the scratch baseline always runs")
+    sp.add_argument("--out", help="folder for the runs (default runs/<config name>-compare)")
+    sp.add_argument("--resume", action="store_true",
+                    help="finish a compare in --out: finished runs are kept")
+    sp.add_argument("--no-advise", action="store_true", help="do not run advise first")
+    sp.add_argument("--test-limit", type=int, default=None, metavar="N",
+                    help="test on a stratified subset of N test examples (faster)")
+    sp.set_defaults(func=cmd_compare)
     sp = sub.add_parser("evaluate", help="metrics of a finished run as JSON")
     sp.add_argument("run_dir")
     sp.add_argument("--data", help="train | val | test (default) of the run's data, or another "

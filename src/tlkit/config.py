@@ -264,6 +264,11 @@ class DiagnosticsConfig(Strict):
     baseline_seeds: int = Field(default=1, ge=1, le=20)  # from-scratch runs behind a verdict
     bootstrap: int = Field(default=1000, ge=100, le=100000)  # resamples of the test set
     sample: int = Field(default=1000, ge=50, le=100000)  # examples per side for divergence/CKA
+    # Rates of the runs `compare` and `fit --baseline` add: training from scratch (every layer
+    # at one rate; default 10x backbone_lr, a random network needs larger steps than a
+    # pretrained one) and LoRA's matrices (default 10x backbone_lr, one rate for all layers).
+    scratch_lr: float | None = Field(default=None, gt=0, le=10)
+    lora_lr: float | None = Field(default=None, gt=0, le=10)
 
 
 class Config(Strict):

@@ -51,6 +51,9 @@ def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: st
         # The plan does not matter here: features are computed with everything frozen.
         tc = tc.model_copy(update={**changes, "freeze_strategy": "all_frozen"})
     s, modality = splits if splits is not None else load_splits(cfg.data)
+    import torch
+
+    torch.manual_seed(tc.seed)  # a random initialisation is the same every time
     asm = assemble(tc, num_outputs_of(s.train), modality=modality,
                    max_length=cfg.data.max_length)
     backbone = asm.model.backbone

@@ -37,6 +37,13 @@ def parse_candidates(spec: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def check_name(name: str) -> None:
+    """A UserError for an unknown name, with the closest known one."""
+    from tlkit.backbones.registry import resolve_name
+
+    resolve_name(name)
+
+
 def label_of(name: str, weights: str | None) -> str:
     return name if weights is None else f"{name}@{weights}"
 
@@ -91,6 +98,8 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         raise UserError("rank scores single-label classification data (data.task: "
                         f"single_label); this config's task is {cfg.data.task}")
     device = pick_device(tc.device)
+    for name, _ in candidates:  # every name checked before anything heavy runs
+        check_name(name)
     splits = load_splits(cfg.data)
     rows = []
     for name, weights in candidates:

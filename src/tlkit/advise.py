@@ -1,0 +1,215 @@
+"""Recommend a transfer strategy from measurements, following the concept's strategy table.
+
+| target data          | similar domain         | different domain                          |
+|----------------------|------------------------|-------------------------------------------|
+| small (< 1K labels)  | feature extraction     | feature extraction from lower layers      |
+| large (> 10K labels) | fine-tune all, small LR | fine-tune all, larger LR for upper layers |
+
+Between the two sizes the advice moves from the small row to the large one: partial fine-tuning.
+
+"Similar" is measured, not assumed:
+- the layer profile of linear probes (Yosinski et al., 2014): when the top group's features
+  probe as well as any lower group's (within the noise of the validation accuracy), the top
+  layers suit this target and the domain counts as similar; when a lower group probes better,
+  the top layers are specific to the source, and those above the best group are the ones to
+  retrain ("feature extraction from lower layers": tlkit keeps the lower groups frozen and trains
+  the ones above);
+- the proxy A-distance between the target and a reference of the source domain, where the config
+  names one (``diagnostics.reference``): at 1.5 or more (of 2) the domains are far apart.
+
+One refinement, for text transformers: with a few hundred labels or more, fine-tuning all layers at
+a small learning rate with warmup is the established recipe (Devlin et al., 2019; Mosbach et al.,
+2021; Zhang et al., 2021), and mean-pooled frozen sentence features lose to it; the advice says
+so when it applies. The recommendation is a pure function of the evidence (``recommend``); the
+command gathers the evidence (``gather``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tlkit.config import Config
+
+SMALL, LARGE = 1000, 10000
+FAR_PAD = 1.5
+
+
+@dataclass
+class Evidence:
+    n_train: int
+    n_val: int
+    modality: str
+    backbone: str
+    n_groups: int
+    group_names: list[str]
+    probes: list[dict[str, Any]]  # per cut, lowest first: group, accuracy, train_accuracy
+    logme: float | None = None
+    pad: float | None = None  # proxy A-distance to the reference at the backbone's output
+    mmd: float | None = None
+
+
+@dataclass
+class Advice:
+    strategy: str
+    settings: dict[str, Any]  # transfer_config keys to set
+    reasons: list[str] = field(default_factory=list)
+    similar: bool | None = None
+    size: str = ""
+
+    def overrides(self) -> list[str]:
+        out = [f"transfer_config.freeze_strategy={self.strategy}"]
+        out += [f"transfer_config.{k}={v}" for k, v in self.settings.items()]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "set": self.overrides()}
+
+
+def probe_noise(accuracy: float, n: int) -> float:
+    """One standard error of an accuracy measured on ``n`` examples (at least one point)."""
+    return max(0.01, math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / max(n, 1)))
+
+
+def recommend(ev: Evidence, tc: Any) -> Advice:
+    """The strategy and its settings for this evidence; ``tc`` supplies the config's rates."""
+    reasons: list[str] = []
+    size = "small" if ev.n_train < SMALL else "large" if ev.n_train > LARGE else "medium"
+    reasons.append(f"{ev.n_train:,} training labels: {size} data "
+                   f"(the concept's table: small < {SMALL:,}, large > {LARGE:,})")
+
+    # similarity from the layer profile
+    top = ev.probes[-1]
+    best = max(ev.probes, key=lambda r: r["accuracy"])
+    noise = probe_noise(best["accuracy"], ev.n_val)
+    lower_better = (best["cut"] != top["cut"]
+                    and best["accuracy"] - top["accuracy"] > noise)
+    above = top["cut"] - best["cut"] if lower_better else 0
+    if len(ev.probes) == 1:
+        reasons.append("the backbone cannot be cut between groups: only its output was probed "
+                       f"(val accuracy {top['accuracy']:.3f})")
+    elif lower_better:
+        reasons.append(
+            f"linear probes peak below the top: {best['group']} {best['accuracy']:.3f} against "
+            f"the top group's {top['accuracy']:.3f} on {ev.n_val:,} validation examples (more "
+            f"than the noise, {noise:.3f}): the top {above} group(s) are specific to the source")
+    else:
+        reasons.append(
+            f"linear probes: the top group ({top['accuracy']:.3f}) is within the noise "
+            f"({noise:.3f}) of the best ({best['group']}, {best['accuracy']:.3f}): the top "
+            "layers' features suit this target")
+    far = ev.pad is not None and ev.pad >= FAR_PAD
+    if ev.pad is not None:
+        reasons.append(f"proxy A-distance to the reference {ev.pad:.2f} of 2 "
+                       f"({'far apart' if far else 'close'}: the threshold is {FAR_PAD})")
+    similar = not lower_better and not far
+    reasons.append(f"domain: {'similar' if similar else 'different'}")
+
+    settings: dict[str, Any] = {}
+    text_transformer = ev.modality == "text"
+    if text_transformer and ev.n_train >= 100:
+        strategy = "none"
+        reasons.append(
+            "text transformer with 100 labels or more: fine-tune every layer at a small rate "
+            "with warmup and discriminative rates (BERT's recipe; Mosbach et al., 2021 and "
+            "Zhang et al., 2021 show it stable with a few hundred labels), in place of the "
+            "table's feature extraction")
+        if size == "small":
+            settings["l2sp_lambda"] = 0.1
+            reasons.append("small data: L2-SP (0.1) holds the weights near the pretrained ones "
+                           "against forgetting")
+    elif size == "small":
+        if similar:
+            strategy = "all_frozen"
+            reasons.append("small data, similar domain: feature extraction (the table)")
+        else:
+            strategy = "top_n_unfrozen"
+            settings["top_n"] = max(1, above) if lower_better else max(1, ev.n_groups // 4)
+            reasons.append(
+                "small data, different domain: features from the lower layers (the table): "
+                f"they stay frozen, the top {settings['top_n']} group(s) retrain")
+    elif size == "medium":
+        if similar:
+            strategy = "top_n_unfrozen"
+            settings["top_n"] = max(1, ev.n_groups // 4)
+            reasons.append(f"medium data, similar domain: between feature extraction and full "
+                           f"fine-tuning: the top {settings['top_n']} group(s) train")
+        else:
+            strategy = "top_n_unfrozen"
+            settings["top_n"] = max(2, above + 1, ev.n_groups // 4)
+            reasons.append(
+                f"medium data, different domain: retrain the source-specific top "
+                f"{max(above, 1)} group(s) and one below them ({settings['top_n']} in all)")
+    else:
+        strategy = "none"
+        if similar:
+            settings["lr_decay_per_layer"] = min(tc.lr_decay_per_layer, 0.5)
+            reasons.append("large data, similar domain: fine-tune all with small rates for the "
+                           "lower layers (the table)")
+        else:
+            settings["lr_decay_per_layer"] = max(tc.lr_decay_per_layer, 0.8)
+            reasons.append("large data, different domain: fine-tune all, larger rates reaching "
+                           "further down (the table)")
+    if ev.logme is not None:
+        reasons.append(f"LogME of the frozen features: {ev.logme:.3f} (for comparing backbones "
+                       "with `tlkit rank`; it does not change the strategy)")
+    return Advice(strategy, settings, reasons, similar, size)
+
+
+def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
+    """Measure: per-group features of the training and validation splits (one pass each),
+    a linear probe per group, LogME of the top features, and the divergence to the reference
+    where the config names one."""
+    import numpy as np
+
+    from tlkit.diagnose.features import group_names, layer_features
+    from tlkit.diagnose.inputs import dataset_for, prepare
+    from tlkit.diagnose.probe import probe_layers
+    from tlkit.diagnose.transferability import logme
+    from tlkit.run import pick_device
+
+    tc = cfg.transfer_config
+    device = pick_device(tc.device)
+    p = prepare(cfg)
+    p.backbone.to(device)
+    log(f"advise: features of {len(p.train):,} training and {len(p.val):,} validation examples "
+        f"at each of {p.n_groups} groups")
+    tr, ty = layer_features(p.backbone, p.train, p.collate, p.n_groups, device=device,
+                            mixed_precision=tc.mixed_precision)
+    va, vy = layer_features(p.backbone, p.val, p.collate, p.n_groups, device=device,
+                            mixed_precision=tc.mixed_precision)
+    names = group_names(p.groups, list(tr))
+    log("advise: a linear probe per group")
+    probes = probe_layers(tr, ty, va, vy, names, tc.seed)
+    ev = Evidence(len(p.train), len(p.val), p.modality, tc.source_model, p.n_groups,
+                  [g.name for g in p.groups], probes,
+                  logme=logme(tr[p.n_groups], ty.astype(np.int64))
+                  if cfg.data.task == "single_label" else None)
+    ref = cfg.diagnostics.reference
+    if ref is not None:
+        from tlkit.diagnose.divergence import mmd, proxy_a_distance
+
+        k = cfg.diagnostics.sample
+        rds = dataset_for(p, ref)
+        rng = np.random.default_rng(tc.seed)
+        idx = rng.permutation(len(rds))[:k]
+        log(f"advise: features of {len(idx):,} reference examples ({ref.source})")
+        rx, _ = layer_features(p.backbone, rds, p.collate, p.n_groups, cuts=[p.n_groups],
+                               device=device, mixed_precision=tc.mixed_precision, indices=idx)
+        ev.pad = proxy_a_distance(tr[p.n_groups][:k], rx[p.n_groups], seed=tc.seed)["pad"]
+        ev.mmd = mmd(tr[p.n_groups][:k], rx[p.n_groups], seed=tc.seed)
+    return ev
+
+
+def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str:
+    from tlkit.diagnose.probe import format_probe_table
+
+    lines = [f"recommended: freeze_strategy {adv.strategy}"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in adv.settings.items()) + ")"
+                if adv.settings else ""), "", "evidence and how it led there:"]
+    lines += [f"  - {r}" for r in adv.reasons]
+    lines += ["", "linear probes per layer group (* the best):", format_probe_table(ev.probes),
+              "", "to train it:",
+              f"  tlkit fit {config_path} " + " ".join(f"--set {o}" for o in adv.overrides())]
+    return "\n".join(lines)

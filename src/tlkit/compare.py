@@ -1,0 +1,186 @@
+"""Every strategy and a from-scratch baseline under one budget, as a leaderboard.
+
+Each strategy is the user's config with ``freeze_strategy`` (and what that strategy needs)
+changed, nothing else: the same data, splits, epochs, batch size, rates and seed. The baseline is
+the same architecture from random initialisation (``pretrained_weights: none``), every layer
+training at one rate. Each run is an ordinary run directory under the output folder, so a
+finished run is kept and an interrupted compare picks up where it stopped (``--resume``).
+
+The leaderboard gives each run's test metric with a 95% interval (a bootstrap over the test
+examples), its margin over the baseline with the verdict (positive transfer, no measurable
+effect, negative transfer), trainable parameters and seconds, and marks the strategy ``advise``
+recommends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit.config import Config, validate
+from tlkit.errors import UserError
+
+STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft")
+Log = Callable[[str], None]
+
+
+def default_schedule(epochs: int) -> list[dict[str, Any]]:
+    """Unfreeze from the top, one step per epoch after the first, everything by the middle."""
+    if epochs <= 1:
+        return [{"epoch": 0, "unfreeze": "all"}]
+    steps = [(1, "last_block"), (2, "last_two_blocks"), (max(3, math.ceil(epochs / 2)), "all")]
+    kept = [s for s in steps if s[0] < epochs]
+    kept[-1] = (kept[-1][0], "all")
+    return [{"epoch": e, "unfreeze": u} for e, u in kept]
+
+
+def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) -> Config:
+    """The config with ``strategy`` in place of its own (``scratch``: random initialisation,
+    everything trains at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
+    to set as well (an advice's)."""
+    raw = cfg.model_dump(mode="json")
+    tc = raw["transfer_config"]
+    own = tc["freeze_strategy"]
+    for key in ("unfreeze_schedule", "lp_epochs", "lora"):
+        tc[key] = [] if key == "unfreeze_schedule" else None
+    d = cfg.diagnostics
+    base_lr = cfg.transfer_config.backbone_lr
+    if strategy == "scratch":
+        tc.update(pretrained_weights="none", freeze_strategy="none", l2sp_lambda=0.0,
+                  backbone_lr=d.scratch_lr or 10 * base_lr, lr_decay_per_layer=1.0)
+    else:
+        tc["freeze_strategy"] = strategy
+        orig = cfg.transfer_config
+        if strategy == "gradual":
+            tc["unfreeze_schedule"] = ([s.model_dump() for s in orig.unfreeze_schedule]
+                                       if own == "gradual" else default_schedule(orig.epochs))
+        elif strategy == "lp_ft":
+            tc["lp_epochs"] = orig.lp_epochs if own == "lp_ft" else None
+        elif strategy == "lora":
+            tc["lora"] = orig.lora.model_dump() if own == "lora" and orig.lora else None
+            tc.update(backbone_lr=d.lora_lr or 10 * base_lr, lr_decay_per_layer=1.0)
+        if strategy != "none":
+            tc["l2sp_lambda"] = 0.0 if strategy in ("all_frozen", "lora") else tc["l2sp_lambda"]
+    tc.update(settings or {})
+    return validate(raw, f"compare: {strategy}")
+
+
+def _accuracy_interval(correct: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    n = len(correct)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 200):
+        k = min(200, resamples - start)
+        means[start:start + k] = correct[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = None,
+            resume: bool = False, test_limit: int | None = None,
+            log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
+    from tlkit.diagnose.verdict import transfer_verdict
+    from tlkit.run import fit_run, test_predictions
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise UserError(f"unknown strategy {unknown[0]!r} in --strategies; choose from "
+                        f"{', '.join(STRATEGIES)}")
+    if cfg.data.task != "single_label":
+        raise UserError("compare ranks single-label classification runs by test accuracy; "
+                        f"this config's task is {cfg.data.task}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "
+                        "another --out (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [*strategies, "scratch"]
+    settings = {}
+    if advice is not None and advice.strategy in STRATEGIES:
+        if advice.strategy not in runs:
+            runs.insert(0, advice.strategy)
+        settings[advice.strategy] = advice.settings
+    # every variant is checked before the first run trains
+    configs = {s: variant(cfg, s, settings.get(s)) for s in runs}
+    results: dict[str, dict[str, Any]] = {}
+    for s in runs:
+        run_dir = out / s
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file():
+            log(f"compare: {s}: finished before, kept ({run_dir})")
+        else:
+            log(f"compare: {s} ({runs.index(s) + 1} of {len(runs)})")
+            fit_run(configs[s], run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
+                    event=event, test_limit=test_limit)
+        results[s] = {"summary": json.loads(summary_path.read_text()), "pred": test_predictions(run_dir)}
+
+    seed = cfg.transfer_config.seed
+    scratch_pred = results["scratch"]["pred"]
+    scratch_ok = scratch_pred[0].argmax(1) == scratch_pred[1]
+    rows = []
+    for s in runs:
+        summ, (outputs, targets) = results[s]["summary"], results[s]["pred"]
+        correct = outputs.argmax(1) == targets
+        low, high = _accuracy_interval(correct, cfg.diagnostics.bootstrap, seed)
+        row = {
+            "strategy": s, "run_dir": str(out / s),
+            "settings": settings.get(s, {}),
+            "test_accuracy": float(correct.mean()), "low": low, "high": high,
+            "test_f1_macro": summ["test"].get("f1_macro"),
+            "trainable_parameters": summ["trainable_parameters_last_phase"],
+            "parameters": summ["parameters"],
+            "seconds": summ["total_seconds"], "train_seconds": summ["train_seconds"],
+            "advised": advice is not None and s == advice.strategy,
+        }
+        if s != "scratch":
+            v = transfer_verdict(correct, [scratch_ok], resamples=cfg.diagnostics.bootstrap,
+                                 seed=seed)
+            row.update(margin=v["margin"], margin_low=v["low"], margin_high=v["high"],
+                       verdict=v["verdict"])
+        rows.append(row)
+    rows.sort(key=lambda r: r["test_accuracy"], reverse=True)
+    best = rows[0]
+    result: dict[str, Any] = {
+        "source_model": cfg.transfer_config.source_model, "data": cfg.data.source,
+        "n_train": results["scratch"]["summary"]["data"].get("train"),
+        "n_test": int(len(scratch_ok)), "epochs": cfg.transfer_config.epochs,
+        "leaderboard": rows, "best": best["strategy"],
+    }
+    if advice is not None:
+        picked = next(r for r in rows if r["strategy"] == advice.strategy)
+        result["advice"] = advice.to_dict()
+        result["advised_gap_points"] = round(100 * (best["test_accuracy"]
+                                                    - picked["test_accuracy"]), 2)
+    return result
+
+
+def format_leaderboard(result: dict[str, Any]) -> str:
+    from tlkit.diagnose.probe import text_table
+
+    head = ["#", "strategy", "test acc", "95% interval", "vs scratch", "verdict",
+            "trainable", "seconds"]
+    body = []
+    for i, r in enumerate(result["leaderboard"]):
+        name = r["strategy"] + (" (" + ", ".join(f"{k} {v}" for k, v in r["settings"].items())
+                                + ")" if r["settings"] else "")
+        name += "  <- advise" if r["advised"] else ""
+        vs = ("-" if r["strategy"] == "scratch"
+              else f"{100 * r['margin']:+.1f} [{100 * r['margin_low']:+.1f}, "
+                   f"{100 * r['margin_high']:+.1f}]")
+        body.append([str(i + 1), name, f"{r['test_accuracy']:.4f}",
+                     f"{r['low']:.3f}-{r['high']:.3f}", vs, r.get("verdict", "baseline"),
+                     f"{r['trainable_parameters']:,}", f"{r['seconds']:.1f}"])
+    lines = [text_table(head, body, right={0, 2, 3, 4, 6, 7}), "",
+             f"{result['source_model']} on {result['data']}: {result['n_train']} training "
+             f"examples, {result['n_test']:,} test examples, {result['epochs']} epochs for every "
+             "run. vs scratch: test accuracy points over the from-scratch baseline with a 95% "
+             "paired-bootstrap interval."]
+    if "advised_gap_points" in result:
+        lines.append(f"advise recommended {result['advice']['strategy']}: "
+                     f"{result['advised_gap_points']:.2f} points below the best "
+                     f"({result['best']}).")
+    return "\n".join(lines)
