@@ -71,3 +71,54 @@ def monitor_metric(task: str) -> tuple[str, str]:
     if task == "multi_label":
         return "f1_macro", "max"
     return "loss", "min"
+
+
+# The metric that ranks subgroups per task, and whether higher is better.
+_GROUP_METRIC = {"single_label": ("accuracy", "max"), "multi_label": ("f1_macro", "max"),
+                 "regression": ("mae", "min")}
+_GROUP_SUMMARY_KEYS = ("worst_group", "gap", "gap_metric")
+
+
+def subgroup_metrics(
+    outputs: np.ndarray, targets: np.ndarray, groups: np.ndarray, task: str,
+    classes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The task's headline metrics per subgroup (``groups`` names each example's group), with
+    ``n`` examples each; then ``worst_group`` (by accuracy for single-label, macro-F1 for
+    multi-label, MAE for regression) and ``gap``, best minus worst in that metric (worst minus
+    best for MAE), named by ``gap_metric``. Groups are keys in sorted order; a group named like
+    one of the summary keys gets the suffix " (group)"."""
+    groups = np.asarray(groups).astype(str)
+    if len(groups) != len(targets):
+        raise ValueError(f"{len(targets)} targets but {len(groups)} groups")
+    metric, better = _GROUP_METRIC[task]
+    out: dict[str, Any] = {}
+    scores: dict[str, float] = {}
+    for name in sorted(set(groups.tolist())):
+        rows = groups == name
+        key = f"{name} (group)" if name in _GROUP_SUMMARY_KEYS else name
+        out[key] = {"n": int(rows.sum()), **_headline(outputs[rows], targets[rows], task, classes)}
+        scores[key] = out[key][metric]
+    # best first; a group whose metric is undefined (NaN) is not ranked
+    ranked = sorted((k for k in scores if not np.isnan(scores[k])), key=lambda k: scores[k],
+                    reverse=better == "max")
+    worst = ranked[-1] if ranked else None
+    gap = abs(scores[ranked[0]] - scores[ranked[-1]]) if ranked else None
+    out.update(worst_group=worst, gap=None if gap is None else float(gap), gap_metric=metric)
+    return out
+
+
+def _headline(outputs: np.ndarray, targets: np.ndarray, task: str,
+              classes: list[str] | None) -> dict[str, Any]:
+    """compute_metrics without the per-class tables. Single-label macro-F1 averages over the
+    classes the group holds or is predicted as: a class absent from a group would count as an
+    F1 of 0 and drag a small group's score down for nothing."""
+    if task == "single_label":
+        from sklearn import metrics as skm
+
+        pred = outputs.argmax(axis=1)
+        return {"accuracy": float(skm.accuracy_score(targets, pred)),
+                "f1_macro": float(skm.f1_score(targets, pred, average="macro", zero_division=0))}
+    full = compute_metrics(outputs, targets, task, classes)
+    tables = ("per_label", "per_class", "confusion_matrix")
+    return {k: v for k, v in full.items() if k not in tables}

@@ -44,6 +44,8 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
     from tlkit.assemble import assemble
     from tlkit.data import build_collate, build_dataset, load_source, make_splits
     from tlkit.data.transforms import resolve_preprocessing
+    from tlkit.diagnose.preprocessing import check_preprocessing
+    from tlkit.metrics import subgroup_metrics
     from tlkit.plan import format_plan
     from tlkit.saved import save_model
     from tlkit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +93,9 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         train_ds = build_dataset(splits.train, prep, augment)
         val_ds = build_dataset(splits.val, prep)
         test_ds = build_dataset(splits.test, prep)
+        findings = check_preprocessing(asm.model.backbone, collate, train_ds,
+                                       cfg.diagnostics.check_preprocessing,
+                                       lambda m: event("stage", {"what": m}))
         classes = splits.classes
 
         run.write_text(run.config, dump_config(cfg))
@@ -162,8 +167,12 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         else:
             val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
                                  classes, tc.mixed_precision)
-        test = evaluate_split(asm.model, test_ds, collate, data.task, tc.batch_size, device,
-                              classes, tc.mixed_precision)
+        test, test_outputs, test_targets = evaluate_split(
+            asm.model, test_ds, collate, data.task, tc.batch_size, device, classes,
+            tc.mixed_precision, return_outputs=True)
+        if splits.test.groups is not None:
+            test["subgroups"] = subgroup_metrics(test_outputs, test_targets, splits.test.groups,
+                                                 data.task, classes)
         head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
                 "num_outputs": num_outputs_of(splits.train)}
         asm.model.cpu()
@@ -185,6 +194,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             "trainable_parameters_last_phase": asm.plan.phases[-1].trainable_params,
             "val": val,
             "test": test,
+            "preprocessing_findings": [f.__dict__ for f in findings],
         }
         run.write_json(run.summary, summary)
         return summary
@@ -236,6 +246,7 @@ def _data_for(run: RunDir, spec: str | None, classes: list[str] | None) -> Any:
 
 def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     from tlkit.data import build_collate, build_dataset
+    from tlkit.metrics import subgroup_metrics
     from tlkit.saved import load_model, model_device
     from tlkit.train.loop import evaluate_split
 
@@ -245,8 +256,12 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     device = model_device()
     saved.model.to(device)
     ds = build_dataset(data, saved.preprocessing)
-    metrics = evaluate_split(saved.model, ds, build_collate(saved.preprocessing), saved.task, 64,
-                             device, saved.classes)
+    metrics, outputs, targets = evaluate_split(
+        saved.model, ds, build_collate(saved.preprocessing), saved.task, 64, device,
+        saved.classes, return_outputs=True)
+    if data.groups is not None:  # the run's config names data.group_column
+        metrics["subgroups"] = subgroup_metrics(outputs, targets, data.groups, saved.task,
+                                                saved.classes)
     return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
 
 

@@ -12,6 +12,7 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from tlkit.data.images import IMAGE_EXTENSIONS, drop_bad_images, is_image_file
@@ -47,6 +48,7 @@ def load_source(cfg: DataSettings, classes: list[str] | None = None) -> Labelled
     onto them, a label outside them is an error, and a set holding one class is allowed.
     """
     kind, where = resolve_source(cfg.source)
+    _check_group_source(cfg, kind)
     if kind == "packaged":
         _check_packaged_task(str(where), cfg.task)
         data = load_packaged(str(where))
@@ -61,6 +63,7 @@ def num_outputs(cfg: DataSettings) -> int:
     if cfg.task == "regression":
         return 1
     kind, where = resolve_source(cfg.source)
+    _check_group_source(cfg, kind)
     if kind == "packaged":
         _check_packaged_task(str(where), cfg.task)
         return packaged_info(str(where)).num_classes
@@ -117,6 +120,22 @@ def _closest_sibling(path: Path) -> str | None:
         return None
     close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=1)
     return str(parent / close[0]) if close else None
+
+
+def group_column_of(cfg: DataSettings) -> str | None:
+    """``data.group_column``; settings objects without the attribute have none."""
+    return getattr(cfg, "group_column", None) or None
+
+
+def _check_group_source(cfg: DataSettings, kind: SourceKind) -> None:
+    group = group_column_of(cfg)
+    if group is not None and kind != "table":
+        what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
+        raise UserError(
+            f"data.group_column {group!r} needs a CSV / JSONL / Parquet source with that column, "
+            f"but data.source {cfg.source!r} is {what}; remove data.group_column or give a table "
+            "whose rows name their subgroup."
+        )
 
 
 def _check_packaged_task(name: str, task: str) -> None:
@@ -227,7 +246,11 @@ def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tupl
         columns = [label] if label_only else None
         if fmt == "parquet":
             return pd.read_parquet(path, columns=columns), label
-        return pd.read_csv(path, sep=_SEPARATORS[fmt], usecols=columns, dtype={label: str}), label
+        # group names too are read as text, so that group '007' stays '007'
+        name = None if label_only else group_column_of(cfg)
+        group = None if name is None else _find_column(pd.DataFrame(columns=header), name)
+        dtype = {label: str} if group is None else {label: str, group: str}
+        return pd.read_csv(path, sep=_SEPARATORS[fmt], usecols=columns, dtype=dtype), label
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - every parser has its own error types
@@ -307,9 +330,21 @@ def _input_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> tuple[M
     )
 
 
+def _group_values(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> np.ndarray | None:
+    """Each row's subgroup name (an empty cell is the group '(missing)'), or None without
+    ``data.group_column``."""
+    name = group_column_of(cfg)
+    if name is None:
+        return None
+    column = _named_column(frame, name, "data.group_column", path)
+    return np.array(["(missing)" if is_missing(v) else str(v) for v in frame[column].tolist()],
+                    dtype=object)
+
+
 def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
     frame, label = _read_table(path, cfg)
     modality, column = _input_column(frame, cfg, path)
+    groups = _group_values(frame, cfg, path)
     targets, found = encode_targets(
         frame[label].tolist(),
         cfg.task,
@@ -333,6 +368,7 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
             inputs=[str(v) for v in values],
             targets=targets,
             classes=found,
+            groups=groups,
         )
     # Relative image paths are relative to the table, so a data folder can move as a whole.
     paths = [Path(str(v)).expanduser() for v in values]
@@ -347,6 +383,7 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
         classes=found,
         skipped=len(skipped),
         skipped_files=skipped,
+        groups=None if groups is None else groups[keep],
     )
 
 
@@ -371,4 +408,5 @@ def _onto_classes(data: LabelledData, classes: list[str]) -> LabelledData:
         test=test,
         skipped=data.skipped,
         skipped_files=data.skipped_files,
+        groups=data.groups,
     )

@@ -35,6 +35,8 @@ class DataSettings(Protocol):
     max_length: int | None
     on_bad_image: Literal["skip", "error"]
     label_separator: str
+    # Optional (read with getattr, default None): a table column naming each example's subgroup.
+    group_column: str | None
 
 
 @dataclass
@@ -44,7 +46,8 @@ class LabelledData:
     ``targets`` is int64 class indices (single_label), float32 multi-hot of shape
     (n, len(classes)) (multi_label) or float32 values (regression, ``classes`` is None).
     ``test`` is the set's own test split where it ships one. ``skipped`` counts the inputs
-    dropped as unreadable (``skipped_files`` names them) so a run can report it.
+    dropped as unreadable (``skipped_files`` names them) so a run can report it. ``groups``
+    names each example's subgroup (strings, from ``data.group_column``) where the source has one.
     """
 
     name: str
@@ -56,10 +59,13 @@ class LabelledData:
     test: LabelledData | None = None
     skipped: int = 0
     skipped_files: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets):
             raise ValueError(f"{len(self.inputs)} inputs but {len(self.targets)} targets")
+        if self.groups is not None and len(self.groups) != len(self.inputs):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.groups)} groups")
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -70,7 +76,8 @@ class LabelledData:
         return 1 if self.classes is None else len(self.classes)
 
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> LabelledData:
-        """The rows at ``indices`` (same classes, no test split, no skip count of its own)."""
+        """The rows at ``indices`` with their groups (same classes, no test split, no skip count
+        of its own)."""
         idx = np.asarray(indices, dtype=np.int64)
         return LabelledData(
             name=name or self.name,
@@ -79,6 +86,7 @@ class LabelledData:
             inputs=[self.inputs[i] for i in idx],
             targets=self.targets[idx],
             classes=self.classes,
+            groups=None if self.groups is None else self.groups[idx],
         )
 
     def class_counts(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -159,15 +159,35 @@ def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: in
     return {"loss": loss, **compute_metrics(outputs, targets_np, task, classes)}
 
 
+@overload
 def evaluate_split(
     model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
-) -> dict[str, Any]:
+    *, return_outputs: Literal[False] = False,
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+    *, return_outputs: Literal[True],
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]: ...
+
+
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+    *, return_outputs: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The loss and metrics of ``data``; with ``return_outputs`` also its outputs and targets,
+    as (metrics, outputs, targets), for measures beyond the metrics (e.g. per subgroup)."""
     outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision)
     loss_fn = loss_function(task)
     t = torch.from_numpy(targets)
     loss = float(loss_fn(_output_for_loss(torch.from_numpy(outputs), task), t))
-    return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+    metrics = {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+    return (metrics, outputs, targets) if return_outputs else metrics
 
 
 def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
