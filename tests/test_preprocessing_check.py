@@ -235,4 +235,4 @@ def test_warn_logs_the_finding_and_the_run_records_it(tmp_path: Path) -> None:
     found = summary["preprocessing_findings"]
     assert [f["check"] for f in found] == ["resolution"]
     assert "32x32" in found[0]["what"] and "160x160" in found[0]["what"]
-    assert any(s.startswith("preprocessing check: the images are 32x32") for s in stages)
+    assert any(s.startswith("preprocessing check (info): the images are 32x32") for s in stages)

@@ -81,7 +81,8 @@ def check_images(batch: torch.Tensor, prep: ImagePreprocessing) -> list[Finding]
     low, high = RESOLUTION_TOLERANCE
     size = prep.input_size
     if not (low * size <= height <= high * size and low * size <= width <= high * size):
-        findings.append(_warn(
+        # a deliberate choice (data.image_size) as often as a mistake: said, never refused
+        findings.append(_info(
             "resolution",
             f"the images are {height}x{width} pixels but the backbone was pretrained on "
             f"{size}x{size}; its features are tuned to that scale",
