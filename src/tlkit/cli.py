@@ -102,6 +102,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     test = summary["test"]
     shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
     rep.line(f"[tlkit] test {json.dumps(shown)}")
+    if args.baseline:
+        from tlkit.diagnose.baseline import add_to_summary, baseline
+
+        verdict = baseline(cfg, out, event=rep)
+        add_to_summary(out, verdict)
+        rep.line(f"[tlkit] against training from scratch: {verdict['text']}")
     rep.line(f"[tlkit] run directory: {out}")
     return 0
 
@@ -261,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                     help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
                     "two minutes), and at the end of each epoch")
+    sp.add_argument("--baseline", action="store_true",
+                    help="also train the same architecture from scratch under the same budget "
+                    "(diagnostics.baseline_seeds times) and give the transfer verdict")
     sp.set_defaults(func=cmd_fit)
     sp = with_config("rank", "transferability scores of candidate backbones; no fine-tuning")
     sp.add_argument("--backbones", required=True, metavar="A,B,...",

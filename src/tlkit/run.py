@@ -149,6 +149,15 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
                                     max_length=prep.max_length)
             lengths = [len(x) for x in enc["input_ids"]]
+        # Forgetting compares the adapted backbone with the pretrained one: keep a copy when
+        # any backbone group trains (the model still holds the pretrained weights here; a
+        # resumed run's checkpoint loads inside fit).
+        pretrained = None
+        if any(r.trainable for ph in asm.plan.phases for r in ph.rows[:len(asm.groups)]) \
+                and tc.pretrained_weights != "none":
+            import copy
+
+            pretrained = copy.deepcopy(asm.model.backbone).eval()
         event("stage", {"what": "training", "device": str(device),
                         "cache": "on" if cache is not None else "off"})
         state = fit(asm.model, asm.groups, asm.plan, tc, data.task, classes, train_ds, val_ds,
@@ -162,17 +171,35 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         val_cached = (cache.get("val", val_ds, n_groups)
                       if cache is not None and frozen_to_the_end else None)
         if val_cached is not None:  # the backbone never changed: its cached features hold
-            val = evaluate_cached(asm.model, val_cached, data.task, tc.batch_size, device,
-                                  classes, tc.mixed_precision)
+            val, val_outputs, val_targets = evaluate_cached(
+                asm.model, val_cached, data.task, tc.batch_size, device, classes,
+                tc.mixed_precision, return_outputs=True)
         else:
-            val = evaluate_split(asm.model, val_ds, collate, data.task, tc.batch_size, device,
-                                 classes, tc.mixed_precision)
+            val, val_outputs, val_targets = evaluate_split(
+                asm.model, val_ds, collate, data.task, tc.batch_size, device, classes,
+                tc.mixed_precision, return_outputs=True)
         test, test_outputs, test_targets = evaluate_split(
             asm.model, test_ds, collate, data.task, tc.batch_size, device, classes,
             tc.mixed_precision, return_outputs=True)
         if splits.test.groups is not None:
             test["subgroups"] = subgroup_metrics(test_outputs, test_targets, splits.test.groups,
                                                  data.task, classes)
+        run.write_predictions(val_outputs, val_targets, test_outputs, test_targets)
+        diagnostics: dict[str, Any] = {}
+        if data.task == "single_label" and cfg.diagnostics.calibration and len(val_targets):
+            from tlkit.diagnose.calibration import calibration_report
+
+            diagnostics["calibration"] = calibration_report(val_outputs, val_targets,
+                                                            test_outputs, test_targets)
+        if pretrained is not None:
+            from tlkit.diagnose.forgetting import forgetting
+
+            event("stage", {"what": "measuring forgetting (CKA of each group against the "
+                                    "pretrained backbone)"})
+            diagnostics["forgetting"] = forgetting(
+                pretrained, asm.model.backbone, asm.groups, val_ds, collate, device,
+                cfg.diagnostics.sample, tc.mixed_precision,
+                source_task=cfg.diagnostics.source_task, source_model=tc.source_model)
         head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
                 "num_outputs": num_outputs_of(splits.train)}
         asm.model.cpu()
@@ -195,11 +222,22 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             "val": val,
             "test": test,
             "preprocessing_findings": [f.__dict__ for f in findings],
+            **diagnostics,
         }
         run.write_json(run.summary, summary)
         return summary
     finally:
         run.unlock()
+
+
+def test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test outputs (logits or values) and targets a finished run saved."""
+    f = RunDir(Path(path)).predictions
+    if not f.is_file():
+        raise UserError(f"{path} has no predictions.npz; it was trained by an older tlkit or "
+                        "did not finish; run fit again")
+    with np.load(f) as z:
+        return z["test_outputs"], z["test_targets"]
 
 
 def _subset(data: Any, n: int, seed: int) -> Any:

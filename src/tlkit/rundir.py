@@ -58,6 +58,10 @@ class RunDir:
     def log(self) -> Path:
         return self.path / "train.log"
 
+    @property
+    def predictions(self) -> Path:
+        return self.path / "predictions.npz"
+
     def lock(self) -> None:
         """Refuse a second writer: two fits in one directory would corrupt each other."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,19 @@ class RunDir:
             tmp.write_text(text, encoding="utf-8")
 
         atomic_write(path, w)
+
+    def write_predictions(self, val_outputs: Any, val_targets: Any, test_outputs: Any,
+                          test_targets: Any) -> None:
+        """The validation and test outputs of the final model (for the baseline verdict,
+        compare's intervals, calibration and the report), as arrays, never as a pickle."""
+        import numpy as np
+
+        def w(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, val_outputs=val_outputs, val_targets=val_targets,
+                         test_outputs=test_outputs, test_targets=test_targets)
+
+        atomic_write(self.predictions, w)
 
     def write_json(self, path: Path, obj: Any) -> None:
         self.write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")

@@ -141,8 +141,9 @@ def predict_outputs(
 @torch.inference_mode()
 def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: int,
                     device: torch.device, classes: list[str] | None,
-                    mixed_precision: bool = False) -> dict[str, Any]:
-    """Validation from cached activations: only the part above the cut runs."""
+                    mixed_precision: bool = False, *, return_outputs: bool = False) -> Any:
+    """Validation from cached activations: only the part above the cut runs. With
+    ``return_outputs``: (metrics, outputs, targets), as ``evaluate_split`` gives them."""
     was_training = model.training
     model.eval()
     outs, tgts = [], []
@@ -156,7 +157,8 @@ def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: in
     outputs, targets_np = torch.cat(outs).numpy(), torch.cat(tgts).numpy()
     loss = float(loss_function(task)(_output_for_loss(torch.from_numpy(outputs), task),
                                      torch.from_numpy(targets_np)))
-    return {"loss": loss, **compute_metrics(outputs, targets_np, task, classes)}
+    metrics = {"loss": loss, **compute_metrics(outputs, targets_np, task, classes)}
+    return (metrics, outputs, targets_np) if return_outputs else metrics
 
 
 @overload
