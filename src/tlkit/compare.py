@@ -146,7 +146,7 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
     best = rows[0]
     result: dict[str, Any] = {
         "source_model": cfg.transfer_config.source_model, "data": cfg.data.source,
-        "n_train": results["scratch"]["summary"]["data"].get("train"),
+        "n_train": results["scratch"]["summary"]["data"]["sizes"]["train"],
         "n_test": int(len(scratch_ok)), "epochs": cfg.transfer_config.epochs,
         "leaderboard": rows, "best": best["strategy"],
     }
