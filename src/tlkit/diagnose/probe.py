@@ -8,6 +8,7 @@ the source task and are the ones to retrain.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,9 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
     else:  # a class with one example: no cross-validation possible
         clf = LogisticRegression(C=0.1, max_iter=500, random_state=seed)
     model = make_pipeline(StandardScaler(), clf)
-    model.fit(train_x.astype(np.float64), train_y)
+    with warnings.catch_warnings():  # sklearn's deprecation and convergence chatter
+        warnings.simplefilter("ignore")
+        model.fit(train_x.astype(np.float64), train_y)
     return {
         "train_accuracy": float(model.score(train_x.astype(np.float64), train_y)),
         "accuracy": float(model.score(eval_x.astype(np.float64), eval_y)),
