@@ -169,3 +169,37 @@ def test_plan_of_a_packaged_vision_backbone(name, capsys):
         n_trainable = [0, 1, 3, L][i]
         assert [phase[g][1] for g in groups] == [False] * (L - n_trainable) + [True] * n_trainable
     assert groups[0] == "stem" and "conv_head" in groups[-1]
+
+
+def test_forgetting_reports_source_task_accuracy_before_and_after(tmp_path: Path) -> None:
+    """diagnostics.source_task: photos in folders named by their ImageNet class index; fit
+    reports the source classifier's accuracy through the pretrained and the adapted backbone,
+    and the CKA of each group."""
+    import json
+
+    from tlkit.config import validate
+    from tlkit.run import fit_run
+
+    imgs = _images()
+    for name, cls in (("chelsea", 285), ("coffee", 967)):
+        d = tmp_path / "source" / str(cls)
+        d.mkdir(parents=True)
+        w, h = imgs[name].size
+        for i, box in enumerate([(0, 0, w, h), (w // 10, h // 10, w, h), (0, 0, w - w // 10, h)]):
+            imgs[name].crop(box).save(d / f"{name}{i}.png")
+    raw = {"transfer_config": {"source_model": "mobilenetv2", "freeze_strategy": "none",
+                               "backbone_lr": 3e-3, "head_lr": 1e-2, "epochs": 1,
+                               "batch_size": 16, "early_stopping_patience": None,
+                               "device": "cpu"},
+           "data": {"source": "fashion_mnist", "limit": 96, "image_size": 64},
+           "diagnostics": {"source_task": {"source": str(tmp_path / "source")}, "sample": 50}}
+    summary = fit_run(validate(raw), tmp_path / "run", test_limit=100)
+    f = summary["forgetting"]
+    st = f["source_task"]
+    assert st["n"] == 6
+    # the packaged classifier knows these photos (a cat class, espresso) before fine-tuning
+    assert st["accuracy_before"] >= 0.5
+    assert 0.0 <= st["accuracy_after"] <= 1.0
+    assert st["drop_points"] == round(100 * (st["accuracy_before"] - st["accuracy_after"]), 2)
+    assert set(f["cka"]) >= {"stem", "blocks.6+conv_head+bn2"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["forgetting"] == f
