@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.config import Config, validate
+from tlkit.config import Config, dump_config, validate
 from tlkit.errors import UserError
 
 STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft")
@@ -99,18 +99,29 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
                         "another --out (nothing was changed)")
     out.mkdir(parents=True, exist_ok=True)
     runs = [*strategies, "scratch"]
-    settings = {}
+    settings: dict[str, dict[str, Any]] = {}
+    strategy_of = {s: s for s in runs}
+    picked = None
     if advice is not None and advice.strategy in STRATEGIES:
-        if advice.strategy not in runs:
-            runs.insert(0, advice.strategy)
-        settings[advice.strategy] = advice.settings
+        # advise's pick as it would train it: its own row when its settings differ from the
+        # strategy's as the config has it, so the plain strategy stays on the board too
+        picked = "advised" if advice.settings else advice.strategy
+        if picked not in runs:
+            runs.insert(len(strategies), picked)
+        strategy_of[picked] = advice.strategy
+        settings[picked] = advice.settings
     # every variant is checked before the first run trains
-    configs = {s: variant(cfg, s, settings.get(s)) for s in runs}
+    configs = {s: variant(cfg, strategy_of[s], settings.get(s)) for s in runs}
     results: dict[str, dict[str, Any]] = {}
     for s in runs:
         run_dir = out / s
         summary_path = run_dir / "summary.json"
         if summary_path.is_file():
+            saved = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml"
+                                                               ).is_file() else None
+            if saved != dump_config(configs[s]):
+                raise UserError(f"{run_dir} holds a run of another config than this compare's "
+                                f"{s}; remove that folder, or choose another --out")
             log(f"compare: {s}: finished before, kept ({run_dir})")
         else:
             log(f"compare: {s} ({runs.index(s) + 1} of {len(runs)})")
@@ -127,14 +138,14 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
         correct = outputs.argmax(1) == targets
         low, high = _accuracy_interval(correct, cfg.diagnostics.bootstrap, seed)
         row = {
-            "strategy": s, "run_dir": str(out / s),
+            "strategy": strategy_of[s], "row": s, "run_dir": str(out / s),
             "settings": settings.get(s, {}),
             "test_accuracy": float(correct.mean()), "low": low, "high": high,
             "test_f1_macro": summ["test"].get("f1_macro"),
             "trainable_parameters": summ["trainable_parameters_last_phase"],
             "parameters": summ["parameters"],
             "seconds": summ["total_seconds"], "train_seconds": summ["train_seconds"],
-            "advised": advice is not None and s == advice.strategy,
+            "advised": s == picked,
         }
         if s != "scratch":
             v = transfer_verdict(correct, [scratch_ok], resamples=cfg.diagnostics.bootstrap,
@@ -148,13 +159,13 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
         "source_model": cfg.transfer_config.source_model, "data": cfg.data.source,
         "n_train": results["scratch"]["summary"]["data"]["sizes"]["train"],
         "n_test": int(len(scratch_ok)), "epochs": cfg.transfer_config.epochs,
-        "leaderboard": rows, "best": best["strategy"],
+        "leaderboard": rows, "best": best["row"],
     }
-    if advice is not None:
-        picked = next(r for r in rows if r["strategy"] == advice.strategy)
-        result["advice"] = advice.to_dict()
+    if picked is not None:
+        mine = next(r for r in rows if r["advised"])
+        result["advice"] = advice.to_dict()  # type: ignore[union-attr]
         result["advised_gap_points"] = round(100 * (best["test_accuracy"]
-                                                    - picked["test_accuracy"]), 2)
+                                                    - mine["test_accuracy"]), 2)
     return result
 
 
