@@ -271,10 +271,57 @@ class DiagnosticsConfig(Strict):
     lora_lr: float | None = Field(default=None, gt=0, le=10)
 
 
+class PretrainConfig(Strict):
+    """Continued masked-language-model pretraining on the unlabelled target text
+    (``tlkit pretrain``)."""
+
+    epochs: int = Field(default=1, ge=1, le=1000)
+    lr: float = Field(default=5e-5, gt=0, le=1)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    mask_probability: float = Field(default=0.15, gt=0, lt=1)
+    max_examples: int | None = Field(default=None, ge=1)  # a sample of the target texts
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0, le=1)
+
+
+class AdaptationConfig(Strict):
+    """Unlabelled target data and the method that adapts the model to it. ``dann``, ``mmd`` and
+    ``coral`` add an alignment loss between source and target features to the task loss (times
+    ``weight``), so they need trainable backbone layers; ``adabn`` re-estimates the BatchNorm
+    statistics on the target after training."""
+
+    method: Literal["none", "dann", "mmd", "coral", "adabn"] = "none"
+    # Unlabelled target inputs (any data source; labels, where it has them, are used only to
+    # report the target metrics after training).
+    target: DataConfig | None = None
+    weight: float = Field(default=1.0, ge=0, le=1000)
+    dann_gamma: float = Field(default=10.0, gt=0, le=1000)  # DANN's coefficient schedule
+    target_limit: int | None = Field(default=None, ge=1)  # target examples used (a sample)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    @model_validator(mode="after")
+    def _target_given(self) -> "AdaptationConfig":
+        if self.method != "none" and self.target is None:
+            raise ValueError(f"adaptation method {self.method} needs unlabelled target data: "
+                             "add adaptation.target with a source, e.g. {source: my_images/}")
+        return self
+
+
 class Config(Strict):
     transfer_config: TransferConfig
     data: DataConfig
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+
+    @model_validator(mode="after")
+    def _adaptation_trains(self) -> "Config":
+        if (self.adaptation.method in ("dann", "mmd", "coral")
+                and self.transfer_config.freeze_strategy == "all_frozen"):
+            raise ValueError(
+                f"adaptation method {self.adaptation.method} aligns features by training the "
+                "backbone, but freeze_strategy all_frozen trains only the head; choose "
+                "top_n_unfrozen, gradual, none or lora, or adaptation method adabn")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------

@@ -149,6 +149,16 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
                                     max_length=prep.max_length)
             lengths = [len(x) for x in enc["input_ids"]]
+        adaptation, target = None, None
+        if cfg.adaptation.method != "none":
+            from tlkit.adapt.target import prepare_target
+
+            target = prepare_target(cfg, data.modality, classes, prep, asm.model.backbone,
+                                    len(asm.groups), train_ds, collate, device, event)
+            if target.loss is not None:
+                from tlkit.train.loop import Adaptation
+
+                adaptation = Adaptation(target.loss, target.train, cfg.adaptation.weight)
         # Forgetting compares the adapted backbone with the pretrained one: keep a copy when
         # any backbone group trains (the model still holds the pretrained weights here; a
         # resumed run's checkpoint loads inside fit).
@@ -162,12 +172,21 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                         "cache": "on" if cache is not None else "off"})
         state = fit(asm.model, asm.groups, asm.plan, tc, data.task, classes, train_ds, val_ds,
                     collate, hooks, device, checkpoint_every=checkpoint_every, resume=state_in,
-                    cache=cache, lengths=lengths, regularizer=regularizer)
+                    cache=cache, lengths=lengths, regularizer=regularizer,
+                    adaptation=adaptation)
+        if target is not None and cfg.adaptation.method == "adabn":
+            from tlkit.adapt.adabn import adabn
+
+            n_bn = adabn(asm.model.backbone, target.train, collate, device,
+                         max(tc.batch_size, 64))
+            event("stage", {"what": f"AdaBN: re-estimated {n_bn} BatchNorm layers' statistics "
+                                    f"on {len(target.train):,} target examples"})
 
         event("stage", {"what": "evaluating on the test split"})
         n_groups = len(asm.groups)
         last = asm.plan.phases[-1]
-        frozen_to_the_end = not any(r.trainable for r in last.rows[:n_groups])
+        frozen_to_the_end = (not any(r.trainable for r in last.rows[:n_groups])
+                             and cfg.adaptation.method != "adabn")
         val_cached = (cache.get("val", val_ds, n_groups)
                       if cache is not None and frozen_to_the_end else None)
         if val_cached is not None:  # the backbone never changed: its cached features hold
@@ -191,6 +210,9 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
 
             diagnostics["calibration"] = calibration_report(val_outputs, val_targets,
                                                             test_outputs, test_targets)
+        if target is not None:
+            diagnostics["adaptation"] = target.report(asm.model, train_ds, collate, device,
+                                                      data.task, classes, tc)
         if pretrained is not None:
             from tlkit.diagnose.forgetting import forgetting
 

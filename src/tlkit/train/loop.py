@@ -43,12 +43,31 @@ class TrainState:
     loss_sum: float = 0.0  # this epoch's training loss, summed over samples
     loss_count: int = 0
     penalty_sum: float = 0.0  # this epoch's regularizer penalty (L2-SP), summed over samples
+    adapt_sum: float = 0.0  # this epoch's domain-adaptation loss, summed over samples
     best_value: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Adaptation:
+    """Unlabelled target data and the loss that aligns its features with the source's
+    (``tlkit.adapt.losses``); the loss's own parameters (DANN's domain classifier) train with
+    the head's rate and are saved in every checkpoint."""
+
+    loss: nn.Module
+    data: Sequence[Any]
+    weight: float
+
+
+def target_indices(n: int, batch_size: int, seed: int, epoch: int, b: int) -> list[int]:
+    """The target examples paired with batch ``b`` of an epoch: a pure function of (seed,
+    epoch, b), cycling through a shuffled order of the target set."""
+    order = epoch_order(n, seed + 104_729, epoch)
+    return [order[(b * batch_size + j) % n] for j in range(batch_size)]
 
 
 @dataclass
@@ -192,11 +211,28 @@ def evaluate_split(
     return (metrics, outputs, targets) if return_outputs else metrics
 
 
+def _features_of(model: TransferModel, source: Any, target: Any, cut: int | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled backbone features of a source and a target batch (from cached activations at
+    ``cut`` when given). Image batches run as one batch, as DANN's reference code does, so
+    BatchNorm sees both domains together; text batches (padded apart) run one after the other."""
+    bb = model.backbone
+    run = (lambda x: bb(x)) if cut is None else (lambda x: bb.forward_from(x, cut))
+    if isinstance(source, torch.Tensor) and isinstance(target, torch.Tensor):
+        f = run(torch.cat([source, target]))
+        return f[:len(source)], f[len(source):]
+    return run(source), run(target)
+
+
 def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
-                   device: torch.device) -> torch.optim.Optimizer:
+                   device: torch.device, extra: nn.Module | None = None,
+                   extra_lr: float = 1e-3, extra_wd: float = 0.0) -> torch.optim.Optimizer:
     # Every group is in the optimizer from the start; frozen ones have no gradient and AdamW
     # skips them, so a phase change only flips requires_grad and the moments carry over.
     pg = optimizer_groups(model, groups, plan.phases[-1])
+    if extra is not None and any(True for _ in extra.parameters()):
+        pg.append({"params": list(extra.parameters()), "lr": extra_lr, "initial_lr": extra_lr,
+                   "weight_decay": extra_wd, "group": "adaptation"})
     # the fused kernel (one op for all tensors) on CPU and CUDA, as Trainer uses by default
     kwargs: dict[str, Any] = {"fused": True}
     return torch.optim.AdamW(pg, **kwargs)
@@ -228,12 +264,16 @@ def fit(
     cache: Any = None,
     lengths: Sequence[int] | None = None,
     regularizer: Callable[[TransferModel], torch.Tensor] | None = None,
+    adaptation: Adaptation | None = None,
 ) -> TrainState:
     model.to(device)
-    optimizer = make_optimizer(model, groups, plan, device)
+    align = adaptation.loss.to(device) if adaptation is not None else None
+    optimizer = make_optimizer(model, groups, plan, device, align, tc.head_lr, tc.weight_decay)
     state = TrainState()
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if align is not None and "adaptation" in resume:
+            align.load_state_dict(resume["adaptation"])
         optimizer.load_state_dict(resume["optimizer"])
         state = TrainState(**resume["state"])
         set_rng_state(resume["rng"])
@@ -249,7 +289,8 @@ def fit(
 
     def snapshot() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": asdict(state), "rng": rng_state(), "format": 1}
+                "state": asdict(state), "rng": rng_state(), "format": 1,
+                **({"adaptation": align.state_dict()} if align is not None else {})}
 
     n_groups = len(groups)
 
@@ -269,13 +310,17 @@ def fit(
         set_phase_rates(optimizer, phase)
         # The frozen bottom of the network is a fixed function: run it once, cache its output.
         cut = cut_of(phase)
-        train_cached = val_cached = None
+        train_cached = val_cached = target_cached = None
         if cache is not None and cut > 0 and (cut == n_groups or model.backbone.can_cut()):
             keep = {cut} if base is None or base > cut else {cut, base}
             cache.keep_only(keep)
             train_cached = cache.get("train", train_data, cut, base)
             val_cached = (cache.get("val", val_data, cut, base) if train_cached is not None
                           else None)
+            if adaptation is not None and train_cached is not None:
+                target_cached = cache.get("target", adaptation.data, cut, base)
+                if target_cached is None:  # over the cap: every split runs the full forward
+                    train_cached = val_cached = None
         if state.batch_in_epoch == 0:
             hooks.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
                                         "label": phase.label, "batches": n_batches,
@@ -289,9 +334,24 @@ def fit(
             else:
                 inputs, targets = collate([train_data[i] for i in batches[b]])
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
-            with autocast(device, tc.mixed_precision):
-                out = (model(inputs) if train_cached is None
-                       else model.forward_from_cut(inputs, cut))
+            align_loss = None
+            if adaptation is None:
+                with autocast(device, tc.mixed_precision):
+                    out = (model(inputs) if train_cached is None
+                           else model.forward_from_cut(inputs, cut))
+            else:
+                t_idx = target_indices(len(adaptation.data), len(batches[b]), tc.seed, epoch, b)
+                if target_cached is not None:
+                    t_inputs, _ = target_cached.batch(t_idx, device)
+                else:
+                    t_inputs, _ = collate([adaptation.data[i] for i in t_idx])
+                    t_inputs = to_device(t_inputs, device)
+                with autocast(device, tc.mixed_precision):
+                    f_s, f_t = _features_of(model, inputs, t_inputs,
+                                            None if train_cached is None else cut)
+                    out = model.head(f_s)
+                progress = state.step / max(1, total_steps)
+                align_loss = adaptation.weight * align(f_s.float(), f_t.float(), progress)
             loss = loss_fn(_output_for_loss(out, task), targets)
             if not torch.isfinite(loss):
                 raise UserError(
@@ -303,7 +363,11 @@ def fit(
             # A regularizer (L2-SP) adds its penalty to what is backpropagated; train_loss
             # stays the task loss, comparable across strategies.
             penalty = regularizer(model) if regularizer is not None else None
-            ((loss if penalty is None else loss + penalty) / accum).backward()
+            total = loss if penalty is None else loss + penalty
+            if align_loss is not None:
+                total = total + align_loss
+                state.adapt_sum += float(align_loss.detach()) * len(batches[b])
+            (total / accum).backward()
             if penalty is not None:
                 state.penalty_sum += float(penalty.detach()) * len(batches[b])
             state.loss_sum += float(loss.detach()) * len(batches[b])
@@ -342,6 +406,8 @@ def fit(
                "train_loss": state.loss_sum / max(1, state.loss_count),
                **({"train_penalty": state.penalty_sum / max(1, state.loss_count)}
                   if regularizer is not None else {}),
+               **({"train_adaptation_loss": state.adapt_sum / max(1, state.loss_count)}
+                  if adaptation is not None else {}),
                "val_loss": val["loss"],
                **{f"val_{k}": v for k, v in val.items()
                   if k != "loss" and isinstance(v, (int, float))},
@@ -373,7 +439,7 @@ def fit(
         epoch = next_epoch
         state.epoch, state.batch_in_epoch = epoch, 0
         state.loss_sum, state.loss_count = 0.0, 0
-        state.penalty_sum = 0.0
+        state.penalty_sum = state.adapt_sum = 0.0
         hooks.save_last(snapshot())
         hooks.event("epoch_end", row)
 

@@ -1,0 +1,100 @@
+"""The target side of a run with ``adaptation``: its data through the backbone's preprocessing,
+the alignment loss, and the report after training (proxy A-distance between source and target
+features before and after adaptation; target metrics where the target data has labels)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tlkit.config import Config
+from tlkit.errors import UserError
+
+
+@dataclass
+class Target:
+    method: str
+    source: str
+    train: Any  # the target examples the adaptation uses (target_limit of them)
+    labelled: Any | None  # all target examples with labels on the source's classes, or None
+    loss: torch.nn.Module | None
+    n_groups: int
+    sample: int
+    seed: int
+    pad_before: dict[str, Any] = field(default_factory=dict)
+
+    def pad(self, backbone: Any, source: Any, collate: Any, device: torch.device,
+            mixed_precision: bool) -> dict[str, Any]:
+        """Proxy A-distance between the backbone's pooled features of a sample of the source's
+        training split and one of the target."""
+        from tlkit.diagnose.divergence import proxy_a_distance
+        from tlkit.diagnose.features import layer_features
+
+        rng = np.random.default_rng(self.seed)
+        si = np.sort(rng.permutation(len(source))[: self.sample]).tolist()
+        ti = np.sort(rng.permutation(len(self.train))[: self.sample]).tolist()
+        kw = {"device": device, "mixed_precision": mixed_precision}
+        fs, _ = layer_features(backbone, source, collate, self.n_groups, [self.n_groups],
+                               indices=si, **kw)
+        ft, _ = layer_features(backbone, self.train, collate, self.n_groups, [self.n_groups],
+                               indices=ti, **kw)
+        return proxy_a_distance(fs[self.n_groups], ft[self.n_groups], seed=self.seed)
+
+    def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
+               classes: list[str] | None, tc: Any) -> dict[str, Any]:
+        from tlkit.train.loop import evaluate_split
+
+        after = self.pad(model.backbone, source, collate, device, tc.mixed_precision)
+        out: dict[str, Any] = {
+            "method": self.method, "target": self.source, "target_examples": len(self.train),
+            "pad_before": self.pad_before["pad"], "pad_after": after["pad"],
+            "domain_error_before": self.pad_before["domain_error"],
+            "domain_error_after": after["domain_error"], "pad_sample": self.sample,
+        }
+        if self.labelled is not None:
+            m = evaluate_split(model, self.labelled, collate, task, tc.batch_size, device,
+                               classes, tc.mixed_precision)
+            out["target_test"] = {k: v for k, v in m.items()
+                                  if k in ("loss", "accuracy", "f1_macro")}
+            out["target_test"]["n"] = len(self.labelled)
+        return out
+
+
+def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: Any,
+                   backbone: Any, n_groups: int, source: Any, collate: Any,
+                   device: torch.device, event: Callable[[str, dict[str, Any]], None]) -> Target:
+    from tlkit.adapt.losses import build_adapter
+    from tlkit.data import build_dataset, load_source
+
+    ad = cfg.adaptation
+    assert ad.target is not None
+    event("stage", {"what": f"loading target data {ad.target.source}"})
+    try:  # labels on the source's classes: the target metrics can be reported
+        data = load_source(ad.target, classes) if classes is not None else None
+    except UserError:
+        data = None
+    labelled = data is not None
+    if data is None:
+        data = load_source(ad.target)
+    if data.modality != modality:
+        raise UserError(f"adaptation.target {ad.target.source} is {data.modality} data but the "
+                        f"source data is {modality}; give target data of the same kind")
+    if len(data) == 0:
+        raise UserError(f"adaptation.target {ad.target.source} holds no examples")
+    used = data
+    if ad.target_limit is not None and ad.target_limit < len(data):
+        rng = np.random.default_rng(cfg.transfer_config.seed)
+        used = data.subset(np.sort(rng.permutation(len(data))[: ad.target_limit]))
+    train = build_dataset(used, prep)
+    t = Target(ad.method, ad.target.source, train,
+               build_dataset(data, prep) if labelled else None,
+               build_adapter(ad.method, backbone.feature_dim, ad.dann_gamma), n_groups,
+               min(cfg.diagnostics.sample, len(source), len(train)), cfg.transfer_config.seed)
+    event("stage", {"what": "adaptation: proxy A-distance of the pretrained features"})
+    t.pad_before = t.pad(backbone.to(device), source, collate, device,
+                         cfg.transfer_config.mixed_precision)
+    return t
