@@ -15,6 +15,14 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
     || echo "setup: warning: could not install dataset-fashion-mnist (fashion_mnist will be unavailable)"
 fi
+# Headless Chromium: tests/test_report.py opens report.html in it.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian package chromium"
+  AS_ROOT=""; [ "$(id -u)" -eq 0 ] || AS_ROOT="sudo -n"
+  ($AS_ROOT apt-get update -qq || true) >/dev/null 2>&1
+  $AS_ROOT env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || echo "setup: warning: could not install chromium (the report's browser test will be skipped)"
+fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/pip --disable-pip-version-check -q"

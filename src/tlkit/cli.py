@@ -97,8 +97,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tlkit.run import fit_run
 
     rep = Reporter(str(out / "train.log"))
-    summary = fit_run(cfg, out, resume=args.resume, event=rep,
-                      checkpoint_every=args.checkpoint_every)
+    tb = None
+    if args.tensorboard:
+        from tlkit.tensorboard import TensorBoardLog
+
+        tb = TensorBoardLog(out / "tensorboard", forward=rep)  # writes, then passes on to rep
+    try:
+        summary = fit_run(cfg, out, resume=args.resume, event=tb or rep,
+                          checkpoint_every=args.checkpoint_every)
+    finally:
+        if tb is not None:
+            tb.close()
     test = summary["test"]
     shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
     rep.line(f"[tlkit] test {json.dumps(shown)}")
@@ -108,7 +117,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
         verdict = baseline(cfg, out, event=rep)
         add_to_summary(out, verdict)
         rep.line(f"[tlkit] against training from scratch: {verdict['text']}")
+    if not args.no_report:
+        _report_after_fit(out, rep)
     rep.line(f"[tlkit] run directory: {out}")
+    return 0
+
+
+def _report_after_fit(out: os.PathLike[str], rep: Reporter) -> None:
+    """The trained run stands whatever happens here: a report that fails is logged, not
+    raised (``tlkit report`` draws it again)."""
+    try:
+        from tlkit.report import write_report
+
+        rep.line(f"[tlkit] report: {write_report(out)}")
+    except Exception as e:  # noqa: BLE001 - the fit succeeded; say why the report did not
+        rep.line(f"[tlkit] the report could not be written ({type(e).__name__}: {e}); "
+                 f"run `tlkit report {out}` to try again")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.report import write_report
+
+    print(write_report(Path(args.run_dir)))
     return 0
 
 
@@ -132,6 +164,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.export import TOLERANCE, export_run
+
+    r = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None,
+                   data=args.data, check_split=args.check_split)
+    print(f"exported {r.path} ({r.exporter}); description {r.meta_path}")
+    print(f"max abs difference from PyTorch: {r.max_abs_diff:.3g} on {r.n_checked} examples "
+          f"of {r.check_data} (tolerance {TOLERANCE:g})")
     return 0
 
 
@@ -190,6 +235,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     result = rank(cfg, candidates, probe=args.probe, log=Reporter().line)
     print(format_rank(result))
     _write_json(args.json, result)
+    if args.html:
+        from tlkit.report import write_rank_page
+
+        write_rank_page(result, args.html)
     return 0
 
 
@@ -245,6 +294,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     (out / "leaderboard.md").write_text(text + "\n")
     _write_json(str(out / "compare.json"), result)
+    from tlkit.report import write_compare_page
+
+    write_compare_page(result, out / "compare.html")
     return 0
 
 
@@ -270,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--baseline", action="store_true",
                     help="also train the same architecture from scratch under the same budget "
                     "(diagnostics.baseline_seeds times) and give the transfer verdict")
+    sp.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to RUN_DIR/tensorboard/ (losses, "
+                    "validation metrics, learning rates, phase)")
+    sp.add_argument("--no-report", action="store_true",
+                    help="do not write RUN_DIR/report.html at the end")
     sp.set_defaults(func=cmd_fit)
     sp = with_config("rank", "transferability scores of candidate backbones; no fine-tuning")
     sp.add_argument("--backbones", required=True, metavar="A,B,...",
@@ -278,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--probe", action="store_true",
                     help="also a linear probe per candidate, and Kendall's tau against it")
     sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    sp.add_argument("--html", metavar="FILE", help="also write the result as an HTML page")
     sp.set_defaults(func=cmd_rank)
     sp = with_config("probe", "a linear probe at each layer group (and divergence to "
                      "diagnostics.reference where given)")
@@ -309,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="a split of the run's data (train/val/test) or a source")
     sp.add_argument("--out", help="write the JSON lines to this file")
     sp.set_defaults(func=cmd_predict)
+    sp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page with "
+                        "the plan, the curves and the diagnostics of a finished run")
+    sp.add_argument("run_dir")
+    sp.set_defaults(func=cmd_report)
+    sp = sub.add_parser("export", help="the run's model as ONNX or TorchScript, checked "
+                        "against PyTorch")
+    sp.add_argument("run_dir")
+    sp.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    sp.add_argument("--out", help="file to write (default RUN_DIR/export/model.onnx or .pt); a "
+                    "JSON describing inputs, preprocessing and labels goes beside it")
+    check = sp.add_mutually_exclusive_group()
+    check.add_argument("--data", help="check on the first 64 examples of this split "
+                       "(train/val/test) or source (default: val)")
+    check.add_argument("--check-split", choices=["train", "val", "test"],
+                       help="check on every example of this split of the run's data")
+    sp.set_defaults(func=cmd_export)
     sp = sub.add_parser("backbones", help="known backbones and which load offline here")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_backbones)

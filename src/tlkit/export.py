@@ -1,0 +1,303 @@
+"""Export a finished run's model (backbone + head) to ONNX or TorchScript, and check it.
+
+The exported graph takes the *preprocessed* input, as ``tlkit predict`` feeds the model: images
+as a float tensor (batch, 3, H, W), already resized and normalised; text as the tokenizer's
+``input_ids`` and ``attention_mask`` (and ``token_type_ids`` where the tokenizer gives them),
+int64 (batch, sequence). The batch axis (and the sequence axis for text) is dynamic. Beside the
+file, ``<file>.json`` names the inputs and the output, and carries the preprocessing, the labels
+and the tokenizer (a folder beside it), so a consumer can run the model without tlkit.
+
+After writing, the exported model runs (onnxruntime, or ``torch.jit.load``) against the PyTorch
+model on real examples; a difference above ``TOLERANCE`` is an error.
+
+ONNX goes through ``torch.onnx.export(dynamo=True)``, the torch.export-based exporter: it is
+torch's default and maintained one (the TorchScript-based ``dynamo=False`` exporter is
+deprecated and due for removal), and it exports both the timm CNNs and the BERT-like encoders
+here with symbolic batch and sequence dimensions. Should it fail on some model, the legacy
+exporter is tried, and the JSON says which one wrote the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit.errors import UserError
+
+FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE = 1e-4
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT = "outputs"
+CHECK_BATCH = 64
+# Two texts of different lengths: the example the graph is traced on has padding, so a branch
+# that skips the attention mask when nothing is padded is never the one recorded.
+_EXAMPLE_TEXTS = ("a short one", "a longer example sentence, so that the other one is padded")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    meta_path: Path
+    exporter: str
+    check_data: str
+    n_checked: int
+    max_abs_diff: float
+
+
+class _ImageModel(nn.Module):
+    """The run's model on a plain tensor of preprocessed images."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+class _TextModel(nn.Module):
+    """The run's model on positional token tensors (exporters want positional inputs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.model(inputs)
+
+
+def default_output(run_dir: Path, fmt: str) -> Path:
+    return Path(run_dir) / "export" / f"model{SUFFIX[fmt]}"
+
+
+def description_path(path: Path) -> Path:
+    """model.onnx -> model.onnx.json (an ONNX and a TorchScript export can share a folder)."""
+    return path.with_name(path.name + ".json")
+
+
+def _check_args(run_dir: Path, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UserError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}; "
+                        "use --format onnx or --format torchscript")
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist; give the --out folder of a "
+                        "finished `tlkit fit`")
+
+
+def _inputs(saved: Any) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """The graph's input names, and an example batch of two to export on (a batch of one would
+    fix the batch size at 1 in the graph)."""
+    prep = saved.preprocessing
+    if prep.kind == "image":
+        g = torch.Generator().manual_seed(0)
+        return ["images"], (torch.randn(2, 3, prep.input_size, prep.input_size, generator=g),)
+    from tlkit.data import build_collate
+
+    encoded, _ = build_collate(prep)([(t, torch.tensor(0)) for t in _EXAMPLE_TEXTS])
+    names = [k for k in TEXT_INPUTS if k in encoded]
+    return names, tuple(encoded[k].to(torch.int64) for k in names)
+
+
+def _wrap(model: nn.Module, kind: str) -> nn.Module:
+    return (_ImageModel(model) if kind == "image" else _TextModel(model)).eval()
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    # Exporters warn (tracer warnings, deprecations) and print progress; none of it is ours.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str],
+                 path: Path) -> str:
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = n_bytes > 1_800_000_000  # ONNX's protobuf limit is 2 GB; else one file
+    batch = torch.export.Dim("batch")
+    seq = torch.export.Dim("sequence")
+    shapes = [{0: batch} if x.dim() == 4 else {0: batch, 1: seq} for x in example]
+    try:
+        with _quiet():
+            torch.onnx.export(module, example, str(path), input_names=names,
+                              output_names=[OUTPUT], dynamic_shapes=shapes, dynamo=True,
+                              external_data=external, verbose=False)
+        return f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
+    except Exception as e:  # noqa: BLE001 - any exporter failure: try the legacy one
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    axes = {n: ({0: "batch"} if x.dim() == 4 else {0: "batch", 1: "sequence"})
+            for n, x in zip(names, example, strict=True)}
+    axes[OUTPUT] = {0: "batch"}
+    try:
+        with _quiet():
+            torch.onnx.export(module, example, str(path), input_names=names,
+                              output_names=[OUTPUT], dynamic_axes=axes, dynamo=False,
+                              opset_version=17)
+    except Exception as e2:  # noqa: BLE001
+        raise UserError(
+            f"neither ONNX exporter could export this model (torch.export: {first}; "
+            f"legacy: {(str(e2).strip().splitlines() or [''])[0][:200]}); try --format "
+            "torchscript") from None
+    return (f"torch.onnx.export(dynamo=False), torch {torch.__version__} (the dynamo exporter "
+            f"failed: {first})")
+
+
+def _export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> str:
+    # torch.jit.trace, not torch.jit.script: scripting compiles the Python source, which the
+    # timm and transformers models (dynamic kwargs, dataclass outputs, Python-side config) do
+    # not support; tracing records the operations one forward runs, which is all inference
+    # needs. Its limit, control flow that depends on the input's values, is why the example has
+    # padding and why the export is checked against PyTorch on real data.
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    traced.save(str(path))
+    return f"torch.jit.trace, torch {torch.__version__}"
+
+
+class _Runner:
+    """Runs the exported file on a batch of the inputs the PyTorch model takes."""
+
+    def __init__(self, fmt: str, path: Path, names: list[str]) -> None:
+        self.fmt, self.names = fmt, names
+        if fmt == "onnx":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            self.session = ort.InferenceSession(str(path), opts,
+                                                providers=["CPUExecutionProvider"])
+        else:
+            with _quiet():  # torch 2.14 calls TorchScript deprecated; it still runs
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def __call__(self, inputs: Any) -> np.ndarray:
+        if isinstance(inputs, torch.Tensor):
+            tensors = [inputs]
+        else:
+            tensors = [inputs[k].to(torch.int64) for k in self.names]
+        if self.fmt == "onnx":
+            feed = {n: t.numpy() for n, t in zip(self.names, tensors, strict=True)}
+            return np.asarray(self.session.run([OUTPUT], feed)[0])
+        with torch.no_grad():
+            return self.module(*tensors).float().numpy()
+
+
+def _check(saved: Any, runner: _Runner, data: Any, limit: int | None) -> tuple[int, float]:
+    from tlkit.data import build_collate, build_dataset
+    from tlkit.train.loop import batches_of
+
+    ds = build_dataset(data, saved.preprocessing)
+    collate = build_collate(saved.preprocessing)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise UserError(f"the data to check the export on ({data.name}) has no examples; give "
+                        "another with --data or --check-split")
+    worst = 0.0
+    with torch.no_grad():
+        for idx in batches_of(range(n), CHECK_BATCH):
+            inputs, _ = collate([ds[i] for i in idx])
+            expected = saved.model(inputs).float().numpy()
+            got = runner(inputs)
+            if got.shape != expected.shape:
+                raise RuntimeError(f"exported model gave shape {got.shape}, PyTorch "
+                                   f"{expected.shape}")
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return n, worst
+
+
+def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: str
+                 ) -> dict[str, Any]:
+    prep = dict(saved.meta["preprocessing"])
+    if prep.get("kind") == "text":
+        tok = path.with_name(path.stem + ".tokenizer")
+        if tok.exists():
+            shutil.rmtree(tok)
+        saved_tok = Path(saved.preprocessing.tokenizer)
+        shutil.copytree(saved_tok, tok)
+        prep["tokenizer"] = tok.name  # relative to this file's folder
+        inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+    else:
+        size = int(prep["input_size"])
+        inputs = [{"name": "images", "dtype": "float32", "shape": ["batch", 3, size, size]}]
+    n_out = int(saved.meta["head"]["num_outputs"])
+    meaning = {"single_label": "logits; softmax gives the class probabilities",
+               "multi_label": "logits; sigmoid gives each label's probability",
+               "regression": "the predicted values"}.get(saved.task, "the model's outputs")
+    return {
+        "format": fmt, "file": path.name, "exporter": exporter,
+        "inputs": inputs,
+        "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", n_out],
+                     "meaning": meaning}],
+        "task": saved.task, "labels": saved.classes,
+        "preprocessing": prep,
+    }
+
+
+def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
+               data: str | None = None, check_split: str | None = None) -> ExportResult:
+    """Export the model of ``run_dir`` and check it against PyTorch.
+
+    The check runs on the first ``CHECK_BATCH`` examples of ``data`` (a split name or a source,
+    as ``tlkit predict --data`` takes it; default the validation split), or on every example
+    of ``check_split``. Raises UserError if the outputs differ by more than ``TOLERANCE``.
+    """
+    from tlkit.lora import merge_lora
+    from tlkit.run import _data_for
+    from tlkit.rundir import RunDir
+    from tlkit.saved import load_model
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else default_output(run_dir, fmt)
+    _check_args(run_dir, fmt)
+    if data is not None and check_split is not None:
+        raise UserError("give --data or --check-split, not both")
+    if check_split is not None and check_split not in ("train", "val", "test"):
+        raise UserError(f"--check-split {check_split!r} is not one of train, val, test")
+    run = RunDir(run_dir)
+    saved = load_model(run.model)
+    saved.model.to("cpu").eval()
+    spec = check_split or data or "val"
+    check_data = _data_for(run, spec, saved.classes)
+    if check_data.modality != saved.preprocessing.kind:
+        raise UserError(f"the model takes {saved.preprocessing.kind} but {spec} holds "
+                        f"{check_data.modality}")
+
+    exported = copy.deepcopy(saved.model)
+    if saved.meta.get("lora"):
+        merge_lora(exported)  # plain layers: what a runtime without PEFT can run
+    names, example = _inputs(saved)
+    module = _wrap(exported, saved.preprocessing.kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        exporter = _export_onnx(module, example, names, out)
+    else:
+        exporter = _export_torchscript(module, example, out)
+
+    n, diff = _check(saved, _Runner(fmt, out, names), check_data,
+                     None if check_split else CHECK_BATCH)
+    desc = _description(saved, fmt, out, names, exporter)
+    desc["check"] = {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}
+    meta_path = description_path(out)
+    meta_path.write_text(json.dumps(desc, indent=2, default=str) + "\n")
+    if not diff <= TOLERANCE:
+        raise UserError(
+            f"the exported model differs from PyTorch by up to {diff:.3g} on {n} examples of "
+            f"{spec} (tolerance {TOLERANCE:g}); the file is {out}, but do not trust it: try "
+            f"--format {'torchscript' if fmt == 'onnx' else 'onnx'}")
+    return ExportResult(out, meta_path, exporter, spec, n, diff)

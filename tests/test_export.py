@@ -1,0 +1,195 @@
+"""Export of a finished run to ONNX and TorchScript (checked against PyTorch), and TensorBoard
+event files from `tlkit fit --tensorboard`, on tiny models."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tlkit.cli import main
+
+IMAGE_CFG = """\
+transfer_config:
+  source_model: timm:test_efficientnet
+  pretrained_weights: none
+  freeze_strategy: top_n_unfrozen
+  top_n: 2
+  head_lr: 1e-2
+  backbone_lr: 3e-3
+  warmup_steps: 0
+  epochs: 2
+  batch_size: 16
+  early_stopping_patience: null
+  device: cpu
+data:
+  source: digits
+  image_size: 32
+  limit: 120
+"""
+
+DIFF = re.compile(r"max abs difference from PyTorch: (\S+) on (\d+) examples of (\w+)")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny timm run, trained through the CLI with --tensorboard."""
+    tmp = tmp_path_factory.mktemp("image")
+    (tmp / "tiny.yaml").write_text(IMAGE_CFG)
+    run = tmp / "run"
+    assert main(["fit", str(tmp / "tiny.yaml"), "--out", str(run), "--tensorboard"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Path:
+    """A tiny BERT run with LoRA adapters (export merges them), on texts of varied length."""
+    from tlkit.config import validate
+    from tlkit.run import fit_run
+
+    tmp = tmp_path_factory.mktemp("text")
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "fine", "lovely", "superb"], ["awful", "dull", "poor", "bad"]
+    filler = ["the", "film", "was", "a", "plot", "story", "really", "quite", "long", "and"]
+    rows = ["text,label"]
+    for i in range(80):
+        words = list(rng.choice(filler, int(rng.integers(1, 12))))
+        words.append(str(rng.choice(good if i % 2 else bad)))
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{'pos' if i % 2 else 'neg'}")
+    csv = tmp / "texts.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    raw = {"transfer_config": {"source_model": f"hf:{tiny_bert_dir}",
+                               "pretrained_weights": "packaged", "freeze_strategy": "lora",
+                               "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+                               "lr_decay_per_layer": 1.0, "epochs": 1, "batch_size": 16,
+                               "head_lr": 1e-2, "backbone_lr": 3e-3, "warmup_steps": 0,
+                               "early_stopping_patience": None, "device": "cpu"},
+           "data": {"source": str(csv), "max_length": 32}}
+    run = tmp / "run"
+    fit_run(validate(raw), run)
+    # LoRA B starts at zero; one short epoch leaves it small. Give it weight, as longer training
+    # would, so that a merge that went wrong would show in the outputs.
+    from safetensors.torch import load_file, save_file
+
+    weights_path = run / "model" / "model.safetensors"
+    weights = load_file(str(weights_path))
+    g = torch.Generator().manual_seed(0)
+    for k, v in weights.items():
+        if ".lora_B." in k:
+            weights[k] = torch.randn(v.shape, generator=g) * 0.05
+    save_file(weights, str(weights_path))
+    return run
+
+
+def _assert_agrees(out: str, n: int | None = None, data: str = "val") -> float:
+    m = DIFF.search(out)
+    assert m, out
+    diff, count, where = float(m.group(1)), int(m.group(2)), m.group(3)
+    assert diff <= 1e-4 and where == data
+    if n is not None:
+        assert count == n
+    return diff
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_image_run_exports_and_agrees_with_pytorch(image_run, capsys, fmt):
+    code, out, err = cli(capsys, "export", str(image_run), "--format", fmt)
+    assert code == 0, err
+    _assert_agrees(out)
+    path = image_run / "export" / ("model.onnx" if fmt == "onnx" else "model.pt")
+    assert path.is_file()
+    desc = json.loads(path.with_name(path.name + ".json").read_text())
+    assert desc["inputs"] == [{"name": "images", "dtype": "float32",
+                               "shape": ["batch", 3, 32, 32]}]
+    assert desc["labels"] == [str(i) for i in range(10)]
+    assert desc["preprocessing"]["mean"] and desc["check"]["max_abs_diff"] <= 1e-4
+
+    # a consumer with only the file: a batch size the export never saw
+    from tlkit.saved import load_model
+
+    model = load_model(image_run / "model").model
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        got = ort.InferenceSession(str(path)).run(["outputs"], {"images": x.numpy()})[0]
+    else:
+        got = torch.jit.load(str(path))(x).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_text_lora_run_exports_and_agrees_with_pytorch(text_run, tmp_path, capsys, fmt):
+    out_file = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
+    code, out, err = cli(capsys, "export", str(text_run), "--format", fmt, "--out",
+                         str(out_file), "--check-split", "test")
+    assert code == 0, err
+    from tlkit.run import test_predictions
+
+    _assert_agrees(out, n=len(test_predictions(text_run)[1]), data="test")  # the whole split
+    desc = json.loads((tmp_path / f"{out_file.name}.json").read_text())
+    names = [i["name"] for i in desc["inputs"]]
+    assert names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert desc["labels"] == ["neg", "pos"]
+    # the tokenizer travels with the file: a consumer tokenizes, runs, and gets PyTorch's answer
+    from transformers import AutoTokenizer
+
+    from tlkit.saved import load_model
+
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / desc["preprocessing"]["tokenizer"]))
+    enc = tok(["great", "the plot was really quite long and dull", "a film"], padding=True,
+              return_tensors="pt")
+    model = load_model(text_run / "model").model
+    with torch.no_grad():
+        expected = model(dict(enc)).numpy()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        got = ort.InferenceSession(str(out_file)).run(
+            ["outputs"], {n: enc[n].numpy() for n in names})[0]
+    else:
+        got = torch.jit.load(str(out_file))(*[enc[n] for n in names]).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_export_of_a_missing_run_is_a_user_error(tmp_path, capsys):
+    code, out, err = cli(capsys, "export", str(tmp_path / "nope"), "--format", "onnx")
+    assert code == 2
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_tensorboard_events_hold_one_value_per_epoch(image_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = image_run / "tensorboard"
+    assert any(f.name.startswith("events.out.tfevents") for f in folder.iterdir())
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    rows = [json.loads(line) for line in (image_run / "metrics.jsonl").read_text().splitlines()]
+    groups = set(rows[0]["lr"])
+    assert {"head"} <= groups
+    expected = {"epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy", "epoch/phase",
+                "step/train_loss"} | {f"lr/{g}" for g in groups}
+    assert expected <= tags, expected - tags
+    for tag in expected - {"step/train_loss"}:
+        assert [e.step for e in acc.Scalars(tag)] == [0, 1], tag
+    assert [e.value for e in acc.Scalars("epoch/val_loss")] == pytest.approx(
+        [r["val_loss"] for r in rows], rel=1e-6)
+    # per optimizer step: every batch of 16 training images, two epochs
+    steps = acc.Scalars("step/train_loss")
+    n_train = json.loads((image_run / "summary.json").read_text())["data"]["sizes"]["train"]
+    assert [e.step for e in steps] == list(range(1, 2 * -(-n_train // 16) + 1))
