@@ -113,3 +113,34 @@ def test_a_dann_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path: Pat
     assert all(r["train_adaptation_loss"] > 0 for r in rows)
     rep = whole["adaptation"]
     assert rep["method"] == "dann" and 0 <= rep["pad_before"] <= 2 and 0 <= rep["pad_after"] <= 2
+
+
+def test_pretrain_continues_masked_lm_training_and_writes_a_backbone(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from tlkit.adapt.pretrain import pretrain
+    from tlkit.backbones.hf import HFBackbone
+
+    raw = {"transfer_config": {"source_model": f"hf:{tiny_bert_dir}",
+                               "pretrained_weights": str(tiny_bert_dir), "device": "cpu"},
+           "data": {"source": "rotten_tomatoes", "max_length": 32},
+           "adaptation": {"target": {"source": "rotten_tomatoes"},
+                          "pretrain": {"max_examples": 256, "epochs": 3, "lr": 1e-3}}}
+    res = pretrain(validate(raw), tmp_path / "out")
+    losses = res["mlm_loss_per_epoch"]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # it learns the target's text
+    before, after = HFBackbone(str(tiny_bert_dir)), HFBackbone(str(tmp_path / "out"))
+    moved = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters())
+             if not torch.equal(a, b)]
+    assert moved, "the written backbone holds the continued-pretrained weights"
+    with pytest.raises(UserError, match="not empty"):
+        pretrain(validate(raw), tmp_path / "out")
+
+
+def test_pretrain_refuses_an_image_backbone() -> None:
+    from tlkit.adapt.pretrain import pretrain
+
+    raw = {"transfer_config": {"source_model": "mobilenetv2"},
+           "data": {"source": "fashion_mnist"},
+           "adaptation": {"target": {"source": "rotten_tomatoes"}}}
+    with pytest.raises(UserError, match="not a transformers text model"):
+        pretrain(validate(raw), Path("/tmp/never-written"))

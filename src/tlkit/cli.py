@@ -300,6 +300,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.config import load_config
+
+    cfg = load_config(args.config, args.set or [])
+    from tlkit.adapt.pretrain import pretrain
+
+    result = pretrain(cfg, Path(args.out), log=Reporter().line)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlkit", description="Transfer learning with measurements.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -328,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-report", action="store_true",
                     help="do not write RUN_DIR/report.html at the end")
     sp.set_defaults(func=cmd_fit)
+    sp = with_config("pretrain", "continued masked-language-model pretraining on the "
+                     "unlabelled text of adaptation.target; writes a backbone folder")
+    sp.add_argument("--out", required=True, help="folder for the pretrained backbone "
+                    "(then source_model: hf:FOLDER)")
+    sp.set_defaults(func=cmd_pretrain)
     sp = with_config("rank", "transferability scores of candidate backbones; no fine-tuning")
     sp.add_argument("--backbones", required=True, metavar="A,B,...",
                     help="candidates: backbone names, NAME@none for a random initialisation, "
