@@ -191,7 +191,11 @@ def format_leaderboard(result: dict[str, Any]) -> str:
              "run. vs scratch: test accuracy points over the from-scratch baseline with a 95% "
              "paired-bootstrap interval."]
     if "advised_gap_points" in result:
-        lines.append(f"advise recommended {result['advice']['strategy']}: "
+        adv = result["advice"]
+        picked = adv["strategy"] + (" (" + ", ".join(f"{k} {v}" for k, v in
+                                                      adv["settings"].items()) + ")"
+                                    if adv["settings"] else "")
+        lines.append(f"advise recommended {picked}: "
                      f"{result['advised_gap_points']:.2f} points below the best "
                      f"({result['best']}).")
     return "\n".join(lines)

@@ -292,7 +292,8 @@ class AdaptationConfig(Strict):
 
     method: Literal["none", "dann", "mmd", "coral", "adabn"] = "none"
     # Unlabelled target inputs (any data source; labels, where it has them, are used only to
-    # report the target metrics after training).
+    # report the target metrics after training). With method none the target is only
+    # measured: proxy A-distance and, with labels, its metrics.
     target: DataConfig | None = None
     weight: float = Field(default=1.0, ge=0, le=1000)
     dann_gamma: float = Field(default=10.0, gt=0, le=1000)  # DANN's coefficient schedule

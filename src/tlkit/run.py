@@ -150,7 +150,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                                     max_length=prep.max_length)
             lengths = [len(x) for x in enc["input_ids"]]
         adaptation, target = None, None
-        if cfg.adaptation.method != "none":
+        if cfg.adaptation.target is not None:  # method none: the target is only measured
             from tlkit.adapt.target import prepare_target
 
             target = prepare_target(cfg, data.modality, classes, prep, asm.model.backbone,
