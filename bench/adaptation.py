@@ -129,15 +129,14 @@ def text_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                                               "data": data_rt}).data),
                         validate({"transfer_config": {"source_model": "minilm-l6"},
                                   "data": data_rt}).data)
-    pool = [str(t) for t in list(whole.train.inputs) + list(whole.val.inputs)]
     test_texts = {str(t) for t in whole.test.inputs}
-    pool = [t for t in pool if t not in test_texts]
-    csv_path = tmp / "rt_unlabelled.csv"
+    pool = [(str(t), whole.classes[int(y)]) for part in (whole.train, whole.val)
+            for t, y in zip(part.inputs, part.targets) if str(t) not in test_texts]
+    csv_path = tmp / "rt_pool.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for t in pool:
-            w.writerow([t, "unlabelled"])
+        w.writerow(["text", "label"])  # tlkit's loader reads a label column; pretrain ignores it
+        w.writerows(pool)
     tc = {"source_model": "minilm-l6", "freeze_strategy": "none", "head_lr": 1e-2,
           "backbone_lr": 1e-4, "lr_decay_per_layer": 0.8, "weight_decay": 0.01,
           "dropout": 0.1, "epochs": 5, "batch_size": 16, "warmup_steps": 10,
