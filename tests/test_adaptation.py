@@ -144,3 +144,20 @@ def test_pretrain_refuses_an_image_backbone() -> None:
            "adaptation": {"target": {"source": "rotten_tomatoes"}}}
     with pytest.raises(UserError, match="not a transformers text model"):
         pretrain(validate(raw), Path("/tmp/never-written"))
+
+
+def test_a_target_without_labels_loads_as_unlabelled(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tlkit.adapt.target import load_target
+    from tlkit.config import DataConfig
+
+    (tmp_path / "t.csv").write_text("text\nhello there\nnice film\n")
+    data, labelled = load_target(DataConfig(source=str(tmp_path / "t.csv")), ["neg", "pos"])
+    assert not labelled and data.inputs == ["hello there", "nice film"]
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    data, labelled = load_target(DataConfig(source=str(tmp_path / "imgs")), ["a", "b"])
+    assert not labelled and len(data) == 3 and data.modality == "image"

@@ -53,7 +53,6 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
                               DataCollatorForLanguageModeling)
     from transformers.utils import logging as hf_logging
 
-    from tlkit.data import load_source
     from tlkit.run import pick_device
     from tlkit.train.schedule import lr_factor
 
@@ -65,7 +64,9 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; choose another --out (nothing was changed)")
     folder = backbone_folder(cfg)
-    data = load_source(ad.target)
+    from tlkit.adapt.target import load_target
+
+    data, _ = load_target(ad.target, None)
     if data.modality != "text":
         raise UserError(f"adaptation.target {ad.target.source} is {data.modality} data; "
                         "masked-language-model pretraining needs text")

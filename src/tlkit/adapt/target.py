@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,22 +65,70 @@ class Target:
         return out
 
 
+def load_unlabelled(data_cfg: Any) -> Any:
+    """Target inputs without labels: a table's input column, or every image file under a
+    folder (class subfolders or none). Each gets the placeholder class "(unlabelled)"."""
+    import pandas as pd
+
+    from tlkit.data.images import is_image_file
+    from tlkit.data.sources import _input_column, _table_format, resolve_source
+    from tlkit.data.types import LabelledData
+
+    kind, where = resolve_source(data_cfg.source)
+    if kind == "folder":
+        files = sorted(p for p in Path(where).rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise UserError(f"adaptation.target {where} holds no image files")
+        return LabelledData(str(where), "image", "single_label", list(files),
+                            np.zeros(len(files), dtype=np.int64), ["(unlabelled)"])
+    if kind != "table":
+        raise UserError(f"adaptation.target {data_cfg.source}: give a folder or a table")
+    path = Path(where)
+    fmt = _table_format(path)
+    try:
+        frame = (pd.read_parquet(path) if fmt == "parquet" else
+                 pd.read_json(path, lines=True, dtype=False) if fmt == "jsonl" else
+                 pd.read_csv(path, sep="\t" if fmt == "tsv" else ","))
+    except Exception as e:  # noqa: BLE001 - every parser has its own errors
+        raise UserError(f"cannot read {path} ({e}); fix the file") from None
+    modality, column = _input_column(frame, data_cfg, path)
+    values = [v for v in frame[column].tolist() if isinstance(v, str) and v.strip()]
+    if not values:
+        raise UserError(f"column {column!r} of {path} holds no inputs")
+    inputs: list[Any] = values
+    if modality == "image":
+        inputs = [p if p.is_absolute() else path.parent / p
+                  for p in (Path(v).expanduser() for v in values)]
+    return LabelledData(str(path), modality, "single_label", inputs,
+                        np.zeros(len(inputs), dtype=np.int64), ["(unlabelled)"])
+
+
+def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:
+    """The target data and whether its labels name the source's classes (then the target
+    metrics can be reported); a target without usable labels is read as unlabelled."""
+    from tlkit.data import load_source
+
+    if classes is not None:
+        try:
+            return load_source(data_cfg, classes), True
+        except UserError:
+            pass
+    try:
+        return load_source(data_cfg), False
+    except UserError:
+        return load_unlabelled(data_cfg), False
+
+
 def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: Any,
                    backbone: Any, n_groups: int, source: Any, collate: Any,
                    device: torch.device, event: Callable[[str, dict[str, Any]], None]) -> Target:
     from tlkit.adapt.losses import build_adapter
-    from tlkit.data import build_dataset, load_source
+    from tlkit.data import build_dataset
 
     ad = cfg.adaptation
     assert ad.target is not None
     event("stage", {"what": f"loading target data {ad.target.source}"})
-    try:  # labels on the source's classes: the target metrics can be reported
-        data = load_source(ad.target, classes) if classes is not None else None
-    except UserError:
-        data = None
-    labelled = data is not None
-    if data is None:
-        data = load_source(ad.target)
+    data, labelled = load_target(ad.target, classes)
     if data.modality != modality:
         raise UserError(f"adaptation.target {ad.target.source} is {data.modality} data but the "
                         f"source data is {modality}; give target data of the same kind")
