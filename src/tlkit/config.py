@@ -26,7 +26,13 @@ SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity in any number: `head_lr: .nan` or `max_grad_norm: .inf` are refused
+    # here rather than discovered as a NaN loss.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# numpy, scikit-learn and torch take seeds in [0, 2**32): refuse others at load time.
+SEED_MAX = 2**32 - 1
 
 
 class UnfreezeStep(Strict):
@@ -83,7 +89,7 @@ class LayerGroupPattern(Strict):
     def _compiles(cls, v: str) -> str:
         try:
             re.compile(v)
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:
             raise ValueError(f"not a valid regular expression: {e}") from None
         return v
 
@@ -131,7 +137,7 @@ class TransferConfig(Strict):
     pooling: Literal["mean", "cls", "pooler"] | None = None
     freeze_norm_stats: bool = True
     cache: CacheConfig = Field(default_factory=CacheConfig)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("source_model")
@@ -230,11 +236,11 @@ class DataConfig(Strict):
     limit: int | None = Field(default=None, ge=1)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     test_fraction: float = Field(default=0.1, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     image_size: int | None = Field(default=None, ge=8, le=4096)
     max_length: int | None = Field(default=None, ge=2, le=8192)
     on_bad_image: Literal["skip", "error"] = "skip"
-    label_separator: str = "|"
+    label_separator: str = Field(default="|", min_length=1)
     group_by_length: bool = True  # text: batch similar lengths together to cut padding
     augment: Literal["none", "flip", "crop_flip"] = "none"  # images, training split only
     # A column of the source naming each example's subgroup (CSV/JSONL/Parquet sources): the
@@ -379,9 +385,32 @@ def _yaml_error(path: str, text: str, e: yaml.YAMLError) -> UserError:
     )
 
 
+# A config is a few dozen values; anchors and aliases nested inside each other can expand a
+# small file into billions (the "billion laughs"), which validation would walk one by one.
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(x: Any, memo: dict[int, int], active: set[int]) -> int:
+    if not isinstance(x, (dict, list)):
+        return 1
+    key = id(x)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ValueError("an alias refers to the value that holds it")
+    active.add(key)
+    items = [v for kv in x.items() for v in kv] if isinstance(x, dict) else x
+    n = 1
+    for item in items:
+        n = min(n + _expanded_size(item, memo, active), MAX_YAML_VALUES + 1)
+    active.discard(key)
+    memo[key] = n
+    return n
+
+
 def parse_yaml(text: str, path: str = "<config>") -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -391,13 +420,32 @@ def parse_yaml(text: str, path: str = "<config>") -> Any:
         ) from None
     except yaml.YAMLError as e:
         raise _yaml_error(path, text, e) from None
+    except RecursionError:
+        raise UserError(f"{path}: the YAML is nested too deeply to read; a config needs a few "
+                        "levels: check the brackets and indentation") from None
+    except Exception as e:  # noqa: BLE001
+        # PyYAML's constructors for explicit tags fail with whatever Python raises on a bad
+        # value (!!float x: ValueError; !!timestamp 2001-12-14:: AttributeError)
+        raise UserError(f"{path}: a tagged value cannot be read ({type(e).__name__}: {e}); "
+                        "fix: remove the !!tag and write a plain value") from None
+    try:
+        n = _expanded_size(data, {}, set())
+    except (ValueError, RecursionError) as e:
+        reason = str(e) if isinstance(e, ValueError) else "it is nested too deeply"
+        raise UserError(f"{path}: the YAML cannot be used as a config: {reason}; write the "
+                        "values out plainly") from None
+    if n > MAX_YAML_VALUES:
+        raise UserError(f"{path}: the YAML expands to more than {MAX_YAML_VALUES:,} values "
+                        "(anchors and aliases repeated inside each other); a config holds a few "
+                        "dozen: write the values out plainly")
+    return data
 
 
 def parse_value(text: str) -> Any:
     """A --set value, read as a YAML scalar or flow collection (so 3e-4 is a float)."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 - not YAML (or a bad !!tag): the value is the text itself
         return text
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.train.checkpoint import atomic_write
+from tlkit.train.checkpoint import atomic_write, write_error
 
 
 class RunDir:
@@ -64,8 +64,12 @@ class RunDir:
 
     def lock(self) -> None:
         """Refuse a second writer: two fits in one directory would corrupt each other."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {self.path} ({e.strerror or e}); "
+                            "choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,10 +109,15 @@ class RunDir:
         self.write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=_jsonable) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, default=_jsonable) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            # A row cut short is dropped when read back (metrics_rows), and a resume rewrites
+            # the rows of the epochs its checkpoint has not completed.
+            raise write_error(self.metrics, e) from None
 
     def metrics_rows(self) -> list[dict[str, Any]]:
         if not self.metrics.is_file():

@@ -41,9 +41,25 @@ class SavedModel:
 def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
                head: dict[str, Any], task: str, classes: list[str] | None,
                extra: dict[str, Any] | None = None) -> None:
-    from safetensors.torch import save_model as st_save
+    from tlkit.train.checkpoint import disk_full, write_error
 
     tmp = folder.with_name(folder.name + ".tmp")
+    try:
+        _write_model(tmp, folder, model, preprocessing, head, task, classes, extra)
+    except Exception as e:
+        # A full disk: the folder is written beside model/ and moved in place at the end, so
+        # nothing is half-written; the run's checkpoint is untouched.
+        if isinstance(e, OSError) or disk_full(e):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(folder, e) from None
+        raise
+
+
+def _write_model(tmp: Path, folder: Path, model: TransferModel, preprocessing: Preprocessing,
+                 head: dict[str, Any], task: str, classes: list[str] | None,
+                 extra: dict[str, Any] | None) -> None:
+    from safetensors.torch import save_model as st_save
+
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -72,7 +88,11 @@ def load_model(folder: Path) -> SavedModel:
     if not meta_path.is_file() or not (folder / WEIGHTS).is_file():
         raise UserError(f"{folder} holds no saved model ({META} and {WEIGHTS}); give a run "
                         "directory whose fit finished")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise UserError(f"{meta_path} cannot be read ({e}); the run directory is damaged: run "
+                        "fit again with --resume") from None
     prep_d = dict(meta["preprocessing"])
     if prep_d.get("kind") == "text":
         prep_d["tokenizer"] = str(folder / prep_d["tokenizer"])
@@ -85,7 +105,12 @@ def load_model(folder: Path) -> SavedModel:
     head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
                       h["dropout"])
     model = TransferModel(backbone, head)
-    missing, unexpected = st_load(model, str(folder / WEIGHTS), strict=False)
+    try:
+        missing, unexpected = st_load(model, str(folder / WEIGHTS), strict=False)
+    except Exception as e:  # noqa: BLE001 - safetensors' own error type: a damaged file
+        raise UserError(f"{folder / WEIGHTS} cannot be read ({type(e).__name__}: "
+                        f"{(str(e).splitlines() or [''])[0][:200]}); the run directory is "
+                        "damaged: run fit again with --resume") from None
     if missing or unexpected:
         raise UserError(f"{folder / WEIGHTS} does not fit the saved architecture (missing "
                         f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -191,6 +191,10 @@ def load_backbone(
         raise UserError(f"pretrained_weights {w!r}: no such file or folder; give an existing "
                         "path, or packaged / none / a named tag such as IMAGENET1K_V2")
     is_path = local is not None
+    if is_path:
+        from tlkit.train.checkpoint import check_weights_file
+
+        check_weights_file(local)  # a pickle that would run code is refused before any loader
     random_init = w == "none"
 
     if r.adapter == "hf":
@@ -206,6 +210,10 @@ def load_backbone(
             path = str(local)
         elif Path(r.target).expanduser().is_dir():
             path = str(Path(r.target).expanduser())
+            if not random_init:
+                from tlkit.train.checkpoint import check_weights_file
+
+                check_weights_file(Path(path), f"the weights of {source_model}:")
         else:
             path = r.target
             if not (_hf_cached(path) or hub_reachable()):

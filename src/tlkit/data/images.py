@@ -127,6 +127,6 @@ def open_rgb(item: ImageInput | Image.Image) -> Image.Image:
             rgb = to_rgb(image)
             # Leaving the block closes ``image``, and a closed PIL image can no longer be used.
             return rgb.copy() if rgb is image else rgb
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # Files were checked when the data loaded; this one changed or vanished since.
         raise UserError(f"image {item} can no longer be read ({error}); restore it or reload the data.") from error
