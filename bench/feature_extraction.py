@@ -55,7 +55,7 @@ def tlkit_raw(args: argparse.Namespace) -> dict[str, Any]:
             "max_grad_norm": None, "mixed_precision": False, "early_stopping_patience": None,
             "epochs": args.epochs, "batch_size": args.batch_size,
             "cache": {"enabled": True, "max_mb": args.cache_mb, "disk": True},
-            "seed": args.seed, "device": "cpu",
+            "seed": args.seed, "device": args.device,
         },
         "data": common.image_data_section(args.train, args.val, args.image_size, args.seed),
     }
@@ -229,12 +229,15 @@ def row_floor(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import ConcatDataset, DataLoader
 
     train, val, _, _ = common.image_datasets(tlkit_raw(args), None)
-    model = common.packaged_timm("mobilenetv2", num_classes=0).eval()
+    device = torch.device(args.device)
+    model = common.packaged_timm("mobilenetv2", num_classes=0).eval().to(device)
     loader = DataLoader(ConcatDataset([train, val]), batch_size=64, num_workers=0)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for x, _ in loader:
-            model(x)
+            model(x.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return {"seconds": time.perf_counter() - t0, "n_images": len(train) + len(val)}
 
 
@@ -363,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p.add_argument("--cache-mb", type=int, default=CacheConfig().max_mb,
                    help="tlkit's transfer_config.cache.max_mb (default: tlkit's default)")
+    p.add_argument("--device", default="cpu",
+                   help="device of the tlkit rows and the floor (default cpu; bench/gpu_check.sh "
+                        "passes cuda); the plain and fastai rows stay on the CPU")
     common.add_common_flags(p)
     args = p.parse_args(argv)
     if args.child:

@@ -8,6 +8,11 @@ frozen (feature extraction) the cache holds the pooled features and an epoch cos
 
 Pooled features are also kept on disk, keyed by the backbone's weights, the cut, the
 preprocessing and the data, so a later run (another head, another learning rate) reuses them.
+
+With several processes (``tlkit.distributed``) each computes a contiguous block of a split and
+the blocks are gathered, so every process holds the whole split: its share of each global
+batch can be any sample of it, the shuffled batches change every epoch, and a resume may use
+another process count.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
+from tlkit.distributed import SINGLE, Dist
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -111,6 +117,7 @@ class ActivationCache:
         key: dict[str, Any],
         batch_size: int = 64,
         log: Callable[[str], None] = lambda s: None,
+        dist: Dist = SINGLE,
     ) -> None:
         self.backbone = backbone
         self.n_groups = n_groups
@@ -122,6 +129,7 @@ class ActivationCache:
         self.key = key
         self.batch_size = batch_size
         self.log = log
+        self.dist = dist
         self._splits: dict[tuple[str, int], CachedSplit | None] = {}
         self._weights: str | None = None
 
@@ -145,8 +153,12 @@ class ActivationCache:
             return self._splits[k]
         pooled = cut >= self.n_groups
         path = self._disk_path(name, data, cut) if pooled else None
-        if path is not None and path.is_file():
-            self._splits[k] = self._load(path, name, len(data), cut)
+        loaded = self._load(path, name, len(data), cut) if path is not None and path.is_file() \
+            else None
+        if self.dist.any(loaded is None):  # every process uses the disk copy, or none does
+            loaded = None
+        if loaded is not None:
+            self._splits[k] = loaded
         elif base is not None and 0 < base < cut and self.backbone.can_cut():
             below = self.get(name, data, base)
             self._splits[k] = None if below is None else self._derive(name, below, cut, path)
@@ -154,8 +166,15 @@ class ActivationCache:
             self._splits[k] = self._compute(name, data, cut, path)
         return self._splits[k]
 
-    def _load(self, path: Path, name: str, n: int, cut: int) -> CachedSplit:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+    def _load(self, path: Path, name: str, n: int, cut: int) -> CachedSplit | None:
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if len(blob["targets"]) != n:
+                raise ValueError(f"{len(blob['targets'])} rows, not {n}")
+        except Exception as e:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
+            self.log(f"feature cache: {path.name} cannot be used ({type(e).__name__}); "
+                     "computing the features again")
+            return None
         self.log(f"feature cache: reused {path.name} for {name} ({n} samples)")
         return CachedSplit(cut, blob["features"], None, blob["targets"],
                            blob["features"].numel() * blob["features"].element_size())
@@ -165,32 +184,56 @@ class ActivationCache:
                 ) -> CachedSplit | None:
         was_training = self.backbone.training
         self.backbone.eval()
-        out = _Collector()
-        for start in range(0, len(below), self.batch_size):
-            idx = list(range(start, min(len(below), start + self.batch_size)))
+        out, over = _Collector(), False
+        block = self.dist.block(len(below))
+        for start in range(block.start, block.stop, self.batch_size):
+            idx = list(range(start, min(block.stop, start + self.batch_size)))
             act, y = below.batch(idx, self.device)
             with self.autocast():
                 res = self.backbone.forward_between(act, below.cut, cut, self.n_groups)
             out.add(res, y)
-            if out.nbytes + self.held_bytes() > self.max_bytes:
-                self.backbone.train(was_training)
-                return self._over_cap(name, cut)
+            if out.nbytes * self.dist.world + self.held_bytes() > self.max_bytes:
+                over = True
+                break
         self.backbone.train(was_training)
+        if self.dist.any(over):
+            return self._over_cap(name, cut)
+        split = self._gathered(out, cut)
         self.log(f"activation cache: {name} at cut {cut} derived from cut {below.cut} "
-                 f"({len(below)} samples, {out.nbytes / 2**20:.1f} MiB)")
-        return self._store(out.split(cut), path)
+                 f"({len(below)} samples, {split.nbytes / 2**20:.1f} MiB)")
+        return self._store(split, path)
 
     def _over_cap(self, name: str, cut: int) -> None:
         self.log(f"activation cache: {name} at cut {cut} would pass the cap of "
                  f"{self.max_bytes / 2**20:.0f} MiB; running the full forward instead")
         return None
 
+    def _gathered(self, out: _Collector, cut: int) -> CachedSplit:
+        """This process's block, or with several processes every block in rank order."""
+        if not self.dist.enabled:
+            return out.split(cut)
+        parts = [p for p in self.dist.gather(out.split(cut) if out.targets else None)
+                 if p is not None]
+        dense = torch.cat([p.dense for p in parts]) if parts[0].dense is not None else None
+        ragged = ([t for p in parts for t in p.ragged or []] if parts[0].ragged is not None
+                  else None)
+        return CachedSplit(cut, dense, ragged, torch.cat([p.targets for p in parts]),
+                           sum(p.nbytes for p in parts))
+
     def _store(self, split: CachedSplit, path: Path | None) -> CachedSplit:
-        if path is not None and split.dense is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        # with several processes, one per machine writes (the folder may be the machine's own)
+        if path is not None and split.dense is not None and self.dist.is_local_main:
             tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            torch.save({"features": split.dense, "targets": split.targets}, tmp)
-            os.replace(tmp, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    torch.save({"features": split.dense, "targets": split.targets}, f)
+                os.replace(tmp, path)
+            except OSError as e:
+                # The disk copy only saves a later run time: without it this run goes on.
+                tmp.unlink(missing_ok=True)
+                self.log(f"feature cache: could not keep {path.name} on disk "
+                         f"({e.strerror or e}); continuing without it")
         return split
 
     # ----------------------------------------------------------------------------------------
@@ -215,22 +258,28 @@ class ActivationCache:
         pooled = cut >= self.n_groups
         was_training = self.backbone.training
         self.backbone.eval()
-        out = _Collector()
-        for start in range(0, len(data), self.batch_size):
-            items = [data[i] for i in range(start, min(len(data), start + self.batch_size))]
+        out, over = _Collector(), False
+        block = self.dist.block(len(data))  # all of it with one process
+        for start in range(block.start, block.stop, self.batch_size):
+            items = [data[i] for i in range(start, min(block.stop, start + self.batch_size))]
             inputs, y = self.collate(items)
             inputs = _to(inputs, self.device)
             with self.autocast():
                 res = self.backbone(inputs) if pooled else self.backbone.forward_to(inputs, cut)
             out.add(res, y)
-            if out.nbytes + self.held_bytes() > self.max_bytes:
-                self.backbone.train(was_training)
-                return self._over_cap(name, cut)
+            # with several processes the whole split is about world times this block
+            if out.nbytes * self.dist.world + self.held_bytes() > self.max_bytes:
+                over = True
+                break
         self.backbone.train(was_training)
+        if self.dist.any(over):  # every process falls back together
+            return self._over_cap(name, cut)
+        split = self._gathered(out, cut)
         what = "pooled features" if pooled else f"activations at cut {cut}"
-        self.log(f"activation cache: computed {what} of {name} once ({len(data)} samples, "
-                 f"{out.nbytes / 2**20:.1f} MiB)")
-        return self._store(out.split(cut), path)
+        shards = f" in {self.dist.world} shards" if self.dist.enabled else ""
+        self.log(f"activation cache: computed {what} of {name} once{shards} ({len(data)} "
+                 f"samples, {split.nbytes / 2**20:.1f} MiB)")
+        return self._store(split, path)
 
 
 class _Collector:

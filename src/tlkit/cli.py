@@ -52,9 +52,14 @@ class Reporter:
         if self.log_path:
             import time as _t
 
-            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(f"{_t.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+            try:
+                os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+                with open(self.log_path, "a", encoding="utf-8") as f:
+                    f.write(f"{_t.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+            except OSError:
+                # The log copies stderr; a full disk is reported by the next checkpoint write,
+                # which says what was kept. It must not end the run as an internal error.
+                pass
 
     def __call__(self, kind: str, info: dict) -> None:  # type: ignore[type-arg]
         if kind == "stage":
@@ -94,11 +99,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    from tlkit.distributed import is_main_process, launched
     from tlkit.run import fit_run
 
+    if args.baseline and launched():
+        raise UserError("--baseline runs on one process: fit on several, then run the "
+                        "baseline without torchrun / accelerate launch")
     rep = Reporter(str(out / "train.log"))
     tb = None
-    if args.tensorboard:
+    if args.tensorboard and is_main_process():
         from tlkit.tensorboard import TensorBoardLog
 
         tb = TensorBoardLog(out / "tensorboard", forward=rep)  # writes, then passes on to rep
@@ -108,6 +117,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     finally:
         if tb is not None:
             tb.close()
+    if not is_main_process():  # one of several processes: rank 0 reports and writes
+        return 0
     test = summary["test"]
     shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
     rep.line(f"[tlkit] test {json.dumps(shown)}")
@@ -328,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                 ).set_defaults(func=cmd_plan)
     sp = with_config("fit", "train: adapt the backbone to the data; writes a run directory")
     sp.add_argument("--out", help="run directory (default runs/<config name>)")
-    sp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --out (from "
+                    "its last checkpoint; from the beginning if it has none yet)")
     sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                     help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
                     "two minutes), and at the end of each epoch")
@@ -415,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "fit" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("only `tlkit fit` runs on several processes (torchrun / "
+                            "accelerate launch); run this command on one")
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"tlkit {args.command}: error: {e}", file=sys.stderr)

@@ -40,7 +40,9 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             checkpoint_every: int | None = None, test_limit: int | None = None) -> dict[str, Any]:
     """Train per ``cfg`` into the run directory ``out``. ``test_limit`` evaluates the test split
     on a stratified subset of that many examples (benchmarks on slow machines; the summary
-    says so)."""
+    says so). Under torchrun or accelerate launch each process trains its share of every batch
+    (``tlkit.distributed``); rank 0 alone writes ``out`` and returns the summary, the others
+    return the validation and test metrics."""
     from tlkit.assemble import assemble
     from tlkit.data import build_collate, build_dataset, load_source, make_splits
     from tlkit.data.transforms import resolve_preprocessing
@@ -52,13 +54,21 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
     from tlkit.train.loop import Hooks, evaluate_cached, evaluate_split, fit
 
     tc = cfg.transfer_config
+    dist = _processes(cfg, tc.device)
+    if not dist.is_main:
+        event = _silent  # rank 0 reports
     run = RunDir(out)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
+    starting_over = resume and not run.last.is_file()
+    if starting_over:
+        # Killed before its first checkpoint (or never started): resuming is starting. So a run
+        # killed at any moment continues with the same command.
+        if run.summary.is_file():
+            raise UserError(f"{out} holds a finished run without checkpoints/last.pt; choose "
+                            "another --out (nothing was changed)")
+        resume = False
     if resume:
-        if not run.last.is_file():
-            raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt; run without "
-                            "--resume to start")
         saved = run.config.read_text() if run.config.is_file() else None
         if saved is not None and saved != dump_config(cfg):
             raise UserError(f"the config differs from the one {out} was started with "
@@ -66,10 +76,14 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
     elif run.path.is_dir() and (run.last.is_file() or run.summary.is_file()):
         raise UserError(f"{out} already holds a run; add --resume to continue it, or choose "
                         "another --out (nothing was changed)")
-    run.lock()
+    if dist.is_main:
+        run.lock()
     try:
+        if starting_over:
+            event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
+                                    "from the beginning"})
         t_start = time.perf_counter()
-        device = pick_device(tc.device)
+        device = dist.device
         event("stage", {"what": f"loading data {cfg.data.source}"})
         data = load_source(cfg.data)
         splits = make_splits(data, cfg.data)
@@ -98,13 +112,14 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                                        lambda m: event("stage", {"what": m}))
         classes = splits.classes
 
-        run.write_text(run.config, dump_config(cfg))
-        run.write_text(run.plan, format_plan(asm.plan) + "\n")
-        state_in = None
-        if resume:
-            state_in = load_checkpoint(run.last)
+        if dist.is_main:
+            run.write_text(run.config, dump_config(cfg))
+            run.write_text(run.plan, format_plan(asm.plan) + "\n")
+        # rank 0 reads the checkpoint and sends it to the others (their disk may not hold it)
+        state_in = dist.on_main(lambda: load_checkpoint(run.last) if resume else None)
+        if dist.is_main and state_in is not None:
             run.truncate_metrics(int(state_in["state"]["epoch"]))
-        elif run.metrics.exists():
+        elif dist.is_main and run.metrics.exists():
             run.metrics.unlink()
 
         def save_best(model: torch.nn.Module, state: Any) -> None:
@@ -123,6 +138,9 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         hooks = Hooks(save_last=lambda payload: save_checkpoint(run.last, payload),
                       save_best=save_best, load_best=load_best,
                       log_epoch=run.append_metrics, event=event)
+        if not dist.is_main:  # rank 0 writes; fit sends the best weights it loads to the others
+            hooks = Hooks(save_last=lambda p: None, save_best=lambda m, s: None,
+                          load_best=lambda m: None, log_epoch=lambda r: None, event=event)
         cache = None
         if tc.cache.enabled and augment != "none":
             # Random augmentation gives another input each epoch: a cached activation would be
@@ -143,7 +161,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
                 {"backbone": tc.source_model, "preprocessing": prep.to_dict(),
                  "mixed_precision": tc.mixed_precision, "device": device.type},
                 batch_size=max(tc.batch_size, 64),
-                log=lambda msg: event("stage", {"what": msg}))
+                log=lambda msg: event("stage", {"what": msg}), dist=dist)
         lengths = None
         if data.modality == "text" and cfg.data.group_by_length:
             enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
@@ -164,16 +182,17 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         # resumed run's checkpoint loads inside fit).
         pretrained = None
         if any(r.trainable for ph in asm.plan.phases for r in ph.rows[:len(asm.groups)]) \
-                and tc.pretrained_weights != "none":
+                and tc.pretrained_weights != "none" and dist.is_main:
             import copy
 
             pretrained = copy.deepcopy(asm.model.backbone).eval()
         event("stage", {"what": "training", "device": str(device),
-                        "cache": "on" if cache is not None else "off"})
+                        "cache": "on" if cache is not None else "off",
+                        **({"processes": dist.world} if dist.enabled else {})})
         state = fit(asm.model, asm.groups, asm.plan, tc, data.task, classes, train_ds, val_ds,
                     collate, hooks, device, checkpoint_every=checkpoint_every, resume=state_in,
                     cache=cache, lengths=lengths, regularizer=regularizer,
-                    adaptation=adaptation)
+                    adaptation=adaptation, dist=dist)
         if target is not None and cfg.adaptation.method == "adabn":
             from tlkit.adapt.adabn import adabn
 
@@ -192,14 +211,16 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         if val_cached is not None:  # the backbone never changed: its cached features hold
             val, val_outputs, val_targets = evaluate_cached(
                 asm.model, val_cached, data.task, tc.batch_size, device, classes,
-                tc.mixed_precision, return_outputs=True)
+                tc.mixed_precision, return_outputs=True, dist=dist)
         else:
             val, val_outputs, val_targets = evaluate_split(
                 asm.model, val_ds, collate, data.task, tc.batch_size, device, classes,
-                tc.mixed_precision, return_outputs=True)
+                tc.mixed_precision, return_outputs=True, dist=dist)
         test, test_outputs, test_targets = evaluate_split(
             asm.model, test_ds, collate, data.task, tc.batch_size, device, classes,
-            tc.mixed_precision, return_outputs=True)
+            tc.mixed_precision, return_outputs=True, dist=dist)
+        if not dist.is_main:  # rank 0 measures the rest and writes the run directory
+            return {"val": val, "test": test}
         if splits.test.groups is not None:
             test["subgroups"] = subgroup_metrics(test_outputs, test_targets, splits.test.groups,
                                                  data.task, classes)
@@ -237,6 +258,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             "epochs_run": state.epoch,
             "stopped_early": state.stopped_early,
             "train_seconds": round(state.seconds, 2),
+            **({"processes": dist.world} if dist.enabled else {}),
             "total_seconds": round(time.perf_counter() - t_start, 2),
             **({"test_limit": test_limit} if test_limit is not None else {}),
             "parameters": asm.plan.total_params,
@@ -250,6 +272,20 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
         return summary
     finally:
         run.unlock()
+
+
+def _silent(kind: str, info: dict[str, Any]) -> None:
+    pass
+
+
+def _processes(cfg: Config, device: str) -> Any:
+    """This process's place (``tlkit.distributed.Dist``): one process, or one of several."""
+    from tlkit.distributed import launched, setup
+
+    if launched() and cfg.adaptation.target is not None:
+        raise UserError("adaptation.target runs on one process; run this config without "
+                        "torchrun / accelerate launch, or remove the adaptation section")
+    return setup(device)
 
 
 def test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:

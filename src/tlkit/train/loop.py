@@ -21,6 +21,7 @@ from torch import nn
 
 from tlkit.backbones.base import LayerGroup
 from tlkit.config import TransferConfig
+from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
 from tlkit.metrics import compute_metrics, monitor_metric
 from tlkit.model import TransferModel
@@ -141,39 +142,52 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
 @torch.inference_mode()
 def predict_outputs(
     model: nn.Module, data: Sequence[Any], collate: Collate, batch_size: int,
-    device: torch.device, mixed_precision: bool = False,
+    device: torch.device, mixed_precision: bool = False, *, dist: Dist = SINGLE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs (logits or values) and targets of ``data``, in its order."""
+    """Outputs (logits or values) and targets of ``data``, in its order. With several
+    processes each runs its block of ``data`` and every process gets the whole, gathered."""
     was_training = model.training
     model.eval()
     outs, tgts = [], []
-    for idx in batches_of(range(len(data)), batch_size):
+    for idx in batches_of(dist.block(len(data)), batch_size):
         inputs, targets = collate([data[i] for i in idx])
         with autocast(device, mixed_precision):
             out = model(to_device(inputs, device))
         outs.append(out.float().cpu())
         tgts.append(targets)
     model.train(was_training)
-    return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+    return _joined(outs, tgts, dist)
+
+
+def _joined(outs: list[torch.Tensor], tgts: list[torch.Tensor], dist: Dist
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The batches' outputs and targets as arrays; with several processes, every process's
+    block gathered in rank order (the data's order)."""
+    if not dist.enabled:
+        return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+    mine = (torch.cat(outs).numpy(), torch.cat(tgts).numpy()) if outs else None
+    parts = [p for p in dist.gather(mine) if p is not None]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @torch.inference_mode()
 def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: int,
                     device: torch.device, classes: list[str] | None,
-                    mixed_precision: bool = False, *, return_outputs: bool = False) -> Any:
+                    mixed_precision: bool = False, *, return_outputs: bool = False,
+                    dist: Dist = SINGLE) -> Any:
     """Validation from cached activations: only the part above the cut runs. With
     ``return_outputs``: (metrics, outputs, targets), as ``evaluate_split`` gives them."""
     was_training = model.training
     model.eval()
     outs, tgts = [], []
-    for idx in batches_of(range(len(cached)), batch_size):
+    for idx in batches_of(dist.block(len(cached)), batch_size):
         inputs, targets = cached.batch(idx, device)
         with autocast(device, mixed_precision):
             out = model.forward_from_cut(inputs, cached.cut)
         outs.append(out.float().cpu())
         tgts.append(targets.cpu())
     model.train(was_training)
-    outputs, targets_np = torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+    outputs, targets_np = _joined(outs, tgts, dist)
     loss = float(loss_function(task)(_output_for_loss(torch.from_numpy(outputs), task),
                                      torch.from_numpy(targets_np)))
     metrics = {"loss": loss, **compute_metrics(outputs, targets_np, task, classes)}
@@ -184,7 +198,7 @@ def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: in
 def evaluate_split(
     model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
-    *, return_outputs: Literal[False] = False,
+    *, return_outputs: Literal[False] = False, dist: Dist = SINGLE,
 ) -> dict[str, Any]: ...
 
 
@@ -192,18 +206,19 @@ def evaluate_split(
 def evaluate_split(
     model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
-    *, return_outputs: Literal[True],
+    *, return_outputs: Literal[True], dist: Dist = SINGLE,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]: ...
 
 
 def evaluate_split(
     model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
-    *, return_outputs: bool = False,
+    *, return_outputs: bool = False, dist: Dist = SINGLE,
 ) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """The loss and metrics of ``data``; with ``return_outputs`` also its outputs and targets,
     as (metrics, outputs, targets), for measures beyond the metrics (e.g. per subgroup)."""
-    outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision)
+    outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision,
+                                       dist=dist)
     loss_fn = loss_function(task)
     t = torch.from_numpy(targets)
     loss = float(loss_fn(_output_for_loss(torch.from_numpy(outputs), task), t))
@@ -265,7 +280,11 @@ def fit(
     lengths: Sequence[int] | None = None,
     regularizer: Callable[[TransferModel], torch.Tensor] | None = None,
     adaptation: Adaptation | None = None,
+    dist: Dist = SINGLE,
 ) -> TrainState:
+    if dist.enabled and adaptation is not None:
+        raise UserError("domain adaptation trains on one process; run without torchrun / "
+                        "accelerate launch, or remove adaptation.target")
     model.to(device)
     align = adaptation.loss.to(device) if adaptation is not None else None
     optimizer = make_optimizer(model, groups, plan, device, align, tc.head_lr, tc.weight_decay)
@@ -276,9 +295,13 @@ def fit(
             align.load_state_dict(resume["adaptation"])
         optimizer.load_state_dict(resume["optimizer"])
         state = TrainState(**resume["state"])
-        set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"])  # rank 0's, when it was saved by several processes
         hooks.event("resumed", {"epoch": state.epoch, "batch": state.batch_in_epoch,
                                 "step": state.step})
+    # Several processes: the same weights everywhere, and each its own dropout masks.
+    dist.broadcast_module(model)
+    dist.seed_per_process()
+    synced = list(model.parameters()) + (list(align.parameters()) if align is not None else [])
 
     loss_fn = loss_function(task)
     accum = tc.gradient_accumulation_steps
@@ -290,6 +313,7 @@ def fit(
     def snapshot() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "state": asdict(state), "rng": rng_state(), "format": 1,
+                "processes": dist.world,  # informative: a resume may use another count
                 **({"adaptation": align.state_dict()} if align is not None else {})}
 
     n_groups = len(groups)
@@ -328,52 +352,73 @@ def fit(
         model.train()
         batches = epoch_batches(len(train_data), tc.batch_size, tc.seed, epoch, lengths)
         optimizer.zero_grad(set_to_none=True)
+        # this step's loss, penalty and adaptation sums and sample count (over the processes at
+        # the step, so the state and its checkpoints hold the global ones)
+        pending = [0.0, 0.0, 0.0, 0.0]
         for b in range(state.batch_in_epoch, n_batches):
-            if train_cached is not None:
-                inputs, targets = train_cached.batch(batches[b], device)
-            else:
-                inputs, targets = collate([train_data[i] for i in batches[b]])
-                inputs, targets = to_device(inputs, device), to_device(targets, device)
-            align_loss = None
-            if adaptation is None:
-                with autocast(device, tc.mixed_precision):
-                    out = (model(inputs) if train_cached is None
-                           else model.forward_from_cut(inputs, cut))
-            else:
-                t_idx = target_indices(len(adaptation.data), len(batches[b]), tc.seed, epoch, b)
-                if target_cached is not None:
-                    t_inputs, _ = target_cached.batch(t_idx, device)
+            # With several processes each takes its share of the global batch, and scales its
+            # mean loss by that share: the gradients summed over the processes are then the
+            # gradient of the global batch's mean, as one process computes it.
+            mine = dist.share(batches[b])
+            if mine:
+                if train_cached is not None:
+                    inputs, targets = train_cached.batch(mine, device)
                 else:
-                    t_inputs, _ = collate([adaptation.data[i] for i in t_idx])
-                    t_inputs = to_device(t_inputs, device)
-                with autocast(device, tc.mixed_precision):
-                    f_s, f_t = _features_of(model, inputs, t_inputs,
-                                            None if train_cached is None else cut)
-                    out = model.head(f_s)
-                progress = state.step / max(1, total_steps)
-                align_loss = adaptation.weight * align(f_s.float(), f_t.float(), progress)
-            loss = loss_fn(_output_for_loss(out, task), targets)
-            if not torch.isfinite(loss):
-                raise UserError(
-                    f"the training loss became {loss.item()} at epoch {epoch}, batch {b} "
-                    f"(optimizer step {state.step}); likely causes: a learning rate too high "
-                    f"(head_lr {tc.head_lr}, backbone_lr {tc.backbone_lr}) or bad targets. "
-                    "The last good checkpoint is kept; lower the rates and run again"
-                )
-            # A regularizer (L2-SP) adds its penalty to what is backpropagated; train_loss
-            # stays the task loss, comparable across strategies.
-            penalty = regularizer(model) if regularizer is not None else None
-            total = loss if penalty is None else loss + penalty
-            if align_loss is not None:
-                total = total + align_loss
-                state.adapt_sum += float(align_loss.detach()) * len(batches[b])
-            (total / accum).backward()
-            if penalty is not None:
-                state.penalty_sum += float(penalty.detach()) * len(batches[b])
-            state.loss_sum += float(loss.detach()) * len(batches[b])
-            state.loss_count += len(batches[b])
+                    inputs, targets = collate([train_data[i] for i in mine])
+                    inputs, targets = to_device(inputs, device), to_device(targets, device)
+                align_loss = None
+                if adaptation is None:
+                    with autocast(device, tc.mixed_precision):
+                        out = (model(inputs) if train_cached is None
+                               else model.forward_from_cut(inputs, cut))
+                else:
+                    t_idx = target_indices(len(adaptation.data), len(mine), tc.seed, epoch, b)
+                    if target_cached is not None:
+                        t_inputs, _ = target_cached.batch(t_idx, device)
+                    else:
+                        t_inputs, _ = collate([adaptation.data[i] for i in t_idx])
+                        t_inputs = to_device(t_inputs, device)
+                    with autocast(device, tc.mixed_precision):
+                        f_s, f_t = _features_of(model, inputs, t_inputs,
+                                                None if train_cached is None else cut)
+                        out = model.head(f_s)
+                    progress = state.step / max(1, total_steps)
+                    align_loss = adaptation.weight * align(f_s.float(), f_t.float(), progress)
+                loss = loss_fn(_output_for_loss(out, task), targets)
+                if not torch.isfinite(loss):
+                    raise UserError(
+                        f"the training loss became {loss.item()} at epoch {epoch}, batch {b} "
+                        f"(optimizer step {state.step}); likely causes: a learning rate too "
+                        f"high (head_lr {tc.head_lr}, backbone_lr {tc.backbone_lr}) or bad "
+                        "targets. The last good checkpoint is kept; lower the rates and run "
+                        "again"
+                    )
+                # A regularizer (L2-SP) adds its penalty to what is backpropagated; train_loss
+                # stays the task loss, comparable across strategies.
+                penalty = regularizer(model) if regularizer is not None else None
+                if dist.enabled:  # the penalty is the same on each process: counted once
+                    total = loss * (len(mine) / len(batches[b]))
+                    if penalty is not None:
+                        total = total + penalty / dist.world
+                else:
+                    total = loss if penalty is None else loss + penalty
+                if align_loss is not None:
+                    total = total + align_loss
+                    pending[2] += float(align_loss.detach()) * len(mine)
+                (total / accum).backward()
+                if penalty is not None:
+                    pending[1] += float(penalty.detach()) * len(mine)
+                pending[0] += float(loss.detach()) * len(mine)
+                pending[3] += len(mine)
             state.batch_in_epoch = b + 1
             if (b + 1) % accum == 0 or b + 1 == n_batches:
+                dist.all_reduce_gradients(synced)
+                sums = dist.sum(pending)
+                state.loss_sum += sums[0]
+                state.penalty_sum += sums[1]
+                state.adapt_sum += sums[2]
+                state.loss_count += int(sums[3])
+                pending = [0.0, 0.0, 0.0, 0.0]
                 factor = lr_factor(state.step, total_steps, tc.warmup_steps, tc.scheduler)
                 for g in optimizer.param_groups:
                     g["lr"] = g["initial_lr"] * factor
@@ -384,7 +429,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 hooks.event("step", {"epoch": epoch, "batch": b + 1, "batches": n_batches,
-                                     "loss": float(loss.detach())})
+                                     "loss": sums[0] / max(1.0, sums[3])})
                 # mid-epoch checkpoints: every N steps when asked, else every couple of minutes
                 due = (state.step % checkpoint_every == 0 if checkpoint_every
                        else time.perf_counter() - last_save >= checkpoint_seconds)
@@ -396,10 +441,10 @@ def fit(
 
         if val_cached is not None:
             val = evaluate_cached(model, val_cached, task, tc.batch_size, device, classes,
-                                  tc.mixed_precision)
+                                  tc.mixed_precision, dist=dist)
         else:
             val = evaluate_split(model, val_data, collate, task, tc.batch_size, device,
-                                 classes, tc.mixed_precision)
+                                 classes, tc.mixed_precision, dist=dist)
         state.seconds += time.perf_counter() - t0
         lrs = {g["group"]: g["lr"] for g in optimizer.param_groups}
         row = {"epoch": epoch, "phase": phase.index + 1,
@@ -444,4 +489,5 @@ def fit(
         hooks.event("epoch_end", row)
 
     hooks.load_best(model)  # the best epoch's weights, not the last
+    dist.broadcast_module(model)  # rank 0 alone reads the run directory
     return state
