@@ -132,3 +132,21 @@ def test_rank_puts_a_random_initialisation_below_the_pretrained_weights(tmp_path
     assert ranked == ["mobilenetv2", "mobilenetv2@none"]
     leep = {c["candidate"]: c["leep"] for c in json.loads(out.read_text())["candidates"]}
     assert leep["mobilenetv2"] is not None and leep["mobilenetv2@none"] is None
+
+
+def test_probe_measures_divergence_to_a_reference_at_each_group(tmp_path: Path) -> None:
+    cfg = tmp_path / "ref.yaml"
+    cfg.write_text(TINY + "diagnostics:\n  reference:\n    source: fashion_mnist\n"
+                   "    image_size: 32\n  sample: 100\n")
+    out = tmp_path / "probe.json"
+    r = run_cli("probe", str(cfg), "--json", str(out), cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    div = res["divergence"]
+    assert res["reference"] == "fashion_mnist"
+    assert list(div) == [p["group"] for p in res["probes"]]  # every group's output
+    for d in div.values():
+        assert 0.0 <= d["pad"] <= 2.0 and d["mmd"] >= 0 and 0 <= d["domain_error"] <= 1
+    # digits against clothing: a linear classifier tells them apart at the output
+    assert list(div.values())[-1]["pad"] > 1.0
+    assert "proxy A-distance" in r.stdout
