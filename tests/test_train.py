@@ -257,3 +257,16 @@ def test_patience_running_out_ends_the_phase_not_the_run(tmp_path: Path) -> None
     assert rows[first_ft]["epoch"] == 6  # the phase starts at its planned epoch
     assert first_ft == 2  # after epochs 0 and 1 of the probe, patience (1) ran out
     assert rows[1].get("phase_ended_early") is True
+
+
+def test_evaluate_computes_as_fit_did_in_mixed_precision(tmp_path: Path) -> None:
+    """A bf16 run: evaluate runs in bf16 too, so it reproduces fit's test metrics exactly."""
+    cfg = tmp_path / "amp.yaml"
+    cfg.write_text(tiny(1, "digits", 160).replace("  dropout: 0.2\n",
+                                                   "  dropout: 0.2\n  mixed_precision: true\n"))
+    run = tmp_path / "run"
+    r = run_cli("fit", str(cfg), "--out", str(run), "--no-report")
+    assert r.returncode == 0, r.stderr
+    test = json.loads((run / "summary.json").read_text())["test"]
+    ev = json.loads(run_cli("evaluate", str(run)).stdout)
+    assert ev["loss"] == test["loss"] and ev["f1_macro"] == test["f1_macro"]

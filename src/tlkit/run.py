@@ -340,6 +340,22 @@ def _data_for(run: RunDir, spec: str | None, classes: list[str] | None) -> Any:
     return load_source(dcfg, classes=classes)
 
 
+def _mixed_precision_of(path: Path) -> bool:
+    """Whether the run trained and tested in mixed precision (its config says; a model/ folder
+    moved without its config runs in fp32): evaluate and predict then compute as fit did, so
+    evaluate reproduces fit's test metrics."""
+    cfg_path = RunDir(Path(path)).config
+    if not cfg_path.is_file():
+        return False
+    try:
+        import yaml
+
+        raw = yaml.safe_load(cfg_path.read_text())
+        return bool(raw.get("transfer_config", {}).get("mixed_precision", False))
+    except Exception:  # noqa: BLE001 - an unreadable config: the safe default
+        return False
+
+
 def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     from tlkit.data import build_collate, build_dataset
     from tlkit.metrics import subgroup_metrics
@@ -354,7 +370,7 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     ds = build_dataset(data, saved.preprocessing)
     metrics, outputs, targets = evaluate_split(
         saved.model, ds, build_collate(saved.preprocessing), saved.task, 64, device,
-        saved.classes, return_outputs=True)
+        saved.classes, _mixed_precision_of(path), return_outputs=True)
     if data.groups is not None:  # the run's config names data.group_column
         metrics["subgroups"] = subgroup_metrics(outputs, targets, data.groups, saved.task,
                                                 saved.classes)
@@ -396,7 +412,8 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
     device = model_device()
     saved.model.to(device)
     ds = build_dataset(data, saved.preprocessing)
-    outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device)
+    outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device,
+                                 _mixed_precision_of(Path(path)))
     probs = probabilities(outputs, saved.task)
     rows = []
     for i, p in enumerate(probs):
