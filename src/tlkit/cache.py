@@ -29,17 +29,10 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
+from tlkit.tensors import to_device
 from tlkit.distributed import SINGLE, Dist
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x
 
 
 @dataclass
@@ -263,7 +256,7 @@ class ActivationCache:
         for start in range(block.start, block.stop, self.batch_size):
             items = [data[i] for i in range(start, min(block.stop, start + self.batch_size))]
             inputs, y = self.collate(items)
-            inputs = _to(inputs, self.device)
+            inputs = to_device(inputs, self.device)
             with self.autocast():
                 res = self.backbone(inputs) if pooled else self.backbone.forward_to(inputs, cut)
             out.add(res, y)

@@ -9,11 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x.to(device) if isinstance(x, torch.Tensor) else x
+from tlkit.tensors import to_device
 
 
 @torch.no_grad()
@@ -35,7 +31,7 @@ def adabn(backbone: nn.Module, data: Sequence[Any], collate: Callable[[list[Any]
         for start in range(0, len(data), batch_size):
             inputs, _ = collate([data[i] for i in range(start, min(len(data),
                                                                   start + batch_size))])
-            backbone(_to(inputs, device))
+            backbone(to_device(inputs, device))
     finally:
         for m, (mom, tr) in zip(bns, saved):
             m.momentum = mom

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
+from tlkit.tensors import to_device
 
 
 def pool(state: Any) -> torch.Tensor:
@@ -30,12 +31,6 @@ def pool(state: Any) -> torch.Tensor:
     if state.ndim == 3:  # tokens (N, T, C)
         return state.mean(dim=1)
     return state.flatten(1)
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x.to(device) if isinstance(x, torch.Tensor) else x
 
 
 def cuttable_groups(backbone: Backbone, n_groups: int) -> list[int]:
@@ -84,7 +79,7 @@ def layer_features(
     try:
         for start in range(0, len(order), batch_size):
             inputs, y = collate([data[i] for i in order[start:start + batch_size]])
-            inputs = _to(inputs, device)
+            inputs = to_device(inputs, device)
             with amp:
                 if bounds is None or not at_unit:
                     feats[n_groups].append(backbone(inputs).float().cpu())

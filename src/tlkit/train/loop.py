@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tlkit.backbones.base import LayerGroup
+from tlkit.tensors import to_device
 from tlkit.config import TransferConfig
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
@@ -88,14 +89,6 @@ def loss_function(task: str) -> nn.Module:
     if task == "multi_label":
         return nn.BCEWithLogitsLoss()
     return nn.MSELoss()
-
-
-def to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, dict):
-        return {k: to_device(v, device) for k, v in x.items()}
-    return x
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
