@@ -61,17 +61,6 @@ SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def gradual_schedule(epochs: int) -> list[dict[str, Any]]:
-    """Unfreeze from the top, one step per epoch after the first, everything by the middle."""
-    if epochs <= 1:
-        return [{"epoch": 0, "unfreeze": "all"}]
-    steps = [(1, "last_block"), (2, "last_two_blocks"), (max(3, math.ceil(epochs / 2)), "all")]
-    kept = [s for s in steps if s[0] < epochs]
-    if kept[-1][1] != "all":
-        kept[-1] = (kept[-1][0], "all")
-    return [{"epoch": e, "unfreeze": u} for e, u in kept]
-
-
 def build_config(set_name: str, strategy: str, budget: int, args: argparse.Namespace
                  ) -> dict[str, Any]:
     """The raw config (as a user would write it in YAML) of one run."""
@@ -112,7 +101,9 @@ def build_config(set_name: str, strategy: str, budget: int, args: argparse.Names
     elif strategy == "top_n_unfrozen":
         tc.update(freeze_strategy="top_n_unfrozen", top_n=2)
     elif strategy == "gradual":
-        tc.update(freeze_strategy="gradual", unfreeze_schedule=gradual_schedule(args.epochs))
+        from tlkit.compare import default_schedule  # compare's schedule for gradual
+
+        tc.update(freeze_strategy="gradual", unfreeze_schedule=default_schedule(args.epochs))
     else:
         tc["freeze_strategy"] = strategy
     return {"transfer_config": tc, "data": data}

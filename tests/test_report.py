@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
+from cli_runner import run_cli
 
 from tlkit.report import write_compare_page, write_rank_page, write_report
 from tlkit.report.rundata import parse_plan
@@ -48,12 +49,6 @@ data:
   image_size: 32
   limit: 160
 """
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tlkit.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
 
 
 # ------------------------------------------------------------------------ a DevTools client

@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_runner import TLKIT, run_cli
+
 from tlkit.train.schedule import lr_factor
 
-TLKIT = [sys.executable, "-m", "tlkit.cli"]
 
 TINY = """\
 transfer_config:
@@ -37,12 +37,6 @@ data:
   image_size: 32
   limit: {limit}
 """
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([*TLKIT, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 GRADUAL = """\

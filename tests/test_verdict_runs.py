@@ -5,21 +5,13 @@ calibration and forgetting."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-TLKIT = [sys.executable, "-m", "tlkit.cli"]
+from cli_runner import run_cli
 
-
-def run_cli(*args: str, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TLKIT_CACHE": str(cache)}
-    return subprocess.run([*TLKIT, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 def noise_pretrained_weights(path: Path) -> Path:

@@ -158,48 +158,16 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
 
 
 def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
-    """Measure: per-group features of the training and validation splits (one pass each),
-    a linear probe per group, LogME of the top features, and the divergence to the reference
-    where the config names one."""
-    import numpy as np
+    """Measure with ``tlkit probe``'s pipeline: a linear probe per group on the training and
+    validation splits, LogME of the top features, and the divergence to the reference at the
+    backbone's output where the config names one."""
+    from tlkit.diagnose.probe_run import probe_run
 
-    from tlkit.diagnose.features import group_names, layer_features
-    from tlkit.diagnose.inputs import dataset_for, prepare
-    from tlkit.diagnose.probe import probe_layers
-    from tlkit.diagnose.transferability import logme
-    from tlkit.run import pick_device
-
-    tc = cfg.transfer_config
-    device = pick_device(tc.device)
-    p = prepare(cfg)
-    p.backbone.to(device)
-    log(f"advise: features of {len(p.train):,} training and {len(p.val):,} validation examples "
-        f"at each of {p.n_groups} groups")
-    tr, ty = layer_features(p.backbone, p.train, p.collate, p.n_groups, device=device,
-                            mixed_precision=tc.mixed_precision)
-    va, vy = layer_features(p.backbone, p.val, p.collate, p.n_groups, device=device,
-                            mixed_precision=tc.mixed_precision)
-    names = group_names(p.groups, list(tr))
-    log("advise: a linear probe per group")
-    probes = probe_layers(tr, ty, va, vy, names, tc.seed)
-    ev = Evidence(len(p.train), len(p.val), p.modality, tc.source_model, p.n_groups,
-                  [g.name for g in p.groups], probes,
-                  logme=logme(tr[p.n_groups], ty.astype(np.int64))
-                  if cfg.data.task == "single_label" else None)
-    ref = cfg.diagnostics.reference
-    if ref is not None:
-        from tlkit.diagnose.divergence import mmd, proxy_a_distance
-
-        k = cfg.diagnostics.sample
-        rds = dataset_for(p, ref)
-        rng = np.random.default_rng(tc.seed)
-        idx = rng.permutation(len(rds))[:k]
-        log(f"advise: features of {len(idx):,} reference examples ({ref.source})")
-        rx, _ = layer_features(p.backbone, rds, p.collate, p.n_groups, cuts=[p.n_groups],
-                               device=device, mixed_precision=tc.mixed_precision, indices=idx)
-        ev.pad = proxy_a_distance(tr[p.n_groups][:k], rx[p.n_groups], seed=tc.seed)["pad"]
-        ev.mmd = mmd(tr[p.n_groups][:k], rx[p.n_groups], seed=tc.seed)
-    return ev
+    r = probe_run(cfg, log=log, divergence_at_every_group=False)
+    top = r["divergence"][r["groups"][-1]] if "divergence" in r else {}
+    return Evidence(r["n_train"], r["n_val"], r["modality"], r["source_model"], r["n_groups"],
+                    r["groups"], r["probes"], logme=r["logme"], pad=top.get("pad"),
+                    mmd=top.get("mmd"))
 
 
 def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str:

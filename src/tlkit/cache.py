@@ -301,3 +301,21 @@ class _Collector:
     def split(self, cut: int) -> CachedSplit:
         return CachedSplit(cut, torch.cat(self.dense) if self.dense else None,
                            self.ragged or None, torch.cat(self.targets), self.nbytes)
+
+
+def cache_for(backbone: Backbone, n_groups: int, collate: Collate, device: torch.device,
+              tc: Any, preprocessing: Any, log: Callable[[str], None] = lambda s: None,
+              dist: Dist = SINGLE) -> ActivationCache:
+    """The activation cache a run of ``tc`` uses: its cap, its disk folder, and the key that
+    makes ``fit``, ``rank`` and ``compare`` reuse each other's pooled features on disk."""
+    from tlkit.backbones.packaged import cache_dir
+    from tlkit.train.loop import autocast
+
+    return ActivationCache(
+        backbone, n_groups, collate, device,
+        lambda: autocast(device, tc.mixed_precision), tc.cache.max_mb * 2**20,
+        cache_dir() / "features" if tc.cache.disk else None,
+        {"backbone": tc.source_model, "preprocessing": preprocessing.to_dict(),
+         "mixed_precision": tc.mixed_precision, "device": device.type},
+        batch_size=max(tc.batch_size, 64), log=log, dist=dist)
+

@@ -70,20 +70,10 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
     return validate(raw, f"compare: {strategy}")
 
 
-def _accuracy_interval(correct: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    n = len(correct)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 200):
-        k = min(200, resamples - start)
-        means[start:start + k] = correct[rng.integers(0, n, size=(k, n))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
 def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = None,
             resume: bool = False, test_limit: int | None = None,
             log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
-    from tlkit.diagnose.verdict import transfer_verdict
+    from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
     from tlkit.run import fit_run, test_predictions
 
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -136,7 +126,9 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
     for s in runs:
         summ, (outputs, targets) = results[s]["summary"], results[s]["pred"]
         correct = outputs.argmax(1) == targets
-        low, high = _accuracy_interval(correct, cfg.diagnostics.bootstrap, seed)
+        # the accuracy's own interval: the bootstrap of its difference from nothing right
+        ci = paired_bootstrap(correct, np.zeros(len(correct)), cfg.diagnostics.bootstrap, seed)
+        low, high = ci["low"], ci["high"]
         row = {
             "strategy": strategy_of[s], "row": s, "run_dir": str(out / s),
             "settings": settings.get(s, {}),

@@ -148,20 +148,12 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = lambda 
             event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "
                                     "(the activation cache is off)"})
         elif tc.cache.enabled:
-            from tlkit.backbones.packaged import cache_dir
-            from tlkit.cache import ActivationCache
-            from tlkit.train.loop import autocast
+            from tlkit.cache import cache_for
 
             # Without random augmentation the preprocessing is deterministic: cached activations
             # are exactly what the full forward would compute each epoch.
-            cache = ActivationCache(
-                asm.model.backbone, len(asm.groups), collate, device,
-                lambda: autocast(device, tc.mixed_precision), tc.cache.max_mb * 2**20,
-                cache_dir() / "features" if tc.cache.disk else None,
-                {"backbone": tc.source_model, "preprocessing": prep.to_dict(),
-                 "mixed_precision": tc.mixed_precision, "device": device.type},
-                batch_size=max(tc.batch_size, 64),
-                log=lambda msg: event("stage", {"what": msg}), dist=dist)
+            cache = cache_for(asm.model.backbone, len(asm.groups), collate, device, tc, prep,
+                              log=lambda msg: event("stage", {"what": msg}), dist=dist)
         lengths = None
         if data.modality == "text" and cfg.data.group_by_length:
             enc = collate.tokenizer(list(train_ds.inputs), truncation=True,

@@ -34,16 +34,15 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     outputs, targets = test_predictions(run_dir)
     transfer_ok = outputs.argmax(1) == targets
     scratch_ok, accs = [], []
+    scratch = variant(cfg, "scratch")
     for k in range(cfg.diagnostics.baseline_seeds):
-        raw = variant(cfg, "scratch").model_dump(mode="json")
-        raw["transfer_config"]["seed"] = cfg.transfer_config.seed + k
-        from tlkit.config import validate
-
+        seeded = scratch.model_copy(update={"transfer_config": scratch.transfer_config.model_copy(
+            update={"seed": cfg.transfer_config.seed + k})})
         sub = Path(run_dir) / "baseline" / f"seed-{k}"
         if not (sub / "summary.json").is_file():
             event("stage", {"what": f"baseline: from scratch, seed {k + 1} of "
                                     f"{cfg.diagnostics.baseline_seeds} ({sub})"})
-            fit_run(validate(raw, "baseline"), sub,
+            fit_run(seeded, sub,
                     resume=(sub / "checkpoints" / "last.pt").is_file(), event=event,
                     test_limit=test_limit)
         o, t = test_predictions(sub)
@@ -55,8 +54,7 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     v = transfer_verdict(transfer_ok, scratch_ok, resamples=cfg.diagnostics.bootstrap,
                          seed=cfg.transfer_config.seed)
     return {**v, "transfer_accuracy": float(transfer_ok.mean()),
-            "scratch_accuracies": accs, "scratch_lr": json.loads(json.dumps(
-                variant(cfg, "scratch").transfer_config.backbone_lr))}
+            "scratch_accuracies": accs, "scratch_lr": scratch.transfer_config.backbone_lr}
 
 
 def add_to_summary(run_dir: Path, verdict: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def forgetting(pretrained: Any, adapted: Any, groups: list[Any], data: Any, coll
     k = min(sample, len(data))
     idx = list(range(k))
     pretrained.use_groups(groups)
-    cuts = [c for c in cuttable_groups(adapted, n_groups)]
+    cuts = cuttable_groups(adapted, n_groups)
     kw = {"device": device, "mixed_precision": mixed_precision, "indices": idx}
     was = adapted.training
     before, _ = layer_features(pretrained.to(device), data, collate, n_groups, cuts, **kw)
@@ -40,12 +40,12 @@ def forgetting(pretrained: Any, adapted: Any, groups: list[Any], data: Any, coll
     out: dict[str, Any] = {"cka": cka, "sample": k,
                            "least_similar": min(cka, key=cka.get) if cka else None}
     if source_task is not None:
-        out["source_task"] = source_accuracy(pretrained, adapted, source_task, collate,
-                                             device, source_model, mixed_precision)
+        out["source_task"] = source_accuracy(pretrained, adapted, n_groups, source_task,
+                                             collate, device, source_model, mixed_precision)
     return out
 
 
-def source_accuracy(pretrained: Any, adapted: Any, data_cfg: Any, collate: Any,
+def source_accuracy(pretrained: Any, adapted: Any, n_groups: int, data_cfg: Any, collate: Any,
                     device: torch.device, source_model: str, mixed_precision: bool
                     ) -> dict[str, Any]:
     """The source classifier's accuracy on the source-task data, through the pretrained and
@@ -68,10 +68,9 @@ def source_accuracy(pretrained: Any, adapted: Any, data_cfg: Any, collate: Any,
     clf = imagenet_classifier(source_model).get_classifier().to(device).eval()
     res = {}
     for name, bb in (("before", pretrained), ("after", adapted)):
-        feats, _ = layer_features(bb, ds, collate, len(bb._cut_groups or []) or 1,
-                                  cuts=[len(bb._cut_groups or []) or 1], device=device,
+        feats, _ = layer_features(bb, ds, collate, n_groups, cuts=[n_groups], device=device,
                                   mixed_precision=mixed_precision)
-        x = torch.from_numpy(next(iter(feats.values()))).to(device)
+        x = torch.from_numpy(feats[n_groups]).to(device)
         with torch.inference_mode():
             pred = clf(x).argmax(1).cpu().numpy()
         res[f"accuracy_{name}"] = float((pred == labels).mean())

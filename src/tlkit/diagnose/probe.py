@@ -61,8 +61,10 @@ def profile(rows: list[dict[str, Any]], tolerance: float = 0.01) -> dict[str, An
             "groups_above_best": top["cut"] - best["cut"]}
 
 
-def format_probe_table(rows: list[dict[str, Any]], divergence: dict[int, dict[str, Any]] | None
+def format_probe_table(rows: list[dict[str, Any]], divergence: dict[str, dict[str, Any]] | None
                        = None) -> str:
+    """The probes per group, lowest first; with ``divergence`` (keyed by group name) its proxy
+    A-distance and MMD beside each group that has them."""
     head = ["group", "dim", "probe train acc", "probe val acc"]
     if divergence:
         head += ["proxy A-distance", "MMD^2"]
@@ -72,7 +74,7 @@ def format_probe_table(rows: list[dict[str, Any]], divergence: dict[int, dict[st
         cells = [r["group"] + (" *" if r["accuracy"] == best else ""), str(r["dim"]),
                  f"{r['train_accuracy']:.4f}", f"{r['accuracy']:.4f}"]
         if divergence:
-            d = divergence.get(r["cut"], {})
+            d = divergence.get(r["group"], {})
             cells += [f"{d['pad']:.3f}" if "pad" in d else "-",
                       f"{d['mmd']:.4f}" if "mmd" in d else "-"]
         body.append(cells)

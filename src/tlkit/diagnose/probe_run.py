@@ -25,10 +25,14 @@ def divergence_by_cut(target: dict[int, np.ndarray], reference: dict[int, np.nda
     return out
 
 
-def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
+              divergence_at_every_group: bool = True) -> dict[str, Any]:
+    """Probes at every group; the divergence to the reference at every group's output (or only
+    at the backbone's, which is all ``advise`` reads); LogME of the top features."""
     from tlkit.diagnose.features import group_names, layer_features
     from tlkit.diagnose.inputs import dataset_for, prepare
     from tlkit.diagnose.probe import probe_layers, profile
+    from tlkit.diagnose.transferability import logme
     from tlkit.run import pick_device
 
     t0 = time.perf_counter()
@@ -43,20 +47,24 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict[
     va, vy = layer_features(p.backbone, p.val, p.collate, p.n_groups, **kw)
     names = group_names(p.groups, list(tr))
     rows = probe_layers(tr, ty, va, vy, names, tc.seed)
-    result: dict[str, Any] = {"source_model": tc.source_model, "data": cfg.data.source,
-                              "n_train": len(p.train), "n_val": len(p.val), "probes": rows,
-                              "profile": profile(rows)}
+    result: dict[str, Any] = {
+        "source_model": tc.source_model, "data": cfg.data.source, "modality": p.modality,
+        "n_train": len(p.train), "n_val": len(p.val), "n_groups": p.n_groups,
+        "groups": [g.name for g in p.groups], "probes": rows, "profile": profile(rows),
+        "logme": (logme(tr[p.n_groups], ty.astype(np.int64))
+                  if cfg.data.task == "single_label" else None)}
     ref = cfg.diagnostics.reference
     if ref is not None:
         k = cfg.diagnostics.sample
         rds = dataset_for(p, ref)
         idx = np.random.default_rng(tc.seed).permutation(len(rds))[:k]
+        cuts = list(tr) if divergence_at_every_group else [p.n_groups]
         log(f"probe: features of {len(idx):,} examples of the reference {ref.source}")
-        rx, _ = layer_features(p.backbone, rds, p.collate, p.n_groups, indices=idx, **kw)
-        div = divergence_by_cut({c: v[:k] for c, v in tr.items()}, rx, tc.seed)
+        rx, _ = layer_features(p.backbone, rds, p.collate, p.n_groups, cuts=cuts,
+                               indices=idx, **kw)
+        div = divergence_by_cut({c: tr[c][:k] for c in cuts}, rx, tc.seed)
         result["reference"] = ref.source
         result["divergence"] = {names[c]: d for c, d in div.items()}
-        result["_div_by_cut"] = div
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -64,7 +72,7 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None) -> dict[
 def format_probe_run(result: dict[str, Any]) -> str:
     from tlkit.diagnose.probe import format_probe_table
 
-    div = result.pop("_div_by_cut", None)
+    div = result.get("divergence")
     prof = result["profile"]
     lines = [format_probe_table(result["probes"], div), "",
              f"{result['source_model']} on {result['data']}: a logistic-regression probe per "

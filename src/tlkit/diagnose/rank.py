@@ -48,27 +48,17 @@ def label_of(name: str, weights: str | None) -> str:
     return name if weights is None else f"{name}@{weights}"
 
 
-def pooled(p: Any, name: str, dataset: Any, mixed_precision: bool, device: torch.device,
-           log: Log) -> tuple[np.ndarray, np.ndarray]:
-    """The backbone's pooled features of a split, through the activation cache (on disk where
-    the config keeps it), as float arrays, with the targets."""
-    from tlkit.backbones.packaged import cache_dir
-    from tlkit.cache import ActivationCache
-    from tlkit.train.loop import autocast
+def pooled(p: Any, name: str, dataset: Any, device: torch.device, log: Log
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone's pooled features of a split, through the run's own activation cache (on
+    disk where the config keeps it, so fit and rank reuse each other's), with the targets."""
+    from tlkit.cache import cache_for
 
-    tc = p.tc
-    cache = ActivationCache(
-        p.backbone.to(device), p.n_groups, p.collate, device,
-        lambda: autocast(device, mixed_precision), tc.cache.max_mb * 2**20,
-        cache_dir() / "features" if tc.cache.disk else None,
-        # the same key as fit's, so either reuses what the other computed
-        {"backbone": tc.source_model, "preprocessing": p.prep.to_dict(),
-         "mixed_precision": mixed_precision, "device": device.type},
-        batch_size=max(tc.batch_size, 64), log=log)
+    cache = cache_for(p.backbone.to(device), p.n_groups, p.collate, device, p.tc, p.prep, log)
     split = cache.get(name, dataset, p.n_groups)
     if split is None or split.dense is None:
         raise UserError(f"the features of {name} do not fit under transfer_config.cache.max_mb "
-                        f"({tc.cache.max_mb}); raise it")
+                        f"({p.tc.cache.max_mb}); raise it")
     return split.dense.float().numpy(), split.targets.numpy()
 
 
@@ -107,7 +97,7 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         log(f"rank: {label}")
         t0 = time.perf_counter()
         p = prepare(cfg, name, weights or tc.pretrained_weights, splits=splits)
-        x, y = pooled(p, "train", p.train, tc.mixed_precision, device, log)
+        x, y = pooled(p, "train", p.train, device, log)
         t_feat = time.perf_counter() - t0
         src = source_probabilities(name, weights or tc.pretrained_weights, x)
         scores = all_scores(x, y.astype(np.int64), src)
@@ -117,7 +107,7 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if probe:
             t1 = time.perf_counter()
-            vx, vy = pooled(p, "val", p.val, tc.mixed_precision, device, log)
+            vx, vy = pooled(p, "val", p.val, device, log)
             row["probe_accuracy"] = linear_probe(x, y, vx, vy, tc.seed)["accuracy"]
             row["probe_seconds"] = round(time.perf_counter() - t1, 2)
         rows.append(row)
