@@ -101,7 +101,7 @@ def build_config(set_name: str, strategy: str, budget: int, args: argparse.Names
     elif strategy == "top_n_unfrozen":
         tc.update(freeze_strategy="top_n_unfrozen", top_n=2)
     elif strategy == "gradual":
-        from tlkit.compare import default_schedule  # compare's schedule for gradual
+        from tlkit.strategies.gradual import default_schedule  # compare's schedule
 
         tc.update(freeze_strategy="gradual", unfreeze_schedule=default_schedule(args.epochs))
     else:

@@ -12,7 +12,7 @@ import torch
 from tlkit.assemble import assemble
 from tlkit.config import validate
 from tlkit.run import fit_run
-from tlkit.train.loop import epoch_batches
+from tlkit.train.batches import epoch_batches
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ from tlkit.plan import (
     discriminative_lrs,
     format_plan,
     phase_at,
-    phases_for,
     selector_count,
 )
+from tlkit import strategies
+from tlkit.config import PlanSettings, UnfreezeStep
 from tlkit.plan.apply import apply_phase, optimizer_groups
 
 SIZES = [GroupSize(f"g{i}", 100 * (i + 1), 90 * (i + 1)) for i in range(6)]  # g0 lowest
@@ -37,10 +38,19 @@ def _flags(phase) -> list[bool]:
     return [r.trainable for r in phase.rows[:-1]]
 
 
+def _settings(strategy: str, epochs: int = 4, top_n: int = 2, schedule=None,
+              decay: float = 0.5, lp_epochs=None) -> PlanSettings:
+    # unvalidated on purpose: the plan's own checks are under test here
+    steps = tuple(UnfreezeStep.model_construct(epoch=e, unfreeze=u) for e, u in schedule or [])
+    return PlanSettings.model_construct(
+        source_model="test", freeze_strategy=strategy, epochs=epochs, top_n=top_n,
+        unfreeze_schedule=steps, lp_epochs=lp_epochs, lora=None, head_lr=1e-3, backbone_lr=1e-4,
+        lr_decay_per_layer=decay, weight_decay=0.01, l2sp_lambda=0.0)
+
+
 def _plan(strategy: str, epochs: int = 4, top_n: int = 2, schedule=None, decay: float = 0.5):
-    return build_plan("test", SIZES, HEAD_SIZE, strategy, epochs, head_lr=1e-3,
-                      backbone_lr=1e-4, lr_decay=decay, weight_decay=0.01, top_n=top_n,
-                      schedule=schedule)
+    return build_plan("test", SIZES, HEAD_SIZE, _settings(strategy, epochs, top_n, schedule,
+                                                          decay))
 
 
 def _tc(source: str = "timm:test_resnet", **kw) -> TransferConfig:
@@ -121,11 +131,12 @@ def test_schedule_may_not_refreeze():
 
 def test_unknown_strategy_is_a_user_error():
     with pytest.raises(UserError, match="all_frozen"):
-        phases_for("frozen", 3, 2)
+        _plan("frozen")
 
 
 def test_phase_at_covers_every_epoch():
-    specs = phases_for("gradual", 6, 6, schedule=[(2, "last_block"), (4, "all")])
+    specs = strategies.get("gradual").phases(6, _settings("gradual", 6, schedule=[
+        (2, "last_block"), (4, "all")]))
     assert [phase_at(specs, e) for e in range(6)] == [0, 0, 1, 1, 2, 2]
     assert phase_at(specs, 99) == 2  # past the end stays in the last phase
 
@@ -349,8 +360,8 @@ def test_plan_for_a_text_model_has_every_layer():
     # A plan is data: built from the group sizes alone, no model needed.
     groups = [GroupSize("embeddings", 1000, 900)] + [
         GroupSize(f"encoder.layer.{i}", 500, 450) for i in range(6)]
-    plan = build_plan("minilm-l6", groups, HEAD_SIZE, "gradual", 4, 1e-3, 1e-4, 0.5, 0.01,
-                      schedule=[(1, "last_block"), (2, "last_two_blocks"), (3, "all")])
+    plan = build_plan("minilm-l6", groups, HEAD_SIZE, _settings(
+        "gradual", 4, schedule=[(1, "last_block"), (2, "last_two_blocks"), (3, "all")]))
     for phase in plan.phases:
         assert [r.name for r in phase.rows] == [g.name for g in groups] + [HEAD]
     assert plan.phases[0].rows[0].lr == pytest.approx(1e-4 * 0.5 ** 6)

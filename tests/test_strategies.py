@@ -5,6 +5,8 @@ MiniLM's tokenizer files, MiniLM's own architecture without its weights)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import shutil
@@ -424,7 +426,8 @@ def test_lp_ft_second_phase_starts_from_the_head_the_first_trained():
     from tlkit.config import DataConfig
     from tlkit.data import build_collate, build_dataset, load_source, make_splits
     from tlkit.data.transforms import resolve_preprocessing
-    from tlkit.train.loop import Hooks, fit
+    from tlkit.train.hooks import NO_IO
+    from tlkit.train.loop import TrainData, fit
 
     dcfg = DataConfig(source="digits", image_size=32, limit=120)
     splits = make_splits(load_source(dcfg), dcfg)
@@ -445,11 +448,9 @@ def test_lp_ft_second_phase_starts_from_the_head_the_first_trained():
             seen["ft_start_head"] = _head_state(asm.model)
             seen["ft_trainable"] = {n: p.requires_grad for n, p in asm.model.named_parameters()}
 
-    hooks = Hooks(save_last=lambda p: None, save_best=lambda m, s: None,
-                  load_best=lambda m: None, log_epoch=lambda r: None, event=event)
-    fit(asm.model, asm.groups, asm.plan, tc, "single_label", splits.classes,
-        build_dataset(splits.train, prep), build_dataset(splits.val, prep), build_collate(prep),
-        hooks, torch.device("cpu"))
+    data = TrainData(build_dataset(splits.train, prep), build_dataset(splits.val, prep),
+                     build_collate(prep), "single_label", splits.classes)
+    fit(asm, data, tc.loop_settings, dataclasses.replace(NO_IO, event=event))
     assert asm.model.head is head_object
     # phase 1 trained the head and nothing else
     assert not _same(seen["init_head"], seen["probe_head"])

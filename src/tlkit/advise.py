@@ -30,6 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tlkit import strategies
 from tlkit.config import Config
 
 SMALL, LARGE = 1000, 10000
@@ -175,7 +176,9 @@ def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str
 
     lines = [f"recommended: freeze_strategy {adv.strategy}"
              + (" (" + ", ".join(f"{k} {v}" for k, v in adv.settings.items()) + ")"
-                if adv.settings else ""), "", "evidence and how it led there:"]
+                if adv.settings else ""),
+             f"  {adv.strategy}: {strategies.get(adv.strategy).summary}",
+             "", "evidence and how it led there:"]
     lines += [f"  - {r}" for r in adv.reasons]
     lines += ["", "linear probes per layer group (* the best):", format_probe_table(ev.probes),
               "", "to train it:",

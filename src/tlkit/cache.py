@@ -29,8 +29,12 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
-from tlkit.tensors import to_device
+from tlkit.backbones.packaged import cache_dir
+from tlkit.config import CacheSettings
+from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
+from tlkit.plan import Plan
+from tlkit.tensors import to_device
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -304,18 +308,47 @@ class _Collector:
 
 
 def cache_for(backbone: Backbone, n_groups: int, collate: Collate, device: torch.device,
-              tc: Any, preprocessing: Any, log: Callable[[str], None] = lambda s: None,
+              cs: CacheSettings, preprocessing: Any, log: Callable[[str], None] = lambda s: None,
               dist: Dist = SINGLE) -> ActivationCache:
-    """The activation cache a run of ``tc`` uses: its cap, its disk folder, and the key that
-    makes ``fit``, ``rank`` and ``compare`` reuse each other's pooled features on disk."""
-    from tlkit.backbones.packaged import cache_dir
-    from tlkit.train.loop import autocast
-
+    """The activation cache a run uses: its cap, its disk folder, and the key that makes
+    ``fit``, ``rank`` and ``compare`` reuse each other's pooled features on disk."""
     return ActivationCache(
         backbone, n_groups, collate, device,
-        lambda: autocast(device, tc.mixed_precision), tc.cache.max_mb * 2**20,
-        cache_dir() / "features" if tc.cache.disk else None,
-        {"backbone": tc.source_model, "preprocessing": preprocessing.to_dict(),
-         "mixed_precision": tc.mixed_precision, "device": device.type},
-        batch_size=max(tc.batch_size, 64), log=log, dist=dist)
+        lambda: autocast(device, cs.mixed_precision), cs.max_mb * 2**20,
+        cache_dir() / "features" if cs.disk else None,
+        {"backbone": cs.source_model, "preprocessing": preprocessing.to_dict(),
+         "mixed_precision": cs.mixed_precision, "device": device.type},
+        batch_size=max(cs.batch_size, 64), log=log, dist=dist)
 
+
+class CacheHook:
+    """The training loop's ``batch_source``: in each phase, the activations of every split at
+    the phase's cut, so only the groups above it run. The lowest cut any phase needs is computed
+    from the inputs once; the higher cuts of earlier phases are derived from it."""
+
+    def __init__(self, cache: ActivationCache, plan: Plan) -> None:
+        self.cache = cache
+        self.n_groups = cache.n_groups
+        cuts = [c for c in map(plan.frozen_below, plan.phases) if c > 0]
+        self.base = min(cuts) if cuts else None
+
+    def batch_source(self, cut: int, splits: dict[str, Sequence[Any]]
+                     ) -> dict[str, CachedSplit] | None:
+        """Every training split at ``cut`` (None when nothing is frozen, the backbone cannot be
+        cut there, or a training split passes the cap); validation where it fits."""
+        if cut == 0 or not (cut == self.n_groups or self.cache.backbone.can_cut()):
+            return None
+        base = self.base
+        self.cache.keep_only({cut} if base is None or base > cut else {cut, base})
+        train = self.cache.get("train", splits["train"], cut, base)
+        if train is None:
+            return None
+        val = self.cache.get("val", splits["val"], cut, base)
+        got = {"train": train, **({"val": val} if val is not None else {})}
+        for name, data in splits.items():
+            if name not in got and name != "val":
+                cached = self.cache.get(name, data, cut, base)
+                if cached is None:  # over the cap: every split runs the full forward
+                    return None
+                got[name] = cached
+        return got

@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from tlkit import strategies
 from tlkit.errors import UserError
 
 
@@ -286,10 +287,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
-    from tlkit.compare import STRATEGIES, compare, format_leaderboard
+    from tlkit.compare import compare, format_leaderboard
 
-    strategies = ([s.strip() for s in args.strategies.split(",") if s.strip()]
-                  if args.strategies else list(STRATEGIES))
+    names = ([s.strip() for s in args.strategies.split(",") if s.strip()]
+             if args.strategies else list(strategies.names()))
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-compare"
     rep = Reporter()
     advice = None
@@ -299,7 +300,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ev = gather(cfg, log=rep.line)
         advice = recommend(ev, cfg.transfer_config)
         rep.line(format_advice(advice, ev, args.config))
-    result = compare(cfg, out, strategies, advice, resume=args.resume,
+    result = compare(cfg, out, names, advice, resume=args.resume,
                      test_limit=args.test_limit, log=rep.line)
     text = format_leaderboard(result)
     print(text)
@@ -325,7 +326,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tlkit", description="Transfer learning with measurements.")
+    p = argparse.ArgumentParser(
+        prog="tlkit", description="Transfer learning with measurements.",
+        epilog="freeze strategies (transfer_config.freeze_strategy):\n" + strategies.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
@@ -377,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config("compare", "every strategy and a from-scratch baseline under one budget: "
                      "a leaderboard")
     sp.add_argument("--strategies", metavar="A,B,...",
-                    help="strategies to run (default: all_frozen, top_n_unfrozen, gradual, none, "
-                    "lora, lp_ft); the scratch baseline always runs")
+                    help=f"strategies to run (default: {', '.join(strategies.names())}); the "
+                    "scratch baseline always runs")
     sp.add_argument("--out", help="folder for the runs (default runs/<config name>-compare)")
     sp.add_argument("--resume", action="store_true",
                     help="finish a compare in --out: finished runs are kept")

@@ -15,71 +15,47 @@ recommends.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlkit.config import Config, dump_config, validate
+from tlkit import strategies
+from tlkit.config import Config, dump_config, validate, without_strategy_keys
 from tlkit.errors import UserError
 
-STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft")
 Log = Callable[[str], None]
-
-
-def default_schedule(epochs: int) -> list[dict[str, Any]]:
-    """Unfreeze from the top, one step per epoch after the first, everything by the middle."""
-    if epochs <= 1:
-        return [{"epoch": 0, "unfreeze": "all"}]
-    steps = [(1, "last_block"), (2, "last_two_blocks"), (max(3, math.ceil(epochs / 2)), "all")]
-    kept = [s for s in steps if s[0] < epochs]
-    kept[-1] = (kept[-1][0], "all")
-    return [{"epoch": e, "unfreeze": u} for e, u in kept]
 
 
 def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) -> Config:
     """The config with ``strategy`` in place of its own (``scratch``: random initialisation,
     everything trains at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
-    to set as well (an advice's)."""
+    to set as well (an advice's). Each strategy sets the keys it needs (``Strategy.variant``)."""
     raw = cfg.model_dump(mode="json")
-    tc = raw["transfer_config"]
-    own = tc["freeze_strategy"]
-    for key in ("unfreeze_schedule", "lp_epochs", "lora"):
-        tc[key] = [] if key == "unfreeze_schedule" else None
+    tc = without_strategy_keys(raw["transfer_config"])
     d = cfg.diagnostics
-    base_lr = cfg.transfer_config.backbone_lr
     if strategy == "scratch":
         tc.update(pretrained_weights="none", freeze_strategy="none", l2sp_lambda=0.0,
-                  backbone_lr=d.scratch_lr or 10 * base_lr, lr_decay_per_layer=1.0)
+                  backbone_lr=d.scratch_lr or 10 * cfg.transfer_config.backbone_lr,
+                  lr_decay_per_layer=1.0)
     else:
         tc["freeze_strategy"] = strategy
-        orig = cfg.transfer_config
-        if strategy == "gradual":
-            tc["unfreeze_schedule"] = ([s.model_dump() for s in orig.unfreeze_schedule]
-                                       if own == "gradual" else default_schedule(orig.epochs))
-        elif strategy == "lp_ft":
-            tc["lp_epochs"] = orig.lp_epochs if own == "lp_ft" else None
-        elif strategy == "lora":
-            tc["lora"] = orig.lora.model_dump() if own == "lora" and orig.lora else None
-            tc.update(backbone_lr=d.lora_lr or 10 * base_lr, lr_decay_per_layer=1.0)
-        if strategy != "none":
-            tc["l2sp_lambda"] = 0.0 if strategy in ("all_frozen", "lora") else tc["l2sp_lambda"]
+        strategies.get(strategy).variant(tc, cfg.transfer_config, d)
     tc.update(settings or {})
     return validate(raw, f"compare: {strategy}")
 
 
-def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = None,
+def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             resume: bool = False, test_limit: int | None = None,
             log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
     from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
     from tlkit.run import fit_run, test_predictions
 
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in names if s not in strategies.names()]
     if unknown:
         raise UserError(f"unknown strategy {unknown[0]!r} in --strategies; choose from "
-                        f"{', '.join(STRATEGIES)}")
+                        f"{', '.join(strategies.names())}")
     if cfg.data.task != "single_label":
         raise UserError("compare ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
@@ -88,16 +64,16 @@ def compare(cfg: Config, out: Path, strategies: list[str], advice: Any | None = 
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "
                         "another --out (nothing was changed)")
     out.mkdir(parents=True, exist_ok=True)
-    runs = [*strategies, "scratch"]
+    runs = [*names, "scratch"]
     settings: dict[str, dict[str, Any]] = {}
     strategy_of = {s: s for s in runs}
     picked = None
-    if advice is not None and advice.strategy in STRATEGIES:
+    if advice is not None and advice.strategy in strategies.names():
         # advise's pick as it would train it: its own row when its settings differ from the
         # strategy's as the config has it, so the plain strategy stays on the board too
         picked = "advised" if advice.settings else advice.strategy
         if picked not in runs:
-            runs.insert(len(strategies), picked)
+            runs.insert(len(names), picked)
         strategy_of[picked] = advice.strategy
         settings[picked] = advice.settings
     # every variant is checked before the first run trains

@@ -14,14 +14,16 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from tlkit import strategies
 from tlkit.errors import UserError
+from tlkit.strategies.lora import LoraSettings
 
 # --------------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------------
 
-STRATEGIES = ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft")
 SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$")
 
 
@@ -57,26 +59,6 @@ class HeadConfig(Strict):
     hidden_size: int = Field(default=256, ge=1, le=65536)
 
 
-class LoraSettings(Strict):
-    """LoRA through PEFT (``freeze_strategy: lora``): the base weights stay frozen, low-rank
-    matrices of rank ``r`` train beside the modules named in ``target_modules`` (PEFT's own
-    matching: a module's full name or a suffix after a dot; null picks a default for the
-    backbone: the attention projections of a transformer, the pointwise convolutions of a CNN)."""
-
-    r: int = Field(default=8, ge=1, le=4096)
-    alpha: float = Field(default=16.0, gt=0)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    target_modules: list[str] | None = None
-
-    @field_validator("target_modules")
-    @classmethod
-    def _not_empty(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and (not v or any(not t.strip() for t in v)):
-            raise ValueError("give module names (for example [query, value]) or null for the "
-                             "backbone's default")
-        return v
-
-
 class LayerGroupPattern(Strict):
     """A user-defined layer group: every backbone parameter whose name matches ``pattern``
     (``re.search``) and no earlier pattern. Listed from input to output."""
@@ -108,8 +90,7 @@ class CacheConfig(Strict):
 class TransferConfig(Strict):
     source_model: str
     pretrained_weights: str = "packaged"
-    freeze_strategy: Literal[
-        "all_frozen", "top_n_unfrozen", "gradual", "none", "lora", "lp_ft"] = "all_frozen"
+    freeze_strategy: str = "all_frozen"  # a name in tlkit.strategies' registry
     top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
     unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
     # lp_ft: epochs of the linear probe (phase 1, head only) before fine-tuning everything;
@@ -171,44 +152,27 @@ class TransferConfig(Strict):
                 return v
         return v
 
+    @field_validator("freeze_strategy")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        known = strategies.names()
+        if v not in known:
+            expected = ", ".join(repr(k) for k in known[:-1]) + f" or {known[-1]!r}"
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": expected})
+        return v
+
     @model_validator(mode="after")
-    def _schedule_fits(self) -> "TransferConfig":
-        if self.freeze_strategy == "gradual":
-            if not self.unfreeze_schedule:
+    def _strategy_fits(self) -> "TransferConfig":
+        strategy = strategies.get(self.freeze_strategy)
+        strategy.check(self)
+        for owner, key in strategies.owned_keys():
+            if owner != self.freeze_strategy and getattr(self, key) != type(
+                    self).model_fields[key].get_default(call_default_factory=True):
                 raise ValueError(
-                    "freeze_strategy gradual needs an unfreeze_schedule, for example "
-                    "[{epoch: 1, unfreeze: last_block}, {epoch: 2, unfreeze: all}]"
-                )
-            epochs = [s.epoch for s in self.unfreeze_schedule]
-            if epochs != sorted(set(epochs)):
-                raise ValueError("unfreeze_schedule epochs must increase strictly")
-            if epochs[-1] >= self.epochs:
-                raise ValueError(
-                    f"unfreeze_schedule has a step at epoch {epochs[-1]} but training stops after "
-                    f"{self.epochs} epochs (epochs count from 0); raise epochs or move the step"
-                )
-        elif self.unfreeze_schedule:
-            raise ValueError(
-                f"unfreeze_schedule is only used by freeze_strategy gradual, not "
-                f"{self.freeze_strategy!r}; remove it or set freeze_strategy: gradual"
-            )
-        if self.lora is not None and self.freeze_strategy != "lora":
-            raise ValueError(
-                f"the lora section is only used by freeze_strategy lora, not "
-                f"{self.freeze_strategy!r}; remove it or set freeze_strategy: lora"
-            )
-        if self.freeze_strategy == "lp_ft":
-            lp = lp_epochs_of(self)
-            if lp >= self.epochs:
-                raise ValueError(
-                    f"lp_epochs {lp} leaves no epoch for fine-tuning (epochs {self.epochs}); "
-                    f"set lp_epochs below epochs, for example lp_epochs: {max(1, self.epochs // 2)}"
-                )
-        elif self.lp_epochs is not None:
-            raise ValueError(
-                f"lp_epochs is only used by freeze_strategy lp_ft, not {self.freeze_strategy!r}; "
-                "remove it or set freeze_strategy: lp_ft"
-            )
+                    f"{'the ' + key + ' section' if key == 'lora' else key} is only used by "
+                    f"freeze_strategy {owner}, not {self.freeze_strategy!r}; remove it or set "
+                    f"freeze_strategy: {owner}")
         if self.l2sp_lambda > 0 and self.pretrained_weights == "none":
             raise ValueError(
                 "l2sp_lambda pulls the backbone toward its pretrained weights, but "
@@ -217,14 +181,83 @@ class TransferConfig(Strict):
             )
         return self
 
+    # -- what each component receives: its own frozen, validated view ------------------------
 
-def lp_epochs_of(tc: TransferConfig) -> int:
-    """Epochs of lp_ft's linear-probe phase: ``lp_epochs``, or half the epochs (at least 1)."""
-    return tc.lp_epochs if tc.lp_epochs is not None else max(1, tc.epochs // 2)
+    @property
+    def plan_settings(self) -> "PlanSettings":
+        return PlanSettings.model_validate(self.model_dump(include=set(PlanSettings.model_fields)))
+
+    @property
+    def loop_settings(self) -> "LoopSettings":
+        return LoopSettings.model_validate(self.model_dump(include=set(LoopSettings.model_fields)))
+
+    @property
+    def cache_settings(self) -> "CacheSettings":
+        return CacheSettings(**self.cache.model_dump(), source_model=self.source_model,
+                             mixed_precision=self.mixed_precision, batch_size=self.batch_size)
+
+    @property
+    def head_settings(self) -> "HeadSettings":
+        return HeadSettings(type=self.head.type, hidden_size=self.head.hidden_size,
+                            dropout=self.dropout)
 
 
-def lora_of(tc: TransferConfig) -> LoraSettings:
-    return tc.lora if tc.lora is not None else LoraSettings()
+class View(BaseModel):
+    """A component's settings: a frozen part of the validated config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanSettings(View):
+    """What a strategy and the plan read: phases, rates, weight decay, L2-SP."""
+
+    source_model: str
+    freeze_strategy: str
+    epochs: int
+    top_n: int
+    unfreeze_schedule: tuple[UnfreezeStep, ...]
+    lp_epochs: int | None
+    lora: LoraSettings | None
+    head_lr: float
+    backbone_lr: float
+    lr_decay_per_layer: float
+    weight_decay: float
+    l2sp_lambda: float
+
+
+class LoopSettings(View):
+    """What the training loop reads."""
+
+    epochs: int
+    batch_size: int
+    mixed_precision: bool
+    early_stopping_patience: int | None
+    gradient_accumulation_steps: int
+    max_grad_norm: float | None
+    warmup_steps: int
+    scheduler: Literal["cosine", "linear", "constant"]
+    seed: int
+    freeze_norm_stats: bool
+    head_lr: float  # the rate of parameters a hook adds (DANN's domain classifier)
+    backbone_lr: float  # named in the message of a diverging loss
+    weight_decay: float
+
+
+class CacheSettings(View):
+    """What the activation cache reads (and the key of its disk copies)."""
+
+    enabled: bool
+    max_mb: int
+    disk: bool
+    source_model: str
+    mixed_precision: bool
+    batch_size: int
+
+
+class HeadSettings(View):
+    type: Literal["linear", "mlp"]
+    hidden_size: int
+    dropout: float
 
 
 class DataConfig(Strict):
@@ -545,6 +578,23 @@ def validate(raw: Any, source: str = "<config>") -> Config:
         return Config.model_validate(raw)
     except ValidationError as e:
         raise _explain(e, source) from None
+
+
+def derive(cfg: Config, source: str, **sections: dict[str, Any]) -> Config:
+    """``cfg`` with some keys changed (``transfer_config={...}``, ``data={...}``), validated
+    again: a derived config is checked like a user's."""
+    raw = cfg.model_dump(mode="json")
+    for name, changes in sections.items():
+        raw[name].update(changes)
+    return validate(raw, source)
+
+
+def without_strategy_keys(tc: dict[str, Any]) -> dict[str, Any]:
+    """A transfer_config (as a dict) with every strategy's own keys back at their defaults: the
+    start of a variant with another strategy."""
+    for _, key in strategies.owned_keys():
+        tc[key] = TransferConfig.model_fields[key].get_default(call_default_factory=True)
+    return tc
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -209,7 +209,7 @@ def setup(device: str) -> Dist:
     launcher, the process group through Accelerate and this process's device (cuda:LOCAL_RANK,
     or the CPU with gloo)."""
     if not launched():
-        from tlkit.run import pick_device
+        from tlkit.device import pick_device
 
         return Dist(0, 1, 0, pick_device(device))
     if device not in ("auto", "cpu", "cuda"):

@@ -200,7 +200,7 @@ class _Runner:
 
 def _check(saved: Any, runner: _Runner, data: Any, limit: int | None) -> tuple[int, float]:
     from tlkit.data import build_collate, build_dataset
-    from tlkit.train.loop import batches_of
+    from tlkit.train.batches import batches_of
 
     ds = build_dataset(data, saved.preprocessing)
     collate = build_collate(saved.preprocessing)
@@ -258,7 +258,7 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
     of ``check_split``. Raises UserError if the outputs differ by more than ``TOLERANCE``.
     """
     from tlkit.lora import merge_lora
-    from tlkit.run import _data_for
+    from tlkit.run.inference import data_for
     from tlkit.rundir import RunDir
     from tlkit.saved import load_model
 
@@ -273,7 +273,7 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
     saved = load_model(run.model)
     saved.model.to("cpu").eval()
     spec = check_split or data or "val"
-    check_data = _data_for(run, spec, saved.classes)
+    check_data = data_for(run, spec, saved.classes)
     if check_data.modality != saved.preprocessing.kind:
         raise UserError(f"the model takes {saved.preprocessing.kind} but {spec} holds "
                         f"{check_data.modality}")

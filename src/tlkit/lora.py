@@ -39,7 +39,7 @@ def is_adapter_param(name: str) -> bool:
     return any(part.startswith("lora_") for part in name.split("."))
 
 
-def _inner(backbone: Backbone) -> nn.Module:
+def _inner(backbone: nn.Module) -> nn.Module:
     # The library model inside the adapter (HF AutoModel, timm or torchvision model).
     inner = getattr(backbone, "model", None)
     return inner if isinstance(inner, nn.Module) else backbone
@@ -95,8 +95,9 @@ def inject_lora(backbone: Backbone, r: int, alpha: float, dropout: float,
     if any(is_adapter_param(n) for n, _ in backbone.named_parameters()):
         raise ValueError("this backbone already carries LoRA adapters")
     targets = list(target_modules) if target_modules else default_targets(backbone)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        bias="none")
+    # PEFT annotates lora_alpha as int but takes any number: its scaling is lora_alpha / r.
+    config = LoraConfig(r=r, lora_alpha=alpha,  # type: ignore[arg-type]
+                        lora_dropout=dropout, target_modules=targets, bias="none")
     inner = _inner(backbone)
     try:
         inject_adapter_in_model(config, inner, adapter_name=ADAPTER)

@@ -67,7 +67,7 @@ def frozen_submodules(module: nn.Module, frozen_names: set[str]) -> list[nn.Modu
 def batchnorm_modules_of(module: nn.Module, param_names: set[str]) -> list[nn.Module]:
     """The BatchNorm modules that belong to a set of parameter names: a module belongs where its
     own parameters are, or, for one without parameters (affine=False), where its parent's are."""
-    out = []
+    out: list[nn.Module] = []
     for mname, m in module.named_modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
             continue

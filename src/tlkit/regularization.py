@@ -55,8 +55,8 @@ class _SquaredDistance(torch.autograd.Function):
 
 
 class L2SP:
-    """The L2-SP penalty of a ``TransferModel``, to pass to ``train.loop.fit`` as its
-    ``regularizer``.
+    """The L2-SP penalty of a ``TransferModel``: a hook of ``train.loop.fit`` that adds its
+    ``extra_loss`` to the task loss (the same on every process: ``shared``).
 
     Built from the backbone as it is at construction: build it right after the pretrained model
     is assembled and before any checkpoint is loaded into it, so that a resumed run pulls toward
@@ -77,6 +77,13 @@ class L2SP:
             if not is_adapter_param(n)
         }
         self._scratch: dict[str, torch.Tensor] = {}
+
+    name = "l2sp"
+    loss_name = "train_penalty"  # the column of metrics.jsonl
+    shared = True
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor:
+        return self(model)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         """``lam * ||theta - theta_source||^2`` over the backbone's trainable pretrained

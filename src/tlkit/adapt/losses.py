@@ -18,6 +18,7 @@ training done, 0..1) and returning a scalar to add to the task loss (times the c
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,12 +26,12 @@ from torch import nn
 
 class _GradReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, coef: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, coef: float) -> torch.Tensor:
         ctx.coef = coef
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.coef * grad, None
 
 
@@ -75,7 +76,7 @@ def mk_mmd(f_s: torch.Tensor, f_t: torch.Tensor,
     d2 = torch.cdist(x, x).pow(2)
     med = d2.detach()[d2.detach() > 0].median() if bool((d2.detach() > 0).any()) else \
         torch.tensor(1.0, device=x.device)
-    k = sum(torch.exp(-d2 / (s * med)) for s in scales)
+    k = cast(torch.Tensor, sum(torch.exp(-d2 / (s * med)) for s in scales))  # 0 + tensor: a tensor
     n = len(f_s)
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 

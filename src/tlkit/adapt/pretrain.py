@@ -53,7 +53,7 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
                               DataCollatorForLanguageModeling)
     from transformers.utils import logging as hf_logging
 
-    from tlkit.run import pick_device
+    from tlkit.device import pick_device
     from tlkit.train.schedule import lr_factor
 
     ad, pc, tc = cfg.adaptation, cfg.adaptation.pretrain, cfg.transfer_config

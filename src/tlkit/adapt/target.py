@@ -47,7 +47,7 @@ class Target:
 
     def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
                classes: list[str] | None, tc: Any) -> dict[str, Any]:
-        from tlkit.train.loop import evaluate_split
+        from tlkit.train.evaluate import evaluate_split
 
         after = self.pad(model.backbone, source, collate, device, tc.mixed_precision)
         out: dict[str, Any] = {

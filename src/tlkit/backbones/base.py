@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
@@ -20,9 +22,9 @@ class ImagePreprocessing:
 
     input_size: int = 224
     resize_size: int = 256
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: Interpolation = "bilinear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # one per input channel
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     kind: Literal["image"] = "image"
 
     def to_dict(self) -> dict[str, Any]:

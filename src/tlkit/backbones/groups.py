@@ -71,10 +71,10 @@ def groups_from_timm_matcher(
     unmatched instead of sending it to the top group. The patterns see each name without
     ``strip_prefix``; groups and errors carry the full names."""
     compiled: list[tuple[re.Pattern[str], tuple[int], tuple[int, ...] | None, str]] = []
-    for ordinal, (gname, spec) in enumerate(matcher.items()):
+    for position, (gname, spec) in enumerate(matcher.items()):
         specs = [(spec, None)] if isinstance(spec, str) else spec
         for rx, suffix in specs:
-            compiled.append((re.compile(rx), (ordinal,), suffix, gname))
+            compiled.append((re.compile(rx), (position,), suffix, gname))
 
     def key(name: str) -> tuple[tuple[float, ...], str]:
         name = name.removeprefix(strip_prefix) if strip_prefix else name

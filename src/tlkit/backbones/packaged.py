@@ -10,6 +10,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tlkit.errors import UserError
 
@@ -95,7 +96,7 @@ def convert_to_safetensors(pv: PackagedVision) -> Path:
     return out
 
 
-def imagenet_classifier(name: str):  # type: ignore[no-untyped-def]
+def imagenet_classifier(name: str) -> Any:
     """The packaged model with its original ImageNet classifier (for sanity checks only)."""
     import timm
 

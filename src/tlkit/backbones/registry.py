@@ -191,7 +191,7 @@ def load_backbone(
         raise UserError(f"pretrained_weights {w!r}: no such file or folder; give an existing "
                         "path, or packaged / none / a named tag such as IMAGENET1K_V2")
     is_path = local is not None
-    if is_path:
+    if local is not None:
         from tlkit.train.checkpoint import check_weights_file
 
         check_weights_file(local)  # a pickle that would run code is refused before any loader

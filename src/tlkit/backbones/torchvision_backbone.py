@@ -3,12 +3,12 @@ generic rule (``features`` stages for MobileNet / EfficientNet, stem + layer1..4
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from tlkit.backbones.base import Backbone, ImagePreprocessing, LayerGroup
+from tlkit.backbones.base import Backbone, ImagePreprocessing, Interpolation, LayerGroup
 from tlkit.backbones.groups import groups_by_generic_rule
 from tlkit.errors import UserError
 
@@ -79,8 +79,8 @@ def _preprocessing_of(name: str, weights: str | None) -> ImagePreprocessing:
             interp = str(getattr(t, "interpolation", "bilinear")).split(".")[-1].lower()
             return ImagePreprocessing(
                 input_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
-                interpolation=interp if interp in ("bilinear", "bicubic", "nearest")
-                else "bilinear",
+                interpolation=cast(Interpolation, interp)
+                if interp in ("bilinear", "bicubic", "nearest") else "bilinear",
                 mean=tuple(float(x) for x in t.mean), std=tuple(float(x) for x in t.std),
             )
         except (KeyError, AttributeError, TypeError):

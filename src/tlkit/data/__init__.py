@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tlkit.data.sources import load_source, num_outputs, resolve_source
     from tlkit.data.splits import Splits, make_splits
     from tlkit.data.transforms import ImageTransform, resolve_preprocessing
-    from tlkit.data.types import DataSettings, LabelledData, Modality, Task
+    from tlkit.data.types import DataSettings, LabelledData, Modality, Task, num_outputs_of
 
 _HOMES = {
     "ImageCollate": "collate",
@@ -40,6 +40,7 @@ _HOMES = {
     "LabelledData": "types",
     "Modality": "types",
     "Task": "types",
+    "num_outputs_of": "types",
 }
 
 __all__ = sorted(_HOMES)

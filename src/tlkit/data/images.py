@@ -71,9 +71,9 @@ def drop_bad_images(
             f"{where} are unreadable. Replace or remove them, or set data.on_bad_image: skip."
         )
     if paths and len(bad) == len(paths):
-        first = paths[0]
+        example = paths[0]
         raise UserError(
-            f"none of the {len(paths)} images in {where} can be read (e.g. {first}: {bad[0]}); "
+            f"none of the {len(paths)} images in {where} can be read (e.g. {example}: {bad[0]}); "
             "check the files exist and that image paths are relative to the table's folder."
         )
     keep = [i for i in range(len(paths)) if i not in bad]

@@ -98,3 +98,10 @@ class LabelledData:
         else:
             counts = np.bincount(self.targets, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+
+def num_outputs_of(data: LabelledData) -> int:
+    """Width of the head for loaded data: one output per class, or per regression target."""
+    if data.task == "regression":
+        return 1 if data.targets.ndim == 1 else int(data.targets.shape[1])
+    return len(data.classes or [])

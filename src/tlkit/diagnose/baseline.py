@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.config import Config
+from tlkit.config import Config, derive
 from tlkit.errors import UserError
 
 
@@ -36,8 +36,8 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     scratch_ok, accs = [], []
     scratch = variant(cfg, "scratch")
     for k in range(cfg.diagnostics.baseline_seeds):
-        seeded = scratch.model_copy(update={"transfer_config": scratch.transfer_config.model_copy(
-            update={"seed": cfg.transfer_config.seed + k})})
+        seeded = derive(scratch, f"baseline seed {k}",
+                        transfer_config={"seed": cfg.transfer_config.seed + k})
         sub = Path(run_dir) / "baseline" / f"seed-{k}"
         if not (sub / "summary.json").is_file():
             event("stage", {"what": f"baseline: from scratch, seed {k + 1} of "

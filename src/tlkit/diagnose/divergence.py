@@ -3,6 +3,8 @@ classifier's held-out error) and the multi-kernel maximum mean discrepancy."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy.spatial.distance import cdist, pdist
 from sklearn.linear_model import LogisticRegression
@@ -70,7 +72,9 @@ def mmd(a: np.ndarray, b: np.ndarray, seed: int = 0, max_per_side: int = 1000) -
     d_aa, d_bb, d_ab = (cdist(p, q, "sqeuclidean") for p, q in ((a, a), (b, b), (a, b)))
 
     def kernel(d2: np.ndarray) -> np.ndarray:
-        return sum(np.exp(-d2 / (2.0 * (median * f) ** 2)) for f in MMD_BANDWIDTH_FACTORS)
+        # sum() starts at 0, and 0 + array is an array
+        return cast(np.ndarray,
+                    sum(np.exp(-d2 / (2.0 * (median * f) ** 2)) for f in MMD_BANDWIDTH_FACTORS))
 
     def off_diagonal_mean(k: np.ndarray) -> float:
         m = len(k)

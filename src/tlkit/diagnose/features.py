@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
 from tlkit.tensors import to_device
+
+
+class Examples(Protocol):
+    """What ``layer_features`` reads examples from: a list, a torch Dataset."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def pool(state: Any) -> torch.Tensor:
@@ -46,14 +54,14 @@ def cuttable_groups(backbone: Backbone, n_groups: int) -> list[int]:
 @torch.inference_mode()
 def layer_features(
     backbone: Backbone,
-    data: Sequence[Any],
+    data: Examples,
     collate: Callable[[list[Any]], tuple[Any, torch.Tensor]],
     n_groups: int,
     cuts: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     mixed_precision: bool = False,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Pooled features at each cut in ``cuts`` (default: every group where the backbone can be
     cut, and the top) for the examples of ``data`` (or ``indices`` of it), with their targets.

@@ -30,7 +30,7 @@ def forgetting(pretrained: Any, adapted: Any, groups: list[Any], data: Any, coll
     idx = list(range(k))
     pretrained.use_groups(groups)
     cuts = cuttable_groups(adapted, n_groups)
-    kw = {"device": device, "mixed_precision": mixed_precision, "indices": idx}
+    kw: dict[str, Any] = {"device": device, "mixed_precision": mixed_precision, "indices": idx}
     was = adapted.training
     before, _ = layer_features(pretrained.to(device), data, collate, n_groups, cuts, **kw)
     after, _ = layer_features(adapted.to(device), data, collate, n_groups, cuts, **kw)
@@ -38,7 +38,7 @@ def forgetting(pretrained: Any, adapted: Any, groups: list[Any], data: Any, coll
     names = group_names(groups, cuts)
     cka = {names[c]: round(linear_cka(before[c], after[c]), 4) for c in cuts}
     out: dict[str, Any] = {"cka": cka, "sample": k,
-                           "least_similar": min(cka, key=cka.get) if cka else None}
+                           "least_similar": min(cka, key=cka.__getitem__) if cka else None}
     if source_task is not None:
         out["source_task"] = source_accuracy(pretrained, adapted, n_groups, source_task,
                                              collate, device, source_model, mixed_precision)
@@ -60,6 +60,8 @@ def source_accuracy(pretrained: Any, adapted: Any, n_groups: int, data_cfg: Any,
                         f"{', '.join(PACKAGED_VISION)}); remove diagnostics.source_task")
     data = load_source(data_cfg)
     try:
+        if data.classes is None:  # regression data: no class indices to read
+            raise TypeError("no classes")
         labels = np.array([int(data.classes[t]) for t in data.targets])
     except (TypeError, ValueError):
         raise UserError("diagnostics.source_task labels must be the source classifier's class "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tlkit.config import Config, DataConfig, TransferConfig
+from tlkit.config import Config, DataConfig, TransferConfig, derive, without_strategy_keys
 
 
 @dataclass
@@ -42,14 +42,17 @@ def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: st
     from tlkit.assemble import assemble
     from tlkit.data import build_collate, build_dataset
     from tlkit.data.transforms import resolve_preprocessing
-    from tlkit.run import num_outputs_of
+    from tlkit.data import num_outputs_of
 
     tc = cfg.transfer_config
     changes = {k: v for k, v in (("source_model", source_model),
                                  ("pretrained_weights", pretrained_weights)) if v is not None}
     if changes:
         # The plan does not matter here: features are computed with everything frozen.
-        tc = tc.model_copy(update={**changes, "freeze_strategy": "all_frozen"})
+        tc_raw = without_strategy_keys(tc.model_dump(mode="json"))
+        tc_raw.update(changes, freeze_strategy="all_frozen", l2sp_lambda=0.0)
+        tc = derive(cfg, f"candidate {tc_raw['source_model']}", transfer_config=tc_raw,
+                    adaptation={"method": "none"}).transfer_config
     s, modality = splits if splits is not None else load_splits(cfg.data)
     import torch
 

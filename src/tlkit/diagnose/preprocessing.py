@@ -15,15 +15,18 @@ embedding has no row for, and the share of inputs cut at max_length.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from tlkit.backbones.base import ImagePreprocessing, TextPreprocessing
 from tlkit.errors import UserError
+
+if TYPE_CHECKING:
+    from tlkit.diagnose.features import Examples
 
 SAMPLE_SIZE = 64  # training examples looked at: enough for statistics, a second to prepare
 # Images: a value counts as outside an interval when it lies beyond it by this share of the
@@ -61,7 +64,7 @@ def _info(check: str, what: str, fix: str) -> Finding:
     return Finding("info", what, fix, check)
 
 
-def _fmt(values: Sequence[float], spec: str = ".2f") -> str:
+def _fmt(values: Iterable[float], spec: str = ".2f") -> str:
     return "(" + ", ".join(format(float(v), spec) for v in values) + ")"
 
 
@@ -238,7 +241,7 @@ def sample_indices(n: int, k: int = SAMPLE_SIZE) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size=k, replace=False))
 
 
-def check_preprocessing(backbone: Any, collate: Callable[[list[Any]], Any], dataset: Sequence[Any],
+def check_preprocessing(backbone: Any, collate: Callable[[list[Any]], Any], dataset: Examples,
                         policy: Policy, log: Callable[[str], None]) -> list[Finding]:
     """Check a fixed sample of ``dataset`` as ``collate`` batches it for ``backbone``; per
     ``policy``: "off" skips the check, "warn" logs each finding, "refuse" raises a UserError

@@ -33,7 +33,7 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
     from tlkit.diagnose.inputs import dataset_for, prepare
     from tlkit.diagnose.probe import probe_layers, profile
     from tlkit.diagnose.transferability import logme
-    from tlkit.run import pick_device
+    from tlkit.device import pick_device
 
     t0 = time.perf_counter()
     tc = cfg.transfer_config

@@ -54,7 +54,8 @@ def pooled(p: Any, name: str, dataset: Any, device: torch.device, log: Log
     disk where the config keeps it, so fit and rank reuse each other's), with the targets."""
     from tlkit.cache import cache_for
 
-    cache = cache_for(p.backbone.to(device), p.n_groups, p.collate, device, p.tc, p.prep, log)
+    cache = cache_for(p.backbone.to(device), p.n_groups, p.collate, device, p.tc.cache_settings,
+                      p.prep, log)
     split = cache.get(name, dataset, p.n_groups)
     if split is None or split.dense is None:
         raise UserError(f"the features of {name} do not fit under transfer_config.cache.max_mb "
@@ -81,7 +82,7 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
     from tlkit.diagnose.inputs import load_splits, prepare
     from tlkit.diagnose.probe import linear_probe
     from tlkit.diagnose.transferability import all_scores
-    from tlkit.run import pick_device
+    from tlkit.device import pick_device
 
     tc = cfg.transfer_config
     if cfg.data.task != "single_label":

@@ -1,9 +1,10 @@
-"""Transfer plans: freeze strategies, discriminative rates, unfreeze schedules (pure), and where
-they touch the model (apply)."""
+"""Transfer plans: discriminative rates and the phases of a strategy as a table of every group
+(pure), and where a plan touches the model (apply). The strategies themselves are in
+``tlkit.strategies``."""
 
 from tlkit.plan.rates import discriminative_lrs
-from tlkit.plan.strategies import PhaseSpec, phase_at, phases_for, selector_count
 from tlkit.plan.table import HEAD, GroupRow, GroupSize, Phase, Plan, build_plan, format_plan
+from tlkit.strategies import PhaseSpec, phase_at, selector_count
 
 __all__ = [
     "HEAD",
@@ -16,6 +17,5 @@ __all__ = [
     "discriminative_lrs",
     "format_plan",
     "phase_at",
-    "phases_for",
     "selector_count",
 ]

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tlkit import strategies
 from tlkit.errors import UserError
 from tlkit.plan.rates import discriminative_lrs
-from tlkit.plan.strategies import PhaseSpec, phases_for
+from tlkit.strategies import PhaseSpec
 
 HEAD = "head"
 
@@ -63,30 +64,30 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def frozen_below(self, phase: Phase) -> int:
+        """How many bottom backbone groups are frozen in ``phase``: its cut. Below the cut the
+        network is a fixed function (``tlkit.cache`` computes it once)."""
+        n_groups = len(phase.rows) - 1  # the last row is the head
+        return next((i for i, r in enumerate(phase.rows[:n_groups]) if r.trainable), n_groups)
+
 
 def build_plan(
     backbone_name: str,
     groups: list[GroupSize],
     head: GroupSize,
-    strategy: str,
-    epochs: int,
-    head_lr: float,
-    backbone_lr: float,
-    lr_decay: float,
-    weight_decay: float,
-    top_n: int = 2,
-    schedule: list[tuple[int, str]] | None = None,
-    lp_epochs: int | None = None,
+    settings: Any,
     backbone_weight_decay: float | None = None,
     notes: tuple[str, ...] = (),
 ) -> Plan:
-    """``backbone_weight_decay`` (default ``weight_decay``) applies to the backbone groups, the
-    head keeps ``weight_decay``: L2-SP replaces the backbone's decay toward zero with its pull
-    toward the pretrained weights."""
+    """The plan of ``settings`` (a ``PlanSettings``: the strategy, its keys, the rates) for a
+    backbone of these ``groups``. ``backbone_weight_decay`` (default ``weight_decay``) applies
+    to the backbone groups, the head keeps ``weight_decay``: L2-SP replaces the backbone's decay
+    toward zero with its pull toward the pretrained weights."""
     n = len(groups)
-    lrs = discriminative_lrs(n, backbone_lr, lr_decay)
+    lrs = discriminative_lrs(n, settings.backbone_lr, settings.lr_decay_per_layer)
+    weight_decay, head_lr = settings.weight_decay, settings.head_lr
     bwd = weight_decay if backbone_weight_decay is None else backbone_weight_decay
-    specs: list[PhaseSpec] = phases_for(strategy, n, epochs, top_n, schedule, lp_epochs)
+    specs: list[PhaseSpec] = strategies.get(settings.freeze_strategy).phases(n, settings)
     phases = []
     for i, spec in enumerate(specs):
         if spec.adapters_only and not any(g.n_adapter for g in groups):
@@ -104,7 +105,7 @@ def build_plan(
                              head.n_params - head.n_decay))
         phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows)))
     total = sum(g.n_params for g in groups) + head.n_params
-    return Plan(backbone_name, strategy, tuple(phases), total, tuple(notes))
+    return Plan(backbone_name, settings.freeze_strategy, tuple(phases), total, tuple(notes))
 
 
 def _fmt_count(n: int) -> str:

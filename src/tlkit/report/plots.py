@@ -171,7 +171,7 @@ def learning_rates(metrics: Sequence[dict[str, Any]], phases: Sequence[PhasePlan
     """Each group's learning rate at the end of each epoch; dotted where the group is frozen
     (its rate then applies only once it unfreezes)."""
     groups = list(metrics[0].get("lr", {}))
-    trainable = {p.index: p.trainable for p in phases}
+    trainable: dict[int | None, dict[str, bool]] = {p.index: p.trainable for p in phases}
     fig = figure(10, 4.2)
     ax = fig.subplots()
     cmap = colormaps["viridis"]

@@ -99,7 +99,7 @@ _PHASE = re.compile(r"^phase (\d+) \(epochs? (\d+)(?:-(\d+))?\): (.*?)  trainabl
 
 def parse_plan(text: str) -> list[PhasePlan]:
     """The phases of plan.txt, each with its blocks in stack order (input first, head last)."""
-    phases: list[PhasePlan] = []
+    phases: list[dict[str, Any]] = []  # index, epochs, label and rows of each phase
     current: dict[str, Any] | None = None
     adapters = False  # the table has a trainable-count column (a LoRA plan)
     for line in text.splitlines():
@@ -108,15 +108,14 @@ def parse_plan(text: str) -> list[PhasePlan]:
             first = int(m.group(2))
             current = {"index": int(m.group(1)), "epochs": (first, int(m.group(3) or first)),
                        "label": m.group(4), "rows": []}
-            phases.append(current)  # type: ignore[arg-type]
+            phases.append(current)
         elif current is not None and line.split()[:1] == ["group"]:
             adapters = "trainable" in line.split()
         elif current is not None and line.startswith("  "):
             block = _parse_row(line.split(), adapters)
             if block is not None:
                 current["rows"].append(block)
-    return [PhasePlan(p["index"], p["epochs"], p["label"],  # type: ignore[index]
-                      tuple(reversed(p["rows"])))  # type: ignore[index]
+    return [PhasePlan(p["index"], p["epochs"], p["label"], tuple(reversed(p["rows"])))
             for p in phases]
 
 

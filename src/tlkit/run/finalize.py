@@ -1,0 +1,159 @@
+"""Step 3 of a fit: after training, the steps that change the model (AdaBN), the validation and
+test outputs, the diagnostics, the saved model and summary.json.
+
+Each diagnostic registers itself here with ``@diagnostic(name)``: it is called with the prepared
+run and the final outputs and returns its part of summary.json (or None when it does not apply).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tlkit.adapt.adabn import adabn
+from tlkit.data import num_outputs_of
+from tlkit.diagnose.calibration import calibration_report
+from tlkit.diagnose.forgetting import forgetting
+from tlkit.metrics import subgroup_metrics
+from tlkit.run.prepare import Prepared
+from tlkit.saved import save_model
+from tlkit.train.evaluate import evaluate_cached, evaluate_split
+from tlkit.train.loop import TrainState
+
+
+@dataclass
+class Outputs:
+    """The final model's metrics, outputs and targets on validation and test."""
+
+    val: dict[str, Any]
+    val_outputs: np.ndarray
+    val_targets: np.ndarray
+    test: dict[str, Any]
+    test_outputs: np.ndarray
+    test_targets: np.ndarray
+
+
+Diagnostic = Callable[[Prepared, Outputs], Any]
+DIAGNOSTICS: list[tuple[str, str | None, Diagnostic]] = []  # name, the summary key it goes in
+
+
+def diagnostic(name: str, into: str | None = None) -> Callable[[Diagnostic], Diagnostic]:
+    """Register a diagnostic: its result goes in summary.json under ``name`` (inside the
+    ``into`` section when given, e.g. the test metrics)."""
+    def add(fn: Diagnostic) -> Diagnostic:
+        DIAGNOSTICS.append((name, into, fn))
+        return fn
+    return add
+
+
+@diagnostic("subgroups", into="test")
+def _subgroups(p: Prepared, o: Outputs) -> Any:
+    groups = p.splits.test.groups
+    return None if groups is None else subgroup_metrics(o.test_outputs, o.test_targets, groups,
+                                                        p.data.task, p.splits.classes)
+
+
+@diagnostic("calibration")
+def _calibration(p: Prepared, o: Outputs) -> Any:
+    if p.data.task != "single_label" or not p.cfg.diagnostics.calibration \
+            or not len(o.val_targets):
+        return None
+    return calibration_report(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+
+
+@diagnostic("adaptation")
+def _adaptation(p: Prepared, o: Outputs) -> Any:
+    if p.target is None:
+        return None
+    return p.target.report(p.asm.model, p.train.train, p.train.collate, p.dist.device,
+                           p.data.task, p.splits.classes, p.cfg.transfer_config)
+
+
+@diagnostic("forgetting")
+def _forgetting(p: Prepared, o: Outputs) -> Any:
+    if p.pretrained is None:
+        return None
+    p.event("stage", {"what": "measuring forgetting (CKA of each group against the "
+                              "pretrained backbone)"})
+    tc, d = p.cfg.transfer_config, p.cfg.diagnostics
+    return forgetting(p.pretrained, p.asm.model.backbone, p.asm.groups, p.train.val,
+                      p.train.collate, p.dist.device, d.sample, tc.mixed_precision,
+                      source_task=d.source_task, source_model=tc.source_model)
+
+
+def after_training(p: Prepared) -> None:
+    """What changes the trained model before it is measured: AdaBN's statistics."""
+    tc = p.cfg.transfer_config
+    if p.target is not None and p.cfg.adaptation.method == "adabn":
+        n_bn = adabn(p.asm.model.backbone, p.target.train, p.train.collate, p.dist.device,
+                     max(tc.batch_size, 64))
+        p.event("stage", {"what": f"AdaBN: re-estimated {n_bn} BatchNorm layers' statistics "
+                                  f"on {len(p.target.train):,} target examples"})
+
+
+def outputs(p: Prepared) -> Outputs:
+    tc, model, dist = p.cfg.transfer_config, p.asm.model, p.dist
+    task, classes, device = p.data.task, p.splits.classes, dist.device
+    n_groups = len(p.asm.groups)
+    last = p.asm.plan.phases[-1]
+    frozen_to_the_end = (not any(r.trainable for r in last.rows[:n_groups])
+                         and p.cfg.adaptation.method != "adabn")
+    val_cached = (p.cache.get("val", p.train.val, n_groups)
+                  if p.cache is not None and frozen_to_the_end else None)
+    if val_cached is not None:  # the backbone never changed: its cached features hold
+        val = evaluate_cached(model, val_cached, task, tc.batch_size, device, classes,
+                              tc.mixed_precision, return_outputs=True, dist=dist)
+    else:
+        val = evaluate_split(model, p.train.val, p.train.collate, task, tc.batch_size, device,
+                             classes, tc.mixed_precision, return_outputs=True, dist=dist)
+    test = evaluate_split(model, p.test_ds, p.train.collate, task, tc.batch_size, device,
+                          classes, tc.mixed_precision, return_outputs=True, dist=dist)
+    return Outputs(*val, *test)
+
+
+def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
+    """Rank 0 returns the summary it writes; other processes their validation and test
+    metrics."""
+    after_training(p)
+    p.event("stage", {"what": "evaluating on the test split"})
+    o = outputs(p)
+    if not p.dist.is_main:  # rank 0 measures the rest and writes the run directory
+        return {"val": o.val, "test": o.test}
+    diagnostics: dict[str, Any] = {}
+    for name, into, fn in DIAGNOSTICS:
+        result = fn(p, o)
+        if result is not None:
+            (getattr(o, into) if into else diagnostics)[name] = result
+    p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+    tc = p.cfg.transfer_config
+    head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
+            "num_outputs": num_outputs_of(p.splits.train)}
+    p.asm.model.cpu()
+    save_model(p.run.model, p.asm.model, p.prep, head, p.data.task, p.splits.classes,
+               {"source_model": tc.source_model})
+    summary = {
+        "source_model": tc.source_model,
+        "strategy": tc.freeze_strategy,
+        "task": p.data.task,
+        "data": p.splits.summary(),
+        "skipped_images": p.splits.skipped,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(state.seconds, 2),
+        **({"processes": p.dist.world} if p.dist.enabled else {}),
+        "total_seconds": round(time.perf_counter() - p.t_start, 2),
+        **({"test_limit": p.test_limit} if p.test_limit is not None else {}),
+        "parameters": p.asm.plan.total_params,
+        "trainable_parameters_last_phase": p.asm.plan.phases[-1].trainable_params,
+        "val": o.val,
+        "test": o.test,
+        "preprocessing_findings": [f.__dict__ for f in p.findings],
+        **diagnostics,
+    }
+    p.run.write_json(p.run.summary, summary)
+    return summary

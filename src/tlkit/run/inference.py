@@ -1,0 +1,135 @@
+"""Evaluate and predict with a finished run (its model/ folder and its config)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tlkit.config import Config, DataConfig, parse_yaml, validate
+from tlkit.data import build_collate, build_dataset, load_source, make_splits
+from tlkit.data.types import LabelledData
+from tlkit.errors import UserError
+from tlkit.metrics import probabilities, subgroup_metrics
+from tlkit.rundir import RunDir
+from tlkit.saved import load_model, model_device
+from tlkit.train.evaluate import evaluate_split, predict_outputs
+
+
+def test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test outputs (logits or values) and targets a finished run saved."""
+    f = RunDir(Path(path)).predictions
+    if not f.is_file():
+        raise UserError(f"{path} has no predictions.npz; it was trained by an older tlkit or "
+                        "did not finish; run fit again")
+    with np.load(f) as z:
+        return z["test_outputs"], z["test_targets"]
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate / predict
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_config(run: RunDir) -> Config:
+    if not run.config.is_file():
+        raise UserError(f"{run.path} is not a run directory (no config.yaml)")
+    return validate(parse_yaml(run.config.read_text(), str(run.config)), str(run.config))
+
+
+def data_for(run: RunDir, spec: str | None, classes: list[str] | None) -> Any:
+    """The labelled data to evaluate: the run's own split (train / val / test, default test),
+    or another source (a path or packaged name) read with the run's data settings."""
+    if not run.path.is_dir():
+        raise UserError(f"run directory {run.path} does not exist")
+    cfg = _run_config(run)
+    if spec in (None, "test", "val", "train"):
+        data = load_source(cfg.data, classes=classes)
+        splits = make_splits(data, cfg.data)
+        return getattr(splits, spec or "test")
+    dcfg = DataConfig.model_validate({**cfg.data.model_dump(), "source": spec})
+    return load_source(dcfg, classes=classes)
+
+
+def _mixed_precision_of(path: Path) -> bool:
+    """Whether the run trained and tested in mixed precision (its config says; a model/ folder
+    moved without its config runs in fp32): evaluate and predict then compute as fit did, so
+    evaluate reproduces fit's test metrics."""
+    cfg_path = RunDir(Path(path)).config
+    if not cfg_path.is_file():
+        return False
+    try:
+        raw = yaml.safe_load(cfg_path.read_text())
+        return bool(raw.get("transfer_config", {}).get("mixed_precision", False))
+    except Exception:  # noqa: BLE001 - an unreadable config: the safe default
+        return False
+
+
+def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
+    run = RunDir(path)
+    saved = load_model(run.model)
+    data = data_for(run, spec, saved.classes)
+    device = model_device()
+    saved.model.to(device)
+    ds = build_dataset(data, saved.preprocessing)
+    metrics, outputs, targets = evaluate_split(
+        saved.model, ds, build_collate(saved.preprocessing), saved.task, 64, device,
+        saved.classes, _mixed_precision_of(path), return_outputs=True)
+    if data.groups is not None:  # the run's config names data.group_column
+        metrics["subgroups"] = subgroup_metrics(outputs, targets, data.groups, saved.task,
+                                                saved.classes)
+    return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
+
+
+def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
+                ) -> list[dict[str, Any]]:
+    saved = load_model(Path(path) / "model")
+    kind = saved.preprocessing.kind
+    if spec is not None:
+        data = data_for(RunDir(path), spec, saved.classes)
+        shown = [str(x) if not isinstance(x, np.ndarray) else f"#{i}"
+                 for i, x in enumerate(data.inputs)]
+    else:
+        if not inputs:
+            raise UserError("give inputs to predict (texts or image files) or --data SPEC")
+        items: list[Any] = list(inputs)
+        if kind == "image":
+            missing = [x for x in items if not Path(x).is_file()]
+            if missing:
+                raise UserError(f"image file(s) not found: {', '.join(missing[:3])}")
+            items = [Path(x) for x in items]
+        n_out = len(saved.classes) if saved.classes else 1
+        dummy = (np.zeros(len(items), dtype=np.int64) if saved.task == "single_label"
+                 else np.zeros((len(items), n_out), dtype=np.float32)
+                 if saved.task == "multi_label" else np.zeros(len(items), dtype=np.float32))
+        data = LabelledData(name="inputs", modality=kind, task=saved.task, inputs=items,
+                            targets=dummy, classes=saved.classes)
+        shown = list(inputs)
+    if data.modality != kind:
+        raise UserError(f"the model takes {kind} but the inputs are {data.modality}")
+    device = model_device()
+    saved.model.to(device)
+    ds = build_dataset(data, saved.preprocessing)
+    outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device,
+                                 _mixed_precision_of(Path(path)))
+    probs = probabilities(outputs, saved.task)
+    rows = []
+    for i, p in enumerate(probs):
+        if saved.task == "single_label":
+            row = {"input": shown[i], "label": saved.classes[int(p.argmax())],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+        elif saved.task == "multi_label":
+            row = {"input": shown[i], "labels": [c for c, v in zip(saved.classes, p) if v > 0.5],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+        else:
+            row = {"input": shown[i], "value": [float(v) for v in np.atleast_1d(p)]}
+        rows.append(row)
+    return rows
+
+
+def dumps_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)

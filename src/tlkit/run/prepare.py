@@ -1,0 +1,174 @@
+"""Step 1 of a fit: from a config to everything training needs, cheap checks first (the run
+directory, the data), then the model, so a mistake fails in seconds and never after an hour."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from tlkit.adapt.alignment import Alignment
+from tlkit.adapt.target import Target, prepare_target
+from tlkit.assemble import Assembled, assemble
+from tlkit.cache import CacheHook, cache_for
+from tlkit.config import Config, dump_config
+from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
+from tlkit.data.transforms import resolve_preprocessing
+from tlkit.diagnose.preprocessing import check_preprocessing
+from tlkit.distributed import Dist, launched, setup
+from tlkit.errors import UserError
+from tlkit.plan import format_plan
+from tlkit.regularization import L2SP
+from tlkit.rundir import RunDir
+from tlkit.train.checkpoint import load_checkpoint
+from tlkit.train.loop import TrainData
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Prepared:
+    """A run ready to train: its config, run directory, data, model and plan, and the hooks the
+    loop will call."""
+
+    cfg: Config
+    run: RunDir
+    dist: Dist
+    event: Event
+    t_start: float
+    data: Any  # the loaded source (LabelledData)
+    splits: Any
+    asm: Assembled
+    prep: Any  # the backbone's preprocessing
+    train: TrainData
+    test_ds: Any
+    findings: list[Any]  # the preprocessing check's
+    cache: Any  # ActivationCache or None
+    hooks: list[Any]
+    target: Target | None
+    resume: dict[str, Any] | None  # the checkpoint to continue from
+    pretrained: torch.nn.Module | None  # the backbone before training, for forgetting
+    test_limit: int | None
+
+
+def open_run(cfg: Config, out: Path, resume: bool, event: Event) -> tuple[RunDir, bool, Dist]:
+    """The run directory, checked against ``resume``: a finished run is never overwritten and a
+    resumed one continues with its own config. Returns whether there is a checkpoint to resume."""
+    if launched() and cfg.adaptation.target is not None:
+        raise UserError("adaptation.target runs on one process; run this config without "
+                        "torchrun / accelerate launch, or remove the adaptation section")
+    dist = setup(cfg.transfer_config.device)
+    run = RunDir(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if resume and not run.last.is_file():
+        # Killed before its first checkpoint (or never started): resuming is starting. So a run
+        # killed at any moment continues with the same command.
+        if run.summary.is_file():
+            raise UserError(f"{out} holds a finished run without checkpoints/last.pt; choose "
+                            "another --out (nothing was changed)")
+        event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
+                                "from the beginning"})
+        resume = False
+    elif resume:
+        saved = run.config.read_text() if run.config.is_file() else None
+        if saved is not None and saved != dump_config(cfg):
+            raise UserError(f"the config differs from the one {out} was started with "
+                            f"({run.config}); resume with that config, or start a new --out")
+    elif run.path.is_dir() and (run.last.is_file() or run.summary.is_file()):
+        raise UserError(f"{out} already holds a run; add --resume to continue it, or choose "
+                        "another --out (nothing was changed)")
+    return run, resume, dist
+
+
+def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
+            test_limit: int | None = None) -> Prepared:
+    tc = cfg.transfer_config
+    t_start = time.perf_counter()
+    event("stage", {"what": f"loading data {cfg.data.source}"})
+    data = load_source(cfg.data)
+    splits = make_splits(data, cfg.data)
+    if test_limit is not None and len(splits.test) > test_limit:
+        splits.test = subset(splits.test, test_limit, cfg.data.seed)
+    event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
+    torch.manual_seed(tc.seed)  # the head's initialisation
+    asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
+                   max_length=cfg.data.max_length)
+    # The source weights are the pretrained ones: snapshot them now, before a resumed run's
+    # checkpoint is loaded into the model.
+    hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
+    prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
+    collate = build_collate(prep)
+    augment = cfg.data.augment if data.modality == "image" else "none"
+    train_ds = build_dataset(splits.train, prep, augment)
+    findings = check_preprocessing(asm.model.backbone, collate, train_ds,
+                                   cfg.diagnostics.check_preprocessing,
+                                   lambda m: event("stage", {"what": m}))
+    if dist.is_main:
+        run.write_text(run.config, dump_config(cfg))
+        run.write_text(run.plan, format_plan(asm.plan) + "\n")
+    # rank 0 reads the checkpoint and sends it to the others (their disk may not hold it)
+    state_in = dist.on_main(lambda: load_checkpoint(run.last) if resume else None)
+    if dist.is_main and state_in is not None:
+        run.truncate_metrics(int(state_in["state"]["epoch"]))
+    elif dist.is_main and run.metrics.exists():
+        run.metrics.unlink()
+    cache = None
+    if tc.cache.enabled and augment != "none":
+        # Random augmentation gives another input each epoch: a cached activation would be
+        # wrong. Frozen layers then run every epoch, and the log says so.
+        event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "
+                                "(the activation cache is off)"})
+    elif tc.cache.enabled:
+        # Without random augmentation the preprocessing is deterministic: cached activations
+        # are exactly what the full forward would compute each epoch.
+        cache = cache_for(asm.model.backbone, len(asm.groups), collate, dist.device,
+                          tc.cache_settings, prep, log=lambda msg: event("stage", {"what": msg}),
+                          dist=dist)
+        hooks.append(CacheHook(cache, asm.plan))
+    lengths = None
+    if data.modality == "text" and cfg.data.group_by_length:
+        enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
+                                max_length=prep.max_length)
+        lengths = [len(x) for x in enc["input_ids"]]
+    target = None
+    if cfg.adaptation.target is not None:  # method none: the target is only measured
+        target = prepare_target(cfg, data.modality, splits.classes, prep, asm.model.backbone,
+                                len(asm.groups), train_ds, collate, dist.device, event)
+        if target.loss is not None:
+            hooks.append(Alignment(target.loss, target.train, cfg.adaptation.weight, tc.seed))
+    return Prepared(
+        cfg, run, dist, event, t_start, data, splits, asm, prep,
+        TrainData(train_ds, build_dataset(splits.val, prep), collate, data.task, splits.classes,
+                  lengths),
+        build_dataset(splits.test, prep), findings, cache, hooks, target, state_in,
+        _pretrained_copy(cfg, asm, dist), test_limit)
+
+
+def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module | None:
+    """Forgetting compares the adapted backbone with the pretrained one: a copy when any
+    backbone group trains (the model still holds the pretrained weights here; a resumed run's
+    checkpoint loads inside fit)."""
+    n = len(asm.groups)
+    if (any(r.trainable for ph in asm.plan.phases for r in ph.rows[:n])
+            and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
+        return copy.deepcopy(asm.model.backbone).eval()
+    return None
+
+
+def subset(data: Any, n: int, seed: int) -> Any:
+    """A subset of ``n`` examples, stratified for single-label data."""
+    idx = np.arange(len(data))
+    strat = data.targets if data.task == "single_label" else None
+    try:
+        keep, _ = train_test_split(idx, train_size=n, stratify=strat, random_state=seed)
+    except ValueError:  # too few of some class to stratify
+        keep, _ = train_test_split(idx, train_size=n, random_state=seed)
+    return data.subset(np.sort(keep), name=data.name)

@@ -1,0 +1,42 @@
+"""Which examples go in which batch: pure functions of (seed, epoch), so a resumed run sees the
+same batches as an uninterrupted one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order of the training samples in an epoch: a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def batches_of(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    return [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
+                  lengths: Sequence[int] | None = None, pool: int = 50) -> list[list[int]]:
+    """The batches of an epoch, a pure function of (seed, epoch). With ``lengths`` (texts), the
+    shuffled order is cut into pools of ``pool`` batches, each pool sorted by length before it
+    is cut into batches, and the batches shuffled: per-batch padding then pads little."""
+    order = epoch_order(n, seed, epoch)
+    if lengths is None:
+        return batches_of(order, batch_size)
+    size = pool * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, n, size):
+        chunk = sorted(order[start:start + size], key=lambda i: lengths[i])
+        batches.extend(batches_of(chunk, batch_size))
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch + 7_919)
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def target_indices(n: int, batch_size: int, seed: int, epoch: int, b: int) -> list[int]:
+    """The examples of a second split (adaptation's target) paired with batch ``b`` of an
+    epoch: a pure function of (seed, epoch, b), cycling through a shuffled order of the split."""
+    order = epoch_order(n, seed + 104_729, epoch)
+    return [order[(b * batch_size + j) % n] for j in range(batch_size)]

@@ -1,0 +1,122 @@
+"""Outputs, loss and metrics of a split: from the inputs (the whole model runs), or from cached
+activations (only the part above the cut runs). With several processes each runs its block of
+the split and every process gets the whole, gathered in the data's order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlkit.device import autocast
+from tlkit.distributed import SINGLE, Dist
+from tlkit.metrics import compute_metrics
+from tlkit.model import TransferModel
+from tlkit.tensors import to_device
+from tlkit.train.batches import batches_of
+
+Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
+
+
+def loss_function(task: str) -> nn.Module:
+    if task == "single_label":
+        return nn.CrossEntropyLoss()
+    if task == "multi_label":
+        return nn.BCEWithLogitsLoss()
+    return nn.MSELoss()
+
+
+def output_for_loss(out: torch.Tensor, task: str) -> torch.Tensor:
+    out = out.float()
+    return out.squeeze(-1) if task == "regression" and out.shape[-1] == 1 else out
+
+
+@torch.inference_mode()
+def predict_outputs(
+    model: nn.Module, data: Sequence[Any], collate: Collate, batch_size: int,
+    device: torch.device, mixed_precision: bool = False, *, dist: Dist = SINGLE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (logits or values) and targets of ``data``, in its order."""
+    was_training = model.training
+    model.eval()
+    outs, tgts = [], []
+    for idx in batches_of(dist.block(len(data)), batch_size):
+        inputs, targets = collate([data[i] for i in idx])
+        with autocast(device, mixed_precision):
+            out = model(to_device(inputs, device))
+        outs.append(out.float().cpu())
+        tgts.append(targets)
+    model.train(was_training)
+    return _joined(outs, tgts, dist)
+
+
+def _joined(outs: list[torch.Tensor], tgts: list[torch.Tensor], dist: Dist
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The batches' outputs and targets as arrays; with several processes, every process's
+    block gathered in rank order (the data's order)."""
+    if not dist.enabled:
+        return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
+    mine = (torch.cat(outs).numpy(), torch.cat(tgts).numpy()) if outs else None
+    parts = [p for p in dist.gather(mine) if p is not None]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _scored(outputs: np.ndarray, targets: np.ndarray, task: str, classes: list[str] | None
+            ) -> dict[str, Any]:
+    loss = float(loss_function(task)(output_for_loss(torch.from_numpy(outputs), task),
+                                     torch.from_numpy(targets)))
+    return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+
+
+@torch.inference_mode()
+def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: int,
+                    device: torch.device, classes: list[str] | None,
+                    mixed_precision: bool = False, *, return_outputs: bool = False,
+                    dist: Dist = SINGLE) -> Any:
+    """Validation from cached activations: only the part above the cut runs. With
+    ``return_outputs``: (metrics, outputs, targets), as ``evaluate_split`` gives them."""
+    was_training = model.training
+    model.eval()
+    outs, tgts = [], []
+    for idx in batches_of(dist.block(len(cached)), batch_size):
+        inputs, targets = cached.batch(idx, device)
+        with autocast(device, mixed_precision):
+            out = model.forward_from_cut(inputs, cached.cut)
+        outs.append(out.float().cpu())
+        tgts.append(targets.cpu())
+    model.train(was_training)
+    outputs, targets_np = _joined(outs, tgts, dist)
+    metrics = _scored(outputs, targets_np, task, classes)
+    return (metrics, outputs, targets_np) if return_outputs else metrics
+
+
+@overload
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+    *, return_outputs: Literal[False] = False, dist: Dist = SINGLE,
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+    *, return_outputs: Literal[True], dist: Dist = SINGLE,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]: ...
+
+
+def evaluate_split(
+    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
+    *, return_outputs: bool = False, dist: Dist = SINGLE,
+) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The loss and metrics of ``data``; with ``return_outputs`` also its outputs and targets,
+    as (metrics, outputs, targets), for measures beyond the metrics (e.g. per subgroup)."""
+    outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision,
+                                       dist=dist)
+    metrics = _scored(outputs, targets, task, classes)
+    return (metrics, outputs, targets) if return_outputs else metrics

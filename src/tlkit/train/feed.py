@@ -1,0 +1,55 @@
+"""Where a phase's batches come from: the inputs through the whole model, or activations cached
+at the cut (the frozen bottom computed once; ``tlkit.cache``) through the part above it.
+
+A ``Feed`` holds every split the loop reads (train, val, and any a hook adds, such as
+adaptation's target), each either cached or not; the training splits are all cached or none is,
+so one forward serves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tlkit.distributed import Dist
+from tlkit.model import TransferModel
+from tlkit.tensors import to_device
+from tlkit.train.evaluate import evaluate_cached, evaluate_split
+
+Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Feed:
+    splits: Mapping[str, Sequence[Any]]
+    collate: Collate
+    device: torch.device
+    cut: int | None = None  # the cut the training splits are cached at, None: not cached
+    cached: Mapping[str, Any] = field(default_factory=dict)  # split name -> CachedSplit
+
+    def batch(self, split: str, indices: Sequence[int]) -> tuple[Any, torch.Tensor]:
+        """Inputs and targets of these examples of ``split``, on the device."""
+        if split in self.cached:
+            return self.cached[split].batch(indices, self.device)
+        data = self.splits[split]
+        inputs, targets = self.collate([data[i] for i in indices])
+        return to_device(inputs, self.device), to_device(targets, self.device)
+
+    def forward(self, model: TransferModel, inputs: Any) -> torch.Tensor:
+        return model(inputs) if self.cut is None else model.forward_from_cut(inputs, self.cut)
+
+    def features(self, model: TransferModel, inputs: Any) -> torch.Tensor:
+        """The backbone's pooled features (the head's input)."""
+        bb = model.backbone
+        return bb(inputs) if self.cut is None else bb.forward_from(inputs, self.cut)
+
+    def evaluate(self, model: TransferModel, split: str, task: str, classes: list[str] | None,
+                 batch_size: int, mixed_precision: bool, dist: Dist) -> dict[str, Any]:
+        if split in self.cached:
+            return evaluate_cached(model, self.cached[split], task, batch_size, self.device,  # type: ignore[no-any-return]
+                                   classes, mixed_precision, dist=dist)
+        return evaluate_split(model, self.splits[split], self.collate, task, batch_size,
+                              self.device, classes, mixed_precision, dist=dist)
