@@ -32,7 +32,8 @@ from tlkit.cli import main
 from tlkit.config import dump_config, load_config
 from tlkit.errors import UserError
 from tlkit.rundir import RunDir
-from tlkit.train.checkpoint import atomic_write, load_checkpoint
+from tlkit.files import atomic_write
+from tlkit.train.checkpoint import load_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tlkit"
 

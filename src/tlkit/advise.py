@@ -32,6 +32,8 @@ from typing import Any
 
 from tlkit import strategies
 from tlkit.config import Config
+from tlkit.diagnose.probe import format_probe_table
+from tlkit.diagnose.probe_run import probe_run
 
 SMALL, LARGE = 1000, 10000
 FAR_PAD = 1.5
@@ -162,8 +164,6 @@ def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
     """Measure with ``tlkit probe``'s pipeline: a linear probe per group on the training and
     validation splits, LogME of the top features, and the divergence to the reference at the
     backbone's output where the config names one."""
-    from tlkit.diagnose.probe_run import probe_run
-
     r = probe_run(cfg, log=log, divergence_at_every_group=False)
     top = r["divergence"][r["groups"][-1]] if "divergence" in r else {}
     return Evidence(r["n_train"], r["n_val"], r["modality"], r["source_model"], r["n_groups"],
@@ -172,8 +172,6 @@ def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
 
 
 def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str:
-    from tlkit.diagnose.probe import format_probe_table
-
     lines = [f"recommended: freeze_strategy {adv.strategy}"
              + (" (" + ", ".join(f"{k} {v}" for k, v in adv.settings.items()) + ")"
                 if adv.settings else ""),

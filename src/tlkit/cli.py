@@ -124,7 +124,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
     rep.line(f"[tlkit] test {json.dumps(shown)}")
     if args.baseline:
-        from tlkit.diagnose.baseline import add_to_summary, baseline
+        from tlkit.run.baseline import add_to_summary, baseline
 
         verdict = baseline(cfg, out, event=rep)
         add_to_summary(out, verdict)

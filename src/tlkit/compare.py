@@ -22,36 +22,19 @@ from typing import Any
 import numpy as np
 
 from tlkit import strategies
-from tlkit.config import Config, dump_config, validate, without_strategy_keys
+from tlkit.config import Config, dump_config
+from tlkit.diagnose.probe import text_table
+from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
+from tlkit.run import fit_run, test_predictions
+from tlkit.variants import variant
 
 Log = Callable[[str], None]
-
-
-def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) -> Config:
-    """The config with ``strategy`` in place of its own (``scratch``: random initialisation,
-    everything trains at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
-    to set as well (an advice's). Each strategy sets the keys it needs (``Strategy.variant``)."""
-    raw = cfg.model_dump(mode="json")
-    tc = without_strategy_keys(raw["transfer_config"])
-    d = cfg.diagnostics
-    if strategy == "scratch":
-        tc.update(pretrained_weights="none", freeze_strategy="none", l2sp_lambda=0.0,
-                  backbone_lr=d.scratch_lr or 10 * cfg.transfer_config.backbone_lr,
-                  lr_decay_per_layer=1.0)
-    else:
-        tc["freeze_strategy"] = strategy
-        strategies.get(strategy).variant(tc, cfg.transfer_config, d)
-    tc.update(settings or {})
-    return validate(raw, f"compare: {strategy}")
 
 
 def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             resume: bool = False, test_limit: int | None = None,
             log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
-    from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
-    from tlkit.run import fit_run, test_predictions
-
     unknown = [s for s in names if s not in strategies.names()]
     if unknown:
         raise UserError(f"unknown strategy {unknown[0]!r} in --strategies; choose from "
@@ -138,8 +121,6 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
 
 
 def format_leaderboard(result: dict[str, Any]) -> str:
-    from tlkit.diagnose.probe import text_table
-
     head = ["#", "strategy", "test acc", "95% interval", "vs scratch", "verdict",
             "trainable", "seconds"]
     body = []

@@ -127,6 +127,7 @@ class TransferConfig(Strict):
         # Registry names are checked here, before anything loads; prefixed names (timm:, hf:,
         # torchvision:) are checked by the backbone registry, which imports those libraries.
         if ":" not in v:
+            # local: the registry imports torch, and a config is checked before anything heavy
             from tlkit.backbones.registry import KNOWN
 
             if v not in KNOWN:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from tlkit.device import pick_device
 from tlkit.errors import UserError
 
 T = TypeVar("T")
@@ -209,8 +210,6 @@ def setup(device: str) -> Dist:
     launcher, the process group through Accelerate and this process's device (cuda:LOCAL_RANK,
     or the CPU with gloo)."""
     if not launched():
-        from tlkit.device import pick_device
-
         return Dist(0, 1, 0, pick_device(device))
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device {device} cannot run on several processes; use device: auto, "

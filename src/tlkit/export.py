@@ -33,7 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlkit.data import build_collate, build_dataset
 from tlkit.errors import UserError
+from tlkit.lora import merge_lora
+from tlkit.run.inference import data_for
+from tlkit.rundir import RunDir
+from tlkit.saved import load_model
+from tlkit.train.batches import batches_of
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -107,7 +113,6 @@ def _inputs(saved: Any) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     if prep.kind == "image":
         g = torch.Generator().manual_seed(0)
         return ["images"], (torch.randn(2, 3, prep.input_size, prep.input_size, generator=g),)
-    from tlkit.data import build_collate
 
     encoded, _ = build_collate(prep)([(t, torch.tensor(0)) for t in _EXAMPLE_TEXTS])
     names = [k for k in TEXT_INPUTS if k in encoded]
@@ -199,9 +204,6 @@ class _Runner:
 
 
 def _check(saved: Any, runner: _Runner, data: Any, limit: int | None) -> tuple[int, float]:
-    from tlkit.data import build_collate, build_dataset
-    from tlkit.train.batches import batches_of
-
     ds = build_dataset(data, saved.preprocessing)
     collate = build_collate(saved.preprocessing)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -257,11 +259,6 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
     as ``tlkit predict --data`` takes it; default the validation split), or on every example
     of ``check_split``. Raises UserError if the outputs differ by more than ``TOLERANCE``.
     """
-    from tlkit.lora import merge_lora
-    from tlkit.run.inference import data_for
-    from tlkit.rundir import RunDir
-    from tlkit.saved import load_model
-
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else default_output(run_dir, fmt)
     _check_args(run_dir, fmt)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.train.checkpoint import atomic_write, write_error
+from tlkit.files import atomic_write, write_error
 
 
 class RunDir:

@@ -14,7 +14,9 @@ import torch
 
 from tlkit.backbones import backbone_from_spec
 from tlkit.backbones.base import Preprocessing, TextPreprocessing, preprocessing_from_dict
+from tlkit.data import load_tokenizer
 from tlkit.errors import UserError
+from tlkit.files import disk_full, write_error
 from tlkit.heads import build_head
 from tlkit.lora import apply_lora_spec, lora_spec
 from tlkit.model import TransferModel
@@ -41,8 +43,6 @@ class SavedModel:
 def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
                head: dict[str, Any], task: str, classes: list[str] | None,
                extra: dict[str, Any] | None = None) -> None:
-    from tlkit.train.checkpoint import disk_full, write_error
-
     tmp = folder.with_name(folder.name + ".tmp")
     try:
         _write_model(tmp, folder, model, preprocessing, head, task, classes, extra)
@@ -65,8 +65,6 @@ def _write_model(tmp: Path, folder: Path, model: TransferModel, preprocessing: P
     tmp.mkdir(parents=True)
     prep = preprocessing.to_dict()
     if isinstance(preprocessing, TextPreprocessing):
-        from tlkit.data import load_tokenizer
-
         load_tokenizer(preprocessing.tokenizer).save_pretrained(str(tmp / "tokenizer"))
         prep["tokenizer"] = "tokenizer"  # relative to model/, so the folder can move
     st_save(model, str(tmp / WEIGHTS))

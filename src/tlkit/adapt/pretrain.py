@@ -22,15 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.adapt.target import load_target
+from tlkit.backbones.packaged import minilm_folder
+from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
+from tlkit.device import pick_device
 from tlkit.errors import UserError
+from tlkit.train.schedule import lr_factor
 
 
 def backbone_folder(cfg: Config) -> str:
     """The folder (or hub id) of the config's transformers backbone."""
-    from tlkit.backbones.packaged import minilm_folder
-    from tlkit.backbones.registry import resolve_name
-
     tc = cfg.transfer_config
     r = resolve_name(tc.source_model)
     if r.adapter != "hf":
@@ -49,12 +51,9 @@ def backbone_folder(cfg: Config) -> str:
 
 def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
              ) -> dict[str, Any]:
-    from transformers import (AutoModelForMaskedLM, AutoTokenizer,
-                              DataCollatorForLanguageModeling)
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
     from transformers.utils import logging as hf_logging
 
-    from tlkit.device import pick_device
-    from tlkit.train.schedule import lr_factor
 
     ad, pc, tc = cfg.adaptation, cfg.adaptation.pretrain, cfg.transfer_config
     if ad.target is None:
@@ -64,7 +63,6 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; choose another --out (nothing was changed)")
     folder = backbone_folder(cfg)
-    from tlkit.adapt.target import load_target
 
     data, _ = load_target(ad.target, None)
     if data.modality != "text":

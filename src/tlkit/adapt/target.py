@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.adapt.losses import build_adapter
 from tlkit.config import Config
+from tlkit.data import build_dataset, load_source
+from tlkit.data.images import is_image_file
+from tlkit.data.sources import input_column, resolve_source, table_format
+from tlkit.data.types import LabelledData
+from tlkit.diagnose.divergence import proxy_a_distance
+from tlkit.diagnose.features import layer_features
 from tlkit.errors import UserError
+from tlkit.train.evaluate import evaluate_split
 
 
 @dataclass
@@ -32,9 +40,6 @@ class Target:
             mixed_precision: bool) -> dict[str, Any]:
         """Proxy A-distance between the backbone's pooled features of a sample of the source's
         training split and one of the target."""
-        from tlkit.diagnose.divergence import proxy_a_distance
-        from tlkit.diagnose.features import layer_features
-
         rng = np.random.default_rng(self.seed)
         si = np.sort(rng.permutation(len(source))[: self.sample]).tolist()
         ti = np.sort(rng.permutation(len(self.train))[: self.sample]).tolist()
@@ -47,8 +52,6 @@ class Target:
 
     def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
                classes: list[str] | None, tc: Any) -> dict[str, Any]:
-        from tlkit.train.evaluate import evaluate_split
-
         after = self.pad(model.backbone, source, collate, device, tc.mixed_precision)
         out: dict[str, Any] = {
             "method": self.method, "target": self.source, "target_examples": len(self.train),
@@ -70,9 +73,6 @@ def load_unlabelled(data_cfg: Any) -> Any:
     folder (class subfolders or none). Each gets the placeholder class "(unlabelled)"."""
     import pandas as pd
 
-    from tlkit.data.images import is_image_file
-    from tlkit.data.sources import _input_column, _table_format, resolve_source
-    from tlkit.data.types import LabelledData
 
     kind, where = resolve_source(data_cfg.source)
     if kind == "folder":
@@ -84,14 +84,14 @@ def load_unlabelled(data_cfg: Any) -> Any:
     if kind != "table":
         raise UserError(f"adaptation.target {data_cfg.source}: give a folder or a table")
     path = Path(where)
-    fmt = _table_format(path)
+    fmt = table_format(path)
     try:
         frame = (pd.read_parquet(path) if fmt == "parquet" else
                  pd.read_json(path, lines=True, dtype=False) if fmt == "jsonl" else
                  pd.read_csv(path, sep="\t" if fmt == "tsv" else ","))
     except Exception as e:  # noqa: BLE001 - every parser has its own errors
         raise UserError(f"cannot read {path} ({e}); fix the file") from None
-    modality, column = _input_column(frame, data_cfg, path)
+    modality, column = input_column(frame, data_cfg, path)
     values = [v for v in frame[column].tolist() if isinstance(v, str) and v.strip()]
     if not values:
         raise UserError(f"column {column!r} of {path} holds no inputs")
@@ -106,8 +106,6 @@ def load_unlabelled(data_cfg: Any) -> Any:
 def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:
     """The target data and whether its labels name the source's classes (then the target
     metrics can be reported); a target without usable labels is read as unlabelled."""
-    from tlkit.data import load_source
-
     if classes is not None:
         try:
             return load_source(data_cfg, classes), True
@@ -122,9 +120,6 @@ def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:
 def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: Any,
                    backbone: Any, n_groups: int, source: Any, collate: Any,
                    device: torch.device, event: Callable[[str, dict[str, Any]], None]) -> Target:
-    from tlkit.adapt.losses import build_adapter
-    from tlkit.data import build_dataset
-
     ad = cfg.adaptation
     assert ad.target is not None
     event("stage", {"what": f"loading target data {ad.target.source}"})

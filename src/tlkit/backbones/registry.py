@@ -18,6 +18,10 @@ from typing import Any
 from tlkit.backbones.base import Backbone, preprocessing_from_dict
 from tlkit.backbones.packaged import PACKAGED_VISION, convert_to_safetensors, minilm_folder
 from tlkit.errors import UserError
+from tlkit.files import check_weights_file
+
+# Each adapter (transformers, timm, torchvision) is imported where it is used: loading one kind of
+# backbone never pays for importing the other libraries.
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,6 @@ def load_backbone(
                         "path, or packaged / none / a named tag such as IMAGENET1K_V2")
     is_path = local is not None
     if local is not None:
-        from tlkit.train.checkpoint import check_weights_file
-
         check_weights_file(local)  # a pickle that would run code is refused before any loader
     random_init = w == "none"
 
@@ -211,8 +213,6 @@ def load_backbone(
         elif Path(r.target).expanduser().is_dir():
             path = str(Path(r.target).expanduser())
             if not random_init:
-                from tlkit.train.checkpoint import check_weights_file
-
                 check_weights_file(Path(path), f"the weights of {source_model}:")
         else:
             path = r.target

@@ -87,7 +87,7 @@ def resolve_source(source: str) -> tuple[SourceKind, str | Path]:
     if path.is_dir():
         return "folder", path
     if path.is_file():
-        _table_format(path)  # refuses an unsupported file type now, not after loading
+        table_format(path)  # refuses an unsupported file type now, not after loading
         return "table", path
     if _looks_like_path(source):
         hint = _closest_sibling(path)
@@ -209,7 +209,7 @@ def _load_folder(root: Path, cfg: DataSettings, classes: list[str] | None) -> La
 # Tables: CSV / TSV / JSONL / Parquet with an input column and a label column
 
 
-def _table_format(path: Path) -> str:
+def table_format(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSIONS and len(suffixes) > 1:
         suffixes = suffixes[:-1]
@@ -236,7 +236,7 @@ def _table_header(path: Path, fmt: str) -> list[str] | None:
 def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tuple[pd.DataFrame, str]:
     """The table and the name of its label column. A CSV's labels are read as text so that
     '007' stays '007'; ``label_only`` reads just that column where the format allows it."""
-    fmt = _table_format(path)
+    fmt = table_format(path)
     try:
         header = _table_header(path, fmt)
         if header is None:
@@ -301,7 +301,7 @@ def _looks_like_image_paths(values: pd.Series) -> bool:
     return bool(sample) and all(Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in sample)
 
 
-def _input_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> tuple[Modality, str]:
+def input_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> tuple[Modality, str]:
     if cfg.text_column and cfg.image_column:
         raise UserError(
             "data.text_column and data.image_column are both set; a data set has one input: keep only one."
@@ -343,7 +343,7 @@ def _group_values(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> np.ndar
 
 def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
     frame, label = _read_table(path, cfg)
-    modality, column = _input_column(frame, cfg, path)
+    modality, column = input_column(frame, cfg, path)
     groups = _group_values(frame, cfg, path)
     targets, found = encode_targets(
         frame[label].tolist(),

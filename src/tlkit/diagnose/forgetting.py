@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.backbones.packaged import PACKAGED_VISION, imagenet_classifier
+from tlkit.data import build_dataset, load_source
+from tlkit.diagnose.features import cuttable_groups, group_names, layer_features
+from tlkit.diagnose.similarity import linear_cka
 from tlkit.errors import UserError
 
 
 def forgetting(pretrained: Any, adapted: Any, groups: list[Any], data: Any, collate: Any,
                device: torch.device, sample: int, mixed_precision: bool = False,
                source_task: Any | None = None, source_model: str = "") -> dict[str, Any]:
-    from tlkit.diagnose.features import cuttable_groups, group_names, layer_features
-    from tlkit.diagnose.similarity import linear_cka
-
     n_groups = len(groups)
     k = min(sample, len(data))
     idx = list(range(k))
@@ -50,10 +51,6 @@ def source_accuracy(pretrained: Any, adapted: Any, n_groups: int, data_cfg: Any,
                     ) -> dict[str, Any]:
     """The source classifier's accuracy on the source-task data, through the pretrained and
     through the adapted backbone."""
-    from tlkit.backbones.packaged import PACKAGED_VISION, imagenet_classifier
-    from tlkit.data import build_dataset, load_source
-    from tlkit.diagnose.features import layer_features
-
     if source_model not in PACKAGED_VISION:
         raise UserError(f"diagnostics.source_task needs the backbone's source classifier; "
                         f"{source_model} has none here (the packaged vision models do: "

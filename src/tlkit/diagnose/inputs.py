@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tlkit.assemble import assemble
 from tlkit.config import Config, DataConfig, TransferConfig, derive, without_strategy_keys
+from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
+from tlkit.data.transforms import resolve_preprocessing
 
 
 @dataclass
@@ -29,8 +32,6 @@ class Prepared:
 
 
 def load_splits(data_cfg: DataConfig) -> tuple[Any, str]:
-    from tlkit.data import load_source, make_splits
-
     data = load_source(data_cfg)
     return make_splits(data, data_cfg), data.modality
 
@@ -39,11 +40,6 @@ def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: st
             splits: tuple[Any, str] | None = None) -> Prepared:
     """The backbone named in the config, or ``source_model`` / ``pretrained_weights`` in its
     place (a candidate of ``rank``), ready to compute features of the config's data."""
-    from tlkit.assemble import assemble
-    from tlkit.data import build_collate, build_dataset
-    from tlkit.data.transforms import resolve_preprocessing
-    from tlkit.data import num_outputs_of
-
     tc = cfg.transfer_config
     changes = {k: v for k, v in (("source_model", source_model),
                                  ("pretrained_weights", pretrained_weights)) if v is not None}
@@ -70,6 +66,4 @@ def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: st
 def dataset_for(p: Prepared, data_cfg: DataConfig) -> Any:
     """Another data set (a reference, a source task) through this backbone's preprocessing:
     all of it, as one dataset."""
-    from tlkit.data import build_dataset, load_source
-
     return build_dataset(load_source(data_cfg), p.prep)

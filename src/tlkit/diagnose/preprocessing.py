@@ -17,16 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from tlkit.backbones.base import ImagePreprocessing, TextPreprocessing
+from tlkit.diagnose.features import Examples
 from tlkit.errors import UserError
-
-if TYPE_CHECKING:
-    from tlkit.diagnose.features import Examples
 
 SAMPLE_SIZE = 64  # training examples looked at: enough for statistics, a second to prepare
 # Images: a value counts as outside an interval when it lies beyond it by this share of the

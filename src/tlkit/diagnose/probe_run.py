@@ -11,12 +11,16 @@ from typing import Any
 import numpy as np
 
 from tlkit.config import Config
+from tlkit.device import pick_device
+from tlkit.diagnose.divergence import mmd, proxy_a_distance
+from tlkit.diagnose.features import group_names, layer_features
+from tlkit.diagnose.inputs import dataset_for, prepare
+from tlkit.diagnose.probe import format_probe_table, probe_layers, profile
+from tlkit.diagnose.transferability import logme
 
 
 def divergence_by_cut(target: dict[int, np.ndarray], reference: dict[int, np.ndarray],
                       seed: int = 0) -> dict[int, dict[str, Any]]:
-    from tlkit.diagnose.divergence import mmd, proxy_a_distance
-
     out = {}
     for cut in sorted(target):
         pad = proxy_a_distance(target[cut], reference[cut], seed=seed)
@@ -29,12 +33,6 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
               divergence_at_every_group: bool = True) -> dict[str, Any]:
     """Probes at every group; the divergence to the reference at every group's output (or only
     at the backbone's, which is all ``advise`` reads); LogME of the top features."""
-    from tlkit.diagnose.features import group_names, layer_features
-    from tlkit.diagnose.inputs import dataset_for, prepare
-    from tlkit.diagnose.probe import probe_layers, profile
-    from tlkit.diagnose.transferability import logme
-    from tlkit.device import pick_device
-
     t0 = time.perf_counter()
     tc = cfg.transfer_config
     device = pick_device(tc.device)
@@ -70,8 +68,6 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
 
 
 def format_probe_run(result: dict[str, Any]) -> str:
-    from tlkit.diagnose.probe import format_probe_table
-
     div = result.get("divergence")
     prof = result["profile"]
     lines = [format_probe_table(result["probes"], div), "",

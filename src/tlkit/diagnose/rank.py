@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.backbones.packaged import PACKAGED_VISION, imagenet_classifier
+from tlkit.backbones.registry import resolve_name
+from tlkit.cache import cache_for
 from tlkit.config import Config
+from tlkit.device import pick_device
+from tlkit.diagnose.inputs import load_splits, prepare
+from tlkit.diagnose.probe import linear_probe, text_table
+from tlkit.diagnose.transferability import all_scores
 from tlkit.errors import UserError
 
 Log = Callable[[str], None]
@@ -39,8 +46,6 @@ def parse_candidates(spec: str) -> list[tuple[str, str | None]]:
 
 def check_name(name: str) -> None:
     """A UserError for an unknown name, with the closest known one."""
-    from tlkit.backbones.registry import resolve_name
-
     resolve_name(name)
 
 
@@ -52,8 +57,6 @@ def pooled(p: Any, name: str, dataset: Any, device: torch.device, log: Log
            ) -> tuple[np.ndarray, np.ndarray]:
     """The backbone's pooled features of a split, through the run's own activation cache (on
     disk where the config keeps it, so fit and rank reuse each other's), with the targets."""
-    from tlkit.cache import cache_for
-
     cache = cache_for(p.backbone.to(device), p.n_groups, p.collate, device, p.tc.cache_settings,
                       p.prep, log)
     split = cache.get(name, dataset, p.n_groups)
@@ -67,8 +70,6 @@ def source_probabilities(name: str, weights: str | None, features: np.ndarray
                          ) -> np.ndarray | None:
     """The outputs of the classifier the candidate was pretrained with, on its pooled features,
     as probabilities; None where there is none (a text encoder, random weights)."""
-    from tlkit.backbones.packaged import PACKAGED_VISION, imagenet_classifier
-
     if weights not in (None, "packaged") or name not in PACKAGED_VISION:
         return None
     clf = imagenet_classifier(name).get_classifier()
@@ -79,11 +80,6 @@ def source_probabilities(name: str, weights: str | None, features: np.ndarray
 
 def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = False,
          log: Log = lambda s: None) -> dict[str, Any]:
-    from tlkit.diagnose.inputs import load_splits, prepare
-    from tlkit.diagnose.probe import linear_probe
-    from tlkit.diagnose.transferability import all_scores
-    from tlkit.device import pick_device
-
     tc = cfg.transfer_config
     if cfg.data.task != "single_label":
         raise UserError("rank scores single-label classification data (data.task: "
@@ -129,8 +125,6 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
 
 
 def format_rank(result: dict[str, Any]) -> str:
-    from tlkit.diagnose.probe import text_table
-
     probe = any("probe_accuracy" in r for r in result["candidates"])
     head = ["rank", "candidate", "LogME", "H-score", "LEEP", "NCE", "seconds"]
     if probe:

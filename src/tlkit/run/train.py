@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_model as st_load
 from safetensors.torch import save_model as st_save
 
+from tlkit.files import atomic_write
 from tlkit.run.prepare import Prepared
 from tlkit.rundir import RunDir
-from tlkit.train.checkpoint import atomic_write, save_checkpoint
+from tlkit.train.checkpoint import save_checkpoint
 from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import TrainState, fit
 

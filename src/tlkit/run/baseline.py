@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 
 from tlkit.config import Config, derive
+from tlkit.diagnose.verdict import transfer_verdict
 from tlkit.errors import UserError
+from tlkit.run.fit import fit_run
+from tlkit.run.inference import test_predictions
+from tlkit.rundir import RunDir
+from tlkit.variants import variant
 
 
 def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
              test_limit: int | None = None) -> dict[str, Any]:
     """Train the scratch baselines beside the finished run in ``run_dir`` (a finished baseline
     is kept: an interrupted --baseline picks up where it stopped) and return the verdict."""
-    from tlkit.compare import variant
-    from tlkit.diagnose.verdict import transfer_verdict
-    from tlkit.run import fit_run, test_predictions
-
     if cfg.data.task != "single_label":
         raise UserError("--baseline gives its verdict on single-label classification (test "
                         f"accuracy); this config's task is {cfg.data.task}")
@@ -58,8 +59,6 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
 
 
 def add_to_summary(run_dir: Path, verdict: dict[str, Any]) -> None:
-    from tlkit.rundir import RunDir
-
     rd = RunDir(Path(run_dir))
     summary = json.loads(rd.summary.read_text())
     summary["baseline"] = verdict

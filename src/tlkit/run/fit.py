@@ -1,0 +1,38 @@
+"""A fit in three steps: prepare (config, data, model, plan), train, finalize (diagnostics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tlkit.config import Config
+from tlkit.run.finalize import finalize
+from tlkit.run.prepare import open_run, prepare
+from tlkit.run.train import train
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def _silent(kind: str, info: dict[str, Any]) -> None:
+    pass
+
+
+def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = _silent,
+            checkpoint_every: int | None = None, test_limit: int | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` into the run directory ``out``. ``test_limit`` evaluates the test split
+    on a stratified subset of that many examples (benchmarks on slow machines; the summary
+    says so). Under torchrun or accelerate launch each process trains its share of every batch
+    (``tlkit.distributed``); rank 0 alone writes ``out`` and returns the summary, the others
+    return the validation and test metrics."""
+    run, resume, dist = open_run(cfg, Path(out), resume, event)
+    if not dist.is_main:
+        event = _silent  # rank 0 reports
+    if dist.is_main:
+        run.lock()
+    try:
+        prepared = prepare(cfg, run, resume, dist, event, test_limit)
+        state = train(prepared, checkpoint_every)
+        return finalize(prepared, state)
+    finally:
+        run.unlock()
