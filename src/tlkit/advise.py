@@ -76,7 +76,10 @@ def probe_noise(accuracy: float, n: int) -> float:
 
 
 def recommend(ev: Evidence, tc: Any) -> Advice:
-    """The strategy and its settings for this evidence; ``tc`` supplies the config's rates."""
+    """The strategy and its settings for this evidence; ``tc`` supplies the config's rates.
+
+    One function on purpose (over 80 lines): it is the concept's table read top to bottom, each
+    branch with the reason it gives the user beside it."""
     reasons: list[str] = []
     size = "small" if ev.n_train < SMALL else "large" if ev.n_train > LARGE else "medium"
     reasons.append(f"{ev.n_train:,} training labels: {size} data "

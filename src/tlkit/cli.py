@@ -326,6 +326,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Declarative and long (over 80 lines): one block per command, in the order of --help.
     p = argparse.ArgumentParser(
         prog="tlkit", description="Transfer learning with measurements.",
         epilog="freeze strategies (transfer_config.freeze_strategy):\n" + strategies.describe(),

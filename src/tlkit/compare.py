@@ -78,32 +78,10 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
                     event=event, test_limit=test_limit)
         results[s] = {"summary": json.loads(summary_path.read_text()), "pred": test_predictions(run_dir)}
 
-    seed = cfg.transfer_config.seed
     scratch_pred = results["scratch"]["pred"]
     scratch_ok = scratch_pred[0].argmax(1) == scratch_pred[1]
-    rows = []
-    for s in runs:
-        summ, (outputs, targets) = results[s]["summary"], results[s]["pred"]
-        correct = outputs.argmax(1) == targets
-        # the accuracy's own interval: the bootstrap of its difference from nothing right
-        ci = paired_bootstrap(correct, np.zeros(len(correct)), cfg.diagnostics.bootstrap, seed)
-        low, high = ci["low"], ci["high"]
-        row = {
-            "strategy": strategy_of[s], "row": s, "run_dir": str(out / s),
-            "settings": settings.get(s, {}),
-            "test_accuracy": float(correct.mean()), "low": low, "high": high,
-            "test_f1_macro": summ["test"].get("f1_macro"),
-            "trainable_parameters": summ["trainable_parameters_last_phase"],
-            "parameters": summ["parameters"],
-            "seconds": summ["total_seconds"], "train_seconds": summ["train_seconds"],
-            "advised": s == picked,
-        }
-        if s != "scratch":
-            v = transfer_verdict(correct, [scratch_ok], resamples=cfg.diagnostics.bootstrap,
-                                 seed=seed)
-            row.update(margin=v["margin"], margin_low=v["low"], margin_high=v["high"],
-                       verdict=v["verdict"])
-        rows.append(row)
+    rows = [_row(cfg, s, results[s], scratch_ok, out, strategy_of[s], settings.get(s, {}),
+                 s == picked) for s in runs]
     rows.sort(key=lambda r: r["test_accuracy"], reverse=True)
     best = rows[0]
     result: dict[str, Any] = {
@@ -118,6 +96,31 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
         result["advised_gap_points"] = round(100 * (best["test_accuracy"]
                                                     - mine["test_accuracy"]), 2)
     return result
+
+
+def _row(cfg: Config, name: str, result: dict[str, Any], scratch_ok: np.ndarray, out: Path,
+         strategy: str, settings: dict[str, Any], advised: bool) -> dict[str, Any]:
+    """One run's line of the leaderboard: its accuracy with a 95% interval, and its margin over
+    the scratch baseline with the verdict."""
+    seed, resamples = cfg.transfer_config.seed, cfg.diagnostics.bootstrap
+    summ, (outputs, targets) = result["summary"], result["pred"]
+    correct = outputs.argmax(1) == targets
+    # the accuracy's own interval: the bootstrap of its difference from nothing right
+    ci = paired_bootstrap(correct, np.zeros(len(correct)), resamples, seed)
+    row = {
+        "strategy": strategy, "row": name, "run_dir": str(out / name), "settings": settings,
+        "test_accuracy": float(correct.mean()), "low": ci["low"], "high": ci["high"],
+        "test_f1_macro": summ["test"].get("f1_macro"),
+        "trainable_parameters": summ["trainable_parameters_last_phase"],
+        "parameters": summ["parameters"],
+        "seconds": summ["total_seconds"], "train_seconds": summ["train_seconds"],
+        "advised": advised,
+    }
+    if name != "scratch":
+        v = transfer_verdict(correct, [scratch_ok], resamples=resamples, seed=seed)
+        row.update(margin=v["margin"], margin_low=v["low"], margin_high=v["high"],
+                   verdict=v["verdict"])
+    return row
 
 
 def format_leaderboard(result: dict[str, Any]) -> str:

@@ -183,7 +183,10 @@ def load_backbone(
     max_length: int | None = None,
 ) -> Backbone:
     """Build a backbone with its pretrained weights, failing fast (UserError) when those
-    weights would need a hub this machine cannot reach."""
+    weights would need a hub this machine cannot reach.
+
+    One branch per adapter (transformers, timm, torchvision), kept in one function (it runs
+    over 80 lines) so that the precedence of packaged, local and hub weights reads in one place."""
     r = resolve_name(source_model)
     w = pretrained_weights
     looks_like_path = (
