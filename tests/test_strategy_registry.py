@@ -14,10 +14,10 @@ from tlkit.cli import build_parser, main
 from tlkit.compare import variant
 from tlkit.config import TransferConfig, validate
 from tlkit.errors import UserError
-from tlkit.strategies import PhaseSpec, StrategyBase
+from tlkit.strategies import PhaseSpec, Strategy
 
 
-class BottomHalfFrozen(StrategyBase):
+class BottomHalfFrozen(Strategy):
     """The toy: the top half of the groups trains from the start."""
 
     name = "top_half"

@@ -194,7 +194,8 @@ class ActivationCache:
                 break
         self.backbone.train(was_training)
         if self.dist.any(over):
-            return self._over_cap(name, cut)
+            self._over_cap(name, cut)
+            return None
         split = self._gathered(out, cut)
         self.log(f"activation cache: {name} at cut {cut} derived from cut {below.cut} "
                  f"({len(below)} samples, {split.nbytes / 2**20:.1f} MiB)")
@@ -203,7 +204,6 @@ class ActivationCache:
     def _over_cap(self, name: str, cut: int) -> None:
         self.log(f"activation cache: {name} at cut {cut} would pass the cap of "
                  f"{self.max_bytes / 2**20:.0f} MiB; running the full forward instead")
-        return None
 
     def _gathered(self, out: _Collector, cut: int) -> CachedSplit:
         """This process's block, or with several processes every block in rank order."""
@@ -211,7 +211,8 @@ class ActivationCache:
             return out.split(cut)
         parts = [p for p in self.dist.gather(out.split(cut) if out.targets else None)
                  if p is not None]
-        dense = torch.cat([p.dense for p in parts]) if parts[0].dense is not None else None
+        dense = (torch.cat([p.dense for p in parts if p.dense is not None])
+                 if parts[0].dense is not None else None)
         ragged = ([t for p in parts for t in p.ragged or []] if parts[0].ragged is not None
                   else None)
         return CachedSplit(cut, dense, ragged, torch.cat([p.targets for p in parts]),
@@ -270,7 +271,8 @@ class ActivationCache:
                 break
         self.backbone.train(was_training)
         if self.dist.any(over):  # every process falls back together
-            return self._over_cap(name, cut)
+            self._over_cap(name, cut)
+            return None
         split = self._gathered(out, cut)
         what = "pooled features" if pooled else f"activations at cut {cut}"
         shards = f" in {self.dist.world} shards" if self.dist.enabled else ""

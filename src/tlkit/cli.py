@@ -12,6 +12,8 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from tlkit import strategies
 from tlkit.errors import UserError
@@ -42,8 +44,8 @@ class Reporter:
     def __init__(self, log_path: str | None = None) -> None:
         self.tty = sys.stderr.isatty()
         self.log_path = log_path
-        self.progress = None
-        self.task = None
+        self.progress: Any = None  # a rich Progress while an epoch runs on a terminal
+        self.task: Any = None
 
     def line(self, text: str) -> None:
         if self.progress is not None:
@@ -62,7 +64,7 @@ class Reporter:
                 # which says what was kept. It must not end the run as an internal error.
                 pass
 
-    def __call__(self, kind: str, info: dict) -> None:  # type: ignore[type-arg]
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "stage":
             extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "what")
             self.line(f"[tlkit] {info['what']}" + (f"  {extra}" if extra else ""))
@@ -135,7 +137,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_after_fit(out: os.PathLike[str], rep: Reporter) -> None:
+def _report_after_fit(out: Path, rep: Reporter) -> None:
     """The trained run stands whatever happens here: a report that fails is logged, not
     raised (``tlkit report`` draws it again)."""
     try:

@@ -114,7 +114,8 @@ def _inputs(saved: Any) -> tuple[list[str], tuple[torch.Tensor, ...]]:
         g = torch.Generator().manual_seed(0)
         return ["images"], (torch.randn(2, 3, prep.input_size, prep.input_size, generator=g),)
 
-    encoded, _ = build_collate(prep)([(t, torch.tensor(0)) for t in _EXAMPLE_TEXTS])
+    collate: Any = build_collate(prep)
+    encoded, _ = collate([(t, torch.tensor(0)) for t in _EXAMPLE_TEXTS])
     names = [k for k in TEXT_INPUTS if k in encoded]
     return names, tuple(encoded[k].to(torch.int64) for k in names)
 
@@ -204,8 +205,8 @@ class _Runner:
 
 
 def _check(saved: Any, runner: _Runner, data: Any, limit: int | None) -> tuple[int, float]:
-    ds = build_dataset(data, saved.preprocessing)
-    collate = build_collate(saved.preprocessing)
+    ds: Any = build_dataset(data, saved.preprocessing)
+    collate: Any = build_collate(saved.preprocessing)
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
         raise UserError(f"the data to check the export on ({data.name}) has no examples; give "
@@ -233,7 +234,8 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
         saved_tok = Path(saved.preprocessing.tokenizer)
         shutil.copytree(saved_tok, tok)
         prep["tokenizer"] = tok.name  # relative to this file's folder
-        inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+        inputs: list[dict[str, Any]] = [{"name": n, "dtype": "int64",
+                                         "shape": ["batch", "sequence"]} for n in names]
     else:
         size = int(prep["input_size"])
         inputs = [{"name": "images", "dtype": "float32", "shape": ["batch", 3, size, size]}]

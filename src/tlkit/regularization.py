@@ -36,7 +36,7 @@ class _SquaredDistance(torch.autograd.Function):
     allocations (tens of MB per tensor, page faults and all), not the arithmetic, cost the most."""
 
     @staticmethod
-    def forward(ctx, sources, scratch, *params):  # type: ignore[no-untyped-def]
+    def forward(ctx, sources, scratch, *params):
         total = torch.zeros((), dtype=torch.float32, device=params[0].device)
         for p, p0, d in zip(params, sources, scratch, strict=True):
             torch.sub(p.detach(), p0, out=d)
@@ -46,7 +46,7 @@ class _SquaredDistance(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+    def backward(ctx, grad):
         # d/dp ||p - p0||^2 = 2 (p - p0); the scratch still holds p - p0 (nothing stepped
         # in between) and is overwritten by the next forward, so it can carry the gradient.
         scratch = ctx.scratch

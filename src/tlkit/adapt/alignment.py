@@ -4,12 +4,13 @@ alignment loss (``tlkit.adapt.losses``), whose weighted value adds to the task l
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from tlkit.data.types import Examples
 from tlkit.model import TransferModel
 from tlkit.train.batches import target_indices
 from tlkit.train.feed import Feed
@@ -23,10 +24,10 @@ class Alignment:
     name = "adaptation"  # its key in the checkpoint and its optimizer group
     loss_name = "train_adaptation_loss"
 
-    def __init__(self, loss: nn.Module, target: Sequence[Any], weight: float, seed: int) -> None:
+    def __init__(self, loss: nn.Module, target: Examples, weight: float, seed: int) -> None:
         self.loss, self.target, self.weight, self.seed = loss, target, weight, seed
 
-    def splits(self) -> dict[str, Sequence[Any]]:
+    def splits(self) -> dict[str, Examples]:
         return {"target": self.target}
 
     def to(self, device: torch.device) -> None:

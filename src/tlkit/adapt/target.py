@@ -43,7 +43,7 @@ class Target:
         rng = np.random.default_rng(self.seed)
         si = np.sort(rng.permutation(len(source))[: self.sample]).tolist()
         ti = np.sort(rng.permutation(len(self.train))[: self.sample]).tolist()
-        kw = {"device": device, "mixed_precision": mixed_precision}
+        kw: dict[str, Any] = {"device": device, "mixed_precision": mixed_precision}
         fs, _ = layer_features(backbone, source, collate, self.n_groups, [self.n_groups],
                                indices=si, **kw)
         ft, _ = layer_features(backbone, self.train, collate, self.n_groups, [self.n_groups],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -98,6 +98,15 @@ class LabelledData:
         else:
             counts = np.bincount(self.targets, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+
+class Examples(Protocol):
+    """What the loop, the evaluation and the features read examples from: a list, a torch
+    Dataset (anything with a length and an index)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def num_outputs_of(data: LabelledData) -> int:

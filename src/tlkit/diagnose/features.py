@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from tlkit.backbones.base import Backbone
+from tlkit.data.types import Examples
 from tlkit.tensors import to_device
-
-
-class Examples(Protocol):
-    """What ``layer_features`` reads examples from: a list, a torch Dataset."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def pool(state: Any) -> torch.Tensor:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import ImagePreprocessing, TextPreprocessing
-from tlkit.diagnose.features import Examples
+from tlkit.data.types import Examples
 from tlkit.errors import UserError
 
 SAMPLE_SIZE = 64  # training examples looked at: enough for statistics, a second to prepare

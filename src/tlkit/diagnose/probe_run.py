@@ -40,7 +40,7 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
     p.backbone.to(device)
     log(f"probe: features of {len(p.train):,} training and {len(p.val):,} validation examples "
         f"at each of {p.n_groups} groups")
-    kw = {"device": device, "mixed_precision": tc.mixed_precision}
+    kw: dict[str, Any] = {"device": device, "mixed_precision": tc.mixed_precision}
     tr, ty = layer_features(p.backbone, p.train, p.collate, p.n_groups, **kw)
     va, vy = layer_features(p.backbone, p.val, p.collate, p.n_groups, **kw)
     names = group_names(p.groups, list(tr))

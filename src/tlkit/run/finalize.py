@@ -112,7 +112,7 @@ def outputs(p: Prepared) -> Outputs:
                              classes, tc.mixed_precision, return_outputs=True, dist=dist)
     test = evaluate_split(model, p.test_ds, p.train.collate, task, tc.batch_size, device,
                           classes, tc.mixed_precision, return_outputs=True, dist=dist)
-    return Outputs(*val, *test)
+    return Outputs(val[0], val[1], val[2], test[0], test[1], test[2])
 
 
 def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
 
 from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
-from tlkit.data.types import LabelledData
+from tlkit.data.types import LabelledData, Task
 from tlkit.errors import UserError
 from tlkit.metrics import probabilities, subgroup_metrics
 from tlkit.rundir import RunDir
@@ -106,7 +106,7 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
         dummy = (np.zeros(len(items), dtype=np.int64) if saved.task == "single_label"
                  else np.zeros((len(items), n_out), dtype=np.float32)
                  if saved.task == "multi_label" else np.zeros(len(items), dtype=np.float32))
-        data = LabelledData(name="inputs", modality=kind, task=saved.task, inputs=items,
+        data = LabelledData(name="inputs", modality=kind, task=cast(Task, saved.task), inputs=items,
                             targets=dummy, classes=saved.classes)
         shown = list(inputs)
     if data.modality != kind:
@@ -117,14 +117,16 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
     outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device,
                                  _mixed_precision_of(Path(path)))
     probs = probabilities(outputs, saved.task)
-    rows = []
+    classes = saved.classes or []  # None for regression, which names no class
+    rows: list[dict[str, Any]] = []
     for i, p in enumerate(probs):
+        row: dict[str, Any]
         if saved.task == "single_label":
-            row = {"input": shown[i], "label": saved.classes[int(p.argmax())],
-                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+            row = {"input": shown[i], "label": classes[int(p.argmax())],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
         elif saved.task == "multi_label":
-            row = {"input": shown[i], "labels": [c for c, v in zip(saved.classes, p) if v > 0.5],
-                   "probabilities": {c: round(float(v), 6) for c, v in zip(saved.classes, p)}}
+            row = {"input": shown[i], "labels": [c for c, v in zip(classes, p) if v > 0.5],
+                   "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
         else:
             row = {"input": shown[i], "value": [float(v) for v in np.atleast_1d(p)]}
         rows.append(row)

@@ -17,9 +17,11 @@ from sklearn.model_selection import train_test_split
 from tlkit.adapt.alignment import Alignment
 from tlkit.adapt.target import Target, prepare_target
 from tlkit.assemble import Assembled, assemble
+from tlkit.backbones.base import TextPreprocessing
 from tlkit.cache import CacheHook, cache_for
 from tlkit.config import Config, dump_config
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
+from tlkit.data.collate import TextCollate
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
@@ -135,6 +137,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
         hooks.append(CacheHook(cache, asm.plan))
     lengths = None
     if data.modality == "text" and cfg.data.group_by_length:
+        assert isinstance(collate, TextCollate) and isinstance(prep, TextPreprocessing)
         enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
                                 max_length=prep.max_length)
         lengths = [len(x) for x in enc["input_ids"]]

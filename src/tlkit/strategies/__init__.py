@@ -1,8 +1,8 @@
 """Freeze strategies: one file per strategy, and the one registry that the config's accepted
 values, ``tlkit plan``, ``compare``, ``advise`` and the command line's help all read.
 
-Adding a strategy is adding one file here (a class with ``name``, ``summary``, ``keys`` and
-``phases``; see ``base.Strategy``) and one line in ``BUILTIN`` below. ``register`` adds one at
+Adding a strategy is adding one file here (a subclass of ``base.Strategy`` with ``name``,
+``summary``, ``keys`` and ``phases``) and one line in ``BUILTIN`` below. ``register`` adds one at
 run time (a plug-in, or a test's toy strategy).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tlkit.errors import UserError
 from tlkit.strategies import all_frozen, gradual, lora, lp_ft, none, top_n_unfrozen
-from tlkit.strategies.base import PhaseSpec, Strategy, StrategyBase, phase_at, selector_count
+from tlkit.strategies.base import PhaseSpec, Strategy, phase_at, selector_count
 
 BUILTIN: tuple[Strategy, ...] = (
     all_frozen.STRATEGY,
@@ -61,5 +61,5 @@ def describe() -> str:
     return "\n".join(f"  {s.name:<15} {s.summary}" for s in _REGISTRY.values())
 
 
-__all__ = ["BUILTIN", "PhaseSpec", "Strategy", "StrategyBase", "describe", "get", "names",
+__all__ = ["BUILTIN", "PhaseSpec", "Strategy", "describe", "get", "names",
            "phase_at", "register", "owned_keys", "selector_count", "unregister"]

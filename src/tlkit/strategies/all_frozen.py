@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlkit.strategies.base import PhaseSpec, StrategyBase
+from tlkit.strategies.base import PhaseSpec, Strategy
 
 
-class AllFrozen(StrategyBase):
+class AllFrozen(Strategy):
     name = "all_frozen"
     summary = "feature extraction: the backbone frozen, the head trains on features computed once"
 

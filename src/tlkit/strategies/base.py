@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from tlkit.errors import UserError
 
@@ -27,56 +27,39 @@ class PhaseSpec:
     adapters_only: bool = False  # LoRA: only the adapter parameters of those groups train
 
 
-class Strategy(Protocol):
-    """A freeze strategy. ``name`` is the value of ``transfer_config.freeze_strategy``;
-    ``keys`` are the transfer_config keys that only this strategy reads (the config refuses them
-    under another strategy)."""
+class Strategy:
+    """A freeze strategy: the interface every file in ``tlkit.strategies`` implements.
 
-    name: str
-    summary: str  # one line, for `tlkit --help`, `compare` and the docs
-    keys: tuple[str, ...]
+    ``name`` is the value of ``transfer_config.freeze_strategy``; ``keys`` are the
+    transfer_config keys that only this strategy reads (the config refuses them under another
+    strategy). ``phases`` is the one method a strategy must give; the others default to doing
+    nothing."""
 
-    def check(self, settings: Any) -> None:
-        """Raise ValueError (a config error naming the fix) when the settings cannot work."""
+    name: str = ""
+    summary: str = ""  # one line, for `tlkit --help`, `compare` and the docs
+    keys: tuple[str, ...] = ()
 
     def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
         """The phases, in epoch order, for a backbone of ``n_groups`` layer groups."""
-        ...
+        raise NotImplementedError
+
+    def check(self, settings: Any) -> None:
+        """Raise ValueError (a config error naming the fix) when the settings cannot work."""
+        return None
 
     def notes(self, settings: Any, backbone: Any) -> list[str]:
         """What the plan's table does not show (printed below it)."""
-        ...
+        return []
 
     def prepare(self, backbone: Any, groups: list[Any], settings: Any) -> list[Any]:
         """Change the backbone before the plan is built (LoRA adds its adapters); returns the
         layer groups with every parameter placed."""
-        ...
+        return groups
 
     def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
         """Turn ``tc`` (another config's transfer_config, as a dict) into this strategy's
         variant for ``compare``: set the keys this strategy needs. ``own`` is the original
         validated transfer_config, ``rates`` its diagnostics section."""
-        ...
-
-
-class StrategyBase:
-    """Defaults for the optional parts of ``Strategy``: nothing to check, no notes, no change
-    to the backbone, no keys of its own to set for ``compare``."""
-
-    name = ""
-    summary = ""
-    keys: tuple[str, ...] = ()
-
-    def check(self, settings: Any) -> None:
-        return None
-
-    def notes(self, settings: Any, backbone: Any) -> list[str]:
-        return []
-
-    def prepare(self, backbone: Any, groups: list[Any], settings: Any) -> list[Any]:
-        return groups
-
-    def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
         return None
 
 

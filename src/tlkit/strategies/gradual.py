@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, StrategyBase, selector_count
+from tlkit.strategies.base import PhaseSpec, Strategy, selector_count
 
 
 def default_schedule(epochs: int) -> list[dict[str, Any]]:
@@ -22,7 +22,7 @@ def default_schedule(epochs: int) -> list[dict[str, Any]]:
     return [{"epoch": e, "unfreeze": u} for e, u in kept]
 
 
-class Gradual(StrategyBase):
+class Gradual(Strategy):
     name = "gradual"
     summary = "gradual unfreezing: the head first, then groups from the top down on a schedule"
     keys = ("unfreeze_schedule",)

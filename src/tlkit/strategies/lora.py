@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tlkit.strategies.base import PhaseSpec, StrategyBase
+from tlkit.strategies.base import PhaseSpec, Strategy
 
 
 class LoraSettings(BaseModel):
@@ -37,7 +37,7 @@ def lora_settings(settings: Any) -> LoraSettings:
     return settings.lora if settings.lora is not None else LoraSettings()
 
 
-class LoRA(StrategyBase):
+class LoRA(Strategy):
     name = "lora"
     summary = "LoRA (PEFT): low-rank adapters and the head train, the base weights stay frozen"
     keys = ("lora",)

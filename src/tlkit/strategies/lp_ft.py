@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, StrategyBase
+from tlkit.strategies.base import PhaseSpec, Strategy
 
 
 def lp_epochs_of(settings: Any) -> int:
@@ -15,7 +15,7 @@ def lp_epochs_of(settings: Any) -> int:
     return settings.lp_epochs if settings.lp_epochs is not None else max(1, settings.epochs // 2)
 
 
-class LinearProbeThenFineTune(StrategyBase):
+class LinearProbeThenFineTune(Strategy):
     name = "lp_ft"
     summary = "linear probe, then fine-tune everything from the probed head"
     keys = ("lp_epochs",)

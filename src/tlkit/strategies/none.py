@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlkit.strategies.base import PhaseSpec, StrategyBase
+from tlkit.strategies.base import PhaseSpec, Strategy
 
 
-class FullFineTuning(StrategyBase):
+class FullFineTuning(Strategy):
     name = "none"
     summary = "full fine-tuning: every group trains at its discriminative rate"
 

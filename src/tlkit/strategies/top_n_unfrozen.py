@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, StrategyBase
+from tlkit.strategies.base import PhaseSpec, Strategy
 
 
-class TopNUnfrozen(StrategyBase):
+class TopNUnfrozen(Strategy):
     name = "top_n_unfrozen"
     summary = "the top top_n groups train, the lower ones stay frozen"
 

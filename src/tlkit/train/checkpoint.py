@@ -46,8 +46,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

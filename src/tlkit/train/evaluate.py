@@ -4,13 +4,14 @@ the split and every process gets the whole, gathered in the data's order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 from torch import nn
 
+from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.metrics import compute_metrics
@@ -36,7 +37,7 @@ def output_for_loss(out: torch.Tensor, task: str) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_outputs(
-    model: nn.Module, data: Sequence[Any], collate: Collate, batch_size: int,
+    model: nn.Module, data: Examples, collate: Collate, batch_size: int,
     device: torch.device, mixed_precision: bool = False, *, dist: Dist = SINGLE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Outputs (logits or values) and targets of ``data``, in its order."""
@@ -95,7 +96,7 @@ def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: in
 
 @overload
 def evaluate_split(
-    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    model: nn.Module, data: Examples, collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
     *, return_outputs: Literal[False] = False, dist: Dist = SINGLE,
 ) -> dict[str, Any]: ...
@@ -103,14 +104,14 @@ def evaluate_split(
 
 @overload
 def evaluate_split(
-    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    model: nn.Module, data: Examples, collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
     *, return_outputs: Literal[True], dist: Dist = SINGLE,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]: ...
 
 
 def evaluate_split(
-    model: nn.Module, data: Sequence[Any], collate: Collate, task: str, batch_size: int,
+    model: nn.Module, data: Examples, collate: Collate, task: str, batch_size: int,
     device: torch.device, classes: list[str] | None, mixed_precision: bool = False,
     *, return_outputs: bool = False, dist: Dist = SINGLE,
 ) -> dict[str, Any] | tuple[dict[str, Any], np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tlkit.data.types import Examples
 from tlkit.distributed import Dist
 from tlkit.model import TransferModel
 from tlkit.tensors import to_device
@@ -24,7 +25,7 @@ Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Feed:
-    splits: Mapping[str, Sequence[Any]]
+    splits: Mapping[str, Examples]
     collate: Collate
     device: torch.device
     cut: int | None = None  # the cut the training splits are cached at, None: not cached
@@ -49,7 +50,9 @@ class Feed:
     def evaluate(self, model: TransferModel, split: str, task: str, classes: list[str] | None,
                  batch_size: int, mixed_precision: bool, dist: Dist) -> dict[str, Any]:
         if split in self.cached:
-            return evaluate_cached(model, self.cached[split], task, batch_size, self.device,  # type: ignore[no-any-return]
-                                   classes, mixed_precision, dist=dist)
+            metrics: dict[str, Any] = evaluate_cached(
+                model, self.cached[split], task, batch_size, self.device, classes,
+                mixed_precision, dist=dist)
+            return metrics
         return evaluate_split(model, self.splits[split], self.collate, task, batch_size,
                               self.device, classes, mixed_precision, dist=dist)
