@@ -3,7 +3,7 @@ VENV ?= .venv
 TLKIT := $(VENV)/bin/tlkit
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-fast contract clean
+.PHONY: setup demo test test-fast typecheck contract clean
 
 setup:
 	./scripts/setup.sh
@@ -20,7 +20,9 @@ demo: setup
 	@$(VENV)/bin/python -c "import json; m = json.load(open('$(DEMO_RUN)/test_metrics.json')); print(f\"test accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  on {m['n']} snippets\")"
 	$(TLKIT) predict $(DEMO_RUN) "A warm, funny and beautifully acted film." "A tedious, clumsy mess that never finds its story."
 
+# The import-layer check (tests/test_imports.py) runs with the tests; mypy checks src/ first.
 test: setup
+	$(VENV)/bin/mypy
 	$(PYTEST)
 
 # Everything but the tests marked slow (measured over 2 s on the 2-core machine) or packaged;
@@ -30,6 +32,9 @@ test-fast: setup
 	@t0=$$(date +%s%N); $(PYTEST) -m "not slow and not packaged"; rc=$$?; \
 	ms=$$(( ($$(date +%s%N) - t0) / 1000000 )); \
 	echo "test-fast: $$((ms / 1000)).$$((ms % 1000 / 100)) s wall (budget 90 s)"; exit $$rc
+
+typecheck: setup
+	$(VENV)/bin/mypy
 
 contract: setup
 	../shared/checks/contract
