@@ -8,19 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.report import plots
-from tlkit.report.html import (
-    badge,
-    cards,
-    details,
-    esc,
-    fmt,
-    img,
-    note,
-    page,
-    pre,
-    table,
-    write_page,
-)
+from tlkit.report.html import (badge, cards, details, esc, fmt, img, note, page, pre, table,
+                               write_page)
 
 
 def write_compare_page(result: dict[str, Any], path: str | Path) -> Path:

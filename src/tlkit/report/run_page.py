@@ -7,21 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.report import plots
-from tlkit.report.html import (
-    badge,
-    cards,
-    details,
-    esc,
-    facts,
-    fmt,
-    img,
-    note,
-    page,
-    pre,
-    table,
-    verdict_kind,
-    write_page,
-)
+from tlkit.report.html import (badge, cards, details, esc, facts, fmt, img, note, page, pre, table,
+                               verdict_kind, write_page)
 from tlkit.report.rundata import RunData, load_run
 
 # summary.json keys the page shows in their own sections; any other dict or list goes to "more"
