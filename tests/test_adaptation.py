@@ -84,6 +84,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_dann_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -115,6 +116,7 @@ def test_a_dann_run_resumed_mid_way_ends_like_an_uninterrupted_one(tmp_path: Pat
     assert rep["method"] == "dann" and 0 <= rep["pad_before"] <= 2 and 0 <= rep["pad_after"] <= 2
 
 
+@pytest.mark.slow
 def test_pretrain_continues_masked_lm_training_and_writes_a_backbone(
         tmp_path: Path, tiny_bert_dir: Path) -> None:
     from tlkit.adapt.pretrain import pretrain

@@ -62,6 +62,7 @@ def _losses(raw: dict, out: Path, cache: bool) -> tuple[list[tuple[float, float]
 
 
 @pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.slow
 def test_gradual_run_with_and_without_cache_gives_equal_losses(tmp_path: Path, kind: str,
                                                                tiny_bert: Path) -> None:
     raw = (_cfg("timm:test_efficientnet", "digits") if kind == "image"
@@ -79,6 +80,7 @@ def test_gradual_run_with_and_without_cache_gives_equal_losses(tmp_path: Path, k
         assert a_val == pytest.approx(b_val, rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_feature_extraction_caches_pooled_features_and_reuses_them_from_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))

@@ -151,6 +151,7 @@ def test_hub_backbone_while_offline_in_process(capsys, monkeypatch, name):
     assert_user_error(code, out, err, "hub", "minilm-l6")
 
 
+@pytest.mark.slow
 def test_hub_backbone_while_offline_command():
     start = time.perf_counter()
     r = run_cli("plan", str(QUICKSTART), "--set", "transfer_config.source_model=resnet50")
@@ -215,6 +216,7 @@ def test_plan_with_overrides_on_a_tiny_model(capsys):
     assert phase["head"][0] == 64 * 10 + 10  # test_vit features x fashion_mnist classes
 
 
+@pytest.mark.slow
 def test_plan_command_end_to_end():
     r = run_cli("plan", str(QUICKSTART), *TINY_IMAGE)
     assert r.returncode == 0, r.stderr

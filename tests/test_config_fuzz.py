@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -267,6 +268,7 @@ def _load(text: str, overrides: list[str]) -> None:
     event("accepted")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(raw=CONFIGS, overrides=OVERRIDES)
 def test_random_configs_are_accepted_or_refused_with_a_user_error(
@@ -283,6 +285,7 @@ def test_random_configs_are_accepted_or_refused_with_a_user_error(
         pass
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=yaml_texts(), overrides=OVERRIDES)
 def test_random_yaml_text_is_accepted_or_refused_with_a_user_error(

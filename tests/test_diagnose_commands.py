@@ -71,6 +71,7 @@ def test_a_lower_peak_within_the_noise_of_a_small_validation_set_is_not_evidence
     assert recommend(ev, TC).similar is False
 
 
+@pytest.mark.slow
 def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
@@ -101,6 +102,7 @@ def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     assert "recommended: freeze_strategy" in r.stdout and "tlkit fit" in r.stdout
 
 
+@pytest.mark.slow
 def test_rank_refuses_an_unknown_candidate_before_computing_anything(tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
@@ -112,6 +114,7 @@ def test_rank_refuses_an_unknown_candidate_before_computing_anything(tmp_path: P
 
 
 @pytest.mark.packaged
+@pytest.mark.slow
 def test_rank_puts_a_random_initialisation_below_the_pretrained_weights(tmp_path: Path) -> None:
     cfg = tmp_path / "fm.yaml"
     cfg.write_text("transfer_config:\n  source_model: mobilenetv2\ndata:\n  source: "
@@ -126,6 +129,7 @@ def test_rank_puts_a_random_initialisation_below_the_pretrained_weights(tmp_path
     assert leep["mobilenetv2"] is not None and leep["mobilenetv2@none"] is None
 
 
+@pytest.mark.slow
 def test_probe_measures_divergence_to_a_reference_at_each_group(tmp_path: Path) -> None:
     cfg = tmp_path / "ref.yaml"
     cfg.write_text(TINY + "diagnostics:\n  reference:\n    source: fashion_mnist\n"

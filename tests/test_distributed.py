@@ -9,6 +9,7 @@ global batch up to the order of float additions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,7 +41,8 @@ transfer_config:
   warmup_steps: 2
   dropout: 0.0
   epochs: 3
-  batch_size: 16
+  batch_size: 17
+  gradient_accumulation_steps: 2
   early_stopping_patience: null
   cache: {{disk: false}}
 data:
@@ -125,6 +128,7 @@ def assert_same_run(a: Path, b: Path) -> None:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-4, msg=k)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_result(cfg: Path, one_process: Path) -> None:
     out = cfg.parent / "two"
     r = fit(TORCHRUN, cfg, out)
@@ -138,6 +142,7 @@ def test_two_processes_give_the_single_process_result(cfg: Path, one_process: Pa
     assert_same_run(one_process, out)
 
 
+@pytest.mark.slow
 def test_a_run_killed_on_two_processes_resumes_on_one(cfg: Path, one_process: Path,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
     import psutil
@@ -187,3 +192,117 @@ def test_other_commands_refuse_several_processes(cfg: Path, monkeypatch: pytest.
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["plan", str(cfg)]) == 2
     assert "only `tlkit fit` runs on several processes" in capsys.readouterr().err
+
+
+class _Body(torch.nn.Module):
+    """A backbone stand-in: a frozen layer, BatchNorm, a trained layer, and a trained layer the
+    forward does not use (only L2-SP's penalty reaches it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = torch.nn.Linear(4, 6)
+        self.bn = torch.nn.BatchNorm1d(6)
+        self.top = torch.nn.Linear(6, 5)
+        self.aside = torch.nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.top(self.bn(self.frozen(x))))
+
+
+class _Head(torch.nn.Module):
+    """A head with a trained layer no loss reaches at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = torch.nn.Linear(5, 3)
+        self.spare = torch.nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x)
+
+
+def test_ddp_averages_to_the_global_batch_step(tmp_path: Path) -> None:
+    """Through the loop's own `_backward` and a real DDP wrapper (on a one-process gloo group,
+    so DDP averages over one process; the test averages the simulated processes as DDP would
+    over two): the average is the one-process gradient of the whole batch with the shared
+    L2-SP penalty counted once, including for a batch smaller than the processes (the empty
+    share runs a stand-in weighted 0). A parameter no loss reaches is left out of DDP and keeps
+    no gradient; a stand-in moves no BatchNorm statistics."""
+    from types import SimpleNamespace
+
+    import torch.distributed as tdist
+
+    from tlkit.model import TransferModel
+    from tlkit.regularization import L2SP
+    from tlkit.train.evaluate import loss_function
+    from tlkit.train.feed import Feed
+    from tlkit.train.hooks import NO_IO, Step
+    from tlkit.train.loop import _backward, _Run
+    from tlkit.train.parallel import parallel_for
+
+    torch.manual_seed(0)
+    model = TransferModel(_Body(), _Head())  # type: ignore[arg-type]
+    penalty = L2SP(model.backbone, 0.5)
+    with torch.no_grad():  # away from the source weights: a penalty with a gradient
+        for p in model.backbone.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.backbone.frozen.requires_grad_(False)
+    model.set_frozen_norm_modules([model.backbone.frozen])  # kept in eval mode by train()
+    model.eval()  # BatchNorm from its statistics: the same function whatever the shares
+    data = [(torch.randn(4), i % 3) for i in range(5)]
+    feed = Feed({"train": data}, lambda items: (torch.stack([x for x, _ in items]),
+                                                torch.tensor([y for _, y in items])),
+                torch.device("cpu"))
+
+    def run(dist: Dist, parallel: Any) -> _Run:
+        settings = SimpleNamespace(gradient_accumulation_steps=1, head_lr=0.1, backbone_lr=0.1)
+        return _Run(SimpleNamespace(model=model), SimpleNamespace(task="single_label"),
+                    settings, NO_IO, [penalty], dist, None, 1, 1,  # type: ignore[arg-type]
+                    loss_function("single_label"), parallel=parallel)
+
+    def grads(r: _Run, mine: list[int], size: int, n: int) -> dict[str, torch.Tensor | None]:
+        model.zero_grad(set_to_none=True)
+        _backward(r, feed, mine, n, Step(0, 0, size, 0, 0.0, contextlib.nullcontext))
+        return {k: None if p.grad is None else p.grad.clone()
+                for k, p in model.named_parameters()}
+
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                             world_size=1)
+    try:
+        par = parallel_for(None, model, feed, 0, [penalty], SINGLE)
+        assert parallel_for(par, model, feed, 0, [penalty], SINGLE) is par
+        assert par.wrapped.parameters_to_ignore == {"model.head.spare.weight",  # type: ignore[union-attr]
+                                                    "model.head.spare.bias"}
+        for batch in ([0, 1, 2, 3, 4], [3]):
+            one = grads(run(SINGLE, None), batch, len(batch), len(batch))
+            procs = [Dist(r, 2, 0, torch.device("cpu")) for r in range(2)]
+            each = [grads(run(d, par), d.share(batch) or batch[:1], len(d.share(batch)),
+                          len(batch)) for d in procs]
+            for k, g in one.items():
+                if g is None:
+                    assert each[0][k] is None and each[1][k] is None, k
+                    continue
+                mean = (each[0][k] + each[1][k]) / 2  # type: ignore[operator]
+                torch.testing.assert_close(mean, g, atol=1e-6, rtol=1e-5, msg=k)
+            assert one["backbone.aside.weight"] is not None  # reached by the penalty alone
+            assert one["head.spare.weight"] is None and one["backbone.frozen.weight"] is None
+
+        model.train()
+        before = model.backbone.bn.running_mean.clone()
+        par(feed.batch("train", [0, 1])[0], sync=True, stand_in=True).sum().backward()
+        assert model.training and not model.backbone.frozen.training
+        assert torch.equal(model.backbone.bn.running_mean, before)
+        model.backbone.frozen.requires_grad_(True)  # the next phase: wrapped anew
+        assert parallel_for(par, model, feed, 1, [penalty], SINGLE) is not par
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_an_fsdp_launch_is_refused_before_anything_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlkit.distributed import setup
+    from tlkit.errors import UserError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(UserError, match="FSDP .* is not supported yet"):
+        setup("cpu")

@@ -103,6 +103,7 @@ def _assert_agrees(out: str, n: int | None = None, data: str = "val") -> float:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_image_run_exports_and_agrees_with_pytorch(image_run, capsys, fmt):
     code, out, err = cli(capsys, "export", str(image_run), "--format", fmt)
     assert code == 0, err
@@ -132,6 +133,7 @@ def test_image_run_exports_and_agrees_with_pytorch(image_run, capsys, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_text_lora_run_exports_and_agrees_with_pytorch(text_run, tmp_path, capsys, fmt):
     out_file = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
     code, out, err = cli(capsys, "export", str(text_run), "--format", fmt, "--out",
@@ -171,6 +173,7 @@ def test_export_of_a_missing_run_is_a_user_error(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_one_value_per_epoch(image_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -171,6 +171,7 @@ def test_plan_of_a_packaged_vision_backbone(name, capsys):
     assert groups[0] == "stem" and "conv_head" in groups[-1]
 
 
+@pytest.mark.slow
 def test_forgetting_reports_source_task_accuracy_before_and_after(tmp_path: Path) -> None:
     """diagnostics.source_task: photos in folders named by their ImageNet class index; fit
     reports the source classifier's accuracy through the pretrained and the adapted backbone,

@@ -237,6 +237,7 @@ def with_every_diagnostic(run: Path, dest: Path) -> Path:
 # ------------------------------------------------------------------------ tests
 
 
+@pytest.mark.slow
 def test_fit_writes_a_report_that_chromium_opens_without_errors(tiny_run: Path) -> None:
     page = tiny_run / "report.html"
     assert page.is_file(), "fit writes report.html unless --no-report"
@@ -250,6 +251,7 @@ def test_fit_writes_a_report_that_chromium_opens_without_errors(tiny_run: Path) 
     assert shot.size == (1200, 3000)
 
 
+@pytest.mark.slow
 def test_every_diagnostic_has_its_section_and_the_page_loads(tiny_run: Path,
                                                             tmp_path: Path) -> None:
     run = with_every_diagnostic(tiny_run, tmp_path / "run")
@@ -263,12 +265,14 @@ def test_every_diagnostic_has_its_section_and_the_page_loads(tiny_run: Path,
     assert_opens_cleanly(page)
 
 
+@pytest.mark.slow
 def test_the_report_references_nothing_on_a_network(tiny_run: Path) -> None:
     html = (tiny_run / "report.html").read_text()
     assert_self_contained(html)
     assert len(embedded_pngs(html)) >= 6  # stacks, curves, rates, confusion, reliability
 
 
+@pytest.mark.slow
 def test_report_does_not_import_torch(tiny_run: Path, tmp_path: Path) -> None:
     run = with_every_diagnostic(tiny_run, tmp_path / "run")
     code = ("import sys; from tlkit.report import write_report; "
@@ -278,6 +282,7 @@ def test_report_does_not_import_torch(tiny_run: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_report_refuses_a_directory_that_is_not_a_finished_run(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     for target in (tmp_path / "half", tmp_path / "missing"):
@@ -287,6 +292,7 @@ def test_report_refuses_a_directory_that_is_not_a_finished_run(tmp_path: Path) -
     assert "no summary.json" in run_cli("report", str(tmp_path / "half")).stderr
 
 
+@pytest.mark.slow
 def test_tlkit_report_redraws_the_page(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report.html"))
@@ -305,6 +311,7 @@ def _fake_fit(source: Path) -> Any:
     return fit_run
 
 
+@pytest.mark.slow
 def test_fit_no_report_and_a_failing_report_leave_the_fit_alone(
         tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -362,6 +369,7 @@ def _compare_result(tmp_path: Path) -> dict[str, Any]:
             "advised_gap_points": 0.0}
 
 
+@pytest.mark.slow
 def test_compare_and_rank_pages_open_cleanly(tmp_path: Path) -> None:
     compare = write_compare_page(_compare_result(tmp_path), tmp_path / "compare.html")
     rank = write_rank_page({"ranked_by": "logme", "n_train": 200, "seconds": 3.0,
@@ -381,6 +389,7 @@ def test_compare_and_rank_pages_open_cleanly(tmp_path: Path) -> None:
     assert "a@none" in rank.read_text()
 
 
+@pytest.mark.slow
 def test_the_browser_check_sees_console_errors_and_failed_loads(tmp_path: Path) -> None:
     """The check above would pass a broken page if it heard nothing: it hears these."""
     if CHROMIUM is None:

@@ -201,6 +201,7 @@ def test_l2sp_counts_only_what_trains_across_gradual_unfreezing():
     assert all(torch.equal(named[n], reg.source[n]) for n in named if n not in top)
 
 
+@pytest.mark.slow
 def test_l2sp_in_a_run_logs_the_penalty_and_keeps_pulling_toward_pretrained_after_resume(
         tmp_path, efficientnet_weights):
     from tlkit.run import fit_run

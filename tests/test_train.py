@@ -80,6 +80,7 @@ def test_schedule_warmup_then_cosine_reaches_zero() -> None:
     assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+@pytest.mark.slow
 def test_fit_writes_the_run_directory_and_evaluate_agrees(tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path)
     run = tmp_path / "run"
@@ -106,6 +107,7 @@ def test_fit_writes_the_run_directory_and_evaluate_agrees(tmp_path: Path) -> Non
     assert summary["best_epoch"] == best["epoch"]
 
 
+@pytest.mark.slow
 def test_predict_from_a_moved_run_directory_matches_evaluate(tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path, epochs=2, limit=160)
     run = tmp_path / "run"
@@ -133,6 +135,7 @@ def test_predict_from_a_moved_run_directory_matches_evaluate(tmp_path: Path) -> 
     assert all(abs(sum(r_["probabilities"].values()) - 1) < 1e-3 for r_ in rows)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path, epochs=3, limit=320)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -171,6 +174,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Pat
     assert strip(rows_a) == strip(rows_b)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_overwritten(tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path, epochs=1, limit=120)
     run = tmp_path / "run"
@@ -196,6 +200,7 @@ def _folder(tmp: Path, classes: dict[str, int], bad: int = 0) -> Path:
 
 @pytest.mark.parametrize("case", ["missing_path", "no_label_column", "single_class",
                                   "no_images"])
+@pytest.mark.slow
 def test_data_mistakes_exit_2_with_a_clear_message(tmp_path: Path, case: str) -> None:
     source = str(tmp_path / "nope.csv")
     extra = ""
@@ -219,6 +224,7 @@ def test_data_mistakes_exit_2_with_a_clear_message(tmp_path: Path, case: str) ->
     assert expect.lower() in r.stderr.lower()
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     root = _folder(tmp_path, {"a": 30, "b": 30}, bad=2)
     cfg = tmp_path / "c.yaml"
@@ -253,6 +259,7 @@ def test_patience_running_out_ends_the_phase_not_the_run(tmp_path: Path) -> None
     assert rows[1].get("phase_ended_early") is True
 
 
+@pytest.mark.slow
 def test_evaluate_computes_as_fit_did_in_mixed_precision(tmp_path: Path) -> None:
     """A bf16 run: evaluate runs in bf16 too, so it reproduces fit's test metrics exactly."""
     cfg = tmp_path / "amp.yaml"

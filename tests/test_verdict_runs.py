@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cli_runner import run_cli
+
+pytestmark = pytest.mark.slow  # each test trains several runs: a minute or more each
 
 
 

@@ -5,10 +5,11 @@ environment (``torchrun`` and ``accelerate launch`` both set RANK, WORLD_SIZE, L
 MASTER_ADDR): NCCL on CUDA, gloo on CPU. The rest is plain ``torch.distributed``.
 
 The design keeps one process's result as the reference. The batches of an epoch stay the global
-ones of a single process; each process takes its share of every batch, and the gradients are
-summed over the processes once per optimizer step (``all_reduce_gradients``) after each process
-has scaled its loss by its share of the batch, so the step is the single-process step of the
-global batch up to the order of float additions. Validation and test outputs are gathered in
+ones of a single process; each process takes its share of every batch, and torch's
+DistributedDataParallel averages the gradients over the processes once per optimizer step
+(``tlkit.train.parallel``) after each process has scaled its loss by its share of the batch
+(times the processes), so the step is the single-process step of the global batch up to the
+order of float additions. Validation and test outputs are gathered in
 the data's order and every process computes the same metrics from them, so every process takes
 the same early-stopping decision. Only rank 0 touches the run directory.
 
@@ -30,10 +31,6 @@ from tlkit.device import pick_device
 from tlkit.errors import UserError
 
 T = TypeVar("T")
-
-# Gradients are all-reduced in flat buckets of at most this many elements (100 MB of float32):
-# one call per bucket instead of one per parameter tensor.
-BUCKET_ELEMENTS = 25 * 2**20
 
 
 def launched() -> bool:
@@ -86,7 +83,7 @@ class Dist:
 
     def gather(self, obj: T) -> list[T]:
         """Every process's ``obj``, in rank order, on every process (pickled; for outputs and
-        cached activations, not for gradients)."""
+        cached activations; gradients go through DDP)."""
         if not self.enabled:
             return [obj]
         import torch.distributed as dist
@@ -145,34 +142,6 @@ class Dist:
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, src=0)
 
-    def all_reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Sum the gradients over the processes. A parameter whose gradient is None on every
-        process stays None (AdamW skips it, as a single process would); one that has a
-        gradient on some process only (its share of a batch was empty elsewhere) gets zeros
-        there first."""
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-
-        params = [p for p in params if p.requires_grad]
-        if not params:
-            return
-        has = torch.tensor([0.0 if p.grad is None else 1.0 for p in params],
-                           device=self._comm_device())
-        dist.all_reduce(has)
-        live = [p for p, h in zip(params, has.tolist()) if h > 0]
-        for p in live:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        for bucket in _buckets(live):
-            grads = [p.grad for p in bucket if p.grad is not None]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                offset += g.numel()
-
     def seed_per_process(self) -> None:
         """Different dropout masks on each process: a seed drawn from the shared generator
         state (the same on every process) plus the rank."""
@@ -186,22 +155,6 @@ class Dist:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
-def _buckets(params: Sequence[torch.nn.Parameter]) -> list[list[torch.nn.Parameter]]:
-    """Consecutive runs of parameters whose gradients share dtype and device, each run at most
-    BUCKET_ELEMENTS long (a larger tensor alone)."""
-    out: list[list[torch.nn.Parameter]] = []
-    size, kind = 0, None
-    for p in params:
-        grad = p.grad
-        assert grad is not None
-        if not out or (grad.dtype, grad.device) != kind or size + p.numel() > BUCKET_ELEMENTS:
-            out.append([])
-            size, kind = 0, (grad.dtype, grad.device)
-        out[-1].append(p)
-        size += p.numel()
-    return out
-
-
 SINGLE = Dist(0, 1, 0, torch.device("cpu"))
 
 
@@ -211,6 +164,12 @@ def setup(device: str) -> Dist:
     or the CPU with gloo)."""
     if not launched():
         return Dist(0, 1, 0, pick_device(device))
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes"):
+        # what `accelerate launch` sets from a config with distributed_type: FSDP
+        raise UserError("FSDP (distributed_type: FSDP in the accelerate config) is not supported "
+                        "yet: validation, the activation cache and checkpoints read the whole "
+                        "model; launch with a config without it (plain data parallel, "
+                        "docs/scaling.md)")
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device {device} cannot run on several processes; use device: auto, "
                         "cuda or cpu")

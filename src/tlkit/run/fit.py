@@ -25,12 +25,15 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = _silent
     says so). Under torchrun or accelerate launch each process trains its share of every batch
     (``tlkit.distributed``); rank 0 alone writes ``out`` and returns the summary, the others
     return the validation and test metrics."""
-    run, resume, dist = open_run(cfg, Path(out), resume, event)
+    run, resume, dist, starting_over = open_run(cfg, Path(out), resume)
     if not dist.is_main:
         event = _silent  # rank 0 reports
     if dist.is_main:
         run.lock()
     try:
+        if starting_over:
+            event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
+                                    "from the beginning"})
         prepared = prepare(cfg, run, resume, dist, event, test_limit)
         state = train(prepared, checkpoint_every)
         return finalize(prepared, state)

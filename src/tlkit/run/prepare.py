@@ -60,9 +60,10 @@ class Prepared:
     test_limit: int | None
 
 
-def open_run(cfg: Config, out: Path, resume: bool, event: Event) -> tuple[RunDir, bool, Dist]:
+def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, bool]:
     """The run directory, checked against ``resume``: a finished run is never overwritten and a
-    resumed one continues with its own config. Returns whether there is a checkpoint to resume."""
+    resumed one continues with its own config. Returns it, whether there is a checkpoint to
+    resume, this process's place, and whether a --resume found nothing and starts over."""
     if launched() and cfg.adaptation.target is not None:
         raise UserError("adaptation.target runs on one process; run this config without "
                         "torchrun / accelerate launch, or remove the adaptation section")
@@ -76,9 +77,7 @@ def open_run(cfg: Config, out: Path, resume: bool, event: Event) -> tuple[RunDir
         if run.summary.is_file():
             raise UserError(f"{out} holds a finished run without checkpoints/last.pt; choose "
                             "another --out (nothing was changed)")
-        event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
-                                "from the beginning"})
-        resume = False
+        return run, False, dist, True
     elif resume:
         saved = run.config.read_text() if run.config.is_file() else None
         if saved is not None and saved != dump_config(cfg):
@@ -87,7 +86,7 @@ def open_run(cfg: Config, out: Path, resume: bool, event: Event) -> tuple[RunDir
     elif run.path.is_dir() and (run.last.is_file() or run.summary.is_file()):
         raise UserError(f"{out} already holds a run; add --resume to continue it, or choose "
                         "another --out (nothing was changed)")
-    return run, resume, dist
+    return run, resume, dist, False
 
 
 def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,

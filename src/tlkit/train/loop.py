@@ -22,6 +22,7 @@ import torch
 
 from tlkit.assemble import Assembled
 from tlkit.config import LoopSettings
+from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
@@ -34,6 +35,7 @@ from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
 from tlkit.train.hooks import RunIO, Step, with_method
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
+from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
@@ -68,8 +70,8 @@ class TrainState:
 
 @dataclass(frozen=True)
 class TrainData:
-    train: Sequence[Any]
-    val: Sequence[Any]
+    train: Examples
+    val: Examples
     collate: Collate
     task: str
     classes: list[str] | None
@@ -92,6 +94,7 @@ class _Run:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     t0: float = 0.0
     last_save: float = 0.0
+    parallel: Parallel | None = None  # several processes: the phase's trained part under DDP
 
     def snapshot(self, state: TrainState) -> dict[str, Any]:
         return {"model": self.asm.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -141,6 +144,8 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
         apply_phase(model, asm.groups, phase, settings.freeze_norm_stats)
         set_phase_rates(optimizer, phase)
         feed = _feed(run, phase, splits)
+        if dist.enabled:  # DDP around what this phase trains, wrapped anew when that changes
+            run.parallel = parallel_for(run.parallel, model, feed, phase.index, hooks, dist)
         if state.batch_in_epoch == 0:
             io.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
                                      "label": phase.label, "batches": n_batches,
@@ -152,7 +157,7 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     return state
 
 
-def _feed(run: _Run, phase: Phase, splits: dict[str, Sequence[Any]]) -> Feed:
+def _feed(run: _Run, phase: Phase, splits: dict[str, Examples]) -> Feed:
     """The phase's batches: from a hook's cached activations at the phase's cut (the frozen
     bottom of the network is a fixed function, computed once), else from the inputs."""
     cut = run.asm.plan.frozen_below(phase)
@@ -174,19 +179,21 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     pending = [0.0] * (2 + len(names))
     for b in range(state.batch_in_epoch, run.n_batches):
         # With several processes each takes its share of the global batch, and scales its
-        # mean loss by that share: the gradients summed over the processes are then the
-        # gradient of the global batch's mean, as one process computes it.
+        # mean loss by that share (times the processes): the gradients DDP averages over the
+        # processes are then the gradient of the global batch's mean, as one process computes
+        # it. An empty share (a last batch smaller than the processes) still joins the average,
+        # with a stand-in example weighted 0.
         mine = dist.share(batches[b])
-        if mine:
+        if mine or dist.enabled:
             step = Step(epoch, b, len(mine), state.step, state.step / max(1, run.total_steps),
                         lambda: autocast(dist.device, s.mixed_precision))
-            loss, terms = _backward(run, feed, mine, len(batches[b]), step)
+            loss, terms = _backward(run, feed, mine or batches[b][:1], len(batches[b]), step)
             pending[0] += loss * len(mine)
             pending[1] += len(mine)
             for i, name in enumerate(names):
                 pending[2 + i] += terms.get(name, 0.0) * len(mine)
         state.batch_in_epoch = b + 1
-        if (b + 1) % s.gradient_accumulation_steps == 0 or b + 1 == run.n_batches:
+        if _ends_step(run, b):
             sums = dist.sum(pending)
             _optimizer_step(run, state, sums, names)
             pending = [0.0] * len(pending)
@@ -204,8 +211,9 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
 
 def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: Step
               ) -> tuple[float, dict[str, float]]:
-    """Forward, loss and backward of this process's share of a batch; returns the task loss
-    and each hook's term, as floats."""
+    """Forward, loss and backward of this process's share of a batch (with several processes,
+    through DDP; ``step.size`` 0: ``mine`` is a stand-in weighted 0); returns the task loss and
+    each hook's term, as floats."""
     model, s, dist = run.asm.model, run.settings, run.dist
     inputs, targets = feed.batch("train", mine)
     forward = with_method(run.hooks, "forward")
@@ -214,7 +222,8 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
         out, own[id(forward[0])] = forward[0].forward(model, feed, inputs, step)
     else:
         with step.autocast():
-            out = feed.forward(model, inputs)
+            out = (feed.forward(model, inputs) if run.parallel is None else
+                   run.parallel(inputs, sync=_ends_step(run, step.batch), stand_in=not step.size))
     loss = run.loss_fn(output_for_loss(out, run.data.task), targets)
     if not torch.isfinite(loss):
         raise UserError(
@@ -225,7 +234,7 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
         )
     # Hooks' terms (L2-SP's penalty, the alignment loss) add to what is backpropagated;
     # train_loss stays the task loss, comparable across strategies.
-    total = loss * (len(mine) / global_size) if dist.enabled else loss
+    total = loss * (step.size * dist.world / global_size) if dist.enabled else loss
     terms: dict[str, float] = {}
     for h in run.hooks:
         term = own.get(id(h))
@@ -233,8 +242,9 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
             term = h.extra_loss(model)
         if term is None:
             continue
-        # a term that is the same on each process (the penalty) is counted once
-        total = total + (term / dist.world if dist.enabled and getattr(h, "shared", False)
+        # a term that is the same on each process (the penalty) is counted once: DDP's average
+        # keeps it; any other is summed over the processes
+        total = total + (term * dist.world if dist.enabled and not getattr(h, "shared", False)
                          else term)
         terms[h.loss_name] = float(term.detach())
     (total / s.gradient_accumulation_steps).backward()
@@ -243,7 +253,6 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
 
 def _optimizer_step(run: _Run, state: TrainState, sums: list[float], names: list[str]) -> None:
     s = run.settings
-    run.dist.all_reduce_gradients(_synced(run))
     state.loss_sum += sums[0]
     state.loss_count += int(sums[1])
     for i, name in enumerate(names):
@@ -259,9 +268,9 @@ def _optimizer_step(run: _Run, state: TrainState, sums: list[float], names: list
     state.step += 1
 
 
-def _synced(run: _Run) -> list[torch.nn.Parameter]:
-    return list(run.asm.model.parameters()) + [
-        p for h in with_method(run.hooks, "parameters") for p in h.parameters()]
+def _ends_step(run: _Run, b: int) -> bool:
+    """Whether micro-batch ``b`` is the last of an optimizer step."""
+    return (b + 1) % run.settings.gradient_accumulation_steps == 0 or b + 1 == run.n_batches
 
 
 def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase) -> int:
