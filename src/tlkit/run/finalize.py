@@ -3,6 +3,7 @@ test outputs, the diagnostics, the saved model and summary.json.
 
 Each diagnostic registers itself here with ``@diagnostic(name)``: it is called with the prepared
 run and the final outputs and returns its part of summary.json (or None when it does not apply).
+A step that changes the trained model before it is measured registers with ``@after_training``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class Outputs:
 
 Diagnostic = Callable[[Prepared, Outputs], Any]
 DIAGNOSTICS: list[tuple[str, str | None, Diagnostic]] = []  # name, the summary key it goes in
+AFTER_TRAINING: list[Callable[[Prepared], None]] = []
+
+
+def after_training(fn: Callable[[Prepared], None]) -> Callable[[Prepared], None]:
+    """Register a step that changes the trained model before it is measured (AdaBN)."""
+    AFTER_TRAINING.append(fn)
+    return fn
 
 
 def diagnostic(name: str, into: str | None = None) -> Callable[[Diagnostic], Diagnostic]:
@@ -85,8 +93,9 @@ def _forgetting(p: Prepared, o: Outputs) -> Any:
                       source_task=d.source_task, source_model=tc.source_model)
 
 
-def after_training(p: Prepared) -> None:
-    """What changes the trained model before it is measured: AdaBN's statistics."""
+@after_training
+def _adabn(p: Prepared) -> None:
+    """AdaBN: every BatchNorm's statistics re-estimated on the target."""
     tc = p.cfg.transfer_config
     if p.target is not None and p.cfg.adaptation.method == "adabn":
         n_bn = adabn(p.asm.model.backbone, p.target.train, p.train.collate, p.dist.device,
@@ -118,7 +127,8 @@ def outputs(p: Prepared) -> Outputs:
 def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
     """Rank 0 returns the summary it writes; other processes their validation and test
     metrics."""
-    after_training(p)
+    for step in AFTER_TRAINING:
+        step(p)
     p.event("stage", {"what": "evaluating on the test split"})
     o = outputs(p)
     if not p.dist.is_main:  # rank 0 measures the rest and writes the run directory
