@@ -164,19 +164,23 @@ def test_limit_takes_a_stratified_subset_of_the_training_pool_only(digits: Label
     assert np.abs(proportions(limited.train) - proportions(digits)).max() < 0.02
 
 
-def test_a_split_too_small_for_every_class_is_a_user_error(digits: LabelledData) -> None:
-    with pytest.raises(UserError, match="fewer than the 10 classes.*data.val_fraction"):
-        make_splits(digits, data_cfg("digits", limit=50))
+def test_a_split_smaller_than_the_classes_keeps_every_class_in_training(
+        digits: LabelledData) -> None:
+    splits = make_splits(digits, data_cfg("digits", limit=50))  # 5 validation examples
+    assert len(splits.val) == 5 and len(splits.train) == 45
+    assert set(splits.train.targets.tolist()) == set(range(10))
     with pytest.raises(UserError, match="data.val_fraction"):
         make_splits(digits, data_cfg("digits", val_fraction=0.0))
 
 
-def test_a_class_with_a_single_example_is_a_user_error(tmp_path: Path) -> None:
+def test_a_class_with_a_single_example_trains_and_is_named(tmp_path: Path) -> None:
     rows = [{"text": f"t{i}", "label": "a" if i < 19 else "b"} for i in range(20)]
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     data = load_source(data_cfg(tmp_path / "t.csv"))
-    with pytest.raises(UserError, match="'b' have a single example"):
-        make_splits(data, data_cfg(tmp_path / "t.csv"))
+    splits = make_splits(data, data_cfg(tmp_path / "t.csv"))
+    assert splits.train_only_classes == ["b"]
+    assert "b" in [splits.classes[t] for t in splits.train.targets]
+    assert splits.summary()["train_only_classes"] == ["b"]
 
 
 def test_regression_and_multi_label_split_at_random(tmp_path: Path) -> None:

@@ -122,9 +122,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
             tb.close()
     if not is_main_process():  # one of several processes: rank 0 reports and writes
         return 0
-    test = summary["test"]
-    shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
-    rep.line(f"[tlkit] test {json.dumps(shown)}")
+    which = "test" if summary["test"] is not None else "val"  # val: no test split
+    shown = {k: round(v, 4) for k, v in summary[which].items() if isinstance(v, float)}
+    rep.line(f"[tlkit] {which if which == 'test' else 'validation (no test split)'} "
+             f"{json.dumps(shown)}")
     if args.baseline:
         from tlkit.run.baseline import add_to_summary, baseline
 

@@ -25,6 +25,7 @@ from tlkit import strategies
 from tlkit.config import Config, dump_config
 from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
+from tlkit.data import has_test_split
 from tlkit.errors import UserError
 from tlkit.run import fit_run, test_predictions
 from tlkit.variants import variant
@@ -42,6 +43,9 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
     if cfg.data.task != "single_label":
         raise UserError("compare ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
+    if not has_test_split(cfg.data):
+        raise UserError("compare ranks runs by test accuracy, but data.test_fraction is 0 and "
+                        "no data.test is given; give a test set or a test_fraction")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "

@@ -111,6 +111,9 @@ class TransferConfig(Strict):
     batch_size: int = Field(default=32, ge=1, le=65536)
     mixed_precision: bool = False
     early_stopping_patience: int | None = Field(default=3, ge=1)
+    # The best epoch (whose weights are kept) and early stopping follow the validation loss, or
+    # the task's metric (accuracy, macro-F1); a tie goes to the later epoch.
+    model_selection: Literal["val_loss", "val_metric"] = "val_loss"
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     head: HeadConfig = Field(default_factory=HeadConfig)
@@ -233,6 +236,7 @@ class LoopSettings(View):
     batch_size: int
     mixed_precision: bool
     early_stopping_patience: int | None
+    model_selection: Literal["val_loss", "val_metric"]
     gradient_accumulation_steps: int
     max_grad_norm: float | None
     warmup_steps: int
@@ -269,7 +273,11 @@ class DataConfig(Strict):
     label_column: str | None = None
     limit: int | None = Field(default=None, ge=1)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    test_fraction: float = Field(default=0.1, gt=0, lt=1)
+    test_fraction: float = Field(default=0.1, ge=0, lt=1)  # 0: no test split of the source
+    # The user's own validation / test sets (a file or folder like `source`, the same columns),
+    # in place of the cuts of val_fraction / test_fraction (which are then not used).
+    validation: str | None = None
+    test: str | None = None
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     image_size: int | None = Field(default=None, ge=8, le=4096)
     max_length: int | None = Field(default=None, ge=2, le=8192)
@@ -283,7 +291,10 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
-        if self.val_fraction + self.test_fraction >= 0.9:
+        # a given validation or test set takes the place of its fraction's cut
+        val = 0.0 if self.validation is not None else self.val_fraction
+        test = 0.0 if self.test is not None else self.test_fraction
+        if val + test >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from tlkit.data.collate import ImageCollate, TextCollate, build_collate, load_tokenizer
     from tlkit.data.datasets import ImageDataset, TextDataset, build_dataset, targets_tensor
     from tlkit.data.packaged import PackagedInfo, list_packaged
-    from tlkit.data.sources import load_source, num_outputs, resolve_source
+    from tlkit.data.sources import has_test_split, load_source, num_outputs, resolve_source
     from tlkit.data.splits import Splits, make_splits
     from tlkit.data.transforms import ImageTransform, resolve_preprocessing
     from tlkit.data.types import DataSettings, LabelledData, Modality, Task, num_outputs_of
@@ -29,6 +29,7 @@ _HOMES = {
     "targets_tensor": "datasets",
     "PackagedInfo": "packaged",
     "list_packaged": "packaged",
+    "has_test_split": "sources",
     "load_source": "sources",
     "num_outputs": "sources",
     "resolve_source": "sources",

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
 from tlkit.data.images import IMAGE_EXTENSIONS, drop_bad_images, is_image_file
 from tlkit.data.packaged import is_packaged, load_packaged, packaged_info, packaged_names
-from tlkit.data.targets import encode_targets, is_missing
+from tlkit.data.targets import encode_targets, is_missing, sort_classes
 from tlkit.data.types import DataSettings, LabelledData, Modality
 from tlkit.errors import UserError
 
@@ -52,10 +53,55 @@ def load_source(cfg: DataSettings, classes: list[str] | None = None) -> Labelled
     if kind == "packaged":
         _check_packaged_task(str(where), cfg.task)
         data = load_packaged(str(where))
-        return data if classes is None else _onto_classes(data, classes)
-    if kind == "folder":
-        return _load_folder(Path(where), cfg, classes)
-    return _load_table(Path(where), cfg, classes)
+        data = data if classes is None else _onto_classes(data, classes)
+    elif kind == "folder":
+        data = _load_folder(Path(where), cfg, classes)
+    else:
+        data = _load_table(Path(where), cfg, classes)
+    return data if classes is not None else with_given_splits(data, cfg)
+
+
+def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
+    """``data`` with the user's own validation and test sets (``data.validation``,
+    ``data.test``: files or folders read with the same column settings) in place of the cuts
+    of the fractions. A single-label set whose labels include classes the training source lacks
+    adds them to the classes (the model can then be measured on them, never right)."""
+    given = {k: getattr(cfg, k, None) for k in ("validation", "test")}
+    loaded: dict[str, LabelledData] = {}
+    for split, source in given.items():
+        if source is None:
+            continue
+        other = _same_settings(cfg, source)
+        try:
+            loaded[split] = load_source(other, data.classes)
+        except UserError:
+            if data.task != "single_label":
+                raise
+            loaded[split] = load_source(other)  # labels beyond the training source's
+        if loaded[split].modality != data.modality:
+            raise UserError(f"data.{split} {source} is {loaded[split].modality} data but "
+                            f"data.source is {data.modality}; give a {split} set of the same kind")
+    if not loaded:
+        return data
+    if data.task == "single_label":
+        assert data.classes is not None
+        classes = sort_classes(set(data.classes).union(
+            *(set(d.classes or []) for d in loaded.values())))
+        data = _onto_classes(data, classes)
+        loaded = {k: _onto_classes(d, classes) for k, d in loaded.items()}
+    data.val = loaded.get("validation")
+    if "test" in loaded:
+        data.test = loaded["test"]
+    return data
+
+
+def _same_settings(cfg: DataSettings, source: str) -> DataSettings:
+    """``cfg`` reading ``source`` instead (validated again where it is the config's own)."""
+    changes = {"source": source, "validation": None, "test": None}
+    model: Any = cfg
+    if hasattr(model, "model_dump"):  # the config's DataConfig: checked like the user's
+        return cast(DataSettings, type(model).model_validate({**model.model_dump(), **changes}))
+    return cast(DataSettings, SimpleNamespace(**{**vars(model), **changes}))
 
 
 def num_outputs(cfg: DataSettings) -> int:
@@ -76,6 +122,13 @@ def num_outputs(cfg: DataSettings) -> int:
         frame[label].tolist(), cfg.task, where=f"column {label!r} of {path}", separator=cfg.label_separator
     )
     return len(found or [])
+
+
+def has_test_split(cfg: DataSettings) -> bool:
+    """Whether a run of ``cfg`` has a test split: the user's, the set's own, or a cut."""
+    if getattr(cfg, "test", None) is not None or cfg.test_fraction > 0:
+        return True
+    return is_packaged(cfg.source) and packaged_info(cfg.source).test_size is not None
 
 
 def resolve_source(source: str) -> tuple[SourceKind, str | Path]:
@@ -398,6 +451,7 @@ def _onto_classes(data: LabelledData, classes: list[str]) -> LabelledData:
     names = [data.classes[t] for t in data.targets]
     targets, _ = encode_targets(names, "single_label", where=f"data set {data.name!r}", classes=classes)
     test = _onto_classes(data.test, classes) if data.test is not None else None
+    val = _onto_classes(data.val, classes) if data.val is not None else None
     return LabelledData(
         name=data.name,
         modality=data.modality,
@@ -406,6 +460,7 @@ def _onto_classes(data: LabelledData, classes: list[str]) -> LabelledData:
         targets=targets,
         classes=list(classes),
         test=test,
+        val=val,
         skipped=data.skipped,
         skipped_files=data.skipped_files,
         groups=data.groups,

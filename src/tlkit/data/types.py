@@ -35,7 +35,8 @@ class DataSettings(Protocol):
     max_length: int | None
     on_bad_image: Literal["skip", "error"]
     label_separator: str
-    # Optional (read with getattr, default None): a table column naming each example's subgroup.
+    # Optional (read with getattr, default None): a table column naming each example's subgroup,
+    # and the user's own validation and test sources (data.validation, data.test).
     group_column: str | None
 
 
@@ -45,7 +46,8 @@ class LabelledData:
 
     ``targets`` is int64 class indices (single_label), float32 multi-hot of shape
     (n, len(classes)) (multi_label) or float32 values (regression, ``classes`` is None).
-    ``test`` is the set's own test split where it ships one. ``skipped`` counts the inputs
+    ``test`` is the set's own test split where it ships one, or the user's (``data.test``);
+    ``val`` the user's validation split (``data.validation``). ``skipped`` counts the inputs
     dropped as unreadable (``skipped_files`` names them) so a run can report it. ``groups``
     names each example's subgroup (strings, from ``data.group_column``) where the source has one.
     """
@@ -57,6 +59,7 @@ class LabelledData:
     targets: np.ndarray
     classes: list[str] | None
     test: LabelledData | None = None
+    val: LabelledData | None = None
     skipped: int = 0
     skipped_files: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None

@@ -60,7 +60,7 @@ def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: st
     collate = build_collate(prep)
     return Prepared(tc, s, modality, backbone, asm.groups, prep, collate,
                     build_dataset(s.train, prep), build_dataset(s.val, prep),
-                    build_dataset(s.test, prep))
+                    None if s.test is None else build_dataset(s.test, prep))
 
 
 def dataset_for(p: Prepared, data_cfg: DataConfig) -> Any:

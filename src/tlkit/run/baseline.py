@@ -18,6 +18,7 @@ import numpy as np
 
 from tlkit.config import Config, derive
 from tlkit.diagnose.verdict import transfer_verdict
+from tlkit.data import has_test_split
 from tlkit.errors import UserError
 from tlkit.run.fit import fit_run
 from tlkit.run.inference import test_predictions
@@ -32,6 +33,9 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     if cfg.data.task != "single_label":
         raise UserError("--baseline gives its verdict on single-label classification (test "
                         f"accuracy); this config's task is {cfg.data.task}")
+    if not has_test_split(cfg.data):
+        raise UserError("--baseline compares test predictions, but data.test_fraction is 0 and "
+                        "no data.test is given; give a test set or a test_fraction")
     outputs, targets = test_predictions(run_dir)
     transfer_ok = outputs.argmax(1) == targets
     scratch_ok, accs = [], []

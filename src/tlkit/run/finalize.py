@@ -24,6 +24,7 @@ from tlkit.run.prepare import Prepared
 from tlkit.saved import save_model
 from tlkit.train.evaluate import evaluate_cached, evaluate_split
 from tlkit.train.loop import TrainState
+from tlkit.train.selection import selection_summary
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Outputs:
     val: dict[str, Any]
     val_outputs: np.ndarray
     val_targets: np.ndarray
-    test: dict[str, Any]
+    test: dict[str, Any] | None  # None without a test split (its outputs are then empty)
     test_outputs: np.ndarray
     test_targets: np.ndarray
 
@@ -60,7 +61,7 @@ def diagnostic(name: str, into: str | None = None) -> Callable[[Diagnostic], Dia
 
 @diagnostic("subgroups", into="test")
 def _subgroups(p: Prepared, o: Outputs) -> Any:
-    groups = p.splits.test.groups
+    groups = None if p.splits.test is None else p.splits.test.groups
     return None if groups is None else subgroup_metrics(o.test_outputs, o.test_targets, groups,
                                                         p.data.task, p.splits.classes)
 
@@ -68,7 +69,7 @@ def _subgroups(p: Prepared, o: Outputs) -> Any:
 @diagnostic("calibration")
 def _calibration(p: Prepared, o: Outputs) -> Any:
     if p.data.task != "single_label" or not p.cfg.diagnostics.calibration \
-            or not len(o.val_targets):
+            or not len(o.val_targets) or o.test is None:
         return None
     return calibration_report(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
 
@@ -119,6 +120,8 @@ def outputs(p: Prepared) -> Outputs:
     else:
         val = evaluate_split(model, p.train.val, p.train.collate, task, tc.batch_size, device,
                              classes, tc.mixed_precision, return_outputs=True, dist=dist)
+    if p.test_ds is None:
+        return Outputs(val[0], val[1], val[2], None, val[1][:0], val[2][:0])
     test = evaluate_split(model, p.test_ds, p.train.collate, task, tc.batch_size, device,
                           classes, tc.mixed_precision, return_outputs=True, dist=dist)
     return Outputs(val[0], val[1], val[2], test[0], test[1], test[2])
@@ -137,7 +140,8 @@ def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
     for name, into, fn in DIAGNOSTICS:
         result = fn(p, o)
         if result is not None:
-            (getattr(o, into) if into else diagnostics)[name] = result
+            section = getattr(o, into) if into else diagnostics
+            section[name] = result
     p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
     tc = p.cfg.transfer_config
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
@@ -152,6 +156,8 @@ def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
         "data": p.splits.summary(),
         "skipped_images": p.splits.skipped,
         "best_epoch": state.best_epoch,
+        "model_selection": selection_summary(tc.model_selection, p.data.task, len(p.train.val),
+                                             len(p.splits.classes or ()) or None),
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "train_seconds": round(state.seconds, 2),

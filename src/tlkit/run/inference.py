@@ -12,6 +12,7 @@ import yaml
 
 from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
+from tlkit.data.sources import with_given_splits
 from tlkit.data.types import LabelledData, Task
 from tlkit.errors import UserError
 from tlkit.metrics import probabilities, subgroup_metrics
@@ -48,9 +49,12 @@ def data_for(run: RunDir, spec: str | None, classes: list[str] | None) -> Any:
         raise UserError(f"run directory {run.path} does not exist")
     cfg = _run_config(run)
     if spec in (None, "test", "val", "train"):
-        data = load_source(cfg.data, classes=classes)
-        splits = make_splits(data, cfg.data)
-        return getattr(splits, spec or "test")
+        data = with_given_splits(load_source(cfg.data, classes=classes), cfg.data)
+        split = getattr(make_splits(data, cfg.data), spec or "test")
+        if split is None:
+            raise UserError(f"{run.path} has no test split (data.test_fraction is 0); give "
+                            "--data val, or a file or folder to evaluate on")
+        return split
     dcfg = DataConfig.model_validate({**cfg.data.model_dump(), "source": spec})
     return load_source(dcfg, classes=classes)
 

@@ -50,7 +50,7 @@ class Prepared:
     asm: Assembled
     prep: Any  # the backbone's preprocessing
     train: TrainData
-    test_ds: Any
+    test_ds: Any  # None without a test split
     findings: list[Any]  # the preprocessing check's
     cache: Any  # ActivationCache or None
     hooks: list[Any]
@@ -96,7 +96,15 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     event("stage", {"what": f"loading data {cfg.data.source}"})
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
-    if test_limit is not None and len(splits.test) > test_limit:
+    if splits.train_only_classes:
+        event("stage", {"what": f"{len(splits.train_only_classes)} class(es) with a single "
+                                "example stay in training only (no stratified cut can hold them): "
+                                + ", ".join(splits.train_only_classes[:10])
+                                + (" ..." if len(splits.train_only_classes) > 10 else "")})
+    if splits.test is None:
+        event("stage", {"what": "no test split (data.test_fraction is 0): the run reports its "
+                                "validation metrics"})
+    if test_limit is not None and splits.test is not None and len(splits.test) > test_limit:
         splits.test = subset(splits.test, test_limit, cfg.data.seed)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
     torch.manual_seed(tc.seed)  # the head's initialisation
@@ -150,7 +158,8 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
         cfg, run, dist, event, t_start, data, splits, asm, prep,
         TrainData(train_ds, build_dataset(splits.val, prep), collate, data.task, splits.classes,
                   lengths),
-        build_dataset(splits.test, prep), findings, cache, hooks, target, state_in,
+        None if splits.test is None else build_dataset(splits.test, prep), findings, cache,
+        hooks, target, state_in,
         _pretrained_copy(cfg, asm, dist), test_limit)
 
 
