@@ -102,8 +102,8 @@ def test_fit_writes_the_run_directory_and_evaluate_agrees(tmp_path: Path) -> Non
     assert metrics["accuracy"] == pytest.approx(summary["test"]["accuracy"])
     assert set(metrics) >= {"accuracy", "f1_macro", "per_class", "loss"}
     assert set(next(iter(metrics["per_class"].values()))) >= {"precision", "recall", "f1"}
-    # the best epoch's weights are the ones saved
-    best = max(rows, key=lambda r_: r_["val_accuracy"])
+    # the best epoch's weights are the ones saved: the lowest validation loss, the later on a tie
+    best = min(rows, key=lambda r_: (r_["val_loss"], -r_["epoch"]))
     assert summary["best_epoch"] == best["epoch"]
 
 
@@ -246,6 +246,7 @@ def test_patience_running_out_ends_the_phase_not_the_run(tmp_path: Path) -> None
                                "pretrained_weights": "none", "freeze_strategy": "lp_ft",
                                "lp_epochs": 6, "epochs": 8, "head_lr": 1e-9, "backbone_lr": 1e-3,
                                "early_stopping_patience": 1, "batch_size": 32,
+                               "head_solver": "sgd",  # the probe by SGD epochs: patience ends it
                                "cache": {"disk": False}},
            "data": {"source": "digits", "image_size": 32, "limit": 200}}
     # a head rate this small leaves validation accuracy where it starts: the probe stalls

@@ -117,6 +117,9 @@ class TransferConfig(Strict):
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     head: HeadConfig = Field(default_factory=HeadConfig)
+    # A linear head over frozen, cached features (all_frozen; the head-only phase of lp_ft and
+    # gradual) is fitted to convergence by a convex solver (convex), or trained by SGD epochs.
+    head_solver: Literal["convex", "sgd"] = "convex"
     layer_groups: list[LayerGroupPattern] | None = None
     pooling: Literal["mean", "cls", "pooler"] | None = None
     freeze_norm_stats: bool = True
@@ -237,6 +240,7 @@ class LoopSettings(View):
     mixed_precision: bool
     early_stopping_patience: int | None
     model_selection: Literal["val_loss", "val_metric"]
+    head_solver: Literal["convex", "sgd"]
     gradient_accumulation_steps: int
     max_grad_norm: float | None
     warmup_steps: int

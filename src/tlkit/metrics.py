@@ -64,8 +64,8 @@ def compute_metrics(
 
 
 def monitor_metric(task: str) -> tuple[str, str]:
-    """The validation metric that early stopping and the best checkpoint follow, and whether
-    higher is better ("max") or lower ("min")."""
+    """The task's validation metric, which early stopping and the best checkpoint follow under
+    ``model_selection: val_metric``, and whether higher is better ("max") or lower ("min")."""
     if task == "single_label":
         return "accuracy", "max"
     if task == "multi_label":

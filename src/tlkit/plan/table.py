@@ -47,6 +47,7 @@ class Phase:
     end_epoch: int
     label: str
     rows: tuple[GroupRow, ...]  # backbone groups input -> output, then the head
+    converge_head: bool = False  # a linear probe: fitted to convergence where it can be
 
     @property
     def trainable_params(self) -> int:
@@ -103,7 +104,8 @@ def build_plan(
         ]
         rows.append(GroupRow(HEAD, head.n_params, True, head_lr, weight_decay,
                              head.n_params - head.n_decay))
-        phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows)))
+        phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows),
+                            spec.converge_head))
     total = sum(g.n_params for g in groups) + head.n_params
     return Plan(backbone_name, settings.freeze_strategy, tuple(phases), total, tuple(notes))
 

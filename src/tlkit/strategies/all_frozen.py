@@ -13,7 +13,8 @@ class AllFrozen(Strategy):
     summary = "feature extraction: the backbone frozen, the head trains on features computed once"
 
     def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
-        return [PhaseSpec(0, settings.epochs, 0, "feature extraction: head only")]
+        return [PhaseSpec(0, settings.epochs, 0, "feature extraction: head only",
+                          converge_head=True)]
 
     def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
         tc["l2sp_lambda"] = 0.0  # nothing in the backbone trains: nothing to pull back

@@ -25,6 +25,8 @@ class PhaseSpec:
     trainable_top: int  # how many top backbone groups train (0 = head only)
     label: str
     adapters_only: bool = False  # LoRA: only the adapter parameters of those groups train
+    # a linear probe: the head alone, to convergence (the convex solver on cached features)
+    converge_head: bool = False
 
 
 class Strategy:

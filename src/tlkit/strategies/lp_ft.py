@@ -37,7 +37,8 @@ class LinearProbeThenFineTune(Strategy):
                 f"lp_epochs {lp} must be at least 1 and below epochs {epochs}, so that both the "
                 "linear probe and the fine-tuning get epochs"
             )
-        return [PhaseSpec(0, lp, 0, "linear probe: head only, backbone frozen"),
+        return [PhaseSpec(0, lp, 0, "linear probe: head only, backbone frozen",
+                          converge_head=True),
                 PhaseSpec(lp, epochs, n_groups,
                           "fine-tune everything at the small rates, from the probed head")]
 

@@ -22,12 +22,12 @@ from tlkit.train.batches import batches_of
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
-def loss_function(task: str) -> nn.Module:
+def loss_function(task: str, reduction: str = "mean") -> nn.Module:
     if task == "single_label":
-        return nn.CrossEntropyLoss()
+        return nn.CrossEntropyLoss(reduction=reduction)
     if task == "multi_label":
-        return nn.BCEWithLogitsLoss()
-    return nn.MSELoss()
+        return nn.BCEWithLogitsLoss(reduction=reduction)
+    return nn.MSELoss(reduction=reduction)
 
 
 def output_for_loss(out: torch.Tensor, task: str) -> torch.Tensor:
@@ -67,9 +67,13 @@ def _joined(outs: list[torch.Tensor], tgts: list[torch.Tensor], dist: Dist
 
 def _scored(outputs: np.ndarray, targets: np.ndarray, task: str, classes: list[str] | None
             ) -> dict[str, Any]:
-    loss = float(loss_function(task)(output_for_loss(torch.from_numpy(outputs), task),
-                                     torch.from_numpy(targets)))
-    return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+    """The mean loss, its standard error over the examples (``loss_se``), and the metrics."""
+    out, tgt = output_for_loss(torch.from_numpy(outputs), task), torch.from_numpy(targets)
+    loss = float(loss_function(task)(out, tgt))
+    each = loss_function(task, "none")(out, tgt).double()
+    each = each.reshape(len(each), -1).mean(1) if each.ndim > 1 else each
+    se = float(each.std() / len(each) ** 0.5) if len(each) > 1 else 0.0
+    return {"loss": loss, "loss_se": se, **compute_metrics(outputs, targets, task, classes)}
 
 
 @torch.inference_mode()

@@ -26,17 +26,18 @@ from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
-from tlkit.metrics import monitor_metric
 from tlkit.plan import Phase, phase_at
 from tlkit.plan.apply import apply_phase
 from tlkit.train.batches import epoch_batches
 from tlkit.train.checkpoint import rng_state, set_rng_state
 from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
+from tlkit.train.head_solver import features, linear_of, set_head, solve
 from tlkit.train.hooks import RunIO, Step, with_method
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor
+from tlkit.train.selection import improves, monitored, noise_of, noisy_note, within_noise
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -51,7 +52,8 @@ class TrainState:
     loss_sum: float = 0.0  # this epoch's training loss, summed over samples
     loss_count: int = 0
     extra_sums: dict[str, float] = field(default_factory=dict)  # hooks' loss terms, summed
-    best_value: float | None = None
+    best_value: float | None = None  # the best validation value so far
+    best_noise: float = 0.0  # its standard error: a later epoch within it is as good
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
@@ -137,6 +139,10 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
                last_save=time.perf_counter())
     splits = {"train": data.train, "val": data.val,
               **{k: v for h in with_method(hooks, "splits") for k, v in h.splits().items()}}
+    note = noisy_note(settings.model_selection, data.task, len(data.val),
+                      len(data.classes) if data.classes else None)
+    if note:
+        io.event("stage", {"what": note})
     epoch = state.epoch
     while epoch < settings.epochs and not state.stopped_early:
         run.t0 = time.perf_counter()
@@ -146,6 +152,11 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
         feed = _feed(run, phase, splits)
         if dist.enabled:  # DDP around what this phase trains, wrapped anew when that changes
             run.parallel = parallel_for(run.parallel, model, feed, phase.index, hooks, dist)
+        solved = _solved_head(run, state, feed, epoch, phase) if state.batch_in_epoch == 0 \
+            else None
+        if solved is not None:  # the phase's convex problem, solved: the phase is done
+            epoch = _end_epoch(run, state, feed, epoch, phase, solved)
+            continue
         if state.batch_in_epoch == 0:
             io.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
                                      "label": phase.label, "batches": n_batches,
@@ -273,9 +284,40 @@ def _ends_step(run: _Run, b: int) -> bool:
     return (b + 1) % run.settings.gradient_accumulation_steps == 0 or b + 1 == run.n_batches
 
 
-def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase) -> int:
+def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase
+                 ) -> dict[str, Any] | None:
+    """When the phase is a linear probe (``converge_head``: all_frozen, lp_ft's first phase) on
+    features cached for train and val, fit the head to convergence with the convex solver (``tlkit.train.head_solver``) instead of SGD
+    epochs. Returns what the solver chose (for the metrics row), or None when it does not
+    apply. The optimizer's step count moves on by the phase's steps, so the schedule of a
+    later phase is the one planned."""
+    model, n_groups = run.asm.model, len(run.asm.groups)
+    linear = linear_of(model.head)
+    if (run.settings.head_solver != "convex" or not phase.converge_head or linear is None
+            or run.dist.enabled
+            or feed.cut != n_groups or not {"train", "val"} <= set(feed.cached)
+            or with_method(run.hooks, "forward")):
+        return None
+    x, y = features(feed.cached["train"])
+    xv, yv = features(feed.cached["val"])
+    w, b, sol = solve(run.data.task, x, y, xv, yv, linear.out_features, run.settings.seed)
+    set_head(linear, w, b)
+    run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
+                                   f"convergence on the cached features (L2 strength C "
+                                   f"{sol.c:g}, chosen on {sol.chosen_on})"})
+    train = feed.evaluate(model, "train", run.data.task, run.data.classes,
+                          run.settings.batch_size, run.settings.mixed_precision, run.dist)
+    state.loss_sum, state.loss_count = train["loss"] * len(y), len(y)
+    steps = math.ceil(run.n_batches / run.settings.gradient_accumulation_steps)
+    state.step += steps * (phase.end_epoch - epoch)
+    return {"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on},
+            "next_epoch": phase.end_epoch}
+
+
+def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase,
+               solved: dict[str, Any] | None = None) -> int:
     """Validation, the epoch's metrics row, the best weights, early stopping and the
-    checkpoint; returns the next epoch."""
+    checkpoint; returns the next epoch (the phase's end when its head was ``solved``)."""
     s, model = run.settings, run.asm.model
     val = feed.evaluate(model, "val", run.data.task, run.data.classes, s.batch_size,
                         s.mixed_precision, run.dist)
@@ -288,15 +330,20 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
               if k != "loss" and isinstance(v, (int, float))},
            "lr": {g["group"]: g["lr"] for g in run.optimizer.param_groups},
            "trainable_params": phase.trainable_params, "seconds": round(state.seconds, 3)}
-    monitor, mode = monitor_metric(run.data.task)
+    # the best weights: the latest epoch within the noise (a standard error) of the best value;
+    # patience resets on a strict improvement only
+    monitor, mode = monitored(run.data.task, s.model_selection)
     value = val[monitor]
-    if state.best_value is None or (value > state.best_value if mode == "max"
-                                    else value < state.best_value):
-        state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-        run.io.save_best(model, state)
+    if improves(value, state.best_value, mode):
+        state.best_value, state.best_noise, state.bad_epochs = value, noise_of(val, monitor), 0
     else:
         state.bad_epochs += 1
-    next_epoch = epoch + 1
+    if within_noise(value, state.best_value, state.best_noise, mode):
+        state.best_epoch = epoch
+        run.io.save_best(model, state)
+    next_epoch = epoch + 1 if solved is None else solved["next_epoch"]
+    if solved is not None:
+        row["head_solver"] = solved["head_solver"]
     phases = list(run.asm.plan.phases)
     if s.early_stopping_patience and state.bad_epochs >= s.early_stopping_patience:
         # Patience runs out within a phase: a phase with a successor ends there (the linear

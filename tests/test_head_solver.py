@@ -1,0 +1,71 @@
+"""A linear probe on frozen features is solved to convergence: the same head scikit-learn's
+logistic regression finds, in place of a few SGD steps that stop short of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from tlkit.config import validate
+from tlkit.run import fit_run
+from tlkit.train.head_solver import C_GRID, solve
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)) * rng.uniform(0.5, 5, size=12) + rng.normal(size=12)
+    y = (x[:, 0] / 3 + x[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(np.int64)
+    y += (x[:, 2] > 1).astype(np.int64)
+    return x, y
+
+
+def test_the_head_is_logistic_regression_at_the_chosen_strength():
+    x, y = _data(300, 0)
+    w, b, sol = solve("single_label", x[:200], y[:200], x[200:], y[200:], 3)
+    assert sol.chosen_on == "validation" and sol.c in C_GRID
+    mean, std = x[:200].mean(0), x[:200].std(0) + 1e-6
+    ref = LogisticRegression(C=sol.c, max_iter=2000).fit((x[:200] - mean) / std, y[:200])
+    ours = np.exp(x[200:] @ w.T + b)
+    ours /= ours.sum(1, keepdims=True)
+    assert np.abs(ours - ref.predict_proba((x[200:] - mean) / std)).max() < 1e-6
+    # the strength chosen has the lowest validation loss of the grid
+    assert sol.scores[sol.c] == min(sol.scores.values())
+
+
+def test_a_small_validation_split_chooses_by_cross_validation_and_unseen_classes_lose():
+    x, y = _data(60, 1)
+    w, b, sol = solve("single_label", x[:50], y[:50], x[50:], y[50:], 4)  # class 3 never seen
+    assert "cross-validation" in sol.chosen_on
+    assert ((x @ w.T + b).argmax(1) != 3).all()
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_multi_label_and_regression_heads_have_the_output_shape(task: str):
+    x, y = _data(120, 2)
+    target = (np.stack([y == 1, y == 2, y >= 0], 1).astype(np.float32) if task == "multi_label"
+              else x[:, :1].astype(np.float32).ravel() * 2)
+    n_out = 3 if task == "multi_label" else 1
+    w, b, _ = solve(task, x[:100], target[:100], x[100:], target[100:], n_out)
+    assert w.shape == (n_out, 12) and b.shape == (n_out,)
+    if task == "regression":
+        assert np.abs(x[100:] @ w.T + b - target[100:, None]).max() < 0.5
+
+
+def test_all_frozen_converges_where_sgd_epochs_stop_short(tmp_path: Path):
+    def fit(solver: str) -> list[dict]:
+        raw = {"transfer_config": {"source_model": "timm:test_efficientnet",
+                                   "pretrained_weights": "none", "freeze_strategy": "all_frozen",
+                                   "epochs": 3, "head_solver": solver, "cache": {"disk": False}},
+               "data": {"source": "digits", "image_size": 32, "limit": 150}}
+        fit_run(validate(raw), tmp_path / solver)
+        text = (tmp_path / solver / "metrics.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    convex, sgd = fit("convex"), fit("sgd")
+    assert len(convex) == 1 and convex[0]["head_solver"]["c"] in C_GRID
+    assert len(sgd) == 3 and "head_solver" not in sgd[0]
+    assert convex[0]["train_loss"] < sgd[-1]["train_loss"]
