@@ -67,13 +67,16 @@ def _joined(outs: list[torch.Tensor], tgts: list[torch.Tensor], dist: Dist
 
 def _scored(outputs: np.ndarray, targets: np.ndarray, task: str, classes: list[str] | None
             ) -> dict[str, Any]:
-    """The mean loss, its standard error over the examples (``loss_se``), and the metrics."""
     out, tgt = output_for_loss(torch.from_numpy(outputs), task), torch.from_numpy(targets)
     loss = float(loss_function(task)(out, tgt))
+    return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
+
+
+def example_losses(outputs: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
+    """Each example's loss (multi-label and multi-output regression: its mean over outputs)."""
+    out, tgt = output_for_loss(torch.from_numpy(outputs), task), torch.from_numpy(targets)
     each = loss_function(task, "none")(out, tgt).double()
-    each = each.reshape(len(each), -1).mean(1) if each.ndim > 1 else each
-    se = float(each.std() / len(each) ** 0.5) if len(each) > 1 else 0.0
-    return {"loss": loss, "loss_se": se, **compute_metrics(outputs, targets, task, classes)}
+    return (each.reshape(len(each), -1).mean(1) if each.ndim > 1 else each).numpy()
 
 
 @torch.inference_mode()

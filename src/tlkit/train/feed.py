@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from tlkit.data.types import Examples
 from tlkit.distributed import Dist
 from tlkit.model import TransferModel
 from tlkit.tensors import to_device
-from tlkit.train.evaluate import evaluate_cached, evaluate_split
+from tlkit.train.evaluate import evaluate_cached, evaluate_split, example_losses
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -48,11 +49,15 @@ class Feed:
         return bb(inputs) if self.cut is None else bb.forward_from(inputs, self.cut)
 
     def evaluate(self, model: TransferModel, split: str, task: str, classes: list[str] | None,
-                 batch_size: int, mixed_precision: bool, dist: Dist) -> dict[str, Any]:
+                 batch_size: int, mixed_precision: bool, dist: Dist
+                 ) -> tuple[dict[str, Any], np.ndarray]:
+        """The split's metrics, and each example's loss."""
         if split in self.cached:
-            metrics: dict[str, Any] = evaluate_cached(
+            metrics, outputs, targets = evaluate_cached(
                 model, self.cached[split], task, batch_size, self.device, classes,
-                mixed_precision, dist=dist)
-            return metrics
-        return evaluate_split(model, self.splits[split], self.collate, task, batch_size,
-                              self.device, classes, mixed_precision, dist=dist)
+                mixed_precision, return_outputs=True, dist=dist)
+        else:
+            metrics, outputs, targets = evaluate_split(
+                model, self.splits[split], self.collate, task, batch_size, self.device, classes,
+                mixed_precision, return_outputs=True, dist=dist)
+        return metrics, example_losses(outputs, targets, task)

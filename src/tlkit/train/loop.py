@@ -26,6 +26,7 @@ from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
+from tlkit.metrics import monitor_metric
 from tlkit.plan import Phase, phase_at
 from tlkit.plan.apply import apply_phase
 from tlkit.train.batches import epoch_batches
@@ -37,7 +38,14 @@ from tlkit.train.hooks import RunIO, Step, with_method
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor
-from tlkit.train.selection import improves, monitored, noise_of, noisy_note, within_noise
+from tlkit.train.selection import (
+    at_least_as_good,
+    improves,
+    monitored,
+    noise_of,
+    noisy_note,
+    within_noise,
+)
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -53,7 +61,10 @@ class TrainState:
     loss_count: int = 0
     extra_sums: dict[str, float] = field(default_factory=dict)  # hooks' loss terms, summed
     best_value: float | None = None  # the best validation value so far
-    best_noise: float = 0.0  # its standard error: a later epoch within it is as good
+    # its epoch's validation loss per example: a later epoch whose loss is within one paired
+    # standard error of it is as good
+    best_losses: list[float] | None = None
+    best_metric: float | None = None  # the kept epoch's task metric (accuracy, macro-F1)
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
@@ -305,8 +316,8 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
     run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
                                    f"convergence on the cached features (L2 strength C "
                                    f"{sol.c:g}, chosen on {sol.chosen_on})"})
-    train = feed.evaluate(model, "train", run.data.task, run.data.classes,
-                          run.settings.batch_size, run.settings.mixed_precision, run.dist)
+    train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
+                             run.settings.batch_size, run.settings.mixed_precision, run.dist)
     state.loss_sum, state.loss_count = train["loss"] * len(y), len(y)
     steps = math.ceil(run.n_batches / run.settings.gradient_accumulation_steps)
     state.step += steps * (phase.end_epoch - epoch)
@@ -319,8 +330,8 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
     """Validation, the epoch's metrics row, the best weights, early stopping and the
     checkpoint; returns the next epoch (the phase's end when its head was ``solved``)."""
     s, model = run.settings, run.asm.model
-    val = feed.evaluate(model, "val", run.data.task, run.data.classes, s.batch_size,
-                        s.mixed_precision, run.dist)
+    val, losses = feed.evaluate(model, "val", run.data.task, run.data.classes, s.batch_size,
+                                s.mixed_precision, run.dist)
     state.seconds += time.perf_counter() - run.t0
     count = max(1, state.loss_count)
     row = {"epoch": epoch, "phase": phase.index + 1, "train_loss": state.loss_sum / count,
@@ -330,16 +341,21 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
               if k != "loss" and isinstance(v, (int, float))},
            "lr": {g["group"]: g["lr"] for g in run.optimizer.param_groups},
            "trainable_params": phase.trainable_params, "seconds": round(state.seconds, 3)}
-    # the best weights: the latest epoch within the noise (a standard error) of the best value;
-    # patience resets on a strict improvement only
+    # the best weights: a new best value; or a later epoch within the noise (a paired standard
+    # error) of the best value whose task metric is at least the kept epoch's. Patience resets
+    # on a strict improvement only.
     monitor, mode = monitored(run.data.task, s.model_selection)
-    value = val[monitor]
-    if improves(value, state.best_value, mode):
-        state.best_value, state.best_noise, state.bad_epochs = value, noise_of(val, monitor), 0
+    value, metric = val[monitor], val[monitor_metric(run.data.task)[0]]
+    new_best = improves(value, state.best_value, mode)
+    as_good = within_noise(value, state.best_value,
+                           noise_of(losses, state.best_losses, monitor), mode)
+    metric_kept = at_least_as_good(metric, state.best_metric, monitor_metric(run.data.task)[1])
+    if new_best:
+        state.best_value, state.best_losses, state.bad_epochs = value, losses.tolist(), 0
     else:
         state.bad_epochs += 1
-    if within_noise(value, state.best_value, state.best_noise, mode):
-        state.best_epoch = epoch
+    if new_best or (as_good and metric_kept):
+        state.best_epoch, state.best_metric = epoch, metric
         run.io.save_best(model, state)
     next_epoch = epoch + 1 if solved is None else solved["next_epoch"]
     if solved is not None:

@@ -5,14 +5,18 @@ default) or the best task metric (``val_metric``: accuracy for single-label, mac
 multi-label; regression follows its loss either way). Accuracy on a small validation split moves
 in steps of 1/n and saturates: it ties, or differs by one example, between epochs whose loss
 still says which is better. A tie goes to the later epoch (it has trained more for the same
-score), and so does a validation loss within one standard error (over the validation examples)
-of the lowest: a difference the split cannot tell is not a reason to keep an earlier epoch. Early stopping's patience follows the same value, and only a strict improvement resets
+score), and so does a validation loss within one standard error of the lowest (the standard
+error of the two epochs' difference, paired over the validation examples): a difference the
+split cannot tell is not a reason to keep an earlier epoch, unless the task metric (accuracy,
+macro-F1) says the earlier one is better: within the loss's noise the metric decides. Early stopping's patience follows the same value, and only a strict improvement resets
 it: a plateau of equal scores still runs out of patience.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from tlkit.metrics import monitor_metric
 
@@ -33,15 +37,20 @@ def at_least_as_good(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value >= best if mode == "max" else value <= best)
 
 
-def noise_of(metrics: dict[str, Any], monitor: str) -> float:
-    """The standard error of the monitored value, where the metrics carry it (the loss's)."""
-    return float(metrics.get("loss_se", 0.0)) if monitor == "loss" else 0.0
+def noise_of(losses: np.ndarray, best_losses: list[float] | None, monitor: str) -> float:
+    """One standard error of the difference between this epoch's validation loss and the best
+    epoch's, paired over the examples (0 for a metric, or when either is missing)."""
+    if monitor != "loss" or best_losses is None or len(losses) != len(best_losses) \
+            or len(losses) < 2:
+        return 0.0
+    d = losses - np.asarray(best_losses)
+    return float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def within_noise(value: float, best: float | None, noise: float, mode: str) -> bool:
-    """Whether ``value`` is as good as ``best`` up to ``noise`` (one standard error of the best
-    epoch's value): such a later epoch takes the best epoch's place, since the difference is
-    not one the validation split can tell."""
+    """Whether ``value`` is as good as ``best`` up to ``noise`` (one standard error of their
+    difference): such a later epoch takes the best epoch's place, since the difference is not
+    one the validation split can tell."""
     if best is None:
         return True
     return value <= best + noise if mode == "min" else value >= best - noise
