@@ -25,10 +25,9 @@ from tlkit import strategies
 from tlkit.config import Config, dump_config
 from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
-from tlkit.data import has_test_split
 from tlkit.errors import UserError
 from tlkit.run import fit_run, test_predictions
-from tlkit.variants import variant
+from tlkit.variants import check_comparable, variant
 
 Log = Callable[[str], None]
 
@@ -40,12 +39,7 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
     if unknown:
         raise UserError(f"unknown strategy {unknown[0]!r} in --strategies; choose from "
                         f"{', '.join(strategies.names())}")
-    if cfg.data.task != "single_label":
-        raise UserError("compare ranks single-label classification runs by test accuracy; "
-                        f"this config's task is {cfg.data.task}")
-    if not has_test_split(cfg.data):
-        raise UserError("compare ranks runs by test accuracy, but data.test_fraction is 0 and "
-                        "no data.test is given; give a test set or a test_fraction")
+    check_comparable(cfg, "compare")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "

@@ -8,6 +8,8 @@ from typing import Any
 
 from tlkit import strategies
 from tlkit.config import Config, validate, without_strategy_keys
+from tlkit.data import has_test_split
+from tlkit.errors import UserError
 
 
 def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) -> Config:
@@ -26,3 +28,13 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
         strategies.get(strategy).variant(tc, cfg.transfer_config, d)
     tc.update(settings or {})
     return validate(raw, f"compare: {strategy}")
+
+
+def check_comparable(cfg: Config, command: str) -> None:
+    """Runs of ``cfg`` can be compared by test accuracy: single-label, with a test split."""
+    if cfg.data.task != "single_label":
+        raise UserError(f"{command} compares single-label classification runs by test accuracy; "
+                        f"this config's task is {cfg.data.task}")
+    if not has_test_split(cfg.data):
+        raise UserError(f"{command} compares test predictions, but data.test_fraction is 0 and "
+                        "no data.test is given; give a test set or a test_fraction")

@@ -18,24 +18,18 @@ import numpy as np
 
 from tlkit.config import Config, derive
 from tlkit.diagnose.verdict import transfer_verdict
-from tlkit.data import has_test_split
 from tlkit.errors import UserError
 from tlkit.run.fit import fit_run
 from tlkit.run.inference import test_predictions
 from tlkit.rundir import RunDir
-from tlkit.variants import variant
+from tlkit.variants import check_comparable, variant
 
 
 def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
              test_limit: int | None = None) -> dict[str, Any]:
     """Train the scratch baselines beside the finished run in ``run_dir`` (a finished baseline
     is kept: an interrupted --baseline picks up where it stopped) and return the verdict."""
-    if cfg.data.task != "single_label":
-        raise UserError("--baseline gives its verdict on single-label classification (test "
-                        f"accuracy); this config's task is {cfg.data.task}")
-    if not has_test_split(cfg.data):
-        raise UserError("--baseline compares test predictions, but data.test_fraction is 0 and "
-                        "no data.test is given; give a test set or a test_fraction")
+    check_comparable(cfg, "--baseline")
     outputs, targets = test_predictions(run_dir)
     transfer_ok = outputs.argmax(1) == targets
     scratch_ok, accs = [], []
