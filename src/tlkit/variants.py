@@ -33,8 +33,9 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
 def check_comparable(cfg: Config, command: str) -> None:
     """Runs of ``cfg`` can be compared by test accuracy: single-label, with a test split."""
     if cfg.data.task != "single_label":
-        raise UserError(f"{command} compares single-label classification runs by test accuracy; "
+        raise UserError(f"{command} ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
     if not has_test_split(cfg.data):
-        raise UserError(f"{command} compares test predictions, but data.test_fraction is 0 and "
-                        "no data.test is given; give a test set or a test_fraction")
+        raise UserError(f"{command} ranks runs by their test predictions, but "
+                        "data.test_fraction is 0 and no data.test is given; give a test set or a "
+                        "test_fraction")
