@@ -86,6 +86,7 @@ def test_feature_extraction_caches_pooled_features_and_reuses_them_from_disk(
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))
     raw = _cfg("timm:test_efficientnet", "digits", strategy="all_frozen")
     raw["transfer_config"]["cache"]["disk"] = True
+    raw["transfer_config"]["head_solver"] = "sgd"  # epochs from cached features, as without
     first, ev = _losses(raw, tmp_path / "a", True)
     assert ev == ["7"] * 3 or all(c != "None" for c in ev)
     files = list((tmp_path / "cache" / "features").glob("*.pt"))
@@ -96,8 +97,9 @@ def test_feature_extraction_caches_pooled_features_and_reuses_them_from_disk(
             event=lambda k, i: msgs.append(str(i.get("what"))) if k == "stage" else None)
     assert sum("reused" in m for m in msgs) == 2
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 2
-    off, _ = _losses(_cfg("timm:test_efficientnet", "digits", strategy="all_frozen"),
-                     tmp_path / "c", False)
+    plain = _cfg("timm:test_efficientnet", "digits", strategy="all_frozen")
+    plain["transfer_config"]["head_solver"] = "sgd"
+    off, _ = _losses(plain, tmp_path / "c", False)
     for (a, b), (c, d) in zip(first, off):
         assert a == pytest.approx(c, rel=1e-4) and b == pytest.approx(d, rel=1e-4)
 
