@@ -120,12 +120,22 @@ class TransferConfig(Strict):
     # A linear head over frozen, cached features (all_frozen; the head-only phase of lp_ft and
     # gradual) is fitted to convergence by a convex solver (convex), or trained by SGD epochs.
     head_solver: Literal["convex", "sgd"] = "convex"
+    # Single-label training loss weights: none; auto (n / (classes * count), scikit-learn's
+    # "balanced"); or a weight per class name (unnamed classes weigh 1).
+    class_weights: Literal["none", "auto"] | dict[str, float] = "none"
     layer_groups: list[LayerGroupPattern] | None = None
     pooling: Literal["mean", "cls", "pooler"] | None = None
     freeze_norm_stats: bool = True
     cache: CacheConfig = Field(default_factory=CacheConfig)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, v: Any) -> Any:
+        if isinstance(v, dict) and any(not (w >= 0) for w in v.values()):
+            raise ValueError("class weights must be numbers of 0 or more, e.g. {rare: 5.0}")
+        return v
 
     @field_validator("source_model")
     @classmethod

@@ -157,7 +157,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     return Prepared(
         cfg, run, dist, event, t_start, data, splits, asm, prep,
         TrainData(train_ds, build_dataset(splits.val, prep), collate, data.task, splits.classes,
-                  lengths),
+                  lengths, class_weights_of(tc.class_weights, splits.train)),
         None if splits.test is None else build_dataset(splits.test, prep), findings, cache,
         hooks, target, state_in,
         _pretrained_copy(cfg, asm, dist), test_limit)
@@ -172,6 +172,24 @@ def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module
             and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
         return copy.deepcopy(asm.model.backbone).eval()
     return None
+
+
+def class_weights_of(spec: Any, train: Any) -> list[float] | None:
+    """The single-label loss's class weights: ``auto`` weighs each class by n / (classes *
+    its count) (scikit-learn's "balanced"; a class without training examples weighs 1), a
+    mapping names the classes to weigh (the others weigh 1)."""
+    if spec == "none" or train.task != "single_label":
+        return None
+    classes = list(train.classes)
+    if spec == "auto":
+        counts = np.bincount(train.targets, minlength=len(classes))
+        present = int(np.count_nonzero(counts))
+        return [len(train) / (present * c) if c else 1.0 for c in counts.tolist()]
+    unknown = sorted(set(spec) - set(classes))
+    if unknown:
+        raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, unknown[:5]))}, "
+                        f"not among the classes ({', '.join(classes[:10])}); fix the names")
+    return [float(spec.get(c, 1.0)) for c in classes]
 
 
 def subset(data: Any, n: int, seed: int) -> Any:

@@ -4,7 +4,7 @@ the split and every process gets the whole, gathered in the data's order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -22,9 +22,13 @@ from tlkit.train.batches import batches_of
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
-def loss_function(task: str, reduction: str = "mean") -> nn.Module:
+def loss_function(task: str, reduction: str = "mean",
+                  weight: Sequence[float] | None = None) -> nn.Module:
+    """The task's loss; ``weight`` (single-label): each class's weight in the mean."""
     if task == "single_label":
-        return nn.CrossEntropyLoss(reduction=reduction)
+        return nn.CrossEntropyLoss(
+            reduction=reduction,
+            weight=None if weight is None else torch.tensor(list(weight), dtype=torch.float32))
     if task == "multi_label":
         return nn.BCEWithLogitsLoss(reduction=reduction)
     return nn.MSELoss(reduction=reduction)

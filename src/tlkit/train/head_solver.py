@@ -47,18 +47,18 @@ def linear_of(head: nn.Module) -> nn.Linear | None:
     return layers[0] if len(layers) == 1 and not others else None
 
 
-def _fit(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int
-         ) -> tuple[np.ndarray, np.ndarray]:
+def _fit(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int,
+         weights: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(weight (n_out, d), bias (n_out,)) of the convex problem at strength ``c`` on
     standardised ``x``."""
     with warnings.catch_warnings():
         # many classes with one example each look like regression targets to scikit-learn
         warnings.filterwarnings("ignore", message="The number of unique classes")
-        return _fit_quietly(task, x, y, c, n_out)
+        return _fit_quietly(task, x, y, c, n_out, weights)
 
 
-def _fit_quietly(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _fit_quietly(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int,
+                 weights: dict[int, float] | None) -> tuple[np.ndarray, np.ndarray]:
     d = x.shape[1]
     if task == "regression":
         model = Ridge(alpha=1.0 / c).fit(x, y)
@@ -75,7 +75,11 @@ def _fit_quietly(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int
         return w, b
     present = np.unique(y)
     w, b = np.zeros((n_out, d)), np.full(n_out, -10.0)  # classes never seen in training
-    m = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+    if len(present) == 1:  # one class in this (cross-validation) training part: a constant
+        b[present[0]] = 0.0
+        return w, b
+    kept = None if weights is None else {int(k): weights[int(k)] for k in present}
+    m = LogisticRegression(C=c, max_iter=2000, class_weight=kept).fit(x, y)
     if len(present) == 2:  # sklearn's binary form: one vector for the second class
         w[present[1]], b[present[1]] = m.coef_[0] / 2, m.intercept_[0] / 2
         w[present[0]], b[present[0]] = -m.coef_[0] / 2, -m.intercept_[0] / 2
@@ -96,26 +100,30 @@ def _loss(task: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray)
 
 
 def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
-          val_y: np.ndarray, n_out: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, Solution]:
+          val_y: np.ndarray, n_out: int, seed: int = 0,
+          class_weights: Any = None) -> tuple[np.ndarray, np.ndarray, Solution]:
     """The head (weight, bias on the raw features) at the strength the validation loss (or
     cross-validation on the training split) prefers."""
+    weights = (None if class_weights is None or task != "single_label"
+               else {i: float(w) for i, w in enumerate(class_weights)})
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     z, zv = (train_x - mean) / std, (val_x - mean) / std
     scores: dict[float, float] = {}
     if len(val_y) >= MIN_VAL:
         chosen_on = "validation"
         for c in C_GRID:
-            scores[c] = _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out))
+            scores[c] = _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out, weights))
     else:
         k = min(FOLDS, len(train_y))
         chosen_on = f"{k}-fold cross-validation on the training split"
         folds = list(KFold(k, shuffle=True, random_state=seed).split(z))
         for c in C_GRID:
             scores[c] = float(np.mean([_loss(task, z[te], train_y[te],
-                                             *_fit(task, z[tr], train_y[tr], c, n_out))
+                                             *_fit(task, z[tr], train_y[tr], c, n_out,
+                                                   weights))
                                        for tr, te in folds]))
     best = min(C_GRID, key=lambda c: (scores[c], -c))  # a tie goes to the weaker penalty
-    w, b = _fit(task, z, train_y, best, n_out)
+    w, b = _fit(task, z, train_y, best, n_out, weights)
     # fold the standardisation in: w (x - mean) / std + b = (w / std) x + (b - w mean / std)
     return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores)
 

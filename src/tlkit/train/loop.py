@@ -89,6 +89,7 @@ class TrainData:
     task: str
     classes: list[str] | None
     lengths: Sequence[int] | None = None  # tokens per training text: batches of like length
+    class_weights: Sequence[float] | None = None  # single-label: the training loss's weights
 
 
 @dataclass
@@ -146,7 +147,8 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     n_batches = math.ceil(len(data.train) / settings.batch_size)
     steps_per_epoch = math.ceil(n_batches / settings.gradient_accumulation_steps)
     run = _Run(asm, data, settings, io, hooks, dist, optimizer, n_batches,
-               steps_per_epoch * settings.epochs, loss_function(data.task),
+               steps_per_epoch * settings.epochs,
+               loss_function(data.task, weight=data.class_weights).to(device),
                last_save=time.perf_counter())
     splits = {"train": data.train, "val": data.val,
               **{k: v for h in with_method(hooks, "splits") for k, v in h.splits().items()}}
@@ -311,7 +313,8 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
         return None
     x, y = features(feed.cached["train"])
     xv, yv = features(feed.cached["val"])
-    w, b, sol = solve(run.data.task, x, y, xv, yv, linear.out_features, run.settings.seed)
+    w, b, sol = solve(run.data.task, x, y, xv, yv, linear.out_features, run.settings.seed,
+                      run.data.class_weights)
     set_head(linear, w, b)
     run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
                                    f"convergence on the cached features (L2 strength C "
