@@ -417,15 +417,16 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkp
 
     real = loop.loss_function
 
-    def loss_function(task: str) -> Any:
-        fn, calls = real(task), [0]
+    def loss_function(task: str, *args: Any, **kwargs: Any) -> Any:
+        fn, calls = real(task, *args, **kwargs), [0]
 
-        def f(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
-            loss = fn(out, target)
-            return loss * float("nan") if calls[0] >= 5 else loss  # the 5th batch diverges
+        class Diverging(torch.nn.Module):
+            def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                calls[0] += 1
+                loss = fn(out, target)
+                return loss * float("nan") if calls[0] >= 5 else loss  # the 5th batch diverges
 
-        return f
+        return Diverging()
 
     monkeypatch.setattr(loop, "loss_function", loss_function)
     cfg = config(tmp_path, epochs=1, limit=120)
