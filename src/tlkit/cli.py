@@ -329,13 +329,22 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Declarative and long (over 80 lines): one block per command, in the order of --help.
     p = argparse.ArgumentParser(
         prog="tlkit", description="Transfer learning with measurements.",
         epilog="freeze strategies (transfer_config.freeze_strategy):\n" + strategies.describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    _config_commands(sub)
+    _run_commands(sub)
+    _listing_commands(sub)
+    return p
 
+
+Subparsers = Any  # argparse's _SubParsersAction, a private class
+
+
+def _config_commands(sub: Subparsers) -> None:
+    """The commands that read a config: plan, fit, pretrain, rank, probe, advise, compare."""
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="YAML config with transfer_config and data sections")
@@ -394,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--test-limit", type=int, default=None, metavar="N",
                     help="test on a stratified subset of N test examples (faster)")
     sp.set_defaults(func=cmd_compare)
+
+
+def _run_commands(sub: Subparsers) -> None:
+    """The commands on a finished run directory: evaluate, predict, report, export."""
     sp = sub.add_parser("evaluate", help="metrics of a finished run as JSON")
     sp.add_argument("run_dir")
     sp.add_argument("--data", help="train | val | test (default) of the run's data, or another "
@@ -421,13 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--check-split", choices=["train", "val", "test"],
                        help="check on every example of this split of the run's data")
     sp.set_defaults(func=cmd_export)
+
+
+def _listing_commands(sub: Subparsers) -> None:
+    """What is known and available here: backbones, datasets."""
     sp = sub.add_parser("backbones", help="known backbones and which load offline here")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_backbones)
     sp = sub.add_parser("datasets", help="packaged data sets and whether each is installed")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_datasets)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -322,8 +322,8 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
     train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
                              run.settings.batch_size, run.settings.mixed_precision, run.dist)
     state.loss_sum, state.loss_count = train["loss"] * len(y), len(y)
-    steps = math.ceil(run.n_batches / run.settings.gradient_accumulation_steps)
-    state.step += steps * (phase.end_epoch - epoch)
+    steps_per_epoch = run.total_steps // run.settings.epochs
+    state.step += steps_per_epoch * (phase.end_epoch - epoch)
     return {"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on},
             "next_epoch": phase.end_epoch}
 
