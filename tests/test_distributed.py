@@ -237,6 +237,7 @@ def test_ddp_averages_to_the_global_batch_step(tmp_path: Path) -> None:
     from tlkit.train.evaluate import loss_function
     from tlkit.train.feed import Feed
     from tlkit.train.hooks import NO_IO, Step
+    from tlkit.plan.length import Length
     from tlkit.train.loop import _backward, _Run
     from tlkit.train.parallel import parallel_for
 
@@ -257,7 +258,8 @@ def test_ddp_averages_to_the_global_batch_step(tmp_path: Path) -> None:
     def run(dist: Dist, parallel: Any) -> _Run:
         settings = SimpleNamespace(gradient_accumulation_steps=1, head_lr=0.1, backbone_lr=0.1)
         return _Run(SimpleNamespace(model=model), SimpleNamespace(task="single_label"),
-                    settings, NO_IO, [penalty], dist, None, 1, 1,  # type: ignore[arg-type]
+                    settings, NO_IO, [penalty], dist, None,  # type: ignore[arg-type]
+                    Length(5, 5, 1, 1, 1, 1, 0),
                     loss_function("single_label"), parallel=parallel)
 
     def grads(r: _Run, mine: list[int], size: int, n: int) -> dict[str, torch.Tensor | None]:

@@ -192,7 +192,10 @@ def test_tensorboard_events_hold_one_value_per_epoch(image_run):
         assert [e.step for e in acc.Scalars(tag)] == [0, 1], tag
     assert [e.value for e in acc.Scalars("epoch/val_loss")] == pytest.approx(
         [r["val_loss"] for r in rows], rel=1e-6)
-    # per optimizer step: every batch of 16 training images, two epochs
+    # per optimizer step: every batch of 16 training images, two epochs, each epoch as many
+    # passes over the images as make at least min_steps (100) steps in all
     steps = acc.Scalars("step/train_loss")
     n_train = json.loads((image_run / "summary.json").read_text())["data"]["sizes"]["train"]
-    assert [e.step for e in steps] == list(range(1, 2 * -(-n_train // 16) + 1))
+    per_pass = -(-n_train // 16)
+    passes = -(-100 // (2 * per_pass))
+    assert [e.step for e in steps] == list(range(1, 2 * per_pass * passes + 1))

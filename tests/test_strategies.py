@@ -208,7 +208,8 @@ def test_l2sp_in_a_run_logs_the_penalty_and_keeps_pulling_toward_pretrained_afte
 
     raw = {"transfer_config": _run_cfg(source_model="timm:test_efficientnet",
                                        pretrained_weights=str(efficientnet_weights),
-                                       freeze_strategy="none", l2sp_lambda=0.05),
+                                       freeze_strategy="none", l2sp_lambda=0.05,
+                                       min_steps=0),  # one pass per epoch: it drifts
            "data": {"source": "digits", "image_size": 32, "limit": 160}}
     cfg = validate(raw)
     full = fit_run(cfg, tmp_path / "full")
@@ -515,8 +516,12 @@ data:
 """)
     blocks = out.split("\nphase ")[1:]
     assert len(blocks) == 2
-    assert blocks[0].startswith("1 (epochs 0-1): linear probe")
-    assert blocks[1].startswith("2 (epochs 2-4): fine-tune")
+    # digits: 1,797 images less 10% validation and 10% test: 1,455 to train, 46 batches of 32
+    # per epoch; 5 epochs make 230 steps, over min_steps (100): one pass per epoch
+    assert blocks[0].startswith("1 (epochs 0-1, optimizer steps 0-91): linear probe")
+    assert blocks[1].startswith("2 (epochs 2-4, optimizer steps 92-229)")
+    assert "training length: 230 optimizer steps = 5 epochs x 46 steps" in out
+    assert "fine-tune" in blocks[1].splitlines()[0]
     row = re.compile(r"^\s+(\S+)\s+[\d,]+\s+(trainable|frozen)\s")
     states = [{m.group(1): m.group(2) for m in map(row.match, b.splitlines()) if m}
               for b in blocks]

@@ -30,11 +30,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     from tlkit.assemble import assemble
-    from tlkit.data import num_outputs
+    from tlkit.data import load_source, make_splits, num_outputs_of
     from tlkit.plan import format_plan
+    from tlkit.plan.length import length_of
 
-    asm = assemble(cfg.transfer_config, num_outputs(cfg.data))
-    print(format_plan(asm.plan))
+    # the data first (cheap, and the run's length depends on its size), then the model
+    splits = make_splits(load_source(cfg.data), cfg.data)
+    asm = assemble(cfg.transfer_config, num_outputs_of(splits.train))
+    print(format_plan(asm.plan, length_of(len(splits.train), cfg.transfer_config)))
     return 0
 
 

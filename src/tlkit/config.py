@@ -104,6 +104,14 @@ class TransferConfig(Strict):
     backbone_lr: float = Field(default=1e-4, gt=0, le=10)
     lr_decay_per_layer: float = Field(default=0.5, gt=0, le=1)
     warmup_steps: int = Field(default=0, ge=0)
+    # warmup over this fraction of all optimizer steps, where that is more than warmup_steps
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    # At least this many optimizer steps in all: at small data each epoch then makes several
+    # passes over the training split (tlkit.train.length); 0 turns it off.
+    min_steps: int = Field(default=100, ge=0, le=10_000_000)
+    # How the training batches are drawn: shuffle (each example once per pass) or balanced
+    # (single-label: examples drawn with replacement so each class is drawn equally often).
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = Field(default=0.01, ge=0, le=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
@@ -254,6 +262,9 @@ class LoopSettings(View):
     gradient_accumulation_steps: int
     max_grad_norm: float | None
     warmup_steps: int
+    warmup_ratio: float
+    min_steps: int
+    sampler: Literal["shuffle", "balanced"]
     scheduler: Literal["cosine", "linear", "constant"]
     seed: int
     freeze_norm_stats: bool
@@ -378,6 +389,14 @@ class Config(Strict):
     data: DataConfig
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+
+    @model_validator(mode="after")
+    def _sampler_fits(self) -> "Config":
+        if self.transfer_config.sampler == "balanced" and self.data.task != "single_label":
+            raise ValueError(
+                f"sampler balanced draws each class equally often, which needs single-label "
+                f"data; data.task is {self.data.task}: set sampler: shuffle")
+        return self
 
     @model_validator(mode="after")
     def _adaptation_trains(self) -> "Config":

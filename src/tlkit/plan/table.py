@@ -8,6 +8,7 @@ from typing import Any
 
 from tlkit import strategies
 from tlkit.errors import UserError
+from tlkit.plan.length import Length
 from tlkit.plan.rates import discriminative_lrs
 from tlkit.strategies import PhaseSpec
 
@@ -114,7 +115,9 @@ def _fmt_count(n: int) -> str:
     return f"{n:,}"
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: Plan, length: Length | None = None) -> str:
+    """The plan as text; with the run's ``length`` (known once the data is), each phase's
+    optimizer steps too."""
     lines = [f"backbone {plan.backbone}  strategy {plan.strategy}  "
              f"parameters {_fmt_count(plan.total_params)}"]
     width = max(len(r.name) for p in plan.phases for r in p.rows)
@@ -125,11 +128,18 @@ def format_plan(plan: Plan) -> str:
     for p in plan.phases:
         epochs = (f"epoch {p.start_epoch}" if p.end_epoch - p.start_epoch == 1
                   else f"epochs {p.start_epoch}-{p.end_epoch - 1}")
+        if length is not None:
+            first = length.steps_of(0, p.start_epoch)
+            n = length.steps_of(p.start_epoch, p.end_epoch)
+            epochs += f", optimizer steps {first}-{first + n - 1}"
         lines.append("")
         lines.append(f"phase {p.index + 1} ({epochs}): {p.label}  "
                      f"trainable {_fmt_count(p.trainable_params)} / {_fmt_count(plan.total_params)}")
         lines.append(f"  {'group':<{width}}  {'params':>12}{tcol}  {'state':<9}  {'lr':>10}  "
                      f"{'wd':>6}  {'no-wd params':>12}")
+        if length is not None and p.converge_head:
+            lines.append("  a linear head on frozen features: one convex solve on the cached "
+                         "features in place of these steps (head_solver convex)")
         for r in reversed(p.rows):  # top of the stack first, as the concept draws it
             state = ("lora" if r.adapters_only else "trainable") if r.trainable else "frozen"
             lr = f"{r.lr:.3g}" if r.trainable else f"({r.lr:.3g})"
@@ -147,4 +157,6 @@ def format_plan(plan: Plan) -> str:
         lines.append("state lora: the group's pretrained weights are frozen and its LoRA "
                      "matrices (the trainable column) train; params include them.")
     lines.extend(plan.notes)
+    if length is not None:
+        lines.append(length.describe())
     return "\n".join(lines)

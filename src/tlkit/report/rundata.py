@@ -94,7 +94,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-_PHASE = re.compile(r"^phase (\d+) \(epochs? (\d+)(?:-(\d+))?\): (.*?)  trainable ")
+_PHASE = re.compile(r"^phase (\d+) \(epochs? (\d+)(?:-(\d+))?(?:, optimizer steps [^)]*)?\): (.*?)  trainable ")
 
 
 def parse_plan(text: str) -> list[PhasePlan]:

@@ -27,6 +27,7 @@ from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
 from tlkit.errors import UserError
 from tlkit.plan import format_plan
+from tlkit.plan.length import length_of
 from tlkit.regularization import L2SP
 from tlkit.rundir import RunDir
 from tlkit.train.checkpoint import load_checkpoint
@@ -120,9 +121,11 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     findings = check_preprocessing(asm.model.backbone, collate, train_ds,
                                    cfg.diagnostics.check_preprocessing,
                                    lambda m: event("stage", {"what": m}))
+    length = length_of(len(splits.train), tc.loop_settings)
+    event("stage", {"what": length.describe()})
     if dist.is_main:
         run.write_text(run.config, dump_config(cfg))
-        run.write_text(run.plan, format_plan(asm.plan) + "\n")
+        run.write_text(run.plan, format_plan(asm.plan, length) + "\n")
     # rank 0 reads the checkpoint and sends it to the others (their disk may not hold it)
     state_in = dist.on_main(lambda: load_checkpoint(run.last) if resume else None)
     if dist.is_main and state_in is not None:
@@ -157,7 +160,8 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     return Prepared(
         cfg, run, dist, event, t_start, data, splits, asm, prep,
         TrainData(train_ds, build_dataset(splits.val, prep), collate, data.task, splits.classes,
-                  lengths, class_weights_of(tc.class_weights, splits.train)),
+                  lengths, class_weights_of(tc.class_weights, splits.train),
+                  balanced_weights(splits.train) if tc.sampler == "balanced" else None),
         None if splits.test is None else build_dataset(splits.test, prep), findings, cache,
         hooks, target, state_in,
         _pretrained_copy(cfg, asm, dist), test_limit)
@@ -190,6 +194,13 @@ def class_weights_of(spec: Any, train: Any) -> list[float] | None:
         raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, unknown[:5]))}, "
                         f"not among the classes ({', '.join(classes[:10])}); fix the names")
     return [float(spec.get(c, 1.0)) for c in classes]
+
+
+def balanced_weights(train: Any) -> list[float]:
+    """The balanced sampler's weight of each training example: 1 / its class's count, so each
+    class is drawn equally often."""
+    counts = np.bincount(train.targets)
+    return [1.0 / counts[t] for t in train.targets]
 
 
 def subset(data: Any, n: int, seed: int) -> Any:

@@ -14,16 +14,26 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+def weighted_order(weights: Sequence[float], seed: int, epoch: int) -> list[int]:
+    """``len(weights)`` samples drawn with replacement, each index with probability
+    proportional to its weight (the balanced sampler): a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch + 15_485_863)
+    w = torch.as_tensor(list(weights), dtype=torch.float64)
+    return torch.multinomial(w, len(w), replacement=True, generator=g).tolist()
+
+
 def batches_of(order: Sequence[int], batch_size: int) -> list[list[int]]:
     return [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
-                  lengths: Sequence[int] | None = None, pool: int = 50) -> list[list[int]]:
+                  lengths: Sequence[int] | None = None, pool: int = 50,
+                  weights: Sequence[float] | None = None) -> list[list[int]]:
     """The batches of an epoch, a pure function of (seed, epoch). With ``lengths`` (texts), the
     shuffled order is cut into pools of ``pool`` batches, each pool sorted by length before it
-    is cut into batches, and the batches shuffled: per-batch padding then pads little."""
-    order = epoch_order(n, seed, epoch)
+    is cut into batches, and the batches shuffled: per-batch padding then pads little. With
+    ``weights`` the examples are drawn with replacement in proportion to them."""
+    order = epoch_order(n, seed, epoch) if weights is None else weighted_order(weights, seed, epoch)
     if lengths is None:
         return batches_of(order, batch_size)
     size = pool * batch_size

@@ -12,7 +12,6 @@ adaptation); the run directory through ``RunIO``.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
 from tlkit.train.head_solver import features, linear_of, set_head, solve
 from tlkit.train.hooks import RunIO, Step, with_method
+from tlkit.plan.length import Length, length_of
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor
@@ -90,6 +90,8 @@ class TrainData:
     classes: list[str] | None
     lengths: Sequence[int] | None = None  # tokens per training text: batches of like length
     class_weights: Sequence[float] | None = None  # single-label: the training loss's weights
+    # the balanced sampler: each training example's chance of being drawn (1 / its class count)
+    sample_weights: Sequence[float] | None = None
 
 
 @dataclass
@@ -103,12 +105,19 @@ class _Run:
     hooks: Sequence[Any]
     dist: Dist
     optimizer: torch.optim.Optimizer
-    n_batches: int
-    total_steps: int
+    length: Length
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     t0: float = 0.0
     last_save: float = 0.0
     parallel: Parallel | None = None  # several processes: the phase's trained part under DDP
+
+    @property
+    def n_batches(self) -> int:
+        return self.length.batches_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.length.total_steps
 
     def snapshot(self, state: TrainState) -> dict[str, Any]:
         return {"model": self.asm.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -144,10 +153,8 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     # Several processes: the same weights everywhere, and each its own dropout masks.
     dist.broadcast_module(model)
     dist.seed_per_process()
-    n_batches = math.ceil(len(data.train) / settings.batch_size)
-    steps_per_epoch = math.ceil(n_batches / settings.gradient_accumulation_steps)
-    run = _Run(asm, data, settings, io, hooks, dist, optimizer, n_batches,
-               steps_per_epoch * settings.epochs,
+    run = _Run(asm, data, settings, io, hooks, dist, optimizer,
+               length_of(len(data.train), settings),
                loss_function(data.task, weight=data.class_weights).to(device),
                last_save=time.perf_counter())
     splits = {"train": data.train, "val": data.val,
@@ -172,7 +179,7 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
             continue
         if state.batch_in_epoch == 0:
             io.event("epoch_start", {"epoch": epoch, "phase": phase.index + 1,
-                                     "label": phase.label, "batches": n_batches,
+                                     "label": phase.label, "batches": run.n_batches,
                                      "cached": feed.cut})
         _train_epoch(run, state, feed, epoch)
         epoch = _end_epoch(run, state, feed, epoch, phase)
@@ -195,7 +202,11 @@ def _feed(run: _Run, phase: Phase, splits: dict[str, Examples]) -> Feed:
 def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     model, s, dist = run.asm.model, run.settings, run.dist
     model.train()
-    batches = epoch_batches(len(run.data.train), s.batch_size, s.seed, epoch, run.data.lengths)
+    passes = run.length.passes  # several at small data (min_steps), each in its own order
+    batches = [batch for p in range(passes)
+               for batch in epoch_batches(len(run.data.train), s.batch_size, s.seed,
+                                          epoch * passes + p, run.data.lengths,
+                                          weights=run.data.sample_weights)]
     run.optimizer.zero_grad(set_to_none=True)
     names = run.loss_names()
     # this step's loss and hook terms (summed over samples) and its sample count, over the
@@ -281,7 +292,7 @@ def _optimizer_step(run: _Run, state: TrainState, sums: list[float], names: list
     state.loss_count += int(sums[1])
     for i, name in enumerate(names):
         state.extra_sums[name] = state.extra_sums.get(name, 0.0) + sums[2 + i]
-    factor = lr_factor(state.step, run.total_steps, s.warmup_steps, s.scheduler)
+    factor = lr_factor(state.step, run.total_steps, run.length.warmup, s.scheduler)
     for g in run.optimizer.param_groups:
         g["lr"] = g["initial_lr"] * factor
     if s.max_grad_norm:
@@ -322,8 +333,7 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
     train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
                              run.settings.batch_size, run.settings.mixed_precision, run.dist)
     state.loss_sum, state.loss_count = train["loss"] * len(y), len(y)
-    steps_per_epoch = run.total_steps // run.settings.epochs
-    state.step += steps_per_epoch * (phase.end_epoch - epoch)
+    state.step += run.length.steps_of(epoch, phase.end_epoch)
     return {"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on},
             "next_epoch": phase.end_epoch}
 

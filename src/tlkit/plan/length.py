@@ -1,0 +1,67 @@
+"""How long a run trains, in optimizer steps: a pure function of the training-set size and the
+settings, shared by the loop, the schedule and the printed plan.
+
+An epoch is one pass over the training split, unless the run would then take fewer than
+``min_steps`` optimizer steps in all: at small data (80 examples, batch 32, 10 epochs: 30 steps)
+each epoch then makes several passes (each in its own seeded order), so every run gets enough
+steps to converge, and the epoch-based parts of a config (unfreeze schedule, lp_epochs,
+early-stopping patience, one validation per epoch) keep their meaning. Warmup is
+``warmup_steps``, or ``warmup_ratio`` of all steps where that is more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Length:
+    n_train: int
+    batch_size: int
+    batches_per_pass: int  # micro-batches in one pass over the training split
+    passes: int  # passes over the training split per epoch
+    steps_per_epoch: int  # optimizer steps per epoch
+    epochs: int
+    warmup: int  # warmup steps
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.batches_per_pass * self.passes
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def steps_of(self, start_epoch: int, end_epoch: int) -> int:
+        return self.steps_per_epoch * (end_epoch - start_epoch)
+
+    def describe(self) -> str:
+        per = (f"{self.passes} passes over {self.n_train:,} training examples per epoch (min_steps)"
+               if self.passes > 1 else f"one pass over {self.n_train:,} training examples per epoch")
+        return (f"training length: {self.total_steps:,} optimizer steps = {self.epochs} epochs x "
+                f"{self.steps_per_epoch:,} steps ({per}, batch {self.batch_size}); "
+                f"warmup {self.warmup:,} steps")
+
+
+def length_of(n_train: int, settings: Any) -> Length:
+    """The run's length for ``n_train`` training examples; ``settings`` has ``batch_size``,
+    ``gradient_accumulation_steps``, ``epochs``, ``min_steps``, ``warmup_steps`` and
+    ``warmup_ratio`` (a ``LoopSettings`` or the ``TransferConfig``)."""
+    per_pass = max(1, math.ceil(n_train / settings.batch_size))
+    steps_per_pass = math.ceil(per_pass / settings.gradient_accumulation_steps)
+    planned = steps_per_pass * settings.epochs
+    passes = max(1, math.ceil(settings.min_steps / planned))
+    acc = settings.gradient_accumulation_steps
+
+    def steps_per_epoch_of(passes: int) -> int:  # accumulation runs on across passes
+        return math.ceil(per_pass * passes / acc)
+
+    while steps_per_epoch_of(passes) * settings.epochs < settings.min_steps:
+        passes += 1
+    steps_per_epoch = steps_per_epoch_of(passes)
+    total = steps_per_epoch * settings.epochs
+    warmup = max(settings.warmup_steps, int(round(settings.warmup_ratio * total)))
+    return Length(n_train, settings.batch_size, per_pass, passes, steps_per_epoch,
+                  settings.epochs, warmup)
