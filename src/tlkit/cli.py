@@ -34,6 +34,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tlkit.plan import format_plan
     from tlkit.plan.length import length_of
 
+    if cfg.transfer_config.freeze_strategy == "auto":
+        from tlkit.run.auto import CANDIDATES
+
+        print("freeze_strategy auto: fit chooses the strategy by trials of "
+              f"{', '.join(CANDIDATES)} (successive halving on the validation loss), within "
+              f"auto_budget {cfg.transfer_config.auto_budget:g} x the default fit's time; "
+              "`tlkit plan --set transfer_config.freeze_strategy=NAME` shows a candidate's plan")
+        return 0
     # the data first (cheap, and the run's length depends on its size), then the model
     splits = make_splits(load_source(cfg.data), cfg.data)
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train))
@@ -296,7 +304,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tlkit.compare import compare, format_leaderboard
 
     names = ([s.strip() for s in args.strategies.split(",") if s.strip()]
-             if args.strategies else list(strategies.names()))
+             if args.strategies else [*strategies.names(), "auto"])
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-compare"
     rep = Reporter()
     advice = None
@@ -397,8 +405,8 @@ def _config_commands(sub: Subparsers) -> None:
     sp = with_config("compare", "every strategy and a from-scratch baseline under one budget: "
                      "a leaderboard")
     sp.add_argument("--strategies", metavar="A,B,...",
-                    help=f"strategies to run (default: {', '.join(strategies.names())}); the "
-                    "scratch baseline always runs")
+                    help=f"strategies to run (default: {', '.join(strategies.names())}, auto: "
+                    "the pick of freeze_strategy auto's trials); the scratch baseline always runs")
     sp.add_argument("--out", help="folder for the runs (default runs/<config name>-compare)")
     sp.add_argument("--resume", action="store_true",
                     help="finish a compare in --out: finished runs are kept")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tlkit import strategies
-from tlkit.config import Config, dump_config
+from tlkit.config import AUTO, Config, dump_config
 from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
@@ -35,10 +35,11 @@ Log = Callable[[str], None]
 def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             resume: bool = False, test_limit: int | None = None,
             log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
-    unknown = [s for s in names if s not in strategies.names()]
+    known = [*strategies.names(), AUTO]
+    unknown = [s for s in names if s not in known]
     if unknown:
         raise UserError(f"unknown strategy {unknown[0]!r} in --strategies; choose from "
-                        f"{', '.join(strategies.names())}")
+                        f"{', '.join(known)}")
     check_comparable(cfg, "compare")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
@@ -113,6 +114,8 @@ def _row(cfg: Config, name: str, result: dict[str, Any], scratch_ok: np.ndarray,
         "parameters": summ["parameters"],
         "seconds": summ["total_seconds"], "train_seconds": summ["train_seconds"],
         "advised": advised,
+        # auto's row: the strategy its trials picked
+        **({"chosen": summ["auto"]["chosen"]} if "auto" in summ else {}),
     }
     if name != "scratch":
         v = transfer_verdict(correct, [scratch_ok], resamples=resamples, seed=seed)
@@ -128,6 +131,7 @@ def format_leaderboard(result: dict[str, Any]) -> str:
     for i, r in enumerate(result["leaderboard"]):
         name = r["strategy"] + (" (" + ", ".join(f"{k} {v}" for k, v in r["settings"].items())
                                 + ")" if r["settings"] else "")
+        name += f" -> {r['chosen']}" if r.get("chosen") else ""
         name += "  <- advise" if r["advised"] else ""
         vs = ("-" if r["strategy"] == "scratch"
               else f"{100 * r['margin']:+.1f} [{100 * r['margin_low']:+.1f}, "

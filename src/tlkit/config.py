@@ -33,6 +33,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+AUTO = "auto"  # freeze_strategy: chosen by measurement at fit time (tlkit.run.auto)
+
 # numpy, scikit-learn and torch take seeds in [0, 2**32): refuse others at load time.
 SEED_MAX = 2**32 - 1
 
@@ -90,7 +92,13 @@ class CacheConfig(Strict):
 class TransferConfig(Strict):
     source_model: str
     pretrained_weights: str = "packaged"
-    freeze_strategy: str = "all_frozen"  # a name in tlkit.strategies' registry
+    # a name in tlkit.strategies' registry, or auto: fit chooses one by short trials
+    # (tlkit.run.auto) inside auto_budget
+    freeze_strategy: str = "all_frozen"
+    # auto: the whole fit takes about this many times the default fit (all_frozen: loading the
+    # backbone and one forward pass over every split); the trials and the pick's training get
+    # the rest
+    auto_budget: float = Field(default=5.0, ge=1, le=1000)
     top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
     unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
     # lp_ft: epochs of the linear probe (phase 1, head only) before fine-tuning everything;
@@ -180,7 +188,7 @@ class TransferConfig(Strict):
     @field_validator("freeze_strategy")
     @classmethod
     def _registered(cls, v: str) -> str:
-        known = strategies.names()
+        known = [*strategies.names(), AUTO]
         if v not in known:
             expected = ", ".join(repr(k) for k in known[:-1]) + f" or {known[-1]!r}"
             raise PydanticCustomError("literal_error", "Input should be {expected}",
@@ -189,6 +197,11 @@ class TransferConfig(Strict):
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> "TransferConfig":
+        if self.freeze_strategy != AUTO and self.auto_budget != 5.0:
+            raise ValueError(f"auto_budget is only used by freeze_strategy auto, not "
+                             f"{self.freeze_strategy!r}; remove it or set freeze_strategy: auto")
+        if self.freeze_strategy == AUTO:  # every candidate's keys may be given
+            return self._l2sp_fits()
         strategy = strategies.get(self.freeze_strategy)
         strategy.check(self)
         for owner, key in strategies.owned_keys():
@@ -198,6 +211,9 @@ class TransferConfig(Strict):
                     f"{'the ' + key + ' section' if key == 'lora' else key} is only used by "
                     f"freeze_strategy {owner}, not {self.freeze_strategy!r}; remove it or set "
                     f"freeze_strategy: {owner}")
+        return self._l2sp_fits()
+
+    def _l2sp_fits(self) -> "TransferConfig":
         if self.l2sp_lambda > 0 and self.pretrained_weights == "none":
             raise ValueError(
                 "l2sp_lambda pulls the backbone toward its pretrained weights, but "
@@ -401,10 +417,11 @@ class Config(Strict):
     @model_validator(mode="after")
     def _adaptation_trains(self) -> "Config":
         if (self.adaptation.method in ("dann", "mmd", "coral")
-                and self.transfer_config.freeze_strategy == "all_frozen"):
+                and self.transfer_config.freeze_strategy in ("all_frozen", AUTO)):
             raise ValueError(
                 f"adaptation method {self.adaptation.method} aligns features by training the "
-                "backbone, but freeze_strategy all_frozen trains only the head; choose "
+                f"backbone, but freeze_strategy {self.transfer_config.freeze_strategy} may train "
+                "only the head; choose "
                 "top_n_unfrozen, gradual, none or lora, or adaptation method adabn")
         return self
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import Config, validate, without_strategy_keys
+from tlkit.config import AUTO, Config, validate, without_strategy_keys
 from tlkit.data import has_test_split
 from tlkit.errors import UserError
 
@@ -17,6 +17,9 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
     everything trains at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
     to set as well (an advice's). Each strategy sets the keys it needs (``Strategy.variant``)."""
     raw = cfg.model_dump(mode="json")
+    if strategy == AUTO:  # the candidates read the strategies' keys the config gives
+        raw["transfer_config"]["freeze_strategy"] = AUTO
+        return validate(raw, f"compare: {strategy}")
     tc = without_strategy_keys(raw["transfer_config"])
     d = cfg.diagnostics
     if strategy == "scratch":

@@ -127,7 +127,8 @@ def outputs(p: Prepared) -> Outputs:
     return Outputs(val[0], val[1], val[2], test[0], test[1], test[2])
 
 
-def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
+def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     """Rank 0 returns the summary it writes; other processes their validation and test
     metrics."""
     for step in AFTER_TRAINING:
@@ -152,6 +153,7 @@ def finalize(p: Prepared, state: TrainState) -> dict[str, Any]:
     summary = {
         "source_model": tc.source_model,
         "strategy": tc.freeze_strategy,
+        **({"auto": auto} if auto is not None else {}),
         "task": p.data.task,
         "data": p.splits.summary(),
         "skipped_images": p.splits.skipped,

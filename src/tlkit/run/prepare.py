@@ -91,7 +91,9 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
 
 
 def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
-            test_limit: int | None = None) -> Prepared:
+            test_limit: int | None = None, given: Config | None = None) -> Prepared:
+    """Everything ``cfg`` trains with; ``given`` is the user's config where it differs
+    (freeze_strategy auto: ``cfg`` is the pick's), the one config.yaml keeps."""
     tc = cfg.transfer_config
     t_start = time.perf_counter()
     event("stage", {"what": f"loading data {cfg.data.source}"})
@@ -124,7 +126,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     length = length_of(len(splits.train), tc.loop_settings)
     event("stage", {"what": length.describe()})
     if dist.is_main:
-        run.write_text(run.config, dump_config(cfg))
+        run.write_text(run.config, dump_config(given or cfg))
         run.write_text(run.plan, format_plan(asm.plan, length) + "\n")
     # rank 0 reads the checkpoint and sends it to the others (their disk may not hold it)
     state_in = dist.on_main(lambda: load_checkpoint(run.last) if resume else None)
@@ -145,12 +147,6 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
                           tc.cache_settings, prep, log=lambda msg: event("stage", {"what": msg}),
                           dist=dist)
         hooks.append(CacheHook(cache, asm.plan))
-    lengths = None
-    if data.modality == "text" and cfg.data.group_by_length:
-        assert isinstance(collate, TextCollate) and isinstance(prep, TextPreprocessing)
-        enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
-                                max_length=prep.max_length)
-        lengths = [len(x) for x in enc["input_ids"]]
     target = None
     if cfg.adaptation.target is not None:  # method none: the target is only measured
         target = prepare_target(cfg, data.modality, splits.classes, prep, asm.model.backbone,
@@ -159,12 +155,26 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
             hooks.append(Alignment(target.loss, target.train, cfg.adaptation.weight, tc.seed))
     return Prepared(
         cfg, run, dist, event, t_start, data, splits, asm, prep,
-        TrainData(train_ds, build_dataset(splits.val, prep), collate, data.task, splits.classes,
-                  lengths, class_weights_of(tc.class_weights, splits.train),
-                  balanced_weights(splits.train) if tc.sampler == "balanced" else None),
+        training_data(cfg, data.modality, splits, prep, collate, train_ds),
         None if splits.test is None else build_dataset(splits.test, prep), findings, cache,
         hooks, target, state_in,
         _pretrained_copy(cfg, asm, dist), test_limit)
+
+
+def training_data(cfg: Config, modality: str, splits: Any, prep: Any, collate: Any,
+                  train_ds: Any) -> TrainData:
+    """What the loop trains on: the datasets, the collate, and per training example its length
+    (texts: batches of like length), class weights and sampling weights."""
+    tc = cfg.transfer_config
+    lengths = None
+    if modality == "text" and cfg.data.group_by_length:
+        assert isinstance(collate, TextCollate) and isinstance(prep, TextPreprocessing)
+        enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
+                                max_length=prep.max_length)
+        lengths = [len(x) for x in enc["input_ids"]]
+    return TrainData(train_ds, build_dataset(splits.val, prep), collate, splits.train.task,
+                     splits.classes, lengths, class_weights_of(tc.class_weights, splits.train),
+                     balanced_weights(splits.train) if tc.sampler == "balanced" else None)
 
 
 def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module | None:

@@ -1,0 +1,351 @@
+"""``freeze_strategy: auto``: the strategy chosen by measurement, inside a time budget.
+
+The candidates are the strategies that suit a user's small or medium labelled set: a converged
+linear head on frozen features (``all_frozen``), the top groups retrained (``top_n_unfrozen``),
+linear probe then fine-tuning (``lp_ft``), full fine-tuning (``none``) and LoRA. Each is tried
+on the run's own training and validation splits, by successive halving (Jamieson & Talwalkar,
+2016; Li et al., 2017): every candidate trains a short version of its schedule (a quarter of the
+epochs and of ``min_steps``), the better half by validation loss trains twice as long, and the
+best of those is the pick; ``fit`` then trains it with the full schedule. The frozen head needs
+no trials: its convex solve is already converged. Trials share the activation cache, so frozen
+bottoms are computed once.
+
+The budget: the whole fit takes about ``auto_budget`` times what the default fit would (loading
+the backbone and one forward pass over every split: all_frozen's cost), so the trials and the
+pick's training get ``auto_budget - 1`` times that. The cost of each candidate's trials and final training is
+estimated from a measured forward time per example and the part of the network each phase runs
+(a backward pass counted as two forwards); a candidate that does not fit is skipped, with the
+reason. The record of every trial goes in summary.json under ``auto`` and in ``auto.json`` of
+the run directory, which a resumed run reads instead of choosing again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from tlkit import strategies
+from tlkit.assemble import Assembled, assemble, layer_groups_for
+from tlkit.backbones import load_backbone
+from tlkit.cache import ActivationCache, CacheHook, cache_for
+from tlkit.config import AUTO, Config, derive, without_strategy_keys
+from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
+from tlkit.data.transforms import resolve_preprocessing
+from tlkit.device import autocast
+from tlkit.distributed import Dist
+from tlkit.errors import UserError
+from tlkit.metrics import monitor_metric
+from tlkit.plan.length import Length, length_of
+from tlkit.regularization import L2SP
+from tlkit.run.prepare import training_data
+from tlkit.rundir import RunDir
+from tlkit.train.feed import Feed
+from tlkit.train.hooks import NO_IO, RunIO
+from tlkit.train.loop import TrainData, fit
+
+Event = Callable[[str, dict[str, Any]], None]
+
+CANDIDATES = ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")
+RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
+BACKWARD = 2.0  # a backward pass costs about two forwards
+
+
+@dataclass
+class Trial:
+    strategy: str
+    rung: int  # 0, 1, ...; -1: no trial (the frozen head's convex solve, or skipped)
+    epochs: int
+    steps: int
+    val_loss: float | None = None
+    val_metric: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Choice:
+    chosen: str
+    settings: dict[str, Any]  # transfer_config keys of the chosen strategy
+    budget_seconds: float
+    spent_seconds: float
+    default_seconds: float  # the default fit's time, estimated
+    metric: str
+    trials: list[Trial] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Choice:
+        return cls(**{**d, "trials": [Trial(**t) for t in d.get("trials", [])]})
+
+
+@dataclass
+class _Base:
+    """What every trial shares: the pretrained backbone (never trained), the data and the cache."""
+
+    cfg: Config
+    backbone: Any
+    n_out: int
+    modality: str
+    data: TrainData
+    cache: ActivationCache | None
+    dist: Dist
+    n_test: int
+    load_seconds: float  # loading the backbone
+
+
+def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
+                     min_steps: int | None = None) -> Config:
+    """``cfg`` with ``strategy`` in place of auto: the keys the user gave for it are kept, the
+    other strategies' keys go back to their defaults."""
+    tc = cfg.transfer_config.model_dump(mode="json")
+    own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
+    tc = without_strategy_keys(tc)
+    tc.update(own, freeze_strategy=strategy, auto_budget=5.0)
+    if epochs is not None:
+        tc["epochs"] = max(epochs, 2) if strategy == "lp_ft" else epochs  # a probe, then tuning
+        tc["early_stopping_patience"] = None  # a trial is short: it runs its schedule out
+    if min_steps is not None:
+        tc["min_steps"] = min_steps
+    if strategy == "lp_ft" and tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
+        tc["lp_epochs"] = None
+    return derive(cfg, f"freeze_strategy auto ({strategy})", transfer_config=tc)
+
+
+def chosen_config(cfg: Config, choice: Choice) -> Config:
+    return candidate_config(cfg, choice.chosen)
+
+
+def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
+    """Successive halving over the candidates inside the budget; the record of every trial."""
+    if dist.enabled:
+        raise UserError("freeze_strategy auto runs its trials on one process; run it without "
+                        "torchrun / accelerate launch, or name a strategy")
+    base = _base(cfg, dist, event)
+    tc = cfg.transfer_config
+    metric = monitor_metric(base.data.task)[0]
+    per_example = _forward_seconds(base)
+    default = base.load_seconds + per_example * (len(base.data.train) + len(base.data.val)
+                                                 + base.n_test)
+    budget = max(0.0, tc.auto_budget - 1) * default
+    event("stage", {"what": f"freeze_strategy auto: the default fit (loading, one forward pass "
+                            f"over every split) takes about {default:.1f} s; the trials and the "
+                            f"pick's training get {budget:.1f} s more (auto_budget "
+                            f"{tc.auto_budget:g})"})
+    t0 = time.perf_counter()
+    trials: list[Trial] = []
+    frozen = _run_trial(base, "all_frozen", None, None, 0)
+    frozen.rung, frozen.note = -1, "the linear head's convex solve on the cached features"
+    trials.append(frozen)
+    costs: dict[str, float] = {}
+    alive: list[str] = []
+    for name in CANDIDATES[1:]:
+        reason, cost = _estimate(base, name, per_example)
+        if reason is None and cost * (1 + sum(1 / r for r in RUNGS)) > budget:
+            reason = (f"its trials and training would take about "
+                      f"{cost * (1 + sum(1 / r for r in RUNGS)):.0f} s, over the budget "
+                      f"({budget:.0f} s; raise auto_budget to try it)")
+        if reason is not None:
+            trials.append(Trial(name, -1, 0, 0, note=f"skipped: {reason}"))
+            continue
+        costs[name] = cost
+        alive.append(name)
+    scores: dict[str, float] = {"all_frozen": _score(frozen)}
+    for rung, divisor in enumerate(RUNGS):
+        if not alive:
+            break
+        spent = time.perf_counter() - t0
+        # the rung's trials and the costliest survivor's full training must fit what is left
+        while alive and spent + sum(costs[c] / divisor for c in alive) + max(
+                costs[c] for c in alive) > budget:
+            drop = max(alive, key=lambda c: costs[c])
+            alive.remove(drop)
+            trials.append(Trial(drop, rung, 0, 0, note=f"skipped at rung {rung}: the budget "
+                                                        f"left ({budget - spent:.0f} s) is short"))
+        ran: list[Trial] = []
+        for name in alive:
+            epochs = max(1, round(tc.epochs / divisor))
+            ran.append(_run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung))
+            event("stage", {"what": _describe(ran[-1], metric)})
+        for t in ran:
+            t.note = f"estimated {costs[t.strategy] / divisor:.1f} s"
+        trials.extend(ran)
+        for t in ran:
+            scores[t.strategy] = _score(t)
+        ranked = sorted(scores, key=lambda c: scores[c])
+        keep = ranked[:max(1, math.ceil(len(ranked) / 2))]
+        alive = [c for c in alive if c in keep and c in costs]
+        scores = {c: scores[c] for c in keep}
+    chosen = min(scores, key=lambda c: scores[c])
+    spent = time.perf_counter() - t0
+    reasons = [f"{chosen} has the lowest validation loss of the candidates at the longest "
+               f"trials ({scores[chosen]:.4f}); successive halving over "
+               f"{', '.join(t.strategy for t in trials if t.rung == 0 or t.rung == -1 and not t.note.startswith('skipped'))}"]
+    if len(base.data.val) < 50:
+        reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
+                       "between close candidates is noisy")
+    own = chosen_config(cfg, Choice(chosen, {}, 0, 0, 0, metric)).transfer_config
+    settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
+    return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
+                           for k, v in settings.items()},
+                  round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons)
+
+
+def _score(t: Trial) -> float:
+    return t.val_loss if t.val_loss is not None else math.inf
+
+
+def _describe(t: Trial, metric: str) -> str:
+    if t.val_loss is None:
+        return f"auto: {t.strategy}: {t.note}"
+    return (f"auto: trial {t.strategy} (rung {t.rung}, {t.epochs} epoch(s), {t.steps} steps): "
+            f"val loss {t.val_loss:.4f}, val {metric} {t.val_metric:.4f}, {t.seconds:.1f} s")
+
+
+def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
+    tc = cfg.transfer_config
+    event("stage", {"what": f"freeze_strategy auto: loading data {cfg.data.source} and "
+                            f"{tc.source_model} for the trials"})
+    data = load_source(cfg.data)
+    splits = make_splits(data, cfg.data)
+    t0 = time.perf_counter()
+    backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling,
+                             cfg.data.max_length)
+    load_seconds = time.perf_counter() - t0
+    if backbone.kind != data.modality:
+        raise UserError(f"{tc.source_model} is a {backbone.kind} backbone but the data is "
+                        f"{data.modality}; choose a {data.modality} backbone")
+    groups = layer_groups_for(backbone, tc)
+    backbone.use_groups(groups)
+    prep = resolve_preprocessing(backbone.preprocessing, cfg.data)
+    collate = build_collate(prep)
+    augment = cfg.data.augment if data.modality == "image" else "none"
+    train_ds = build_dataset(splits.train, prep, augment)
+    cache = None
+    if tc.cache.enabled and augment == "none":
+        cache = cache_for(backbone, len(groups), collate, dist.device, tc.cache_settings, prep,
+                          dist=dist)
+    return _Base(cfg, backbone, num_outputs_of(splits.train), data.modality,
+                 training_data(cfg, data.modality, splits, prep, collate, train_ds), cache, dist,
+                 0 if splits.test is None else len(splits.test), load_seconds)
+
+
+def _forward_seconds(base: _Base, n: int = 48) -> float:
+    """Seconds of one no-grad forward per training example (after a warm-up batch)."""
+    asm = _assembled(base, "all_frozen", candidate_config(base.cfg, "all_frozen"))
+    model, device = asm.model.to(base.dist.device).eval(), base.dist.device
+    feed = Feed({"train": base.data.train}, base.data.collate, device)
+    idx = list(range(min(n, len(base.data.train))))
+    mp = base.cfg.transfer_config.mixed_precision
+    with torch.no_grad(), autocast(device, mp):
+        feed.forward(model, feed.batch("train", idx[:4])[0])
+        t0 = time.perf_counter()
+        for i in range(0, len(idx), 16):
+            feed.forward(model, feed.batch("train", idx[i:i + 16])[0])
+    return (time.perf_counter() - t0) / max(1, len(idx))
+
+
+def _assembled(base: _Base, strategy: str, cfg: Config) -> Assembled:
+    torch.manual_seed(cfg.transfer_config.seed)  # the head's initialisation, as fit's
+    return assemble(cfg.transfer_config, base.n_out, base.modality, base.cfg.data.max_length,
+                    backbone=copy.deepcopy(base.backbone))
+
+
+def _estimate(base: _Base, strategy: str, per_example: float) -> tuple[str | None, float]:
+    """(why the candidate cannot run here, or None; the seconds of its full training)."""
+    cfg = candidate_config(base.cfg, strategy)
+    try:
+        asm = _assembled(base, strategy, cfg)
+    except UserError as e:  # LoRA on a backbone without its target modules, say
+        return str(e), 0.0
+    length = length_of(len(base.data.train), cfg.transfer_config.loop_settings)
+    return None, _cost(asm, length, per_example, len(base.data.val))
+
+
+def _cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> float:
+    """Estimated seconds of training ``asm``'s plan: per phase, each epoch's examples through
+    the part above the phase's cut, forward and backward, and a validation pass."""
+    n_groups = len(asm.groups)
+    total = 0.0
+    for ph in asm.plan.phases:
+        cut = asm.plan.frozen_below(ph)
+        if ph.converge_head and cut == n_groups:
+            continue  # the convex solve on cached features
+        share = max(n_groups - cut, 1) / max(n_groups, 1)
+        epochs = ph.end_epoch - ph.start_epoch
+        examples = length.batches_per_epoch * length.batch_size
+        total += epochs * share * per_example * (examples * (1 + BACKWARD) + n_val)
+    return total
+
+
+def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | None,
+               rung: int) -> Trial:
+    cfg = candidate_config(base.cfg, strategy, epochs, min_steps)
+    tc = cfg.transfer_config
+    asm = _assembled(base, strategy, cfg)
+    hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
+    if base.cache is not None:
+        hooks.append(CacheHook(base.cache, asm.plan))
+    best: dict[str, Any] = {}
+
+    def save_best(model: torch.nn.Module, state: Any) -> None:
+        best["weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load_best(model: torch.nn.Module) -> None:
+        if "weights" in best:
+            model.load_state_dict(best["weights"])
+
+    io = RunIO(save_last=NO_IO.save_last, save_best=save_best, load_best=load_best,
+               log_epoch=NO_IO.log_epoch)
+    t0 = time.perf_counter()
+    state = fit(asm, base.data, tc.loop_settings, io, hooks=hooks, dist=base.dist)
+    seconds = time.perf_counter() - t0
+    row = next(r for r in state.history if r["epoch"] == state.best_epoch)
+    metric = monitor_metric(base.data.task)[0]
+    length = length_of(len(base.data.train), tc.loop_settings)
+    return Trial(strategy, rung, tc.epochs, length.total_steps, float(row["val_loss"]),
+                 float(row.get(f"val_{metric}", math.nan)), round(seconds, 2))
+
+
+def format_choice(choice: Choice) -> str:
+    lines = [f"freeze_strategy auto chose {choice.chosen}"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in choice.settings.items()) + ")"
+                if choice.settings else "")
+             + f": trials {choice.spent_seconds:.1f} s of a {choice.budget_seconds:.1f} s budget",
+             f"  {'strategy':<15} {'rung':>4} {'epochs':>6} {'steps':>6} {'val loss':>9} "
+             f"{'val ' + choice.metric:>13} {'seconds':>8}  note"]
+    for t in choice.trials:
+        loss = f"{t.val_loss:.4f}" if t.val_loss is not None else "-"
+        met = f"{t.val_metric:.4f}" if t.val_metric is not None else "-"
+        lines.append(f"  {t.strategy:<15} {t.rung if t.rung >= 0 else '-':>4} {t.epochs:>6} "
+                     f"{t.steps:>6} {loss:>9} {met:>13} {t.seconds:>8.1f}  {t.note}")
+    lines += [f"  - {r}" for r in choice.reasons]
+    return "\n".join(lines)
+
+
+def resolve_auto(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event
+                 ) -> tuple[Config, Choice | None]:
+    """The config to train: ``cfg`` itself, or with auto, the chosen candidate's (read from the
+    run directory's ``auto.json`` when resuming, so a resumed run trains the same pick)."""
+    if cfg.transfer_config.freeze_strategy != AUTO:
+        return cfg, None
+    record = run.path / "auto.json"
+    if resume and record.is_file():
+        choice = Choice.from_dict(json.loads(record.read_text()))
+        event("stage", {"what": f"freeze_strategy auto: resuming the pick {choice.chosen} "
+                                f"({record})"})
+    else:
+        choice = choose(cfg, dist, event)
+        if dist.is_main:
+            run.write_text(record, json.dumps(choice.to_dict(), indent=1) + "\n")
+    event("stage", {"what": format_choice(choice)})
+    return chosen_config(cfg, choice), choice

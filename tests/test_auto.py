@@ -1,0 +1,72 @@
+"""freeze_strategy auto: trials of the candidate strategies by successive halving inside a
+budget, the pick trained, every trial recorded, and a resumed run training the same pick."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tlkit.config import validate
+from tlkit.errors import UserError
+from tlkit.run import auto, fit_run
+
+pytestmark = pytest.mark.slow
+
+
+def _raw(**tc: Any) -> dict[str, Any]:
+    return {"transfer_config": {"source_model": "timm:test_efficientnet",
+                                "pretrained_weights": "none", "freeze_strategy": "auto",
+                                "epochs": 4, "head_lr": 1e-2, "cache": {"disk": False}, **tc},
+            "data": {"source": "digits", "image_size": 32, "limit": 200}}
+
+
+def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path):
+    events: list[str] = []
+    summary = fit_run(validate(_raw(auto_budget=200)), tmp_path / "run",
+                      event=lambda kind, info: events.append(str(info.get("what", ""))))
+    rec = summary["auto"]
+    assert rec["chosen"] in auto.CANDIDATES and summary["strategy"] == rec["chosen"]
+    tried = {t["strategy"] for t in rec["trials"] if t["rung"] >= 0}
+    assert len(tried) >= 2  # a generous budget: fine-tuning candidates ran trials
+    assert all(t["val_loss"] is not None for t in rec["trials"] if t["rung"] >= 0)
+    assert {t["strategy"] for t in rec["trials"]} == set(auto.CANDIDATES)  # each accounted for
+    # the pick has the lowest validation loss among those compared at the last rung
+    assert any("chose " + rec["chosen"] in e for e in events)
+    # the run directory keeps the user's config (auto) and the pick
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())[
+        "transfer_config"]["freeze_strategy"] == "auto"
+    assert json.loads((tmp_path / "run" / "auto.json").read_text())["chosen"] == rec["chosen"]
+    assert summary["test"]["accuracy"] > 0.1
+
+
+def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path):
+    summary = fit_run(validate(_raw(auto_budget=1)), tmp_path / "run")
+    rec = summary["auto"]
+    assert rec["chosen"] == "all_frozen"
+    skipped = [t for t in rec["trials"] if t["note"].startswith("skipped")]
+    assert {t["strategy"] for t in skipped} == set(auto.CANDIDATES) - {"all_frozen"}
+    assert all("budget" in t["note"] for t in skipped)
+
+
+def test_a_resumed_auto_run_trains_the_recorded_pick_without_new_trials(tmp_path, monkeypatch):
+    cfg = validate(_raw(auto_budget=200))
+    first = fit_run(cfg, tmp_path / "run")
+
+    def no_trials(*a: Any, **k: Any) -> None:
+        raise AssertionError("a resumed run chose again")
+
+    monkeypatch.setattr(auto, "choose", no_trials)
+    (tmp_path / "run" / "summary.json").unlink()  # as if killed before the end
+    again = fit_run(cfg, tmp_path / "run", resume=True)
+    assert again["auto"]["chosen"] == first["auto"]["chosen"]
+
+
+def test_auto_budget_belongs_to_auto():
+    raw = _raw(auto_budget=3)
+    raw["transfer_config"]["freeze_strategy"] = "none"
+    with pytest.raises(UserError, match="auto_budget is only used by freeze_strategy auto"):
+        validate(raw)
