@@ -62,7 +62,7 @@ def test_config_refuses_an_alignment_loss_that_cannot_train_anything() -> None:
     raw = {"transfer_config": {"source_model": "mobilenetv2", "freeze_strategy": "all_frozen"},
            "data": {"source": "fashion_mnist"},
            "adaptation": {"method": "mmd", "target": {"source": "digits"}}}
-    with pytest.raises(UserError, match="trains only the head"):
+    with pytest.raises(UserError, match="may train only the head"):
         validate(raw)
     raw["adaptation"] = {"method": "dann"}
     with pytest.raises(UserError, match="needs unlabelled target data"):
