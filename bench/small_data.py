@@ -204,6 +204,8 @@ def tlkit_raw(args: argparse.Namespace, strategy: str = "default") -> dict[str, 
                           "seed": args.seed}
     if strategy == "auto":
         tc["freeze_strategy"] = "auto"
+        if args.auto_budget is not None:
+            tc["auto_budget"] = args.auto_budget
     elif strategy == "finetune":
         import strategies  # bench/strategies.py: its base rates per set
 
@@ -488,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-size", type=int, default=1000,
                    help="test examples per set (a stratified subset; default 1,000)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of the full fine-tuning row")
+    p.add_argument("--auto-budget", type=float, default=None,
+                   help="transfer_config.auto_budget of the tlkit auto row (default: tlkit's)")
     p.add_argument("--image-size", type=int, default=None,
                    help="pixels of every image set (default: digits 64, fashion_mnist 96)")
     common.add_common_flags(p)
