@@ -14,7 +14,7 @@ from tlkit.config import validate
 from tlkit.errors import UserError
 from tlkit.run import auto, fit_run
 
-pytestmark = pytest.mark.slow
+
 
 
 def _raw(**tc: Any) -> dict[str, Any]:
@@ -24,6 +24,7 @@ def _raw(**tc: Any) -> dict[str, Any]:
             "data": {"source": "digits", "image_size": 32, "limit": 200}}
 
 
+@pytest.mark.slow
 def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path):
     events: list[str] = []
     summary = fit_run(validate(_raw(auto_budget=200)), tmp_path / "run",
@@ -43,6 +44,7 @@ def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path
     assert summary["test"]["accuracy"] > 0.1
 
 
+@pytest.mark.slow
 def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path):
     summary = fit_run(validate(_raw(auto_budget=1)), tmp_path / "run")
     rec = summary["auto"]
@@ -52,6 +54,7 @@ def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path
     assert all("budget" in t["note"] for t in skipped)
 
 
+@pytest.mark.slow
 def test_a_resumed_auto_run_trains_the_recorded_pick_without_new_trials(tmp_path, monkeypatch):
     cfg = validate(_raw(auto_budget=200))
     first = fit_run(cfg, tmp_path / "run")
@@ -70,3 +73,16 @@ def test_auto_budget_belongs_to_auto():
     raw["transfer_config"]["freeze_strategy"] = "none"
     with pytest.raises(UserError, match="auto_budget is only used by freeze_strategy auto"):
         validate(raw)
+
+
+def test_a_trial_must_beat_the_frozen_head_by_more_than_the_noise():
+    frozen = [0.70, 0.60, 0.80, 0.65, 0.75, 0.70, 0.55, 0.85, 0.70, 0.70]
+    close = [x - 0.02 + (0.1 if i % 2 else -0.1) for i, x in enumerate(frozen)]
+    far = [x - 0.4 for x in frozen]
+    scores = {"all_frozen": 0.70, "lora": 0.68}
+    chosen, why = auto._decide("lora", scores, {"all_frozen": frozen, "lora": close},
+                               ["all_frozen", "lora"])
+    assert chosen == "all_frozen" and "cannot tell them apart" in why[0]
+    chosen, why = auto._decide("lora", {"all_frozen": 0.70, "lora": 0.30},
+                               {"all_frozen": frozen, "lora": far}, ["all_frozen", "lora"])
+    assert chosen == "lora" and "more than 2 paired standard errors" in why[0]

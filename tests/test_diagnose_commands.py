@@ -98,8 +98,17 @@ def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     r = run_cli("advise", str(cfg), "--json", str(out), cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     adv = json.loads(out.read_text())["advice"]
-    assert adv["strategy"] in ("all_frozen", "top_n_unfrozen", "none")
+    # advise's pick is the one fit's freeze_strategy auto measures, with its trials and rates
+    assert adv["strategy"] == adv["trials"]["chosen"]
+    assert adv["trials"]["trials"][0]["strategy"] == "all_frozen"
     assert "recommended: freeze_strategy" in r.stdout and "tlkit fit" in r.stdout
+    assert "trials (what `tlkit fit` with freeze_strategy auto measures)" in r.stdout
+    assert "rates: head_lr" in r.stdout and "optimizer steps" in r.stdout
+
+    r = run_cli("advise", str(cfg), "--table-only", "--json", str(out),
+                cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["advice"]["trials"] is None
 
 
 @pytest.mark.slow

@@ -31,9 +31,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import Config
+from tlkit.config import AUTO, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
+from tlkit.distributed import setup
+from tlkit.run.auto import Choice, choose, chosen_config, format_choice
 
 SMALL, LARGE = 1000, 10000
 FAR_PAD = 1.5
@@ -60,6 +62,9 @@ class Advice:
     reasons: list[str] = field(default_factory=list)
     similar: bool | None = None
     size: str = ""
+    table: str | None = None  # the concept table's pick, where trials measured another
+    trials: dict[str, Any] | None = None  # freeze_strategy auto's record (``measure``)
+    length: str = ""  # the pick's rates and training length
 
     def overrides(self) -> list[str]:
         out = [f"transfer_config.freeze_strategy={self.strategy}"]
@@ -163,6 +168,34 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
     return Advice(strategy, settings, reasons, similar, size)
 
 
+def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
+    """The advice by measurement: ``fit``'s ``freeze_strategy: auto`` trials on the config's
+    splits (tlkit.run.auto), the table's pick kept as a reason. The recommendation is then the
+    strategy ``fit`` with auto would train, with its rates and length."""
+    auto_cfg = derive(cfg, "advise", transfer_config={"freeze_strategy": AUTO})
+
+    def event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "stage":
+            log(str(info.get("what", "")))
+
+    choice = choose(auto_cfg, setup(cfg.transfer_config.device), event)
+    picked = chosen_config(auto_cfg, choice).transfer_config
+    reasons = [f"the concept's table (below) points to {adv.strategy}"
+               + (f" ({', '.join(f'{k} {v}' for k, v in adv.settings.items())})"
+                  if adv.settings else "")
+               + f"; trials on this data measured {choice.chosen} best "
+               "(freeze_strategy auto's successive halving, the table of trials above)",
+               *adv.reasons]
+    rates = (f"rates: head_lr {picked.head_lr:g}"
+             + ("" if choice.chosen == "all_frozen" else
+                f", backbone_lr {picked.backbone_lr:g} x {picked.lr_decay_per_layer:g}^(L - l)")
+             + f"; {picked.epochs} epochs, at least {picked.min_steps} optimizer steps, warmup "
+               f"{picked.warmup_steps} steps or {picked.warmup_ratio:g} of them")
+    return Advice(choice.chosen, dict(choice.settings), reasons, adv.similar, adv.size,
+                  table=adv.strategy if adv.strategy != choice.chosen else None,
+                  trials=choice.to_dict(), length=rates)
+
+
 def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
     """Measure with ``tlkit probe``'s pipeline: a linear probe per group on the training and
     validation splits, LogME of the top features, and the divergence to the reference at the
@@ -178,8 +211,13 @@ def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str
     lines = [f"recommended: freeze_strategy {adv.strategy}"
              + (" (" + ", ".join(f"{k} {v}" for k, v in adv.settings.items()) + ")"
                 if adv.settings else ""),
-             f"  {adv.strategy}: {strategies.get(adv.strategy).summary}",
-             "", "evidence and how it led there:"]
+             f"  {adv.strategy}: {strategies.get(adv.strategy).summary}"]
+    if adv.length:
+        lines.append(f"  {adv.length}")
+    if adv.trials is not None:
+        lines += ["", "trials (what `tlkit fit` with freeze_strategy auto measures):",
+                  format_choice(Choice.from_dict(adv.trials))]
+    lines += ["", "evidence and how it led there:"]
     lines += [f"  - {r}" for r in adv.reasons]
     lines += ["", "linear probes per layer group (* the best):", format_probe_table(ev.probes),
               "", "to train it:",

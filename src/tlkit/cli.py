@@ -284,10 +284,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
-    from tlkit.advise import format_advice, gather, recommend
+    from tlkit.advise import format_advice, gather, measure, recommend
 
-    ev = gather(cfg, log=Reporter().line)
+    rep = Reporter()
+    ev = gather(cfg, log=rep.line)
     adv = recommend(ev, cfg.transfer_config)
+    if not args.table_only:  # the pick fit's freeze_strategy auto would make, by its trials
+        adv = measure(cfg, adv, log=rep.line)
     print(format_advice(adv, ev, args.config))
     from dataclasses import asdict
 
@@ -401,6 +404,9 @@ def _config_commands(sub: Subparsers) -> None:
     sp.set_defaults(func=cmd_probe)
     sp = with_config("advise", "recommended strategy and settings, with the evidence")
     sp.add_argument("--json", metavar="FILE", help="also write the advice and evidence as JSON")
+    sp.add_argument("--table-only", action="store_true",
+                    help="advise from the probes and the concept's table alone, without the "
+                    "trials of freeze_strategy auto")
     sp.set_defaults(func=cmd_advise)
     sp = with_config("compare", "every strategy and a from-scratch baseline under one budget: "
                      "a leaderboard")

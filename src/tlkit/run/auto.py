@@ -6,7 +6,10 @@ linear probe then fine-tuning (``lp_ft``), full fine-tuning (``none``) and LoRA.
 on the run's own training and validation splits, by successive halving (Jamieson & Talwalkar,
 2016; Li et al., 2017): every candidate trains a short version of its schedule (a quarter of the
 epochs and of ``min_steps``), the better half by validation loss trains twice as long, and the
-best of those is the pick; ``fit`` then trains it with the full schedule. The frozen head needs
+best of those is the pick when it beats the frozen head's validation loss by more than two
+paired standard errors (over the validation examples); otherwise the frozen head is: a small
+validation split cannot tell close candidates apart, and the converged head costs nothing and
+does not overfit the trials' noise. ``fit`` then trains the pick with the full schedule. The frozen head needs
 no trials: its convex solve is already converged. Trials share the activation cache, so frozen
 bottoms are computed once.
 
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from tlkit import strategies
@@ -53,7 +57,8 @@ from tlkit.train.loop import TrainData, fit
 Event = Callable[[str, dict[str, Any]], None]
 
 CANDIDATES = ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")
-RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
+RUNGS = (4, 2)
+MARGIN = 2.0  # paired standard errors a trial must beat the frozen head by to be picked  # the trials' schedules: a quarter, then half of the full one
 BACKWARD = 2.0  # a backward pass costs about two forwards
 
 
@@ -143,7 +148,8 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
                             f"{tc.auto_budget:g})"})
     t0 = time.perf_counter()
     trials: list[Trial] = []
-    frozen = _run_trial(base, "all_frozen", None, None, 0)
+    losses: dict[str, list[float]] = {}  # per validation example, at each trial's best epoch
+    frozen = _run_trial(base, "all_frozen", None, None, 0, losses)
     frozen.rung, frozen.note = -1, "the linear head's convex solve on the cached features"
     trials.append(frozen)
     costs: dict[str, float] = {}
@@ -174,7 +180,8 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
         ran: list[Trial] = []
         for name in alive:
             epochs = max(1, round(tc.epochs / divisor))
-            ran.append(_run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung))
+            ran.append(_run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung,
+                                  losses))
             event("stage", {"what": _describe(ran[-1], metric)})
         for t in ran:
             t.note = f"estimated {costs[t.strategy] / divisor:.1f} s"
@@ -185,19 +192,40 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
         keep = ranked[:max(1, math.ceil(len(ranked) / 2))]
         alive = [c for c in alive if c in keep and c in costs]
         scores = {c: scores[c] for c in keep}
-    chosen = min(scores, key=lambda c: scores[c])
+    best = min(scores, key=lambda c: scores[c])
     spent = time.perf_counter() - t0
-    reasons = [f"{chosen} has the lowest validation loss of the candidates at the longest "
-               f"trials ({scores[chosen]:.4f}); successive halving over "
-               f"{', '.join(t.strategy for t in trials if t.rung == 0 or t.rung == -1 and not t.note.startswith('skipped'))}"]
+    compared = [t.strategy for t in trials
+                if t.rung == 0 or (t.rung == -1 and not t.note.startswith("skipped"))]
+    chosen, reasons = _decide(best, scores, losses, compared)
     if len(base.data.val) < 50:
         reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
                        "between close candidates is noisy")
     own = chosen_config(cfg, Choice(chosen, {}, 0, 0, 0, metric)).transfer_config
     settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
     return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
-                           for k, v in settings.items()},
+                           for k, v in settings.items() if v is not None},
                   round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons)
+
+
+def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
+            compared: list[str]) -> tuple[str, list[str]]:
+    """The pick: the frozen head (cheap, converged, no trial noise) unless the best trial beats
+    it on validation loss by more than ``MARGIN`` paired standard errors."""
+    over = f"successive halving over {', '.join(compared)}"
+    if best == "all_frozen" or "all_frozen" not in losses or best not in losses:
+        return best, [f"{best} has the lowest validation loss ({scores[best]:.4f}); {over}"]
+    d = np.asarray(losses[best]) - np.asarray(losses["all_frozen"])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
+    gain = -float(d.mean())
+    if gain > MARGIN * se:
+        return best, [f"{best}'s validation loss {scores[best]:.4f} is below the frozen head's "
+                      f"by {gain:.4f}, more than {MARGIN:g} paired standard errors "
+                      f"({MARGIN:g} x {se:.4f}) over {len(d)} validation examples; {over}"]
+    return "all_frozen", [
+        f"{best} had the lowest validation loss ({scores[best]:.4f}), but its gain over the "
+        f"frozen head ({gain:+.4f}) is within {MARGIN:g} paired standard errors ({MARGIN:g} x "
+        f"{se:.4f}) over {len(d)} validation examples: the validation split cannot tell them "
+        f"apart, and the converged frozen head is kept; {over}"]
 
 
 def _score(t: Trial) -> float:
@@ -288,7 +316,7 @@ def _cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> flo
 
 
 def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | None,
-               rung: int) -> Trial:
+               rung: int, losses: dict[str, list[float]]) -> Trial:
     cfg = candidate_config(base.cfg, strategy, epochs, min_steps)
     tc = cfg.transfer_config
     asm = _assembled(base, strategy, cfg)
@@ -310,6 +338,8 @@ def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | 
     state = fit(asm, base.data, tc.loop_settings, io, hooks=hooks, dist=base.dist)
     seconds = time.perf_counter() - t0
     row = next(r for r in state.history if r["epoch"] == state.best_epoch)
+    if state.best_losses is not None:
+        losses[strategy] = state.best_losses
     metric = monitor_metric(base.data.task)[0]
     length = length_of(len(base.data.train), tc.loop_settings)
     return Trial(strategy, rung, tc.epochs, length.total_steps, float(row["val_loss"]),
