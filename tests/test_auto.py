@@ -42,6 +42,10 @@ def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path
         "transfer_config"]["freeze_strategy"] == "auto"
     assert json.loads((tmp_path / "run" / "auto.json").read_text())["chosen"] == rec["chosen"]
     assert summary["test"]["accuracy"] > 0.1
+    from tlkit.report import write_report
+
+    html = write_report(tmp_path / "run").read_text()
+    assert "freeze_strategy auto: the trials" in html and f"picked {rec['chosen']}" in html
 
 
 @pytest.mark.slow

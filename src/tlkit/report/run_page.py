@@ -15,7 +15,7 @@ from tlkit.report.rundata import RunData, load_run
 SHOWN = {"source_model", "strategy", "task", "data", "skipped_images", "best_epoch",
          "epochs_run", "stopped_early", "train_seconds", "total_seconds", "test_limit",
          "parameters", "trainable_parameters_last_phase", "val", "test",
-         "preprocessing_findings", "calibration", "forgetting", "baseline"}
+         "preprocessing_findings", "calibration", "forgetting", "baseline", "auto"}
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -32,6 +32,7 @@ def report_html(run: RunData) -> str:
                 f"{data.get('source', '?')} ({s.get('task', '?')}) · {run.path}")
     return page(f"tlkit run report: {run.path.name}", subtitle, [
         ("overview", "Overview", overview(run)),
+        ("auto", "freeze_strategy auto: the trials", auto_trials(s)),
         ("stack", "Layer stack per phase", layer_stacks(run)),
         ("curves", "Training and validation curves", training_curves(run)),
         ("lr", "Learning rate of each group", learning_rates(run)),
@@ -149,6 +150,25 @@ def calibration(s: dict[str, Any]) -> str:
                     numeric={1, 2})
             + note(f"Temperature {fmt(c.get('temperature'), '.4g')}, fitted on the validation "
                    "split; the percentages are each bin's share of the test examples."))
+
+
+def auto_trials(s: dict[str, Any]) -> str:
+    """freeze_strategy auto's record: every candidate's trials (or why it was skipped), the
+    pick and why."""
+    a = s.get("auto")
+    if not a:
+        return ""
+    metric = a.get("metric", "metric")
+    rows = [[t["strategy"], "-" if t["rung"] < 0 else t["rung"], t["epochs"], t["steps"],
+             "-" if t["val_loss"] is None else fmt(t["val_loss"]),
+             "-" if t["val_metric"] is None else fmt(t["val_metric"]), fmt(t["seconds"]),
+             t.get("note", "")] for t in a.get("trials", [])]
+    marked = [i for i, t in enumerate(a.get("trials", [])) if t["strategy"] == a.get("chosen")]
+    return (f"<p>{badge('picked ' + str(a.get('chosen')), 'good')} trials "
+            f"{fmt(a.get('spent_seconds'))} s of a {fmt(a.get('budget_seconds'))} s budget</p>"
+            + table(["strategy", "rung", "epochs", "steps", "val loss", f"val {metric}",
+                     "seconds", "note"], rows, numeric=(1, 2, 3, 4, 5, 6), marked=marked)
+            + "".join(note(r) for r in a.get("reasons", [])))
 
 
 def baseline(s: dict[str, Any]) -> str:
