@@ -69,3 +69,31 @@ def test_all_frozen_converges_where_sgd_epochs_stop_short(tmp_path: Path):
     assert len(convex) == 1 and convex[0]["head_solver"]["c"] in C_GRID
     assert len(sgd) == 3 and "head_solver" not in sgd[0]
     assert convex[0]["train_loss"] < sgd[-1]["train_loss"]
+
+
+def test_refit_fits_on_every_label_as_logistic_regression_cv_would():
+    x, y = _data(300, 3)
+    w, b, sol = solve("single_label", x[:200], y[:200], x[200:], y[200:], 3, refit=True)
+    assert sol.val_in_fit and "training and validation together" in sol.chosen_on
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    ref = LogisticRegression(C=sol.c, max_iter=2000).fit((x - mean) / std, y)
+    ours = np.exp(x @ w.T + b)
+    ours /= ours.sum(1, keepdims=True)
+    assert np.abs(ours - ref.predict_proba((x - mean) / std)).max() < 1e-6
+    # too small a validation split: the strength by cross-validation over both splits
+    _, _, small = solve("single_label", x[:50], y[:50], x[50:60], y[50:60], 3, refit=True)
+    assert "cross-validation on the training and validation splits" in small.chosen_on
+
+
+def test_an_all_frozen_run_uses_its_validation_labels_unless_validation_is_its_only_measure(
+        tmp_path: Path):
+    def run(name: str, **data: object) -> dict:
+        raw = {"transfer_config": {"source_model": "timm:test_efficientnet",
+                                   "pretrained_weights": "none", "cache": {"disk": False}},
+               "data": {"source": "digits", "image_size": 32, "limit": 150, **data}}
+        return fit_run(validate(raw), tmp_path / name)
+
+    with_test = run("test")
+    assert with_test["val_in_fit"] is True and "calibration" not in with_test  # in-sample val
+    no_test = run("no-test", test_fraction=0)
+    assert "val_in_fit" not in no_test  # validation is what it reports: kept out of the fit

@@ -136,6 +136,10 @@ class TransferConfig(Strict):
     # A linear head over frozen, cached features (all_frozen; the head-only phase of lp_ft and
     # gradual) is fitted to convergence by a convex solver (convex), or trained by SGD epochs.
     head_solver: Literal["convex", "sgd"] = "convex"
+    # When the solved head is the whole run (all_frozen), fit it at the chosen strength on the
+    # training and validation splits together (every label; its validation metrics are then
+    # in-sample), as scikit-learn's LogisticRegressionCV refits on all its data.
+    head_refit: bool = True
     # Single-label training loss weights: none; auto (n / (classes * count), scikit-learn's
     # "balanced"); or a weight per class name (unnamed classes weigh 1).
     class_weights: Literal["none", "auto"] | dict[str, float] = "none"
@@ -275,6 +279,7 @@ class LoopSettings(View):
     early_stopping_patience: int | None
     model_selection: Literal["val_loss", "val_metric"]
     head_solver: Literal["convex", "sgd"]
+    head_refit: bool
     gradient_accumulation_steps: int
     max_grad_norm: float | None
     warmup_steps: int

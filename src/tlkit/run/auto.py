@@ -51,6 +51,7 @@ from tlkit.regularization import L2SP
 from tlkit.run.prepare import training_data
 from tlkit.rundir import RunDir
 from tlkit.train.feed import Feed
+from tlkit.train.head_solver import MIN_VAL
 from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import TrainData, fit
 
@@ -109,9 +110,10 @@ class _Base:
 
 
 def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
-                     min_steps: int | None = None) -> Config:
+                     min_steps: int | None = None, trial: bool = False) -> Config:
     """``cfg`` with ``strategy`` in place of auto: the keys the user gave for it are kept, the
-    other strategies' keys go back to their defaults."""
+    other strategies' keys go back to their defaults. A ``trial`` keeps the validation split
+    out of the frozen head's fit, so every trial's validation loss is out-of-sample."""
     tc = cfg.transfer_config.model_dump(mode="json")
     own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
     tc = without_strategy_keys(tc)
@@ -121,6 +123,8 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
         tc["early_stopping_patience"] = None  # a trial is short: it runs its schedule out
     if min_steps is not None:
         tc["min_steps"] = min_steps
+    if trial:
+        tc["head_refit"] = False
     if strategy == "lp_ft" and tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
         tc["lp_epochs"] = None
     return derive(cfg, f"freeze_strategy auto ({strategy})", transfer_config=tc)
@@ -156,6 +160,10 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
     alive: list[str] = []
     for name in CANDIDATES[1:]:
         reason, cost = _estimate(base, name, per_example)
+        if reason is None and len(base.data.val) < MIN_VAL:
+            reason = (f"the validation split has {len(base.data.val)} examples, fewer than "
+                      f"{MIN_VAL}: too few to tell trials apart (the frozen head is fitted by "
+                      "cross-validation)")
         if reason is None and cost * (1 + sum(1 / r for r in RUNGS)) > budget:
             reason = (f"its trials and training would take about "
                       f"{cost * (1 + sum(1 / r for r in RUNGS)):.0f} s, over the budget "
@@ -317,7 +325,7 @@ def _cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> flo
 
 def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | None,
                rung: int, losses: dict[str, list[float]]) -> Trial:
-    cfg = candidate_config(base.cfg, strategy, epochs, min_steps)
+    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True)
     tc = cfg.transfer_config
     asm = _assembled(base, strategy, cfg)
     hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []

@@ -37,6 +37,7 @@ class Outputs:
     test: dict[str, Any] | None  # None without a test split (its outputs are then empty)
     test_outputs: np.ndarray
     test_targets: np.ndarray
+    val_in_fit: bool = False  # the head was fitted on validation too: its metrics in-sample
 
 
 Diagnostic = Callable[[Prepared, Outputs], Any]
@@ -69,7 +70,7 @@ def _subgroups(p: Prepared, o: Outputs) -> Any:
 @diagnostic("calibration")
 def _calibration(p: Prepared, o: Outputs) -> Any:
     if p.data.task != "single_label" or not p.cfg.diagnostics.calibration \
-            or not len(o.val_targets) or o.test is None:
+            or not len(o.val_targets) or o.test is None or o.val_in_fit:
         return None
     return calibration_report(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
 
@@ -135,6 +136,7 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
         step(p)
     p.event("stage", {"what": "evaluating on the test split"})
     o = outputs(p)
+    o.val_in_fit = any(r.get("head_solver", {}).get("val_in_fit") for r in state.history)
     if not p.dist.is_main:  # rank 0 measures the rest and writes the run directory
         return {"val": o.val, "test": o.test}
     diagnostics: dict[str, Any] = {}
@@ -169,6 +171,8 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
         "parameters": p.asm.plan.total_params,
         "trainable_parameters_last_phase": p.asm.plan.phases[-1].trainable_params,
         "val": o.val,
+        # all_frozen's solved head saw the validation split (head_refit): in-sample metrics
+        **({"val_in_fit": True} if o.val_in_fit else {}),
         "test": o.test,
         "preprocessing_findings": [f.__dict__ for f in p.findings],
         **diagnostics,

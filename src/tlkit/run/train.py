@@ -37,5 +37,8 @@ def train(p: Prepared, checkpoint_every: int | None = None) -> TrainState:
     p.event("stage", {"what": "training", "device": str(p.dist.device),
                       "cache": "on" if p.cache is not None else "off",
                       **({"processes": p.dist.world} if p.dist.enabled else {})})
-    return fit(p.asm, p.train, p.cfg.transfer_config.loop_settings,
+    settings = p.cfg.transfer_config.loop_settings
+    if p.test_ds is None:  # validation is the only measure: the head must not have seen it
+        settings = settings.model_copy(update={"head_refit": False})
+    return fit(p.asm, p.train, settings,
                run_io(p.run, p, checkpoint_every), hooks=p.hooks, resume=p.resume, dist=p.dist)

@@ -8,8 +8,10 @@ seconds on cached features, where a few SGD epochs at a small rate stop far shor
 80 examples, 30 SGD steps moved a 2-class loss from 0.69 to 0.63).
 
 The L2 strength is chosen on the validation split by its loss; when that split is too small to
-choose (fewer than ``MIN_VAL`` examples), by k-fold cross-validation on the training split; then
-the head is fitted on the training split at the chosen strength. The log says which. Features
+choose (fewer than ``MIN_VAL`` examples), by k-fold cross-validation; then the head is fitted at
+the chosen strength, on the training split, or, when the solved head is the whole run
+(all_frozen, ``head_refit``), on the training and validation splits together: every label the
+user gave (the cross-validation then runs over both). The log says which. Features
 are standardised for the solver and the scaling is folded into the head's weights, so the head
 takes the raw features as before.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
 # Inverse L2 strengths tried (sklearn's C; ridge uses alpha = 1 / C).
@@ -35,8 +37,11 @@ FOLDS = 5
 @dataclass(frozen=True)
 class Solution:
     c: float
-    chosen_on: str  # "validation" or "5-fold cross-validation on the training split"
+    chosen_on: str  # "validation" or "5-fold cross-validation on ...", and what it was fitted on
     scores: dict[float, float]  # C -> the mean loss it was chosen by
+    # the head is fitted on the validation split too (it was too small to choose on): the
+    # validation metrics are then in-sample
+    val_in_fit: bool = False
 
 
 def linear_of(head: nn.Module) -> nn.Linear | None:
@@ -101,31 +106,50 @@ def _loss(task: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray)
 
 def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
           val_y: np.ndarray, n_out: int, seed: int = 0,
-          class_weights: Any = None) -> tuple[np.ndarray, np.ndarray, Solution]:
+          class_weights: Any = None, refit: bool = False
+          ) -> tuple[np.ndarray, np.ndarray, Solution]:
     """The head (weight, bias on the raw features) at the strength the validation loss (or
-    cross-validation on the training split) prefers."""
+    cross-validation, where validation is too small) prefers. ``refit``: the head is then fitted
+    on the training and validation splits together (all the labels; the cross-validation runs
+    over both), as scikit-learn's ``LogisticRegressionCV`` refits on all its data."""
     weights = (None if class_weights is None or task != "single_label"
                else {i: float(w) for i, w in enumerate(class_weights)})
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    z, zv = (train_x - mean) / std, (val_x - mean) / std
+    both = refit and len(val_y) > 0
+    all_x = np.concatenate([train_x, val_x]) if both else train_x
+    all_y = np.concatenate([train_y, val_y]) if both else train_y
+    mean, std = all_x.mean(0), all_x.std(0) + 1e-6
+    z, zv, za = (train_x - mean) / std, (val_x - mean) / std, (all_x - mean) / std
     scores: dict[float, float] = {}
     if len(val_y) >= MIN_VAL:
         chosen_on = "validation"
         for c in C_GRID:
             scores[c] = _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out, weights))
     else:
-        k = min(FOLDS, len(train_y))
-        chosen_on = f"{k}-fold cross-validation on the training split"
-        folds = list(KFold(k, shuffle=True, random_state=seed).split(z))
+        k = min(FOLDS, len(all_y))
+        chosen_on = (f"{k}-fold cross-validation on the training "
+                     + ("and validation splits" if both else "split"))
         for c in C_GRID:
-            scores[c] = float(np.mean([_loss(task, z[te], train_y[te],
-                                             *_fit(task, z[tr], train_y[tr], c, n_out,
+            scores[c] = float(np.mean([_loss(task, za[te], all_y[te],
+                                             *_fit(task, za[tr], all_y[tr], c, n_out,
                                                    weights))
-                                       for tr, te in folds]))
+                                       for tr, te in _folds(task, all_y, k, seed)]))
     best = min(C_GRID, key=lambda c: (scores[c], -c))  # a tie goes to the weaker penalty
-    w, b = _fit(task, z, train_y, best, n_out, weights)
+    if both:
+        chosen_on += "; then fitted on training and validation together (all the labels)"
+    w, b = _fit(task, za, all_y, best, n_out, weights)
     # fold the standardisation in: w (x - mean) / std + b = (w / std) x + (b - w mean / std)
-    return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores)
+    return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores, both)
+
+
+def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k folds, stratified by class for single-label targets where every class has two
+    examples or more (so each class is in most training parts)."""
+    if task == "single_label" and np.bincount(y).max() >= k and \
+            np.bincount(y)[np.bincount(y) > 0].min() >= 2:
+        with warnings.catch_warnings():  # classes with fewer than k examples: fine here
+            warnings.filterwarnings("ignore", message="The least populated class")
+            return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
+    return list(KFold(k, shuffle=True, random_state=seed).split(y))
 
 
 def set_head(linear: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
