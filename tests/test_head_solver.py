@@ -94,6 +94,8 @@ def test_an_all_frozen_run_uses_its_validation_labels_unless_validation_is_its_o
         return fit_run(validate(raw), tmp_path / name)
 
     with_test = run("test")
-    assert with_test["val_in_fit"] is True and "calibration" not in with_test  # in-sample val
+    assert with_test["val_in_fit"] is True
+    # calibration's temperature is fitted on held-out outputs (the head fitted on train alone)
+    assert with_test["calibration"]["temperature"] > 0
     no_test = run("no-test", test_fraction=0)
     assert "val_in_fit" not in no_test  # validation is what it reports: kept out of the fit

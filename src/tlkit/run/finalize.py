@@ -23,6 +23,7 @@ from tlkit.metrics import subgroup_metrics
 from tlkit.run.prepare import Prepared
 from tlkit.saved import save_model
 from tlkit.train.evaluate import evaluate_cached, evaluate_split
+from tlkit.train.head_solver import features, held_out_logits
 from tlkit.train.loop import TrainState
 from tlkit.train.selection import selection_summary
 
@@ -38,6 +39,7 @@ class Outputs:
     test_outputs: np.ndarray
     test_targets: np.ndarray
     val_in_fit: bool = False  # the head was fitted on validation too: its metrics in-sample
+    head_c: float | None = None  # that head's L2 strength
 
 
 Diagnostic = Callable[[Prepared, Outputs], Any]
@@ -70,9 +72,29 @@ def _subgroups(p: Prepared, o: Outputs) -> Any:
 @diagnostic("calibration")
 def _calibration(p: Prepared, o: Outputs) -> Any:
     if p.data.task != "single_label" or not p.cfg.diagnostics.calibration \
-            or not len(o.val_targets) or o.test is None or o.val_in_fit:
+            or not len(o.val_targets) or o.test is None:
         return None
-    return calibration_report(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+    val_outputs = o.val_outputs
+    if o.val_in_fit:  # the temperature needs outputs on examples the head has not seen
+        held = _held_out_val_outputs(p, o)
+        if held is None:
+            return None
+        val_outputs = held
+    return calibration_report(val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+
+
+def _held_out_val_outputs(p: Prepared, o: Outputs) -> np.ndarray | None:
+    """A refitted head's stand-in validation outputs: the head fitted at the same strength on
+    the training split alone, on the cached features (None without them)."""
+    n = len(p.asm.groups)
+    if p.cache is None or o.head_c is None:
+        return None
+    train, val = p.cache.get("train", p.train.train, n), p.cache.get("val", p.train.val, n)
+    if train is None or val is None:
+        return None
+    (x, y), (xv, _) = features(train), features(val)
+    return held_out_logits(p.data.task, x, y, xv, o.head_c, o.val_outputs.shape[1],
+                           p.train.class_weights)
 
 
 @diagnostic("adaptation")
@@ -136,7 +158,9 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
         step(p)
     p.event("stage", {"what": "evaluating on the test split"})
     o = outputs(p)
-    o.val_in_fit = any(r.get("head_solver", {}).get("val_in_fit") for r in state.history)
+    solved = [r["head_solver"] for r in state.history if r.get("head_solver", {}).get(
+        "val_in_fit")]
+    o.val_in_fit, o.head_c = bool(solved), solved[-1]["c"] if solved else None
     if not p.dist.is_main:  # rank 0 measures the rest and writes the run directory
         return {"val": o.val, "test": o.test}
     diagnostics: dict[str, Any] = {}

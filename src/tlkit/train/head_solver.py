@@ -152,6 +152,18 @@ def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray
     return list(KFold(k, shuffle=True, random_state=seed).split(y))
 
 
+def held_out_logits(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                    c: float, n_out: int, class_weights: Any = None) -> np.ndarray:
+    """The validation outputs of the head fitted at ``c`` on the training split alone: what a
+    head refitted on training + validation would output on examples it has not seen (for a
+    temperature fitted on validation)."""
+    weights = (None if class_weights is None or task != "single_label"
+               else {i: float(w) for i, w in enumerate(class_weights)})
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    w, b = _fit(task, (train_x - mean) / std, train_y, c, n_out, weights)
+    return ((val_x - mean) / std) @ w.T + b
+
+
 def set_head(linear: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
