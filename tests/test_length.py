@@ -86,5 +86,5 @@ def test_balanced_sampler_needs_single_label_data(tmp_path: Path):
 
 
 def test_a_run_with_the_balanced_sampler_trains(tmp_path: Path):
-    summary = fit_run(validate(_raw(tmp_path, sampler="balanced")), tmp_path / "run")
+    summary = fit_run(validate(_raw(tmp_path, sampler="balanced", min_steps=10)), tmp_path / "run")
     assert "f1_macro" in summary["test"]

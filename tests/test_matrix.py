@@ -43,6 +43,7 @@ def _config(tmp_path: Path, source: str, strategy: str, data: str) -> Path:
         f"  freeze_strategy: {strategy}\n"
         + STRATEGY_KEYS[strategy]
         + "  epochs: 2\n"
+        "  min_steps: 0\n"  # two steps, not min_steps' hundred: this is the wiring
         f"  batch_size: {BATCH}\n"
         "  head_lr: 1e-2\n"
         "  backbone_lr: 3e-3\n"

@@ -50,6 +50,7 @@ def config(tmp: Path, source: str = "digits", *, model: str = "timm:test_efficie
         "  head_lr: 1e-2\n  backbone_lr: 3e-3\n"
         f"  epochs: {epochs}\n"
         "  batch_size: 16\n  early_stopping_patience: null\n"
+        "  min_steps: 0\n"  # one pass per epoch: the steps these tests count
         "  cache: {disk: false}\n"
         f"{tc}"
         "data:\n"
