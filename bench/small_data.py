@@ -336,15 +336,21 @@ def row_lr_frozen(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _budget_and_test(args: argparse.Namespace) -> tuple[Path, Any, Any, list[str]]:
+    """The cell's folder, its labelled budget and test set as read from the files, and the
+    classes of both (sorted)."""
+    _, budget, folder = _cell(args)
+    train, test = _read(folder / f"labels-{budget}.csv"), _read(folder / "test.csv")
+    return folder, train, test, sorted(set(train["label"]) | set(test["label"]))
+
+
 def row_tfidf_lr(args: argparse.Namespace) -> dict[str, Any]:
     _preimport_sklearn()
     import pandas as pd  # noqa: F401
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    _, budget, folder = _cell(args)
     t0 = time.perf_counter()
-    train, test = _read(folder / f"labels-{budget}.csv"), _read(folder / "test.csv")
-    classes = sorted(set(train["label"]) | set(test["label"]))
+    _, train, test, classes = _budget_and_test(args)
     y = np.array([classes.index(v) for v in train["label"]])
     y_test = np.array([classes.index(v) for v in test["label"]])
     out = cv_logreg([("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True))],
@@ -360,10 +366,8 @@ def row_pixels_lr(args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image
     from sklearn.preprocessing import StandardScaler
 
-    _, budget, folder = _cell(args)
     t0 = time.perf_counter()
-    train, test = _read(folder / f"labels-{budget}.csv"), _read(folder / "test.csv")
-    classes = sorted(set(train["label"]) | set(test["label"]))
+    folder, train, test, classes = _budget_and_test(args)
 
     def pixels(frame: Any) -> tuple[np.ndarray, np.ndarray]:
         x = np.stack([np.asarray(Image.open(folder / f).convert("L"), dtype=np.float64).ravel()

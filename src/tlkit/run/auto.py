@@ -54,6 +54,7 @@ from tlkit.train.feed import Feed
 from tlkit.train.head_solver import MIN_VAL
 from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import TrainData, fit
+from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -205,7 +206,7 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
     compared = [t.strategy for t in trials
                 if t.rung == 0 or (t.rung == -1 and not t.note.startswith("skipped"))]
     chosen, reasons = _decide(best, scores, losses, compared)
-    if len(base.data.val) < 50:
+    if len(base.data.val) < MIN_VAL_EXAMPLES:
         reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
                        "between close candidates is noisy")
     own = chosen_config(cfg, Choice(chosen, {}, 0, 0, 0, metric)).transfer_config
@@ -223,7 +224,8 @@ def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
     if best == "all_frozen" or "all_frozen" not in losses or best not in losses:
         return best, [f"{best} has the lowest validation loss ({scores[best]:.4f}); {over}"]
     d = np.asarray(losses[best]) - np.asarray(losses["all_frozen"])
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
+    se = noise_of(np.asarray(losses[best]), losses["all_frozen"], "loss") if len(d) > 1 \
+        else math.inf
     gain = -float(d.mean())
     if gain > MARGIN * se:
         return best, [f"{best}'s validation loss {scores[best]:.4f} is below the frozen head's "
@@ -277,7 +279,7 @@ def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
 
 def _forward_seconds(base: _Base, n: int = 48) -> float:
     """Seconds of one no-grad forward per training example (after a warm-up batch)."""
-    asm = _assembled(base, "all_frozen", candidate_config(base.cfg, "all_frozen"))
+    asm = _assembled(base, candidate_config(base.cfg, "all_frozen"))
     model, device = asm.model.to(base.dist.device).eval(), base.dist.device
     feed = Feed({"train": base.data.train}, base.data.collate, device)
     idx = list(range(min(n, len(base.data.train))))
@@ -290,7 +292,7 @@ def _forward_seconds(base: _Base, n: int = 48) -> float:
     return (time.perf_counter() - t0) / max(1, len(idx))
 
 
-def _assembled(base: _Base, strategy: str, cfg: Config) -> Assembled:
+def _assembled(base: _Base, cfg: Config) -> Assembled:
     torch.manual_seed(cfg.transfer_config.seed)  # the head's initialisation, as fit's
     return assemble(cfg.transfer_config, base.n_out, base.modality, base.cfg.data.max_length,
                     backbone=copy.deepcopy(base.backbone))
@@ -300,7 +302,7 @@ def _estimate(base: _Base, strategy: str, per_example: float) -> tuple[str | Non
     """(why the candidate cannot run here, or None; the seconds of its full training)."""
     cfg = candidate_config(base.cfg, strategy)
     try:
-        asm = _assembled(base, strategy, cfg)
+        asm = _assembled(base, cfg)
     except UserError as e:  # LoRA on a backbone without its target modules, say
         return str(e), 0.0
     length = length_of(len(base.data.train), cfg.transfer_config.loop_settings)
@@ -327,7 +329,7 @@ def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | 
                rung: int, losses: dict[str, list[float]]) -> Trial:
     cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True)
     tc = cfg.transfer_config
-    asm = _assembled(base, strategy, cfg)
+    asm = _assembled(base, cfg)
     hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
     if base.cache is not None:
         hooks.append(CacheHook(base.cache, asm.plan))
