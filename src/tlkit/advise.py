@@ -186,6 +186,9 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
                + f"; trials on this data measured {choice.chosen} best "
                "(freeze_strategy auto's successive halving, the table of trials above)",
                *adv.reasons]
+    if choice.classical is not None and choice.classical.get("beats_pick"):
+        # said plainly, first: the cheaper alternative won on validation
+        reasons.insert(0, f"consider not transferring at all: {choice.classical['said']}")
     rates = (f"rates: head_lr {picked.head_lr:g}"
              + ("" if choice.chosen == "all_frozen" else
                 f", backbone_lr {picked.backbone_lr:g} x {picked.lr_decay_per_layer:g}^(L - l)")

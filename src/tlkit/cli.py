@@ -113,6 +113,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.baseline:
+        from tlkit.variants import check_baselines
+
+        check_baselines(cfg)
     from tlkit.distributed import is_main_process, launched
     from tlkit.run import fit_run
 
@@ -138,11 +142,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     rep.line(f"[tlkit] {which if which == 'test' else 'validation (no test split)'} "
              f"{json.dumps(shown)}")
     if args.baseline:
-        from tlkit.run.baseline import add_to_summary, baseline
+        from tlkit.run.baseline import add_to_summary, baselines
 
-        verdict = baseline(cfg, out, event=rep)
-        add_to_summary(out, verdict)
-        rep.line(f"[tlkit] against training from scratch: {verdict['text']}")
+        verdicts = baselines(cfg, out, event=rep)
+        add_to_summary(out, verdicts)
+        if "classical_baseline" in verdicts:
+            c = verdicts["classical_baseline"]
+            rep.line(f"[tlkit] against the classical baseline: {c['text']} ({c['seconds']:.1f} s "
+                     f"against the transfer run's {c['transfer_seconds']:.1f} s)")
+        if "baseline" in verdicts:
+            rep.line(f"[tlkit] against training from scratch: {verdicts['baseline']['text']}")
     if not args.no_report:
         _report_after_fit(out, rep)
     rep.line(f"[tlkit] run directory: {out}")
@@ -376,8 +385,10 @@ def _config_commands(sub: Subparsers) -> None:
                     help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
                     "two minutes), and at the end of each epoch")
     sp.add_argument("--baseline", action="store_true",
-                    help="also train the same architecture from scratch under the same budget "
-                    "(diagnostics.baseline_seeds times) and give the transfer verdict")
+                    help="also train the baselines of diagnostics.baselines on the same splits "
+                    "and give a verdict against each: the same architecture from scratch "
+                    "(diagnostics.baseline_seeds times, single-label) and a classical model "
+                    "(TF-IDF or raw pixels + logistic regression, ridge for regression)")
     sp.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard event files to RUN_DIR/tensorboard/ (losses, "
                     "validation metrics, learning rates, phase)")
@@ -408,11 +419,13 @@ def _config_commands(sub: Subparsers) -> None:
                     help="advise from the probes and the concept's table alone, without the "
                     "trials of freeze_strategy auto")
     sp.set_defaults(func=cmd_advise)
-    sp = with_config("compare", "every strategy and a from-scratch baseline under one budget: "
-                     "a leaderboard")
+    sp = with_config("compare", "every strategy, a from-scratch baseline and a classical one "
+                     "(TF-IDF or raw pixels + logistic regression) under one budget: a "
+                     "leaderboard")
     sp.add_argument("--strategies", metavar="A,B,...",
                     help=f"strategies to run (default: {', '.join(strategies.names())}, auto: "
-                    "the pick of freeze_strategy auto's trials); the scratch baseline always runs")
+                    "the pick of freeze_strategy auto's trials); the scratch and classical baselines "
+                    "always run")
     sp.add_argument("--out", help="folder for the runs (default runs/<config name>-compare)")
     sp.add_argument("--resume", action="store_true",
                     help="finish a compare in --out: finished runs are kept")

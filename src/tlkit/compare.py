@@ -1,9 +1,12 @@
-"""Every strategy and a from-scratch baseline under one budget, as a leaderboard.
+"""Every strategy, a from-scratch baseline and the classical baseline under one budget, as a
+leaderboard.
 
 Each strategy is the user's config with ``freeze_strategy`` (and what that strategy needs)
 changed, nothing else: the same data, splits, epochs, batch size, rates and seed. The baseline is
 the same architecture from random initialisation (``pretrained_weights: none``), every layer
-training at one rate. Each run is an ordinary run directory under the output folder, so a
+training at one rate. The classical baseline (TF-IDF or raw pixels + logistic regression,
+``tlkit.diagnose.classical``) is fitted on the same splits, so the board shows whether any
+transfer beats what a user would otherwise do. Each run is an ordinary run directory under the output folder, so a
 finished run is kept and an interrupted compare picks up where it stopped (``--resume``).
 
 The leaderboard gives each run's test metric with a 95% interval (a bootstrap over the test
@@ -27,6 +30,7 @@ from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.run import fit_run, test_predictions
+from tlkit.run.baseline import fit_on_splits
 from tlkit.variants import check_comparable, variant
 
 Log = Callable[[str], None]
@@ -81,6 +85,8 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
     scratch_ok = scratch_pred[0].argmax(1) == scratch_pred[1]
     rows = [_row(cfg, s, results[s], scratch_ok, out, strategy_of[s], settings.get(s, {}),
                  s == picked) for s in runs]
+    log("compare: classical baseline")
+    rows.append(_classical_row(cfg, scratch_pred[1], scratch_ok, test_limit, event))
     rows.sort(key=lambda r: r["test_accuracy"], reverse=True)
     best = rows[0]
     result: dict[str, Any] = {
@@ -124,6 +130,29 @@ def _row(cfg: Config, name: str, result: dict[str, Any], scratch_ok: np.ndarray,
     return row
 
 
+def _classical_row(cfg: Config, targets: np.ndarray, scratch_ok: np.ndarray,
+                   test_limit: int | None, event: Any) -> dict[str, Any]:
+    """The classical baseline's line (TF-IDF or raw pixels + logistic regression on the same
+    splits; no run directory), with its margin over scratch like every strategy's."""
+    result, splits = fit_on_splits(cfg, test_limit, event)
+    if splits.test is None or not np.array_equal(splits.test.targets, targets):
+        raise UserError("the classical baseline's test split differs from the runs'; the data "
+                        "changed during the compare: run it again in a new --out")
+    assert result.test_outputs is not None
+    seed, resamples = cfg.transfer_config.seed, cfg.diagnostics.bootstrap
+    correct = result.test_outputs.argmax(1) == targets
+    ci = paired_bootstrap(correct, np.zeros(len(correct)), resamples, seed)
+    v = transfer_verdict(correct, [scratch_ok], resamples=resamples, seed=seed)
+    f1 = result.record(cfg.data.task, splits.val, splits.test, splits.classes)["test"]
+    return {"strategy": "classical", "row": "classical", "run_dir": None, "settings": {},
+            "name": result.name, "test_accuracy": float(correct.mean()), "low": ci["low"],
+            "high": ci["high"], "test_f1_macro": f1.get("f1_macro"),
+            "trainable_parameters": result.parameters, "parameters": result.parameters,
+            "seconds": round(result.seconds, 2), "train_seconds": round(result.seconds, 2),
+            "advised": False, "margin": v["margin"], "margin_low": v["low"],
+            "margin_high": v["high"], "verdict": v["verdict"]}
+
+
 def format_leaderboard(result: dict[str, Any]) -> str:
     head = ["#", "strategy", "test acc", "95% interval", "vs scratch", "verdict",
             "trainable", "seconds"]
@@ -132,6 +161,7 @@ def format_leaderboard(result: dict[str, Any]) -> str:
         name = r["strategy"] + (" (" + ", ".join(f"{k} {v}" for k, v in r["settings"].items())
                                 + ")" if r["settings"] else "")
         name += f" -> {r['chosen']}" if r.get("chosen") else ""
+        name += f" ({r['name']})" if r["strategy"] == "classical" else ""
         name += "  <- advise" if r["advised"] else ""
         vs = ("-" if r["strategy"] == "scratch"
               else f"{100 * r['margin']:+.1f} [{100 * r['margin_low']:+.1f}, "

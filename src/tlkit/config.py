@@ -357,8 +357,18 @@ class DiagnosticsConfig(Strict):
     # Compare the statistics of the preprocessed inputs with what the backbone expects before
     # training: warn on a mismatch, refuse (exit 2) or skip the check.
     check_preprocessing: Literal["warn", "refuse", "off"] = "warn"
+
+    @field_validator("check_preprocessing", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
     calibration: bool = True  # ECE before and after temperature scaling on the test split
     baseline_seeds: int = Field(default=1, ge=1, le=20)  # from-scratch runs behind a verdict
+    # What `fit --baseline` trains beside the run, each with its own verdict: the same network
+    # from scratch (single-label only) and a classical model (TF-IDF or raw pixels + a linear
+    # model). Default: both for single-label data, the classical one otherwise.
+    baselines: list[Literal["scratch", "classical"]] | None = Field(default=None, min_length=1)
+    classical_image_size: int = Field(default=16, ge=4, le=128)  # pixels on a side
     bootstrap: int = Field(default=1000, ge=100, le=100000)  # resamples of the test set
     sample: int = Field(default=1000, ge=50, le=100000)  # examples per side for divergence/CKA
     # Rates of the runs `compare` and `fit --baseline` add: training from scratch (every layer
@@ -418,6 +428,24 @@ class Config(Strict):
                 f"sampler balanced draws each class equally often, which needs single-label "
                 f"data; data.task is {self.data.task}: set sampler: shuffle")
         return self
+
+    @model_validator(mode="after")
+    def _baselines_fit(self) -> "Config":
+        chosen = self.diagnostics.baselines
+        if chosen is not None and "scratch" in chosen and self.data.task != "single_label":
+            raise ValueError(
+                f"diagnostics.baselines names scratch, whose verdict compares test accuracy of "
+                f"single-label runs; data.task is {self.data.task}: set baselines: [classical]")
+        if chosen is not None and len(set(chosen)) != len(chosen):
+            raise ValueError("diagnostics.baselines names a baseline twice; list each once")
+        return self
+
+    def baselines(self) -> list[str]:
+        """The baselines `fit --baseline` trains (``diagnostics.baselines``, or its default for
+        the task)."""
+        if self.diagnostics.baselines is not None:
+            return list(self.diagnostics.baselines)
+        return ["scratch", "classical"] if self.data.task == "single_label" else ["classical"]
 
     @model_validator(mode="after")
     def _adaptation_trains(self) -> "Config":

@@ -42,3 +42,12 @@ def check_comparable(cfg: Config, command: str) -> None:
         raise UserError(f"{command} ranks runs by their test predictions, but "
                         "data.test_fraction is 0 and no data.test is given; give a test set or a "
                         "test_fraction")
+
+
+def check_baselines(cfg: Config) -> None:
+    """Refuse, before anything trains, a --baseline the config cannot give a verdict on."""
+    if "scratch" in cfg.baselines():
+        check_comparable(cfg, "--baseline")
+    elif not has_test_split(cfg.data):
+        raise UserError("--baseline compares test predictions, but data.test_fraction is 0 and "
+                        "no data.test is given; give a test set or a test_fraction")

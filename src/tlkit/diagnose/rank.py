@@ -23,6 +23,7 @@ from tlkit.backbones.registry import resolve_name
 from tlkit.cache import cache_for
 from tlkit.config import Config
 from tlkit.device import pick_device
+from tlkit.diagnose.classical import fit_classical
 from tlkit.diagnose.inputs import load_splits, prepare
 from tlkit.diagnose.probe import linear_probe, text_table
 from tlkit.diagnose.transferability import all_scores
@@ -114,7 +115,8 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         r["rank"] = i + 1
     out: dict[str, Any] = {"ranked_by": "logme", "candidates": rows,
                            "n_train": int(len(splits[0].train)),
-                           "seconds": round(sum(r["seconds"] for r in rows), 2)}
+                           "seconds": round(sum(r["seconds"] for r in rows), 2),
+                           "classical": _classical(cfg, splits[0], log)}
     if probe and len(rows) >= 2:
         from scipy.stats import kendalltau
 
@@ -122,6 +124,36 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         out["kendall_tau_logme_vs_probe"] = (None if np.isnan(tau.statistic)
                                              else float(tau.statistic))
     return out
+
+
+def _classical(cfg: Config, splits: Any, log: Log) -> dict[str, Any]:
+    """The classical baseline's probe: TF-IDF or raw pixels + logistic regression, fitted on the
+    training split, its accuracy on validation (what --probe measures of each candidate)."""
+    log("rank: the classical baseline")
+    r = fit_classical(splits.train, splits.val, None, len(splits.classes),
+                      cfg.transfer_config.seed, cfg.diagnostics.classical_image_size)
+    acc = (float((r.val_outputs.argmax(1) == splits.val.targets).mean())
+           if len(splits.val) else None)
+    return {"candidate": f"classical: {r.name}", "probe_accuracy": acc,
+            "seconds": round(r.seconds, 2), "c": r.c}
+
+
+def classical_note(result: dict[str, Any]) -> str | None:
+    """What the classical row says against the candidates' probes, when both were measured."""
+    c = result.get("classical") or {}
+    probes = [r["probe_accuracy"] for r in result["candidates"] if "probe_accuracy" in r]
+    if c.get("probe_accuracy") is None:
+        return None
+    if not probes:
+        return (f"The classical baseline ({c['candidate'].removeprefix('classical: ')}) reaches "
+                f"{c['probe_accuracy']:.4f} on validation; --probe measures each candidate the "
+                "same way.")
+    if c["probe_accuracy"] >= max(probes):
+        return (f"The classical baseline's validation accuracy ({c['probe_accuracy']:.4f}) is at "
+                f"or above every candidate's linear probe (best {max(probes):.4f}): no candidate "
+                "transfers better than it here, before any fine-tuning.")
+    return (f"The best candidate's probe ({max(probes):.4f}) is above the classical baseline's "
+            f"validation accuracy ({c['probe_accuracy']:.4f}).")
 
 
 def format_rank(result: dict[str, Any]) -> str:
@@ -140,12 +172,21 @@ def format_rank(result: dict[str, Any]) -> str:
         if probe:
             cells.insert(6, f(r.get("probe_accuracy")))
         body.append(cells)
+    c = result.get("classical")
+    if c:  # not a backbone: no scores, no rank; its validation accuracy beside the probes
+        cells = ["-", c["candidate"], "-", "-", "-", "-", f(c["seconds"], ".1f")]
+        if probe:
+            cells.insert(6, f(c.get("probe_accuracy")))
+        body.append(cells)
     lines = [text_table(head, body, right={0, 2, 3, 4, 5, 6, 7} if probe else {0, 2, 3, 4, 5, 6}),
              "",
              f"ranked by LogME on the pooled features of {result['n_train']:,} training examples; "
              "LEEP and NCE need the classifier a candidate was pretrained with ('-': none). "
              f"Scoring took {result['seconds']:.1f} s in all (seconds: features, from the cache "
              "where they were computed before, and scores)."]
+    said = classical_note(result)
+    if said:
+        lines.append(said)
     if "kendall_tau_logme_vs_probe" in result:
         tau = result["kendall_tau_logme_vs_probe"]
         lines.append(f"Kendall's tau between LogME and the linear-probe accuracy on validation: "

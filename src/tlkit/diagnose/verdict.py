@@ -135,3 +135,58 @@ def transfer_verdict(transfer_correct: np.ndarray, baseline_correct_list: Sequen
             f"{100 * high:+.1f}, {method})")
     return {"margin": margin, "low": low, "high": high, "level": level, "method": method,
             "verdict": decision, "text": text, "bootstrap": boot, "seeds": seeds}
+
+
+def per_example_scores(outputs: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
+    """Each test example's score, higher better, whose mean is the task's headline: correct or
+    not (single-label accuracy), the share of labels right (multi-label: 1 - Hamming loss), the
+    negative squared error (regression: minus the MSE)."""
+    if task == "single_label":
+        return (outputs.argmax(1) == targets).astype(np.float64)
+    if task == "multi_label":
+        return ((outputs > 0) == (targets > 0.5)).mean(axis=1).astype(np.float64)
+    y = outputs.reshape(targets.shape) if outputs.size == targets.size else outputs[:, 0]
+    err = (np.asarray(y, np.float64) - np.asarray(targets, np.float64)) ** 2
+    return -(err.reshape(len(err), -1).mean(axis=1))
+
+
+CLASSICAL_BETTER = "the classical baseline is better"
+TRANSFER_BETTER = "transfer beats the classical baseline"
+NO_DIFFERENCE = "no measurable difference"
+
+
+def classical_verdict(transfer_outputs: np.ndarray, classical_outputs: np.ndarray,
+                      targets: np.ndarray, task: str, name: str, resamples: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Transfer against the classical baseline on the same test examples: the difference of
+    the task's headline (accuracy, label accuracy, or MSE for regression, lower better) with a
+    paired-bootstrap interval, and one of three verdicts: transfer beats the classical
+    baseline, no measurable difference, or the classical baseline is better (transfer is not
+    paying for itself)."""
+    a = per_example_scores(transfer_outputs, targets, task)
+    b = per_example_scores(classical_outputs, targets, task)
+    boot = paired_bootstrap(a, b, resamples, seed, level)
+    margin, low, high = boot["margin"], boot["low"], boot["high"]
+    decision = verdict(low, high, margin)
+    ci = f"{100 * level:g}% CI"
+    if task == "regression":  # scores are -squared error: the margin is MSE(classical) - MSE(transfer)
+        size = f"{abs(margin):.4g} MSE"
+        interval = f"(classical minus transfer MSE, {ci} {low:+.4g} to {high:+.4g})"
+    else:
+        unit = "points" if task == "single_label" else "points of label accuracy"
+        size = f"{100 * abs(margin):.1f} {unit}"
+        interval = f"(transfer minus classical, {ci} {100 * low:+.1f} to {100 * high:+.1f})"
+    method = f"paired bootstrap over {len(a):,} test examples"
+    if decision == POSITIVE:
+        kind, text = TRANSFER_BETTER, f"{TRANSFER_BETTER} ({name}) by {size} {interval}"
+    elif decision == NEGATIVE:
+        kind = CLASSICAL_BETTER
+        text = (f"{CLASSICAL_BETTER} ({name}) by {size} {interval}: transfer is not paying "
+                "for itself here")
+    else:
+        kind = NO_DIFFERENCE
+        text = (f"{NO_DIFFERENCE} from the classical baseline ({name}): "
+                f"{'+' if margin >= 0 else '-'}{size} {interval}")
+    return {"margin": margin, "low": low, "high": high, "level": level, "method": method,
+            "verdict": kind, "text": f"{text}, {method}",
+            "transfer_score": float(a.mean()), "classical_score": float(b.mean())}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tlkit.diagnose.rank import classical_note
 from tlkit.report import plots
 from tlkit.report.html import (badge, cards, details, esc, fmt, img, note, page, pre, table,
                                write_page)
@@ -101,8 +102,11 @@ def rank_html(result: dict[str, Any]) -> str:
                      ("seconds, all candidates", fmt(result.get("seconds"), ".1f"))]
                     + ([("Kendall's tau, LogME vs probe", fmt(tau, ".3f"))]
                        if "kendall_tau_logme_vs_probe" in result else []))
+    c = result.get("classical")
+    said = classical_note(result)
     return page("tlkit rank: transferability of candidate backbones", subtitle, [
-        ("ranking", "Ranking", summary + rank_table(rows)),
+        ("ranking", "Ranking", summary + rank_table(rows + ([{**c, "rank": "-"}] if c else []))
+         + (note(said) if said else "")),
         ("plot", "Scores", img(plots.to_data_uri(plots.rank_scores(result)), "scores")),
         ("json", "Raw result", details("rank result as JSON",
                                        pre(json.dumps(result, indent=2, default=str)))),

@@ -124,7 +124,9 @@ def details(summary: str, body: str) -> str:
 
 
 def verdict_kind(verdict: str | None) -> str:
-    return {"positive transfer": "good", "negative transfer": "bad"}.get(verdict or "", "")
+    return {"positive transfer": "good", "negative transfer": "bad",
+            "transfer beats the classical baseline": "good",
+            "the classical baseline is better": "bad"}.get(verdict or "", "")
 
 
 def fmt(value: object, spec: str = ".4f") -> str:

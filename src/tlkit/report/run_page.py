@@ -15,7 +15,8 @@ from tlkit.report.rundata import RunData, load_run
 SHOWN = {"source_model", "strategy", "task", "data", "skipped_images", "best_epoch",
          "epochs_run", "stopped_early", "train_seconds", "total_seconds", "test_limit",
          "parameters", "trainable_parameters_last_phase", "val", "test",
-         "preprocessing_findings", "calibration", "forgetting", "baseline", "auto"}
+         "preprocessing_findings", "calibration", "forgetting", "baseline", "auto",
+         "classical_baseline"}
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -40,6 +41,7 @@ def report_html(run: RunData) -> str:
         ("per-class", "Metrics per class (test split)", per_class(s)),
         ("calibration", "Calibration", calibration(s)),
         ("baseline", "Transfer against training from scratch", baseline(s)),
+        ("classical", "Transfer against the classical baseline", classical_baseline(s)),
         ("forgetting", "Forgetting", forgetting(s)),
         ("subgroups", "Subgroups (test split)", subgroups(s)),
         ("preprocessing", "Preprocessing check", findings(s)),
@@ -73,10 +75,11 @@ def overview(run: RunData) -> str:
                           + ("; stopped early" if s.get("stopped_early") else "")
                           + (f"; {s['skipped_images']} unreadable images skipped"
                              if s.get("skipped_images") else "")))
-    if "baseline" in s:
-        b = s["baseline"]
-        parts.append(f"<p>{badge(b.get('verdict', '?'), verdict_kind(b.get('verdict')))} "
-                     f"{esc(b.get('text', ''))}</p>")
+    for key in ("baseline", "classical_baseline"):
+        if key in s:
+            b = s[key]
+            parts.append(f"<p>{badge(b.get('verdict', '?'), verdict_kind(b.get('verdict')))} "
+                         f"{esc(b.get('text', ''))}</p>")
     return "".join(parts)
 
 
@@ -184,6 +187,28 @@ def baseline(s: dict[str, Any]) -> str:
              ("method", b.get("method", "-"))]
     return (f"<p>{badge(b.get('verdict', '?'), verdict_kind(b.get('verdict')))} "
             f"{esc(b.get('text', ''))}</p>" + facts(pairs))
+
+
+def classical_baseline(s: dict[str, Any]) -> str:
+    b = s.get("classical_baseline")
+    if not b:
+        return ""
+    test, val = b.get("test") or {}, b.get("val") or {}
+    pairs = [("classical model", b.get("name", "-")),
+             ("its test metrics", ", ".join(f"{k} {fmt(v)}" for k, v in test.items()) or "-"),
+             ("its validation metrics", ", ".join(f"{k} {fmt(v)}" for k, v in val.items())
+              or "-"),
+             ("seconds: classical / transfer run",
+              f"{fmt(b.get('seconds'), '.1f')} / {fmt(b.get('transfer_seconds'), '.1f')}"),
+             ("regularisation", b.get("chosen_on", "-")),
+             ("features, coefficients", f"{fmt(b.get('feature_dim'))}, "
+                                        f"{fmt(b.get('parameters'))}")]
+    return (f"<p>{badge(b.get('verdict', '?'), verdict_kind(b.get('verdict')))} "
+            f"{esc(b.get('text', ''))}</p>" + facts(pairs)
+            + note("The alternative a user would weigh against transfer: a linear model on "
+                   "TF-IDF (text) or raw pixels at a small size (images), its L2 strength "
+                   "chosen by cross-validation on the training split, fitted on the same "
+                   "splits (tlkit fit --baseline; diagnostics.baselines)."))
 
 
 def forgetting(s: dict[str, Any]) -> str:

@@ -43,13 +43,15 @@ from tlkit.config import AUTO, Config, derive, without_strategy_keys
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.device import autocast
+from tlkit.diagnose.classical import fit_classical
 from tlkit.distributed import Dist
 from tlkit.errors import UserError
-from tlkit.metrics import monitor_metric
+from tlkit.metrics import compute_metrics, monitor_metric
 from tlkit.plan.length import Length, length_of
 from tlkit.regularization import L2SP
 from tlkit.run.prepare import training_data
 from tlkit.rundir import RunDir
+from tlkit.train.evaluate import example_losses
 from tlkit.train.feed import Feed
 from tlkit.train.head_solver import MIN_VAL
 from tlkit.train.hooks import NO_IO, RunIO
@@ -86,6 +88,9 @@ class Choice:
     metric: str
     trials: list[Trial] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    # the classical baseline on the same splits (issue 20): its validation loss and metric, and
+    # whether it beat the pick by the margin (auto then says so, and still trains the pick)
+    classical: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +113,7 @@ class _Base:
     dist: Dist
     n_test: int
     load_seconds: float  # loading the backbone
+    splits: Any  # the run's splits (the classical baseline reads their inputs)
 
 
 def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
@@ -201,19 +207,59 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
         keep = ranked[:max(1, math.ceil(len(ranked) / 2))]
         alive = [c for c in alive if c in keep and c in costs]
         scores = {c: scores[c] for c in keep}
-    best = min(scores, key=lambda c: scores[c])
-    spent = time.perf_counter() - t0
     compared = [t.strategy for t in trials
                 if t.rung == 0 or (t.rung == -1 and not t.note.startswith("skipped"))]
-    chosen, reasons = _decide(best, scores, losses, compared)
+    chosen, reasons = _decide(min(scores, key=lambda c: scores[c]), scores, losses, compared)
     if len(base.data.val) < MIN_VAL_EXAMPLES:
         reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
                        "between close candidates is noisy")
+    classical = _classical(base, cfg, chosen, scores, losses, metric, event, trials, reasons)
+    spent = time.perf_counter() - t0
     own = chosen_config(cfg, Choice(chosen, {}, 0, 0, 0, metric)).transfer_config
     settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
     return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
                            for k, v in settings.items() if v is not None},
-                  round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons)
+                  round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons,
+                  classical)
+
+
+def _classical(base: _Base, cfg: Config, chosen: str, scores: dict[str, float],
+               losses: dict[str, list[float]], metric: str, event: Event,
+               trials: list[Trial], reasons: list[str]) -> dict[str, Any] | None:
+    """The classical baseline (TF-IDF or raw pixels + logistic regression, fitted on the
+    training split) against the pick, on validation: it is not a candidate (a run's model is a
+    network tlkit serves), but where it beats the pick by the same margin a trial must, the
+    choice says so plainly."""
+    val = base.splits.val
+    if len(val) == 0:
+        return None
+    event("stage", {"what": "freeze_strategy auto: the classical baseline on the same splits"})
+    r = fit_classical(base.splits.train, val, None, base.n_out, cfg.transfer_config.seed,
+                      cfg.diagnostics.classical_image_size)
+    mine = example_losses(r.val_outputs, val.targets, val.task)
+    shown = compute_metrics(r.val_outputs, val.targets, val.task).get(metric)
+    trial = Trial("classical", -1, 0, 0, float(mine.mean()),
+                  None if shown is None else float(shown), round(r.seconds, 2),
+                  note=f"not a transfer candidate: {r.name}, C {r.c:g} by cross-validation "
+                       "on the training split")
+    trials.append(trial)
+    out: dict[str, Any] = {"name": r.name, "val_loss": float(mine.mean()),
+                           f"val_{metric}": trial.val_metric, "seconds": round(r.seconds, 2),
+                           "beats_pick": False}
+    if chosen not in losses or len(mine) < 2:
+        return out
+    theirs = np.asarray(losses[chosen])
+    gain = float((theirs - mine).mean())
+    se = noise_of(mine, losses[chosen], "loss")
+    if gain > MARGIN * se:
+        out["beats_pick"] = True
+        out["said"] = (f"the classical baseline ({r.name}) has a lower validation loss than "
+                       f"{chosen} ({mine.mean():.4f} against {scores.get(chosen, theirs.mean()):.4f}, "
+                       f"by more than {MARGIN:g} paired standard errors): transfer is not paying "
+                       f"for itself here. This run trains {chosen}, the best transfer candidate; "
+                       "`tlkit fit --baseline` gives the verdict on the test split")
+        reasons.append(out["said"])
+    return out
 
 
 def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
@@ -256,6 +302,7 @@ def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
     t0 = time.perf_counter()
+    torch.manual_seed(tc.seed)  # a random initialisation (pretrained_weights none), as fit's
     backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling,
                              cfg.data.max_length)
     load_seconds = time.perf_counter() - t0
@@ -274,7 +321,7 @@ def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
                           dist=dist)
     return _Base(cfg, backbone, num_outputs_of(splits.train), data.modality,
                  training_data(cfg, data.modality, splits, prep, collate, train_ds), cache, dist,
-                 0 if splits.test is None else len(splits.test), load_seconds)
+                 0 if splits.test is None else len(splits.test), load_seconds, splits)
 
 
 def _forward_seconds(base: _Base, n: int = 48) -> float:

@@ -1,4 +1,4 @@
-"""The from-scratch baseline and the negative-transfer verdict.
+"""The baselines beside a finished run, each with its verdict: from scratch, and classical.
 
 The same architecture from random initialisation, trained under the same budget (data, splits,
 epochs, batch size; every layer at ``diagnostics.scratch_lr``), once per seed in
@@ -6,6 +6,11 @@ epochs, batch size; every layer at ``diagnostics.scratch_lr``), once per seed in
 verdict compares the transferred model's test predictions with the baselines': positive
 transfer, no measurable effect, or negative transfer, with the margin and its 95% interval (a
 paired bootstrap over the test examples, and across seeds where there are several).
+
+The classical baseline (``tlkit.diagnose.classical``: TF-IDF or raw pixels and a linear model)
+trains on the same splits in seconds; its verdict says whether transfer beats what a user would
+otherwise do, with both runs' seconds. ``diagnostics.baselines`` says which of the two
+``--baseline`` trains.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from typing import Any
 import numpy as np
 
 from tlkit.config import Config, derive
-from tlkit.diagnose.verdict import transfer_verdict
+from tlkit.data import has_test_split, num_outputs_of
+from tlkit.diagnose.classical import ClassicalResult, fit_classical
+from tlkit.diagnose.verdict import classical_verdict, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.run.fit import fit_run
+from tlkit.run.prepare import class_weights_of, limited, splits_of
 from tlkit.run.inference import test_predictions
 from tlkit.rundir import RunDir
 from tlkit.variants import check_comparable, variant
@@ -56,8 +64,54 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
             "scratch_accuracies": accs, "scratch_lr": scratch.transfer_config.backbone_lr}
 
 
-def add_to_summary(run_dir: Path, verdict: dict[str, Any]) -> None:
+def fit_on_splits(cfg: Config, test_limit: int | None = None,
+                  event: Any = lambda k, i: None) -> tuple[ClassicalResult, Any]:
+    """The classical baseline on the splits a fit of ``cfg`` cuts (the test split cut to
+    ``test_limit`` as that fit's), and those splits."""
+    _, splits = splits_of(cfg)
+    splits = limited(splits, test_limit, cfg.data.seed)
+    event("stage", {"what": f"baseline: classical, on {len(splits.train):,} training examples"})
+    result = fit_classical(splits.train, splits.val, splits.test, num_outputs_of(splits.train),
+                           cfg.transfer_config.seed, cfg.diagnostics.classical_image_size,
+                           class_weights_of(cfg.transfer_config.class_weights, splits.train))
+    return result, splits
+
+
+def classical(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
+              test_limit: int | None = None) -> dict[str, Any]:
+    """The classical baseline on the finished run's splits, with its verdict against the run's
+    test predictions and both seconds."""
+    if not has_test_split(cfg.data):
+        raise UserError("the classical baseline's verdict compares test predictions, but the run "
+                        "has no test split (data.test_fraction is 0 and no data.test); give one")
+    outputs, targets = test_predictions(run_dir)
+    result, splits = fit_on_splits(cfg, test_limit, event)
+    if len(splits.test) != len(targets) or not np.array_equal(splits.test.targets, targets):
+        raise UserError(f"the data of {run_dir} is not what its run was tested on (the source "
+                        "changed since); run fit again")
+    assert result.test_outputs is not None
+    v = classical_verdict(outputs, result.test_outputs, targets, cfg.data.task, result.name,
+                          resamples=cfg.diagnostics.bootstrap, seed=cfg.transfer_config.seed)
+    summary = json.loads(RunDir(Path(run_dir)).summary.read_text())
+    return {**v, **result.record(cfg.data.task, splits.val, splits.test, splits.classes),
+            "transfer_seconds": summary.get("total_seconds")}
+
+
+def baselines(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
+              test_limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """Every baseline ``cfg`` asks for (``Config.baselines``), by its summary.json key:
+    ``baseline`` (from scratch), ``classical_baseline``."""
+    out: dict[str, dict[str, Any]] = {}
+    chosen = cfg.baselines()
+    if "classical" in chosen:  # seconds, where scratch takes a training run: first
+        out["classical_baseline"] = classical(cfg, run_dir, event, test_limit)
+    if "scratch" in chosen:
+        out["baseline"] = baseline(cfg, run_dir, event, test_limit)
+    return out
+
+
+def add_to_summary(run_dir: Path, verdicts: dict[str, dict[str, Any]]) -> None:
     rd = RunDir(Path(run_dir))
     summary = json.loads(rd.summary.read_text())
-    summary["baseline"] = verdict
+    summary.update(verdicts)
     rd.write_json(rd.summary, summary)

@@ -97,8 +97,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     tc = cfg.transfer_config
     t_start = time.perf_counter()
     event("stage", {"what": f"loading data {cfg.data.source}"})
-    data = load_source(cfg.data)
-    splits = make_splits(data, cfg.data)
+    data, splits = splits_of(cfg)
     if splits.train_only_classes:
         event("stage", {"what": f"{len(splits.train_only_classes)} class(es) with a single "
                                 "example stay in training only (no stratified cut can hold them): "
@@ -107,8 +106,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     if splits.test is None:
         event("stage", {"what": "no test split (data.test_fraction is 0): the run reports its "
                                 "validation metrics"})
-    if test_limit is not None and splits.test is not None and len(splits.test) > test_limit:
-        splits.test = subset(splits.test, test_limit, cfg.data.seed)
+    splits = limited(splits, test_limit, cfg.data.seed)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
     torch.manual_seed(tc.seed)  # the head's initialisation
     asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
@@ -186,6 +184,20 @@ def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module
             and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
         return copy.deepcopy(asm.model.backbone).eval()
     return None
+
+
+def splits_of(cfg: Config) -> tuple[Any, Any]:
+    """The loaded source and its splits, as a fit of ``cfg`` cuts them."""
+    data = load_source(cfg.data)
+    return data, make_splits(data, cfg.data)
+
+
+def limited(splits: Any, test_limit: int | None, seed: int) -> Any:
+    """``splits`` with the test split cut to ``test_limit`` examples (stratified, seeded), as
+    ``fit_run(..., test_limit=...)`` evaluates."""
+    if test_limit is not None and splits.test is not None and len(splits.test) > test_limit:
+        splits.test = subset(splits.test, test_limit, seed)
+    return splits
 
 
 def class_weights_of(spec: Any, train: Any) -> list[float] | None:

@@ -119,26 +119,42 @@ def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
     all_y = np.concatenate([train_y, val_y]) if both else train_y
     mean, std = all_x.mean(0), all_x.std(0) + 1e-6
     z, zv, za = (train_x - mean) / std, (val_x - mean) / std, (all_x - mean) / std
-    scores: dict[float, float] = {}
     if len(val_y) >= MIN_VAL:
         chosen_on = "validation"
-        for c in C_GRID:
-            scores[c] = _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out, weights))
+        scores = {c: _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out, weights))
+                  for c in C_GRID}
+        best = min(C_GRID, key=lambda c: (scores[c], -c))  # a tie goes to the weaker penalty
     else:
-        k = min(FOLDS, len(all_y))
+        best, scores, k = cross_validate(task, za, all_y, n_out, seed, weights)
         chosen_on = (f"{k}-fold cross-validation on the training "
                      + ("and validation splits" if both else "split"))
-        for c in C_GRID:
-            scores[c] = float(np.mean([_loss(task, za[te], all_y[te],
-                                             *_fit(task, za[tr], all_y[tr], c, n_out,
-                                                   weights))
-                                       for tr, te in _folds(task, all_y, k, seed)]))
-    best = min(C_GRID, key=lambda c: (scores[c], -c))  # a tie goes to the weaker penalty
     if both:
         chosen_on += "; then fitted on training and validation together (all the labels)"
     w, b = _fit(task, za, all_y, best, n_out, weights)
     # fold the standardisation in: w (x - mean) / std + b = (w / std) x + (b - w mean / std)
     return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores, both)
+
+
+def cross_validate(task: str, x: Any, y: np.ndarray, n_out: int, seed: int = 0,
+                   weights: dict[int, float] | None = None, folds: int = FOLDS
+                   ) -> tuple[float, dict[float, float], int]:
+    """The strength of ``C_GRID`` with the lowest mean held-out loss over k folds of ``(x,
+    y)`` (x already scaled as the fit will see it; dense or scipy-sparse), the mean loss of
+    every strength, and k. A tie goes to the weaker penalty."""
+    k = min(folds, len(y))
+    parts = _folds(task, y, k, seed)
+    scores = {c: float(np.mean([_loss(task, x[te], y[te],
+                                      *_fit(task, x[tr], y[tr], c, n_out, weights))
+                                for tr, te in parts]))
+              for c in C_GRID}
+    return min(C_GRID, key=lambda c: (scores[c], -c)), scores, k
+
+
+def fit_at(task: str, x: Any, y: np.ndarray, c: float, n_out: int,
+           weights: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (n_out, d), bias (n_out,)) of the convex problem at strength ``c`` on ``x`` as
+    given (no scaling; dense or scipy-sparse): outputs are ``x @ weight.T + bias``."""
+    return _fit(task, x, y, c, n_out, weights)
 
 
 def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
