@@ -76,7 +76,7 @@ def name_of(modality: str, task: str) -> str:
     return f"{features} + {model}"
 
 
-def _text_features(train: list[str]) -> Any:
+def _text_features(train: list[Any]) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
