@@ -1,7 +1,8 @@
 """Every transfer strategy against training from scratch, at equal epochs, in one table.
 
 Runs each strategy (all_frozen, top_n_unfrozen, gradual, none, none + L2-SP, lora, lp_ft) and
-training from scratch (pretrained_weights: none, everything trains) on Rotten Tomatoes with
+training from scratch (pretrained_weights: none, everything trains), and tlkit's classical
+baseline (TF-IDF or raw pixels + logistic regression, no network) on Rotten Tomatoes with
 MiniLM and on Fashion-MNIST with MobileNetV2 at 96 px, at label budgets of 200 and 2,000
 training examples, through the library (``tlkit.run.fit_run`` with a config built in code, into a
 temporary run directory), and prints test accuracy, trainable parameters, peak memory and seconds.
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 STRATEGIES = ["all_frozen", "top_n_unfrozen", "gradual", "none", "none+l2sp", "lora", "lp_ft",
-              "scratch"]
+              "scratch", "classical"]
 
 # Per data set: the backbone, data settings and the rates every strategy starts from. Chosen
 # on the validation split in short trials (5 epochs, seed 0) so that no strategy is starved at
@@ -87,6 +88,9 @@ def build_config(set_name: str, strategy: str, budget: int, args: argparse.Names
     }
     steps = args.epochs * math.ceil(budget / tc["batch_size"])
     tc["warmup_steps"] = max(1, steps // 10)
+    if strategy == "classical":  # no network: the config only carries the data and splits
+        tc["freeze_strategy"] = "all_frozen"
+        return {"transfer_config": tc, "data": data, "classical": True}
     if strategy == "scratch":
         tc.update(pretrained_weights="none", freeze_strategy="none",
                   backbone_lr=spec["scratch_lr"], lr_decay_per_layer=1.0)
@@ -124,6 +128,8 @@ def run_one(raw: dict[str, Any], test_limit: int | None, threads: int | None) ->
     from tlkit.config import TransferConfig, validate
     from tlkit.run import fit_run
 
+    if raw.pop("classical", False):
+        return classical_one(raw, test_limit)
     if "cache" in TransferConfig.model_fields:
         # Frozen features may be computed once per run (that is the library's behaviour and
         # counts in its seconds), but never reused from an earlier run's disk cache.
@@ -158,6 +164,29 @@ def run_one(raw: dict[str, Any], test_limit: int | None, threads: int | None) ->
     return out
 
 
+def classical_one(raw: dict[str, Any], test_limit: int | None) -> dict[str, Any]:
+    """tlkit's classical baseline (TF-IDF or raw pixels + logistic regression) on the splits the
+    strategies' runs cut: seconds from loading the data to the test predictions."""
+    import resource
+
+    from tlkit.config import validate
+    from tlkit.run.baseline import fit_on_splits
+
+    cfg = validate(raw, "<bench>")
+    t0 = time.perf_counter()
+    result, splits = fit_on_splits(cfg, test_limit)
+    seconds = time.perf_counter() - t0
+    assert result.test_outputs is not None
+    return {
+        "test_accuracy": float((result.test_outputs.argmax(1) == splits.test.targets).mean()),
+        "test_n": len(splits.test), "train_n": len(splits.train), "val_n": len(splits.val),
+        "trainable": result.parameters, "parameters": result.parameters,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "train_seconds": round(result.seconds, 2), "seconds": round(seconds, 2),
+        "best_epoch": None, "name": result.name,
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     from tlkit.errors import UserError
 
@@ -187,7 +216,8 @@ def launch(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 # The table
 # --------------------------------------------------------------------------------------------------
 
-LABELS = {"none+l2sp": "none + L2-SP", "scratch": "from scratch"}
+LABELS = {"none+l2sp": "none + L2-SP", "scratch": "from scratch",
+          "classical": "classical (TF-IDF / pixels + LR)"}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -233,6 +263,29 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
                    else "NOT beaten by " + ", ".join(losers))
         notes.append(f"{s} at {b:,} labels: from scratch {scratch['test_accuracy']:.3f}; "
                      f"{verdict}.")
+    notes += classical_findings(cells)
+    return notes
+
+
+def classical_findings(cells: dict[tuple[str, int, str], dict[str, Any]]) -> list[str]:
+    """Per set and budget: the classical baseline against the best transfer run of this
+    benchmark, in accuracy points and seconds."""
+    notes = []
+    for (s, b, k), c in sorted(cells.items()):
+        if k != "classical" or "error" in c:
+            continue
+        others = {k2: r for (s2, b2, k2), r in cells.items()
+                  if s2 == s and b2 == b and k2 not in ("classical", "scratch") and "error" not in r}
+        if not others:
+            continue
+        best = max(others, key=lambda k2: others[k2]["test_accuracy"])
+        r = others[best]
+        gap = 100 * (r["test_accuracy"] - c["test_accuracy"])
+        notes.append(f"{s} at {b:,} labels: classical {c['test_accuracy']:.3f} in "
+                     f"{c['seconds']:.1f} s; the best transfer run here, {LABELS.get(best, best)}, "
+                     f"{r['test_accuracy']:.3f} ({gap:+.1f} points against classical) in "
+                     f"{r['seconds']:.1f} s ({r['seconds'] / max(c['seconds'], 1e-9):.1f}x the "
+                     "classical time).")
     return notes
 
 

@@ -93,6 +93,10 @@ def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     logme = [c["logme"] for c in res["candidates"]]
     assert logme == sorted(logme, reverse=True)
     assert "kendall_tau_logme_vs_probe" in res and "Kendall" in r.stdout
+    # the classical baseline is listed beside the candidates, measured as a probe is
+    assert res["classical"]["candidate"] == "classical: pixels + logistic regression"
+    assert 0 <= res["classical"]["probe_accuracy"] <= 1
+    assert "classical: pixels + logistic regression" in r.stdout
 
     out = tmp_path / "advice.json"
     r = run_cli("advise", str(cfg), "--json", str(out), cache=tmp_path / "cache")

@@ -221,6 +221,16 @@ def with_every_diagnostic(run: Path, dest: Path) -> Path:
                      "verdict": "positive transfer", "transfer_accuracy": 0.6,
                      "scratch_accuracies": [0.48],
                      "text": "positive transfer: +12.0 points (95% CI +5.0 to +19.0)"}
+    s["classical_baseline"] = {
+        "margin": -0.05, "low": -0.09, "high": -0.01, "level": 0.95,
+        "method": "paired bootstrap over 40 test examples",
+        "verdict": "the classical baseline is better",
+        "text": "the classical baseline is better (pixels + logistic regression) by 5.0 points "
+                "(transfer minus classical, 95% CI -9.0 to -1.0): transfer is not paying for "
+                "itself here, paired bootstrap over 40 test examples",
+        "name": "pixels + logistic regression", "c": 0.1, "chosen_on": "C 0.1 by 3-fold",
+        "feature_dim": 256, "parameters": 2570, "seconds": 0.4, "transfer_seconds": 3.1,
+        "val": {"accuracy": 0.7, "f1_macro": 0.69}, "test": {"accuracy": 0.65, "f1_macro": 0.6}}
     s["forgetting"] = {"cka": {"stem": 0.99, "blocks.0": 0.95, "blocks.4+conv_head+bn2": 0.41},
                        "sample": 24, "least_similar": "blocks.4+conv_head+bn2",
                        "source_task": {"accuracy_before": 0.7, "accuracy_after": 0.55, "n": 20,
@@ -257,7 +267,7 @@ def test_every_diagnostic_has_its_section_and_the_page_loads(tiny_run: Path,
     run = with_every_diagnostic(tiny_run, tmp_path / "run")
     page = write_report(run)
     html = page.read_text()
-    for section in ("baseline", "forgetting", "subgroups"):
+    for section in ("baseline", "classical", "forgetting", "subgroups"):
         assert f'<section id="{section}">' in html, section
     assert "positive transfer" in html and "blocks.4+conv_head+bn2" in html
     assert "inputs &lt;look&gt; 0-255" in html  # text from the run is escaped

@@ -96,7 +96,10 @@ def test_compare_ranks_every_strategy_against_the_baseline(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "compare.json").read_text())
     names = {row["strategy"] for row in res["leaderboard"]}
-    assert {"all_frozen", "none", "lp_ft", "scratch"} <= names
+    assert {"all_frozen", "none", "lp_ft", "scratch", "classical"} <= names
+    classical = next(row for row in res["leaderboard"] if row["strategy"] == "classical")
+    assert classical["name"] == "pixels + logistic regression" and classical["seconds"] > 0
+    assert "classical (pixels + logistic regression)" in (out / "leaderboard.md").read_text()
     accs = [row["test_accuracy"] for row in res["leaderboard"]]
     assert accs == sorted(accs, reverse=True)
     assert sum(row["advised"] for row in res["leaderboard"]) == 1
