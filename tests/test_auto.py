@@ -34,7 +34,10 @@ def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path
     tried = {t["strategy"] for t in rec["trials"] if t["rung"] >= 0}
     assert len(tried) >= 2  # a generous budget: fine-tuning candidates ran trials
     assert all(t["val_loss"] is not None for t in rec["trials"] if t["rung"] >= 0)
-    assert {t["strategy"] for t in rec["trials"]} == set(auto.CANDIDATES)  # each accounted for
+    # each candidate accounted for, and the classical baseline measured beside them
+    assert {t["strategy"] for t in rec["trials"]} == {*auto.CANDIDATES, "classical"}
+    assert rec["classical"]["name"] == "pixels + logistic regression"
+    assert rec["classical"]["val_loss"] > 0 and isinstance(rec["classical"]["beats_pick"], bool)
     # the pick has the lowest validation loss among those compared at the last rung
     assert any("chose " + rec["chosen"] in e for e in events)
     # the run directory keeps the user's config (auto) and the pick

@@ -30,7 +30,6 @@ import numpy as np
 from tlkit.data.images import open_rgb
 from tlkit.data.types import LabelledData
 from tlkit.metrics import compute_metrics
-from tlkit.train.head_solver import cross_validate, fit_at
 
 CV_SAMPLE = 2000  # training examples the cross-validation runs over, at most
 FOLDS = 3
@@ -155,6 +154,8 @@ def fit_classical(train: LabelledData, val: LabelledData, test: LabelledData | N
                   n_out: int, seed: int = 0, image_size: int = 16,
                   class_weights: list[float] | None = None) -> ClassicalResult:
     """The classical baseline on a run's own splits (see the module's docstring)."""
+    from tlkit.train.head_solver import cross_validate, fit_at  # torch: only when fitting
+
     t0 = time.perf_counter()
     task = train.task
     weights = (None if class_weights is None or task != "single_label"
@@ -193,3 +194,21 @@ def fit_classical(train: LabelledData, val: LabelledData, test: LabelledData | N
     return ClassicalResult(name_of(train.modality, task), float(best), chosen_on, d,
                            n_out * (d + 1), time.perf_counter() - t0, val_out.astype(np.float32),
                            None if test_out is None else test_out.astype(np.float32))
+
+
+def classical_note(result: dict[str, Any]) -> str | None:
+    """What the classical row says against the candidates' probes, when both were measured."""
+    c = result.get("classical") or {}
+    probes = [r["probe_accuracy"] for r in result["candidates"] if "probe_accuracy" in r]
+    if c.get("probe_accuracy") is None:
+        return None
+    if not probes:
+        return (f"The classical baseline ({c['candidate'].removeprefix('classical: ')}) reaches "
+                f"{c['probe_accuracy']:.4f} on validation; --probe measures each candidate the "
+                "same way.")
+    if c["probe_accuracy"] >= max(probes):
+        return (f"The classical baseline's validation accuracy ({c['probe_accuracy']:.4f}) is at "
+                f"or above every candidate's linear probe (best {max(probes):.4f}): no candidate "
+                "transfers better than it here, before any fine-tuning.")
+    return (f"The best candidate's probe ({max(probes):.4f}) is above the classical baseline's "
+            f"validation accuracy ({c['probe_accuracy']:.4f}).")

@@ -23,7 +23,7 @@ from tlkit.backbones.registry import resolve_name
 from tlkit.cache import cache_for
 from tlkit.config import Config
 from tlkit.device import pick_device
-from tlkit.diagnose.classical import fit_classical
+from tlkit.diagnose.classical import classical_note, fit_classical
 from tlkit.diagnose.inputs import load_splits, prepare
 from tlkit.diagnose.probe import linear_probe, text_table
 from tlkit.diagnose.transferability import all_scores
@@ -136,24 +136,6 @@ def _classical(cfg: Config, splits: Any, log: Log) -> dict[str, Any]:
            if len(splits.val) else None)
     return {"candidate": f"classical: {r.name}", "probe_accuracy": acc,
             "seconds": round(r.seconds, 2), "c": r.c}
-
-
-def classical_note(result: dict[str, Any]) -> str | None:
-    """What the classical row says against the candidates' probes, when both were measured."""
-    c = result.get("classical") or {}
-    probes = [r["probe_accuracy"] for r in result["candidates"] if "probe_accuracy" in r]
-    if c.get("probe_accuracy") is None:
-        return None
-    if not probes:
-        return (f"The classical baseline ({c['candidate'].removeprefix('classical: ')}) reaches "
-                f"{c['probe_accuracy']:.4f} on validation; --probe measures each candidate the "
-                "same way.")
-    if c["probe_accuracy"] >= max(probes):
-        return (f"The classical baseline's validation accuracy ({c['probe_accuracy']:.4f}) is at "
-                f"or above every candidate's linear probe (best {max(probes):.4f}): no candidate "
-                "transfers better than it here, before any fine-tuning.")
-    return (f"The best candidate's probe ({max(probes):.4f}) is above the classical baseline's "
-            f"validation accuracy ({c['probe_accuracy']:.4f}).")
 
 
 def format_rank(result: dict[str, Any]) -> str:

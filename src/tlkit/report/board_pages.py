@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tlkit.diagnose.rank import classical_note
+from tlkit.diagnose.classical import classical_note
 from tlkit.report import plots
 from tlkit.report.html import (badge, cards, details, esc, fmt, img, note, page, pre, table,
                                write_page)
