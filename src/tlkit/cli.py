@@ -113,6 +113,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    from tlkit.rundir import check_writable
+
+    check_writable(out, "run")  # before the log or TensorBoard write anything into it
     if args.baseline:
         from tlkit.variants import check_baselines
 
@@ -318,6 +321,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = ([s.strip() for s in args.strategies.split(",") if s.strip()]
              if args.strategies else [*strategies.names(), "auto"])
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-compare"
+    from tlkit.rundir import check_writable
+
+    check_writable(out, "compare")  # before advise's measurements
     rep = Reporter()
     advice = None
     if not args.no_advise:

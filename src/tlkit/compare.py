@@ -31,6 +31,7 @@ from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.run import fit_run, test_predictions
 from tlkit.run.baseline import fit_on_splits
+from tlkit.rundir import check_writable, claim
 from tlkit.variants import check_comparable, variant
 
 Log = Callable[[str], None]
@@ -46,10 +47,11 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
                         f"{', '.join(known)}")
     check_comparable(cfg, "compare")
     out = Path(out)
+    check_writable(out, "compare")
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "
                         "another --out (nothing was changed)")
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, "compare")
     runs = [*names, "scratch"]
     settings: dict[str, dict[str, Any]] = {}
     strategy_of = {s: s for s in runs}

@@ -37,7 +37,7 @@ from tlkit.data import build_collate, build_dataset
 from tlkit.errors import UserError
 from tlkit.lora import merge_lora
 from tlkit.run.inference import data_for
-from tlkit.rundir import RunDir
+from tlkit.rundir import MARKER, RunDir
 from tlkit.saved import load_model
 from tlkit.train.batches import batches_of
 
@@ -230,9 +230,14 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
     if prep.get("kind") == "text":
         tok = path.with_name(path.stem + ".tokenizer")
         if tok.exists():
+            if not (tok / MARKER).is_file():  # never delete a folder tlkit did not write
+                raise UserError(f"{tok} exists and is not a tokenizer folder tlkit exported; "
+                                "move it, or give --out another name (the exported model "
+                                f"{path} is written; its tokenizer and description are not)")
             shutil.rmtree(tok)
         saved_tok = Path(saved.preprocessing.tokenizer)
         shutil.copytree(saved_tok, tok)
+        (tok / MARKER).write_text(json.dumps({"made_by": "tlkit", "kind": "export"}) + "\n")
         prep["tokenizer"] = tok.name  # relative to this file's folder
         inputs: list[dict[str, Any]] = [{"name": n, "dtype": "int64",
                                          "shape": ["batch", "sequence"]} for n in names]
@@ -282,6 +287,11 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
         merge_lora(exported)  # plain layers: what a runtime without PEFT can run
     names, example = _inputs(saved)
     module = _wrap(exported, saved.preprocessing.kind)
+    tok = out.with_name(out.stem + ".tokenizer")
+    if saved.preprocessing.kind == "text" and tok.exists() and not (tok / MARKER).is_file():
+        raise UserError(f"{tok} exists and is not a tokenizer folder tlkit exported (the export "
+                        "writes the tokenizer there); move it, or give --out another name "
+                        "(nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
         exporter = _export_onnx(module, example, names, out)

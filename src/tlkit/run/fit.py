@@ -11,6 +11,7 @@ from tlkit.run.auto import resolve_auto
 from tlkit.run.finalize import finalize
 from tlkit.run.prepare import open_run, prepare
 from tlkit.run.train import train
+from tlkit.rundir import claim
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -30,6 +31,7 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = _silent
     if not dist.is_main:
         event = _silent  # rank 0 reports
     if dist.is_main:
+        claim(run.path, "run")  # marked as tlkit's before anything else is written
         run.lock()
     try:
         if starting_over:

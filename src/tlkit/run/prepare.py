@@ -29,7 +29,7 @@ from tlkit.errors import UserError
 from tlkit.plan import format_plan
 from tlkit.plan.length import length_of
 from tlkit.regularization import L2SP
-from tlkit.rundir import RunDir
+from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
 from tlkit.train.loop import TrainData
 
@@ -72,6 +72,7 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
     run = RunDir(out)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
+    check_writable(run.path, "run")
     if resume and not run.last.is_file():
         # Killed before its first checkpoint (or never started): resuming is starting. So a run
         # killed at any moment continues with the same command.
