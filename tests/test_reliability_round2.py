@@ -121,3 +121,61 @@ def test_compare_into_a_users_folder_is_refused_before_measuring_anything(
         code, err = cli(capsys, "compare", cfg, "--out", mine, *extra)
         assert code == 2 and "tlkit did not create" in error_line(err)
         assert checksum(mine) == before
+
+
+# ==================================================================================================
+# 2. Images whose size exhausts memory
+# ==================================================================================================
+
+
+def image_folder(root: Path, per_class: int = 20) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 40), ("light", 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            px = np.clip(rng.normal(level, 20, (12, 12)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / label / f"{i:02d}.png")
+    return root
+
+
+def strip_png(path: Path, width: int = 200_000, height: int = 1) -> Path:
+    """A 1 x 200,000 PNG: a few hundred bytes that passes PIL's decompression-bomb check."""
+    from PIL import Image
+
+    Image.new("L", (width, height), 128).save(path, optimize=True)
+    assert path.stat().st_size < 2000
+    return path
+
+
+@pytest.mark.slow  # two fits: a few seconds each
+def test_an_image_of_extreme_aspect_ratio_is_a_bad_image_in_fit_and_in_predict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = image_folder(tmp_path / "imgs")
+    strip = strip_png(folder / "dark" / "strip.png")
+    cfg = config(tmp_path, str(folder), data="  test_fraction: 0.2\n").read_text()
+    (tmp_path / "skip.yaml").write_text(cfg.replace("  limit: 120\n", ""))
+    code, err = cli(capsys, "fit", tmp_path / "skip.yaml", "--out", tmp_path / "run",
+                    "--no-report")
+    assert code == 0, err
+    import json
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped_images"] == 1
+    (tmp_path / "error.yaml").write_text(cfg.replace("  limit: 120\n", "  on_bad_image: error\n"))
+    code, err = cli(capsys, "fit", tmp_path / "error.yaml", "--out", tmp_path / "run2")
+    assert code == 2 and "strip.png" in err and "aspect ratio" in error_line(err)
+    code, err = cli(capsys, "predict", tmp_path / "run", strip)
+    assert code == 2 and "aspect ratio" in error_line(err)
+
+
+def test_the_size_bounds_name_what_is_wrong() -> None:
+    from tlkit.data.images import MAX_PIXELS, size_problem
+
+    assert size_problem(224, 224) is None and size_problem(4000, 3000) is None
+    assert size_problem(12_000, 1_000) is None  # a 12:1 panorama
+    assert "aspect ratio" in (size_problem(1, 200_000) or "")
+    assert "over the" in (size_problem(20_000, 20_000) or "")
+    assert size_problem(MAX_PIXELS // 10_000, 10_000) is None

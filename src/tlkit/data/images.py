@@ -21,6 +21,29 @@ _EXIF_ORIENTATION = 0x0112
 _PARALLEL_FROM = 64
 
 
+# Bounds on an image's size, checked from its header before it is decoded. The decoded size
+# bounds memory at decode time (PIL's own bomb check allows 179 million pixels); the aspect
+# ratio bounds it at resize time: resizing the short side of a 1 x 200,000 strip to 224 pixels
+# asks for 224 x 44.8 million (about 39 GB). A photo, a scan or a panorama stays well inside.
+MAX_PIXELS = 100_000_000
+MAX_ASPECT = 20
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size is refused, or None."""
+    if width < 1 or height < 1:
+        return f"it is {width} x {height} pixels, empty"
+    if width * height > MAX_PIXELS:
+        return (f"it is {width:,} x {height:,} pixels, over the {MAX_PIXELS:,} tlkit decodes "
+                "(a decompression bomb, or a scan to downsize first)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return (f"it is {width:,} x {height:,} pixels, an aspect ratio beyond {MAX_ASPECT}:1; "
+                "resizing its short side to the model's size would need "
+                f"{max(width, height) / min(width, height):,.0f} times that on the long side; "
+                "crop it first")
+    return None
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
@@ -34,6 +57,9 @@ def image_problem(path: Path) -> str | None:
     """
     try:
         with Image.open(path) as image:
+            too_big = size_problem(*image.size)  # from the header, before decoding
+            if too_big is not None:
+                return too_big
             if image.format == "JPEG":
                 image.draft(image.mode, (1, 1))
             image.load()
@@ -120,9 +146,15 @@ def open_rgb(item: ImageInput | Image.Image) -> Image.Image:
     if isinstance(item, Image.Image):
         return to_rgb(item)
     if isinstance(item, np.ndarray):
+        too_big = size_problem(item.shape[1], item.shape[0]) if item.ndim >= 2 else None
+        if too_big is not None:
+            raise UserError(f"an image array cannot be used: {too_big}")
         return to_rgb(array_to_image(item))
     try:
         with Image.open(item) as image:
+            too_big = size_problem(*image.size)
+            if too_big is not None:
+                raise UserError(f"image {item} cannot be used: {too_big}")
             image.load()
             rgb = to_rgb(image)
             # Leaving the block closes ``image``, and a closed PIL image can no longer be used.
