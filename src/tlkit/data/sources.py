@@ -18,7 +18,7 @@ import pandas as pd
 
 from tlkit.data.images import IMAGE_EXTENSIONS, drop_bad_images, is_image_file
 from tlkit.data.packaged import is_packaged, load_packaged, packaged_info, packaged_names
-from tlkit.data.targets import encode_targets, is_missing, sort_classes
+from tlkit.data.targets import check_spellings, encode_targets, is_missing, sort_classes
 from tlkit.data.types import DataSettings, LabelledData, Modality
 from tlkit.errors import UserError
 
@@ -85,8 +85,9 @@ def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
         return data
     if data.task == "single_label":
         assert data.classes is not None
-        classes = sort_classes(set(data.classes).union(
-            *(set(d.classes or []) for d in loaded.values())))
+        union = set(data.classes).union(*(set(d.classes or []) for d in loaded.values()))
+        check_spellings(union, f"data.source with {' and '.join('data.' + k for k in loaded)}")
+        classes = sort_classes(union)
         data = _onto_classes(data, classes)
         loaded = {k: _onto_classes(d, classes) for k, d in loaded.items()}
     data.val = loaded.get("validation")
@@ -299,11 +300,12 @@ def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tupl
         columns = [label] if label_only else None
         if fmt == "parquet":
             return pd.read_parquet(path, columns=columns), label
-        # group names too are read as text, so that group '007' stays '007'
-        name = None if label_only else group_column_of(cfg)
-        group = None if name is None else _find_column(pd.DataFrame(columns=header), name)
-        dtype = {label: str} if group is None else {label: str, group: str}
-        return pd.read_csv(path, sep=_SEPARATORS[fmt], usecols=columns, dtype=dtype), label
+        # Every column is read as text: label '007' stays '007', a text '1.50' stays '1.50'
+        # (regression values parse later). Only a truly empty cell is missing: 'None', 'NA',
+        # 'null' or 'nan' are a text or a class like any other (pandas' default NA list would
+        # drop them as gaps).
+        return pd.read_csv(path, sep=_SEPARATORS[fmt], usecols=columns, dtype=str,
+                           keep_default_na=False, na_values=[""]), label
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - every parser has its own error types

@@ -35,11 +35,37 @@ def label_name(value: Any) -> str:
 
 
 def sort_classes(names: set[str]) -> list[str]:
-    """Sorted class names: numerically when all are numbers (so '10' follows '9'), else as text."""
+    """Sorted class names: numerically when all are numbers (so '10' follows '9'), else as text.
+    A pure function of the names: numbers that tie ('1' and '1.0') are ordered as text, never
+    by the set's (hash-seeded) iteration order."""
     try:
-        return sorted(names, key=float)
+        return sorted(names, key=lambda n: (float(n), n))
     except ValueError:
         return sorted(names)
+
+
+def same_number_twice(names: set[str]) -> list[str] | None:
+    """Two or more names that spell one number ('1' and '1.0', '7' and '007'), or None."""
+    by_value: dict[float, list[str]] = {}
+    for n in names:
+        try:
+            value = float(n)
+        except ValueError:
+            continue
+        if not math.isnan(value):
+            by_value.setdefault(value, []).append(n)
+    clashes = [sorted(v) for _, v in sorted(by_value.items()) if len(v) > 1]
+    return clashes[0] if clashes else None
+
+
+def check_spellings(names: set[str], where: str) -> None:
+    twice = same_number_twice(names)
+    if twice is not None:
+        shown = " and ".join(repr(n) for n in twice)
+        raise UserError(
+            f"{where} holds labels {shown}: one number written {len(twice)} ways, which would "
+            "train as different classes; write each label one way (e.g. all as "
+            f"{min(twice, key=len)!r}) and run again.")
 
 
 def _rows(positions: Sequence[int]) -> str:
@@ -79,6 +105,7 @@ def encode_targets(
         label_lists = [_split_labels(v, separator) for v in values]
         names = sort_classes({name for labels in label_lists for name in labels})
         if classes is None:
+            check_spellings(set(names), where)
             if not names:
                 raise UserError(
                     f"{where} holds no labels at all; multi-label cells list labels separated by "
@@ -110,6 +137,7 @@ def encode_targets(
 
     labels = [label_name(v) for v in values]
     if classes is None:
+        check_spellings(set(labels), where)
         classes = sort_classes(set(labels))
         if len(classes) < 2:
             raise UserError(
