@@ -274,3 +274,39 @@ def test_the_same_fit_under_two_hash_seeds_is_bitwise_equal(tmp_path: Path) -> N
                             sort_keys=True).encode())
         digests.append(h.hexdigest())
     assert digests[0] == digests[1]
+
+
+# ==================================================================================================
+# 7. Silent config mistakes
+# ==================================================================================================
+
+
+def test_a_key_given_twice_is_refused_with_both_line_numbers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(tmp_path)
+    cfg.write_text(cfg.read_text() + "transfer_config:\n  epochs: 50\n")
+    code, err = cli(capsys, "fit", cfg, "--out", tmp_path / "run")
+    assert code == 2
+    line = error_line(err)
+    assert "'transfer_config' is given twice" in line and "lines 1 and 13" in line
+    assert not (tmp_path / "run").exists()
+    cfg.write_text(config(tmp_path).read_text().replace("  epochs: 1\n",
+                                                          "  epochs: 1\n  epochs: 2\n"))
+    code, err = cli(capsys, "plan", cfg)
+    assert code == 2 and "'epochs' is given twice" in error_line(err)
+
+
+def test_a_warmup_longer_than_the_run_is_refused_before_the_model_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = cli(capsys, "fit", config(tmp_path, tc="  warmup_steps: 1e20\n"),
+                    "--out", tmp_path / "a")
+    assert code == 2 and "transfer_config.warmup_steps" in err and "Traceback" not in err
+    code, err = cli(capsys, "fit", config(tmp_path, tc="  warmup_steps: 1e6\n"),
+                    "--out", tmp_path / "a")
+    assert code == 2 and "warmup_steps is 1,000,000, more than the run's" in error_line(err)
+    code, err = cli(capsys, "fit", config(tmp_path, tc="  warmup_steps: 500\n"),
+                    "--out", tmp_path / "b")
+    assert code == 2
+    line = error_line(err)
+    assert "warmup_steps is 500, more than the run's" in line and "warmup_ratio" in line
+    assert "loading backbone" not in err

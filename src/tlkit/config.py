@@ -111,7 +111,7 @@ class TransferConfig(Strict):
     head_lr: float = Field(default=1e-3, gt=0, le=10)
     backbone_lr: float = Field(default=1e-4, gt=0, le=10)
     lr_decay_per_layer: float = Field(default=0.5, gt=0, le=1)
-    warmup_steps: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     # warmup over this fraction of all optimizer steps, where that is more than warmup_steps
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     # At least this many optimizer steps in all: at small data each epoch then makes several
@@ -387,7 +387,7 @@ class PretrainConfig(Strict):
     batch_size: int = Field(default=32, ge=1, le=4096)
     mask_probability: float = Field(default=0.15, gt=0, lt=1)
     max_examples: int | None = Field(default=None, ge=1)  # a sample of the target texts
-    warmup_steps: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     weight_decay: float = Field(default=0.01, ge=0, le=1)
 
 
@@ -464,8 +464,30 @@ class Config(Strict):
 # --------------------------------------------------------------------------------------------------
 
 
+class DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"{key!r} on lines {first} and {second}")
+        self.key, self.first, self.second = key, first, second
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-3 (no dot, which YAML 1.1 requires) as a float."""
+    """SafeLoader that reads 1e-3 (no dot, which YAML 1.1 requires) as a float, and refuses a
+    key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class says so
+                break
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -539,6 +561,11 @@ def _expanded_size(x: Any, memo: dict[int, int], active: set[int]) -> int:
 def parse_yaml(text: str, path: str = "<config>") -> Any:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except DuplicateKey as e:
+        raise UserError(
+            f"{path}: the key {e.key!r} is given twice in one section, on lines {e.first} and "
+            f"{e.second}; YAML would keep only the second silently. Merge the two into one "
+            "(e.g. one transfer_config: block)") from None
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"

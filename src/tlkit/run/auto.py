@@ -49,7 +49,7 @@ from tlkit.errors import UserError
 from tlkit.metrics import compute_metrics, monitor_metric
 from tlkit.plan.length import Length, length_of
 from tlkit.regularization import L2SP
-from tlkit.run.prepare import training_data
+from tlkit.run.prepare import check_length, training_data
 from tlkit.rundir import RunDir
 from tlkit.train.evaluate import example_losses
 from tlkit.train.feed import Feed
@@ -301,6 +301,7 @@ def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
                             f"{tc.source_model} for the trials"})
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
+    check_length(tc, length_of(len(splits.train), tc.loop_settings))
     t0 = time.perf_counter()
     torch.manual_seed(tc.seed)  # a random initialisation (pretrained_weights none), as fit's
     backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling,

@@ -108,6 +108,8 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
         event("stage", {"what": "no test split (data.test_fraction is 0): the run reports its "
                                 "validation metrics"})
     splits = limited(splits, test_limit, cfg.data.seed)
+    length = length_of(len(splits.train), tc.loop_settings)
+    check_length(tc, length)  # before the model loads
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
     torch.manual_seed(tc.seed)  # the head's initialisation
     asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
@@ -122,7 +124,6 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     findings = check_preprocessing(asm.model.backbone, collate, train_ds,
                                    cfg.diagnostics.check_preprocessing,
                                    lambda m: event("stage", {"what": m}))
-    length = length_of(len(splits.train), tc.loop_settings)
     event("stage", {"what": length.describe()})
     if dist.is_main:
         run.write_text(run.config, dump_config(given or cfg))
@@ -185,6 +186,17 @@ def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module
             and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
         return copy.deepcopy(asm.model.backbone).eval()
     return None
+
+
+def check_length(tc: Any, length: Any) -> None:
+    """Refuse a warmup longer than the run: the rate would never reach its peak and the run
+    would learn next to nothing while exiting 0."""
+    if tc.warmup_steps > length.total_steps:
+        raise UserError(
+            f"transfer_config.warmup_steps is {tc.warmup_steps:,}, more than the run's "
+            f"{length.total_steps:,} optimizer steps ({length.describe().split(': ', 1)[1]}): the "
+            "learning rate would never reach its peak; set warmup_steps below "
+            f"{length.total_steps:,}, or use warmup_ratio (a share of the steps)")
 
 
 def splits_of(cfg: Config) -> tuple[Any, Any]:
