@@ -44,11 +44,13 @@ def error_line(err: str) -> str:
     return lines[-1]
 
 
-def checksum(folder: Path) -> str:
+def checksum(folder: Path, but: tuple[str, ...] = ()) -> str:
     """Every path under ``folder`` with its bytes (and nothing else): equal digests mean the
-    folder is byte-for-byte the same."""
+    folder is byte-for-byte the same (``but``: names left out)."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
+        if p.name in but:
+            continue
         h.update(str(p.relative_to(folder)).encode())
         h.update(p.read_bytes() if p.is_file() else b"<dir>")
     return h.hexdigest()
@@ -310,3 +312,51 @@ def test_a_warmup_longer_than_the_run_is_refused_before_the_model_loads(
     line = error_line(err)
     assert "warmup_steps is 500, more than the run's" in line and "warmup_ratio" in line
     assert "loading backbone" not in err
+
+
+# ==================================================================================================
+# 4. --resume after the data changed
+# ==================================================================================================
+
+
+def _image_table(folder: Path, n: int, labels: tuple[str, ...] = ("a", "b")) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["image,label"]
+    for i in range(n):
+        label = labels[i % len(labels)]
+        px = np.clip(rng.normal(60 + 40 * (i % len(labels)), 30, (12, 12)), 0, 255)
+        Image.fromarray(px.astype(np.uint8)).save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{label}")
+    table = folder / "d.csv"
+    table.write_text("\n".join(rows) + "\n")
+    return table
+
+
+@pytest.mark.slow  # a fit, then resumes: a few seconds
+def test_resume_with_changed_data_is_refused_saying_what_changed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _image_table(tmp_path, 40)
+    cfg = config(tmp_path, str(table), data="  test_fraction: 0.2\n")
+    cfg.write_text(cfg.read_text().replace("  limit: 120\n", ""))
+    out = tmp_path / "run"
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--no-report")
+    assert code == 0, err
+    assert (out / "data.json").is_file()
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--resume", "--no-report")
+    assert code == 0, err  # the same data: resumes (a finished run: nothing left to train)
+    original = table.read_text()
+    table.write_text(original + "".join(f"{i % 40}.png,{'ab'[i % 2]}\n" for i in range(10)))
+    # the log records the attempt; everything else stays as it was
+    before = checksum(out, but=("train.log",))
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--resume")
+    assert code == 2
+    line = error_line(err)
+    assert "--resume with other data" in line and "examples, now" in line
+    assert checksum(out, but=("train.log",)) == before
+    table.write_text(original.replace("0.png,a", "0.png,c"))
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--resume")
+    assert code == 2 and "new class(es) 'c'" in error_line(err)
+    assert checksum(out, but=("train.log",)) == before

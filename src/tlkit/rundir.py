@@ -112,6 +112,10 @@ class RunDir:
         return self.path / "train.log"
 
     @property
+    def data(self) -> Path:
+        return self.path / "data.json"
+
+    @property
     def predictions(self) -> Path:
         return self.path / "predictions.npz"
 

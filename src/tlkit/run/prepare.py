@@ -4,6 +4,7 @@ directory, the data), then the model, so a mistake fails in seconds and never af
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from tlkit.cache import CacheHook, cache_for
 from tlkit.config import Config, dump_config
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
 from tlkit.data.collate import TextCollate
+from tlkit.data.fingerprint import differences, fingerprint
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
@@ -110,6 +112,8 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     splits = limited(splits, test_limit, cfg.data.seed)
     length = length_of(len(splits.train), tc.loop_settings)
     check_length(tc, length)  # before the model loads
+    if dist.is_main:
+        same_data(run, splits, resume)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
     torch.manual_seed(tc.seed)  # the head's initialisation
     asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
@@ -186,6 +190,25 @@ def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module
             and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
         return copy.deepcopy(asm.model.backbone).eval()
     return None
+
+
+def same_data(run: RunDir, splits: Any, resume: bool) -> None:
+    """A new run records its data's fingerprint; a resumed one must find the same data (the
+    fingerprint of a run from before there was one is written now)."""
+    now = fingerprint(splits)
+    if resume and run.data.is_file():
+        try:
+            before = json.loads(run.data.read_text())
+        except (OSError, ValueError):
+            before = None
+        said = differences(before, now) if isinstance(before, dict) else ["its record "
+                                                                          f"{run.data} is unreadable"]
+        if said:
+            raise UserError(f"--resume with other data than {run.path} was started with: "
+                            + "; ".join(said) + ". Restore that data to continue the run, or "
+                            "start a new run in another --out (nothing was changed)")
+        return
+    run.write_json(run.data, now)
 
 
 def check_length(tc: Any, length: Any) -> None:
