@@ -16,13 +16,13 @@ from tlkit.rundir import MARKER
 
 
 def config(tmp: Path, source: str = "digits", *, tc: str = "", data: str = "",
-           name: str = "c.yaml") -> Path:
+           name: str = "c.yaml", strategy: str = "none") -> Path:
     p = tmp / name
     p.write_text(
         "transfer_config:\n"
         "  source_model: timm:test_efficientnet\n"
         "  pretrained_weights: none\n"
-        "  freeze_strategy: none\n"
+        f"  freeze_strategy: {strategy}\n"
         "  epochs: 1\n  batch_size: 16\n  min_steps: 0\n  cache: {disk: false}\n"
         f"{tc}"
         "data:\n"
@@ -360,3 +360,119 @@ def test_resume_with_changed_data_is_refused_saying_what_changed(
     code, err = cli(capsys, "fit", cfg, "--out", out, "--resume")
     assert code == 2 and "new class(es) 'c'" in error_line(err)
     assert checksum(out, but=("train.log",)) == before
+
+
+# ==================================================================================================
+# 3. Never trust a run's own files
+# ==================================================================================================
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    tmp = tmp_path_factory.mktemp("finished")
+    old = os.environ.get("TLKIT_CACHE")
+    os.environ["TLKIT_CACHE"] = str(tmp / "cache")
+    try:
+        code = main(["fit", str(config(tmp, strategy="all_frozen",
+                                       data="  test_fraction: 0.2\n")),
+                     "--out", str(tmp / "run"), "--no-report"])
+    finally:
+        if old is None:
+            os.environ.pop("TLKIT_CACHE", None)
+        else:
+            os.environ["TLKIT_CACHE"] = old
+    assert code == 0
+    return tmp / "run"
+
+
+def _edited(run: Path, dest: Path, edit: object) -> Path:
+    import json
+    import shutil
+
+    shutil.copytree(run, dest)
+    path = dest / "model" / "model.json"
+    meta = json.loads(path.read_text())
+    new = edit(meta) if callable(edit) else edit
+    path.write_text(json.dumps(meta if new is None else new))
+    return dest
+
+
+def _set(keys: str, value: object):  # type: ignore[no-untyped-def]
+    def edit(meta: dict) -> None:  # type: ignore[type-arg]
+        *path, last = keys.split(".")
+        node = meta
+        for k in path:
+            node = node[k]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+    return edit
+
+
+EDITS = {
+    "num_outputs a billion": (_set("head.num_outputs", 10**9), "head.num_outputs"),
+    "num_outputs 7": (_set("head.num_outputs", 7), "head.num_outputs"),
+    "head removed": (_set("head", KeyError), "head"),
+    "classes shortened": (lambda m: m.__setitem__("classes", m["classes"][:3]), "classes"),
+    "classes null": (_set("classes", None), "classes"),
+    "a list": ([1, 2, 3], "not the model's description"),
+    "null": (None, "not the model's description"),
+    "unknown adapter": (_set("backbone.adapter", "keras"), "backbone.adapter"),
+    "task bogus": (_set("task", "bogus"), "task"),
+    "hidden size huge": (_set("head.hidden_size", 10**12), "head.hidden_size"),
+    "unknown timm model": (_set("backbone.model_name", "no_such_net"), "cannot be built"),
+}
+
+
+@pytest.mark.slow  # one fit (module fixture), then a predict per edit: about 10 s in all
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_an_edited_model_json_exits_2_naming_the_field(
+        case: str, finished_run: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    edit, named = EDITS[case]
+    if case == "null":
+        run = _edited(finished_run, tmp_path / "run", lambda m: None)
+        (run / "model" / "model.json").write_text("null")
+    else:
+        run = _edited(finished_run, tmp_path / "run", edit)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("L", (12, 12), 128).save(image)
+    for command in (["predict", run, image], ["evaluate", run]):
+        code, err = cli(capsys, *command)
+        assert code == 2, (case, err[-2000:])
+        line = error_line(err)
+        assert named in line and "model.json" in line, line
+
+
+def test_checked_compares_a_transformer_config_with_the_weights(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from tlkit.errors import UserError
+    from tlkit.model_json import checked
+
+    tensors = {f"backbone.model.encoder.layer.{i}.attention.weight": torch.zeros(8, 8)
+               for i in range(2)}
+    tensors["backbone.model.embeddings.word_embeddings.weight"] = torch.zeros(50, 8)
+    tensors["head.1.weight"] = torch.zeros(3, 8)
+    weights = tmp_path / "model.safetensors"
+    save_file(tensors, str(weights))
+    meta = {"format": 1, "task": "single_label", "classes": ["a", "b", "c"],
+            "backbone": {"adapter": "hf", "config": {"model_type": "bert", "num_hidden_layers": 2,
+                                                     "hidden_size": 8, "vocab_size": 50}},
+            "preprocessing": {"kind": "text", "tokenizer": "tokenizer", "max_length": 32},
+            "head": {"type": "linear", "hidden_size": 256, "dropout": 0.1, "num_outputs": 3}}
+    checked(meta, tmp_path / "model.json", weights)  # consistent: accepted
+    for key, value, said in (("num_hidden_layers", 5000, "num_hidden_layers"),
+                             ("num_hidden_layers", 4, "the weights hold 2 layers"),
+                             ("hidden_size", 16, "hidden_size: 16"),
+                             ("vocab_size", 10**9, "vocab_size")):
+        bad = {**meta, "backbone": {"adapter": "hf",
+                                    "config": {**meta["backbone"]["config"], key: value}}}
+        with pytest.raises(UserError, match=said):
+            checked(bad, tmp_path / "model.json", weights)

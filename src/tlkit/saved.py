@@ -20,6 +20,7 @@ from tlkit.files import disk_full, write_error
 from tlkit.heads import build_head
 from tlkit.lora import apply_lora_spec, lora_spec
 from tlkit.model import TransferModel
+from tlkit.model_json import checked
 
 META = "model.json"
 WEIGHTS = "model.safetensors"
@@ -91,18 +92,15 @@ def load_model(folder: Path) -> SavedModel:
     except (ValueError, OSError) as e:
         raise UserError(f"{meta_path} cannot be read ({e}); the run directory is damaged: run "
                         "fit again with --resume") from None
-    prep_d = dict(meta["preprocessing"])
-    if prep_d.get("kind") == "text":
-        prep_d["tokenizer"] = str(folder / prep_d["tokenizer"])
-    prep = preprocessing_from_dict(prep_d)
-    backbone = backbone_from_spec(meta["backbone"], prep_d)
-    backbone.preprocessing = prep
-    if meta.get("lora"):
-        apply_lora_spec(backbone, meta["lora"])
-    h = meta["head"]
-    head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
-                      h["dropout"])
-    model = TransferModel(backbone, head)
+    checked(meta, meta_path, folder / WEIGHTS)  # typed, bounded, matching the weights
+    try:
+        model, prep = _build(folder, meta)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the model library raises on a bad spec
+        raise UserError(f"{meta_path} describes a model that cannot be built ({type(e).__name__}"
+                        f": {(str(e).splitlines() or [''])[0][:200]}); model.json is written by "
+                        "fit: restore it, or run fit again") from None
     try:
         missing, unexpected = st_load(model, str(folder / WEIGHTS), strict=False)
     except Exception as e:  # noqa: BLE001 - safetensors' own error type: a damaged file
@@ -114,6 +112,21 @@ def load_model(folder: Path) -> SavedModel:
                         f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
     model.eval()
     return SavedModel(model, meta, prep)
+
+
+def _build(folder: Path, meta: dict[str, Any]) -> tuple[TransferModel, Preprocessing]:
+    prep_d = dict(meta["preprocessing"])
+    if prep_d.get("kind") == "text":
+        prep_d["tokenizer"] = str(folder / prep_d["tokenizer"])
+    prep = preprocessing_from_dict(prep_d)
+    backbone = backbone_from_spec(meta["backbone"], prep_d)
+    backbone.preprocessing = prep
+    if meta.get("lora"):
+        apply_lora_spec(backbone, meta["lora"])
+    h = meta["head"]
+    head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
+                      h["dropout"])
+    return TransferModel(backbone, head), prep
 
 
 def model_device() -> torch.device:
