@@ -90,7 +90,7 @@ def build_config(set_name: str, strategy: str, budget: int, args: argparse.Names
     tc["warmup_steps"] = max(1, steps // 10)
     if strategy == "classical":  # no network: the config only carries the data and splits
         tc["freeze_strategy"] = "all_frozen"
-        return {"transfer_config": tc, "data": data, "classical": True}
+        return {"transfer_config": tc, "data": data}
     if strategy == "scratch":
         tc.update(pretrained_weights="none", freeze_strategy="none",
                   backbone_lr=spec["scratch_lr"], lr_decay_per_layer=1.0)
@@ -118,7 +118,8 @@ def build_config(set_name: str, strategy: str, budget: int, args: argparse.Names
 # --------------------------------------------------------------------------------------------------
 
 
-def run_one(raw: dict[str, Any], test_limit: int | None, threads: int | None) -> dict[str, Any]:
+def run_one(raw: dict[str, Any], test_limit: int | None, threads: int | None,
+            classical: bool = False) -> dict[str, Any]:
     import resource
 
     import torch
@@ -128,7 +129,7 @@ def run_one(raw: dict[str, Any], test_limit: int | None, threads: int | None) ->
     from tlkit.config import TransferConfig, validate
     from tlkit.run import fit_run
 
-    if raw.pop("classical", False):
+    if classical:
         return classical_one(raw, test_limit)
     if "cache" in TransferConfig.model_fields:
         # Frozen features may be computed once per run (that is the library's behaviour and
@@ -192,18 +193,21 @@ def child(args: argparse.Namespace) -> None:
 
     job = json.loads(Path(args.one).read_text())
     try:
-        result = run_one(job["config"], job["test_limit"], job["threads"])
+        result = run_one(job["config"], job["test_limit"], job["threads"],
+                         job.get("classical", False))
     except UserError as e:  # a setting this run cannot take (lp_ft with 1 epoch, ...)
         print(f"    error: {e}", file=sys.stderr)
         result = {"error": str(e).splitlines()[-1].strip()[:60]}
     Path(job["result"]).write_text(json.dumps(result))
 
 
-def launch(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def launch(raw: dict[str, Any], args: argparse.Namespace, classical: bool = False
+           ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tlkit-bench-job-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"config": raw, "test_limit": args.test_limit,
-                                   "threads": args.threads, "result": str(result)}))
+                                   "threads": args.threads, "result": str(result),
+                                   "classical": classical}))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", str(job)],
                               env=env, check=False)
@@ -329,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, (s, b, k, raw) in enumerate(configs, start=1):
         print(f"[bench] {i}/{len(configs)} {s} {b} labels {LABELS.get(k, k)}", file=sys.stderr,
               flush=True)
-        row = {"set": s, "budget": b, "strategy": k, "result": launch(raw, args)}
+        row = {"set": s, "budget": b, "strategy": k,
+               "result": launch(raw, args, classical=k == "classical")}
         rows.append(row)
         if args.results:
             with open(args.results, "a", encoding="utf-8") as f:
