@@ -31,7 +31,7 @@ from PIL import Image
 from tlkit.cli import main
 from tlkit.config import dump_config, load_config
 from tlkit.errors import UserError
-from tlkit.rundir import RunDir
+from tlkit.rundir import RunDir, claim
 from tlkit.files import atomic_write
 from tlkit.train.checkpoint import load_checkpoint
 
@@ -162,6 +162,7 @@ def test_a_hf_folder_whose_pytorch_model_bin_carries_code_is_refused(
 def _started_run(tmp: Path, cfg: Path) -> Path:
     """A run directory as a fit leaves it: its resolved config and a checkpoint."""
     run = tmp / "run"
+    claim(run, "run")  # tlkit's run directory, marked as fit marks it
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(load_config(cfg)))
     (run / "metrics.jsonl").write_text('{"epoch": 0}\n')
@@ -298,8 +299,8 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = config(tmp_path, epochs=1, limit=120)
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text(dump_config(load_config(cfg)))  # what a kill leaves
+    claim(run, "run")  # what a kill leaves: the marker and the config
+    (run / "config.yaml").write_text(dump_config(load_config(cfg)))
     code, err = cli(capsys, "fit", cfg, "--out", run, "--resume", "--no-report")
     assert code == 0, err
     assert "nothing to resume" in err and (run / "summary.json").is_file()
@@ -378,6 +379,7 @@ def test_a_full_disk_appending_metrics_is_a_user_error(
 
 def _hold_lock(path: str, ready: Any, release: Any) -> None:
     run = RunDir(Path(path))
+    claim(run.path, "run")  # as fit does, before it locks
     run.lock()
     ready.set()
     release.wait(60)
@@ -398,7 +400,7 @@ def test_a_second_fit_into_a_run_directory_in_use_is_refused(
             code, err = cli(capsys, "fit", cfg, "--out", run, *extra)
             assert code == 2
             assert "is in use by another tlkit process" in error_line(err)
-        assert sorted(f.name for f in run.iterdir()) == [".lock"]  # nothing written
+        assert sorted(f.name for f in run.iterdir()) == [".lock", ".tlkit"]  # nothing written
     finally:
         release.set()
         holder.join()

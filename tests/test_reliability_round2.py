@@ -476,3 +476,60 @@ def test_checked_compares_a_transformer_config_with_the_weights(tmp_path: Path) 
                                     "config": {**meta["backbone"]["config"], key: value}}}
         with pytest.raises(UserError, match=said):
             checked(bad, tmp_path / "model.json", weights)
+
+
+def _payload(x: float) -> dict:  # type: ignore[type-arg]
+    import torch
+
+    return {"model": {"w": torch.full((64,), x)}, "optimizer": {}, "state": {"epoch": 0},
+            "rng": {}}
+
+
+def test_a_checkpoint_that_changed_after_it_was_written_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from tlkit.errors import UserError
+    from tlkit.train.checkpoint import (load_checkpoint, save_checkpoint, sha256_of,
+                                        sums_path)
+
+    last = tmp_path / "last.pt"
+    save_checkpoint(last, _payload(1.0))
+    first = last.read_bytes()
+    save_checkpoint(last, _payload(2.0))
+    assert float(load_checkpoint(last)["model"]["w"][0]) == 2.0
+    assert json.loads(sums_path(last).read_text())["sha256"] == [sha256_of(last)]
+    # a crash after the record was written but before the rename: the previous file survives,
+    # and the record (new and previous checksum) still matches it
+    second = last.read_bytes()
+    last.write_bytes(first)
+    sums_path(last).write_text(json.dumps({"sha256": ["0" * 64, sha256_of(last)]}))
+    assert float(load_checkpoint(last)["model"]["w"][0]) == 1.0
+    # one byte changed inside the tensor data: torch would read it; the checksum refuses it
+    last.write_bytes(second)
+    save_checkpoint(last, _payload(2.0))
+    data = bytearray(last.read_bytes())
+    import struct
+
+    at = data.find(struct.pack("<f", 2.0) * 4)
+    assert at > 0
+    data[at] ^= 0x01
+    last.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match the checksum recorded"):
+        load_checkpoint(last)
+
+
+@pytest.mark.slow  # a fit: a few seconds
+def test_resume_from_an_edited_checkpoint_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(tmp_path)
+    out = tmp_path / "run"
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--no-report")
+    assert code == 0, err
+    last = out / "checkpoints" / "last.pt"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    before = checksum(out, but=("train.log",))
+    code, err = cli(capsys, "fit", cfg, "--out", out, "--resume")
+    assert code == 2 and "does not match the checksum" in error_line(err)
+    assert checksum(out, but=("train.log",)) == before
