@@ -533,3 +533,129 @@ def test_resume_from_an_edited_checkpoint_exits_2(
     code, err = cli(capsys, "fit", cfg, "--out", out, "--resume")
     assert code == 2 and "does not match the checksum" in error_line(err)
     assert checksum(out, but=("train.log",)) == before
+
+
+# ==================================================================================================
+# 8. Signals and read-only places
+# ==================================================================================================
+
+
+def _checkpoint_write_seen(run: Path, proc: object, timeout: float = 120) -> bool:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:  # type: ignore[attr-defined]
+        ck = run / "checkpoints"
+        if ck.is_dir() and any(f.name.startswith((".last.pt.tmp", ".best.safetensors.tmp"))
+                               for f in ck.iterdir()):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+@pytest.mark.slow  # two fits in fresh interpreters, each stopped mid-write: about 30 s
+@pytest.mark.parametrize("sig,code,said", [("SIGINT", 130, "interrupted"),
+                                           ("SIGTERM", 143, "terminated")])
+def test_a_signal_during_a_checkpoint_write_ends_cleanly_and_leaves_no_temporary_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: str, code: int,
+        said: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tlkit.files import LEFTOVER
+    from tlkit.train.checkpoint import load_checkpoint
+
+    cfg = config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("  epochs: 1\n", "  epochs: 4\n"))
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TLKIT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "tlkit.cli", "fit", str(cfg), "--out",
+                             str(run), "--checkpoint-every", "1", "--no-report"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert _checkpoint_write_seen(run, proc), "no checkpoint write seen"
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err[-2000:]
+    assert said in err and "internal error" not in err and "Traceback" not in err
+    leftovers = [p.name for p in run.rglob("*") if LEFTOVER.match(p.name)]
+    assert leftovers == []
+    load_checkpoint(run / "checkpoints" / "last.pt")  # whole, and its checksum matches
+    code2, err2 = cli(capsys, "fit", cfg, "--out", run, "--resume", "--no-report")
+    assert code2 == 0, err2
+
+
+@pytest.mark.slow  # a fit: a few seconds
+def test_leftovers_of_a_killed_writer_are_removed_on_the_next_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tlkit.rundir import claim
+
+    cfg = config(tmp_path)
+    run = tmp_path / "run"
+    claim(run, "run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / ".last.pt.tmp4242").write_bytes(b"x" * 1000)  # a SIGKILL's leftover
+    (run / ".summary.json.tmp77").write_text("{")
+    (run / "model.tmp").mkdir()
+    (run / "model.tmp" / "model.safetensors").write_bytes(b"half")
+    (run / "notes.tmp1").write_text("a name that is not tlkit's pattern stays")
+    code, err = cli(capsys, "fit", cfg, "--out", run, "--resume", "--no-report")
+    assert code == 0, err
+    assert "removed 3 temporary file(s)" in err
+    assert not (run / "checkpoints" / ".last.pt.tmp4242").exists()
+    assert not (run / ".summary.json.tmp77").exists() and not (run / "model.tmp").exists()
+    assert (run / "notes.tmp1").is_file()
+
+
+def test_a_signal_inside_an_atomic_write_waits_for_the_rename(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tlkit.files import atomic_write
+
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("new")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, write)
+    assert target.read_text() == "new"  # the rename happened before the interrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.slow  # uses the module's finished run
+def test_report_and_export_in_a_read_only_place_say_so(
+        finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    real_write_text = Path.write_text
+
+    def read_only(self: Path, *a: object, **k: object) -> int:
+        if str(self).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_write_text(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    code, err = cli(capsys, "report", run)
+    assert code == 2 and "Read-only file system" in error_line(err) and "--out" in err
+    code, err = cli(capsys, "report", run, "--out", tmp_path / "page.html")
+    assert code == 0, err
+    assert (tmp_path / "page.html").is_file()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(run))
+                        else real_access(p, mode))
+    code, err = cli(capsys, "export", run, "--format", "onnx")
+    assert code == 2 and "read-only" in error_line(err) and "--out" in err

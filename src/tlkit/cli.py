@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tlkit import strategies
-from tlkit.errors import UserError
+from tlkit.errors import Terminated, UserError, raise_terminated
 
 
 def _quiet_env() -> None:
@@ -178,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from tlkit.report import write_report
 
-    print(write_report(Path(args.run_dir)))
+    print(write_report(Path(args.run_dir), args.out))
     return 0
 
 
@@ -199,7 +201,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = predict_run(Path(args.run_dir), args.inputs, args.data)
     text = dumps_jsonl(rows)
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write --out {args.out} ({e.strerror or e}); choose a "
+                            "writable place") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -457,6 +463,8 @@ def _run_commands(sub: Subparsers) -> None:
     sp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page with "
                         "the plan, the curves and the diagnostics of a finished run")
     sp.add_argument("run_dir")
+    sp.add_argument("--out", metavar="FILE", help="write the page here instead (for a run "
+                    "directory that is read-only)")
     sp.set_defaults(func=cmd_report)
     sp = sub.add_parser("export", help="the run's model as ONNX or TorchScript, checked "
                         "against PyTorch")
@@ -486,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_env()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: temporary files go
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if args.command != "fit" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("only `tlkit fit` runs on several processes (torchrun / "
@@ -502,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tlkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"tlkit {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except Exception:  # noqa: BLE001 - an internal error: keep the traceback for a bug report
         traceback.print_exc()
         print(f"tlkit {args.command}: internal error (a bug in tlkit; please report it with the "

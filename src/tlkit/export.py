@@ -23,6 +23,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -258,6 +259,17 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
     }
 
 
+def _check_writable(out: Path) -> None:
+    """Refuse, before anything is exported, a place that cannot be written (a read-only run
+    directory: the default is RUN_DIR/export/)."""
+    where = out.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not os.access(where, os.W_OK):
+        raise UserError(f"cannot write {out}: {where} is read-only; give --out a writable place "
+                        "(nothing was written)")
+
+
 def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
                data: str | None = None, check_split: str | None = None) -> ExportResult:
     """Export the model of ``run_dir`` and check it against PyTorch.
@@ -268,6 +280,7 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
     """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else default_output(run_dir, fmt)
+    _check_writable(out)
     _check_args(run_dir, fmt)
     if data is not None and check_split is not None:
         raise UserError("give --data or --check-split, not both")

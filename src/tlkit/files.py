@@ -9,8 +9,12 @@ import errno
 import os
 import pickle
 import re
+import signal
+import threading
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,64 @@ def write_error(path: Path, e: BaseException) -> UserError:
     )
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a file is written and renamed into place, then act on them:
+    Ctrl-C or a kill in the middle of a checkpoint write ends as "interrupted" with the file
+    whole (the old one or the new one), not as an error from inside the writer. Only the main
+    thread can hold signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, before)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)  # Python's own SIGINT handler raises KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), held[0])
+
+
+# The temporary names atomic_write uses: ``.NAME.tmpPID``.
+LEFTOVER = re.compile(r"^\..+\.tmp\d+$")
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete the temporary files a killed writer left in ``folder`` (tlkit's own names only;
+    the caller holds the folder's lock, so no writer is at work); the names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if p.is_file() and LEFTOVER.match(p.name):
+            try:
+                p.unlink()
+                removed.append(p.name)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then move the result over ``path`` atomically. A failed write
-    (a full disk, say) leaves ``path`` as it was and raises UserError."""
+    (a full disk, say) leaves ``path`` as it was and raises UserError; Ctrl-C and SIGTERM wait
+    for the rename (``deferred_signals``)."""
+    with deferred_signals():
+        _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
-from tlkit.files import atomic_write, write_error
+from tlkit.files import atomic_write, remove_leftovers, write_error
 
 
 # The file that makes a folder tlkit's: written when tlkit creates a run directory (or takes an
@@ -136,6 +137,18 @@ class RunDir:
                 "finish or choose another --out"
             ) from None
         self._lock_fd = fd
+
+    def remove_leftovers(self) -> list[str]:
+        """The temporary files and folders an interrupted writer left (tlkit's own names, in
+        this run directory, its checkpoints/ and model/), removed; their names. Call with the
+        lock held."""
+        removed = [*remove_leftovers(self.path), *remove_leftovers(self.checkpoints),
+                   *remove_leftovers(self.model)]
+        tmp_model = self.path / (self.model.name + ".tmp")  # saved.py writes model/ there first
+        if tmp_model.is_dir():
+            shutil.rmtree(tmp_model, ignore_errors=True)
+            removed.append(tmp_model.name)
+        return removed
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

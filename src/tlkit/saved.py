@@ -16,7 +16,7 @@ from tlkit.backbones import backbone_from_spec
 from tlkit.backbones.base import Preprocessing, TextPreprocessing, preprocessing_from_dict
 from tlkit.data import load_tokenizer
 from tlkit.errors import UserError
-from tlkit.files import disk_full, write_error
+from tlkit.files import deferred_signals, disk_full, write_error
 from tlkit.heads import build_head
 from tlkit.lora import apply_lora_spec, lora_spec
 from tlkit.model import TransferModel
@@ -46,7 +46,8 @@ def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
                extra: dict[str, Any] | None = None) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     try:
-        _write_model(tmp, folder, model, preprocessing, head, task, classes, extra)
+        with deferred_signals():  # Ctrl-C waits until model/ is whole, old or new
+            _write_model(tmp, folder, model, preprocessing, head, task, classes, extra)
     except Exception as e:
         # A full disk: the folder is written beside model/ and moved in place at the end, so
         # nothing is half-written; the run's checkpoint is untouched.

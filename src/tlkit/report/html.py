@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tlkit import __version__
+from tlkit.errors import UserError
 
 CSS = """
 :root { --ink: #1f2937; --muted: #5b6678; --line: #dde3ea; --bg: #f6f8fa;
@@ -141,10 +142,19 @@ def fmt(value: object, spec: str = ".4f") -> str:
 
 
 def write_page(path: Path, text: str) -> Path:
-    """Written whole, then renamed: a reader never sees half a page."""
+    """Written whole, then renamed: a reader never sees half a page. A place that cannot be
+    written (a read-only run directory, a full disk) is a UserError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {path} ({e.strerror or e}); the folder is read-only or "
+                        "full: write the page elsewhere with --out FILE") from None
     return path

@@ -19,11 +19,12 @@ SHOWN = {"source_model", "strategy", "task", "data", "skipped_images", "best_epo
          "classical_baseline"}
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Writes RUN_DIR/report.html and returns its path; a UserError for a directory that is
-    not a finished run."""
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Writes RUN_DIR/report.html (or ``out``) and returns its path; a UserError for a
+    directory that is not a finished run, or a place that cannot be written."""
     run = load_run(Path(run_dir))
-    return write_page(run.path / "report.html", report_html(run))
+    return write_page(Path(out) if out is not None else run.path / "report.html",
+                      report_html(run))
 
 
 def report_html(run: RunData) -> str:

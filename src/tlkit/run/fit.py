@@ -33,6 +33,10 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = _silent
     if dist.is_main:
         claim(run.path, "run")  # marked as tlkit's before anything else is written
         run.lock()
+        removed = run.remove_leftovers()  # what a killed writer left, now that none writes
+        if removed:
+            event("stage", {"what": f"removed {len(removed)} temporary file(s) an interrupted "
+                                    f"run left: {', '.join(removed[:5])}"})
     try:
         if starting_over:
             event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
