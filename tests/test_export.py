@@ -199,3 +199,21 @@ def test_tensorboard_events_hold_one_value_per_epoch(image_run):
     per_pass = -(-n_train // 16)
     passes = -(-100 // (2 * per_pass))
     assert [e.step for e in steps] == list(range(1, 2 * per_pass * passes + 1))
+
+
+@pytest.mark.slow
+def test_export_never_deletes_a_tokenizer_folder_it_did_not_write(text_run, tmp_path, capsys):
+    mine = tmp_path / "m.tokenizer"  # the user's folder, where the export puts the tokenizer
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "torchscript", "--out",
+                         str(tmp_path / "m.pt"))
+    assert code == 2 and "not a tokenizer folder tlkit exported" in err
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "m.pt").exists()
+    # its own tokenizer folder, from an earlier export, is replaced
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "torchscript", "--out",
+                         str(tmp_path / "own.pt"))
+    assert code == 0, err
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "torchscript", "--out",
+                         str(tmp_path / "own.pt"))
+    assert code == 0, err

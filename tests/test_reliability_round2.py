@@ -659,3 +659,23 @@ def test_report_and_export_in_a_read_only_place_say_so(
                         else real_access(p, mode))
     code, err = cli(capsys, "export", run, "--format", "onnx")
     assert code == 2 and "read-only" in error_line(err) and "--out" in err
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{}", '{"chosen": "bogus", "settings": {}}', "{",
+                                  "null"])
+def test_an_edited_auto_record_is_refused_on_resume(tmp_path: Path, text: str) -> None:
+    from tlkit.errors import UserError
+    from tlkit.run.auto import recorded_choice
+
+    record = tmp_path / "auto.json"
+    record.write_text(text)
+    with pytest.raises(UserError, match="auto.json cannot be read as freeze_strategy auto's"):
+        recorded_choice(record)
+
+
+def test_a_bare_off_is_read_as_the_word(tmp_path: Path) -> None:
+    from tlkit.config import load_config
+
+    cfg = config(tmp_path)
+    cfg.write_text(cfg.read_text() + "diagnostics:\n  check_preprocessing: off\n")
+    assert load_config(str(cfg)).diagnostics.check_preprocessing == "off"

@@ -420,6 +420,19 @@ def format_choice(choice: Choice) -> str:
     return "\n".join(lines)
 
 
+def recorded_choice(record: Any) -> Choice:
+    """The pick a run recorded, checked: its own file, but a file can be edited or damaged."""
+    try:
+        choice = Choice.from_dict(json.loads(record.read_text()))
+        if choice.chosen not in CANDIDATES or not isinstance(choice.settings, dict):
+            raise ValueError(f"chosen {choice.chosen!r} is not one of {', '.join(CANDIDATES)}")
+        return choice
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
+        raise UserError(f"{record} cannot be read as freeze_strategy auto's record ({e}); it "
+                        "is written by fit: restore it, or delete it to run the trials again "
+                        "on --resume") from None
+
+
 def resolve_auto(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event
                  ) -> tuple[Config, Choice | None]:
     """The config to train: ``cfg`` itself, or with auto, the chosen candidate's (read from the
@@ -428,7 +441,7 @@ def resolve_auto(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Even
         return cfg, None
     record = run.path / "auto.json"
     if resume and record.is_file():
-        choice = Choice.from_dict(json.loads(record.read_text()))
+        choice = recorded_choice(record)
         event("stage", {"what": f"freeze_strategy auto: resuming the pick {choice.chosen} "
                                 f"({record})"})
     else:
