@@ -117,7 +117,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     from tlkit.rundir import check_writable
 
-    check_writable(out, "run")  # before the log or TensorBoard write anything into it
+    if os.environ.get("RANK", "0") == "0":  # before the log or TensorBoard write anything
+        check_writable(out, "run")
     if args.baseline:
         from tlkit.variants import check_baselines
 

@@ -46,7 +46,11 @@ def check_writable(path: Path, kind: str, flag: str = "--out") -> None:
     if not path.is_dir() or owned(path, kind):
         return
     try:
-        entries = sorted(e.name for e in path.iterdir())
+        # the marker being written (another process of the same launch claims the folder) and
+        # the lock are tlkit's own, not the user's
+        entries = sorted(e.name for e in path.iterdir()
+                         if e.name != ".lock" and not e.name.startswith(f"{MARKER}.tmp")
+                         and not e.name.startswith(f".{MARKER}.tmp"))
     except OSError as e:
         raise UserError(f"cannot read {flag} {path} ({e.strerror or e}); choose another "
                         f"{flag}") from None

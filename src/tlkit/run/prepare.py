@@ -74,7 +74,8 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
     run = RunDir(out)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
-    check_writable(run.path, "run")
+    if dist.is_main:  # the others wait for rank 0, which claims the folder
+        check_writable(run.path, "run")
     if resume and not run.last.is_file():
         # Killed before its first checkpoint (or never started): resuming is starting. So a run
         # killed at any moment continues with the same command.
