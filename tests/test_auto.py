@@ -82,14 +82,64 @@ def test_auto_budget_belongs_to_auto():
         validate(raw)
 
 
-def test_a_trial_must_beat_the_frozen_head_by_more_than_the_noise():
-    frozen = [0.70, 0.60, 0.80, 0.65, 0.75, 0.70, 0.55, 0.85, 0.70, 0.70]
-    close = [x - 0.02 + (0.1 if i % 2 else -0.1) for i, x in enumerate(frozen)]
-    far = [x - 0.4 for x in frozen]
-    scores = {"all_frozen": 0.70, "lora": 0.68}
-    chosen, why = auto._decide("lora", scores, {"all_frozen": frozen, "lora": close},
-                               ["all_frozen", "lora"])
-    assert chosen == "all_frozen" and "cannot tell them apart" in why[0]
-    chosen, why = auto._decide("lora", {"all_frozen": 0.70, "lora": 0.30},
-                               {"all_frozen": frozen, "lora": far}, ["all_frozen", "lora"])
-    assert chosen == "lora" and "more than 2 paired standard errors" in why[0]
+def test_the_frozen_head_must_beat_the_fine_tuning_trial_by_more_than_the_noise():
+    trial = [0.70, 0.60, 0.80, 0.65, 0.75, 0.70, 0.55, 0.85, 0.70, 0.70]
+    close = [x - 0.02 + (0.1 if i % 2 else -0.1) for i, x in enumerate(trial)]
+    far = [x - 0.4 for x in trial]
+    compared = ["all_frozen", "lora"]
+    chosen, why = auto._decide("lora", {"all_frozen": 0.68, "lora": 0.70},
+                               {"all_frozen": close, "lora": trial}, compared)
+    assert chosen == "lora" and "within 2 paired standard errors" in why[0]
+    chosen, why = auto._decide("lora", {"all_frozen": 0.30, "lora": 0.70},
+                               {"all_frozen": far, "lora": trial}, compared)
+    assert chosen == "all_frozen" and "more than 2 paired standard errors" in why[0]
+
+
+def _small(**tc: Any) -> Any:
+    raw = _raw(**tc)
+    raw["data"]["limit"] = 40
+    return validate(raw)
+
+
+@pytest.mark.slow
+def test_a_validation_split_too_small_to_measure_takes_the_first_candidate_that_fits(
+        tmp_path: Path):
+    # 40 examples: a validation split of 4, too few to tell trials apart
+    from tlkit.distributed import setup
+
+    cfg = _small(auto_budget=200, epochs=2)
+    choice = auto.choose(cfg, setup("cpu"), lambda kind, info: None)
+    assert choice.chosen == "top_n_unfrozen"
+    assert "too few to tell trials apart" in choice.reasons[0]
+    assert all(t.rung == -1 for t in choice.trials)  # no trial ran
+    # auto's fine-tuning rates where the config leaves them unset; what it sets is kept
+    assert choice.rates["backbone_lr"] == auto.TUNING["image"]["backbone_lr"]
+    assert "head_lr" not in choice.rates and "epochs" not in choice.rates
+    picked = auto.chosen_config(cfg, choice)
+    assert picked.transfer_config.head_lr == 1e-2 and picked.transfer_config.epochs == 2
+    assert picked.transfer_config.lr_decay_per_layer == auto.TUNING["image"]["lr_decay_per_layer"]
+
+
+def test_the_head_does_not_depend_on_what_loaded_before_in_the_process():
+    """auto's trials load and train before the pick's fit, in the same process: the pick's head
+    must start as a fit of its own would (the backbone's loading draws from a copy of the
+    generator)."""
+    import torch
+
+    from tlkit.assemble import assemble
+    from tlkit.heads import build_head
+
+    tc = validate(_raw(freeze_strategy="all_frozen")).transfer_config
+    heads = []
+    for before in (None, "timm:test_vit"):
+        if before is not None:
+            from tlkit.backbones import load_backbone
+
+            load_backbone(before, "none", tc.pooling, None)
+        torch.manual_seed(7)
+        asm = assemble(tc, 10)
+        heads.append(torch.cat([p.detach().flatten() for p in asm.model.head.parameters()]))
+    torch.manual_seed(7)
+    own = build_head(asm.model.backbone.feature_dim, 10, "linear", 256, tc.dropout)
+    assert torch.equal(heads[0], heads[1])
+    assert torch.equal(heads[0], torch.cat([p.detach().flatten() for p in own.parameters()]))

@@ -183,8 +183,8 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
     reasons = [f"the concept's table (below) points to {adv.strategy}"
                + (f" ({', '.join(f'{k} {v}' for k, v in adv.settings.items())})"
                   if adv.settings else "")
-               + f"; trials on this data measured {choice.chosen} best "
-               "(freeze_strategy auto's successive halving, the table of trials above)",
+               + f"; freeze_strategy auto picks {choice.chosen} on this data: "
+               + (choice.reasons[0] if choice.reasons else "the table of trials above"),
                *adv.reasons]
     if choice.classical is not None and choice.classical.get("beats_pick"):
         # said plainly, first: the cheaper alternative won on validation

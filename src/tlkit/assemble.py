@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from tlkit import strategies
 from tlkit.backbones import Backbone, LayerGroup, load_backbone
 from tlkit.backbones.groups import groups_from_patterns
@@ -57,7 +59,14 @@ def build_model(backbone: Backbone, num_outputs: int, hs: HeadSettings) -> Trans
 def assemble(tc: TransferConfig, num_outputs: int, modality: str | None = None,
              max_length: int | None = None, backbone: Backbone | None = None) -> Assembled:
     if backbone is None:
-        backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling, max_length)
+        # Loading draws from the random generator, and not the same on a process's first load
+        # as on later ones (timm and transformers set things up once): the head's initialisation
+        # must not depend on what loaded before in the process (auto's trials, compare's
+        # variants), so the load draws from a copy. A random initialisation (pretrained_weights
+        # none) starts from the caller's state all the same.
+        with torch.random.fork_rng(devices=[]):
+            backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling,
+                                     max_length)
     if modality is not None and backbone.kind != modality:
         raise UserError(
             f"{tc.source_model} is a {backbone.kind} backbone but the data is {modality}; "

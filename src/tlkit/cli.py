@@ -39,8 +39,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if cfg.transfer_config.freeze_strategy == "auto":
         from tlkit.run.auto import CANDIDATES
 
-        print("freeze_strategy auto: fit chooses the strategy by trials of "
-              f"{', '.join(CANDIDATES)} (successive halving on the validation loss), within "
+        print("freeze_strategy auto: fit chooses among "
+              f"{', '.join(CANDIDATES)} (the fine-tuning ones at auto's rates where the config "
+              "leaves them unset; successive halving on the validation loss where the "
+              "validation split can tell trials apart), within "
               f"auto_budget {cfg.transfer_config.auto_budget:g} x the default fit's time; "
               "`tlkit plan --set transfer_config.freeze_strategy=NAME` shows a candidate's plan")
         return 0

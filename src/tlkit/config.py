@@ -704,11 +704,18 @@ def validate(raw: Any, source: str = "<config>") -> Config:
 
 def derive(cfg: Config, source: str, **sections: dict[str, Any]) -> Config:
     """``cfg`` with some keys changed (``transfer_config={...}``, ``data={...}``), validated
-    again: a derived config is checked like a user's."""
+    again: a derived config is checked like a user's. The keys the user set (pydantic's
+    ``model_fields_set``) are those of ``cfg`` and the changed ones, so a derived config still
+    tells the user's settings from the defaults (``freeze_strategy: auto`` sets rates only where
+    the user left them)."""
     raw = cfg.model_dump(mode="json")
     for name, changes in sections.items():
         raw[name].update(changes)
-    return validate(raw, source)
+    new = validate(raw, source)
+    for name, changes in sections.items():  # what the user set stays told apart from defaults
+        getattr(new, name).__pydantic_fields_set__ = (getattr(cfg, name).model_fields_set
+                                                      | set(changes))
+    return new
 
 
 def without_strategy_keys(tc: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,29 @@
-"""``freeze_strategy: auto``: the strategy chosen by measurement, inside a time budget.
+"""``freeze_strategy: auto``: the strategy and its rates chosen inside a time budget.
 
 The candidates are the strategies that suit a user's small or medium labelled set: a converged
 linear head on frozen features (``all_frozen``), the top groups retrained (``top_n_unfrozen``),
-linear probe then fine-tuning (``lp_ft``), full fine-tuning (``none``) and LoRA. Each is tried
-on the run's own training and validation splits, by successive halving (Jamieson & Talwalkar,
-2016; Li et al., 2017): every candidate trains a short version of its schedule (a quarter of the
-epochs and of ``min_steps``), the better half by validation loss trains twice as long, and the
-best of those is the pick when it beats the frozen head's validation loss by more than two
-paired standard errors (over the validation examples); otherwise the frozen head is: a small
-validation split cannot tell close candidates apart, and the converged head costs nothing and
-does not overfit the trials' noise. ``fit`` then trains the pick with the full schedule. The frozen head needs
-no trials: its convex solve is already converged. Trials share the activation cache, so frozen
-bottoms are computed once.
+linear probe then fine-tuning (``lp_ft``), full fine-tuning (``none``) and LoRA. A fine-tuning
+candidate trains at auto's fine-tuning rates and length (``TUNING``, per modality: a head rate
+of 1e-2 for the new head, the backbone at 1e-4 (text) or 3e-4 (images) decayed per group, 5
+epochs) wherever the user's config leaves those keys unset; what the user set is kept.
+
+Which fine-tuning candidate, by measurement where the validation split can measure: the
+candidates whose training fits the budget try a short version of their schedule by successive
+halving (Jamieson & Talwalkar, 2016; Li et al., 2017): every candidate trains a quarter of the
+epochs and of ``min_steps``, the better half by validation loss trains twice as long, and the
+best is the fine-tuning pick. When only one candidate's trials and training fit the budget, it
+is the pick without trials; when the validation split is too small to tell trials apart (fewer
+than ``MIN_VAL`` examples), the pick is the first candidate, in the order above, whose training
+fits the budget: ``top_n_unfrozen`` first, the cheapest (its frozen bottom is computed once,
+``tlkit.cache``) and, in bench/small_data.py's eight cells (two text and two image sets at 100
+and 1,000 labels), within a point of the frozen head or above it in every one.
+
+The frozen head against the fine-tuning pick: the frozen head needs no trial (its convex solve
+is already converged, on cached features) and is the pick only when no fine-tuning candidate
+fits the budget, or when its validation loss beats the fine-tuning pick's trial by more than two
+paired standard errors over the validation examples (a trial is a shortened schedule, so it
+errs toward the frozen head). ``fit`` then trains the pick with the full schedule. Trials share
+the activation cache, so frozen bottoms are computed once.
 
 The budget: the whole fit takes about ``auto_budget`` times what the default fit would (loading
 the backbone and one forward pass over every split: all_frozen's cost), so the trials and the
@@ -60,10 +72,20 @@ from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
 
 Event = Callable[[str, dict[str, Any]], None]
 
+# the frozen head, then the fine-tuning candidates in the order taken when trials cannot choose
 CANDIDATES = ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")
-RUNGS = (4, 2)
-MARGIN = 2.0  # paired standard errors a trial must beat the frozen head by to be picked  # the trials' schedules: a quarter, then half of the full one
+RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
+MARGIN = 2.0  # paired standard errors the frozen head must beat the fine-tuning pick by
 BACKWARD = 2.0  # a backward pass costs about two forwards
+# Fine-tuning rates and length per modality, where the user's config leaves the key unset: a new
+# head learns fast, the pretrained layers slowly and slower toward the input (bench/strategies.py's
+# rates for MiniLM and MobileNetV2).
+TUNING: dict[str, dict[str, Any]] = {
+    "text": {"head_lr": 1e-2, "backbone_lr": 1e-4, "lr_decay_per_layer": 0.8, "batch_size": 16,
+             "dropout": 0.1, "epochs": 5},
+    "image": {"head_lr": 1e-2, "backbone_lr": 3e-4, "lr_decay_per_layer": 0.7,
+              "batch_size": 32, "dropout": 0.2, "epochs": 5},
+}
 
 
 @dataclass
@@ -91,6 +113,8 @@ class Choice:
     # the classical baseline on the same splits (issue 20): its validation loss and metric, and
     # whether it beat the pick by the margin (auto then says so, and still trains the pick)
     classical: dict[str, Any] | None = None
+    # the fine-tuning rates and length auto set (the keys the user's config left unset)
+    rates: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,17 +138,28 @@ class _Base:
     n_test: int
     load_seconds: float  # loading the backbone
     splits: Any  # the run's splits (the classical baseline reads their inputs)
+    rates: dict[str, Any] = field(default_factory=dict)  # auto's rates for fine-tuning candidates
+
+
+def tuning_rates(cfg: Config, modality: str) -> dict[str, Any]:
+    """auto's fine-tuning rates and length for ``modality``, for the keys the user left unset."""
+    given = cfg.transfer_config.model_fields_set
+    return {k: v for k, v in TUNING.get(modality, {}).items() if k not in given}
 
 
 def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
-                     min_steps: int | None = None, trial: bool = False) -> Config:
+                     min_steps: int | None = None, trial: bool = False,
+                     rates: dict[str, Any] | None = None) -> Config:
     """``cfg`` with ``strategy`` in place of auto: the keys the user gave for it are kept, the
-    other strategies' keys go back to their defaults. A ``trial`` keeps the validation split
-    out of the frozen head's fit, so every trial's validation loss is out-of-sample."""
+    other strategies' keys go back to their defaults; a fine-tuning candidate takes ``rates``
+    (auto's, for the keys the user left unset). A ``trial`` keeps the validation split out of
+    the frozen head's fit, so every trial's validation loss is out-of-sample."""
     tc = cfg.transfer_config.model_dump(mode="json")
     own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
     tc = without_strategy_keys(tc)
     tc.update(own, freeze_strategy=strategy, auto_budget=5.0)
+    if strategy != "all_frozen":
+        tc.update(rates or {})
     if epochs is not None:
         tc["epochs"] = max(epochs, 2) if strategy == "lp_ft" else epochs  # a probe, then tuning
         tc["early_stopping_patience"] = None  # a trial is short: it runs its schedule out
@@ -138,11 +173,11 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
 
 
 def chosen_config(cfg: Config, choice: Choice) -> Config:
-    return candidate_config(cfg, choice.chosen)
+    return candidate_config(cfg, choice.chosen, rates=choice.rates)
 
 
 def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
-    """Successive halving over the candidates inside the budget; the record of every trial."""
+    """The pick inside the budget (the module's docstring); the record of every trial."""
     if dist.enabled:
         raise UserError("freeze_strategy auto runs its trials on one process; run it without "
                         "torchrun / accelerate launch, or name a strategy")
@@ -164,63 +199,98 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
     frozen.rung, frozen.note = -1, "the linear head's convex solve on the cached features"
     trials.append(frozen)
     costs: dict[str, float] = {}
-    alive: list[str] = []
     for name in CANDIDATES[1:]:
         reason, cost = _estimate(base, name, per_example)
-        if reason is None and len(base.data.val) < MIN_VAL:
-            reason = (f"the validation split has {len(base.data.val)} examples, fewer than "
-                      f"{MIN_VAL}: too few to tell trials apart (the frozen head is fitted by "
-                      "cross-validation)")
-        if reason is None and cost * (1 + sum(1 / r for r in RUNGS)) > budget:
-            reason = (f"its trials and training would take about "
-                      f"{cost * (1 + sum(1 / r for r in RUNGS)):.0f} s, over the budget "
-                      f"({budget:.0f} s; raise auto_budget to try it)")
+        if reason is None and cost > budget - (time.perf_counter() - t0):
+            reason = (f"its training would take about {cost:.0f} s, over the budget ({budget:.0f}"
+                      " s; raise auto_budget to try it)")
         if reason is not None:
             trials.append(Trial(name, -1, 0, 0, note=f"skipped: {reason}"))
-            continue
-        costs[name] = cost
-        alive.append(name)
+        else:
+            costs[name] = cost
+    alive = list(costs)  # in CANDIDATES' order
     scores: dict[str, float] = {"all_frozen": _score(frozen)}
+    chosen, reasons = _pick(base, alive, costs, scores, losses, trials, budget, t0, metric,
+                            event)
+    if 0 < len(base.data.val) < MIN_VAL_EXAMPLES and chosen in losses and chosen != "all_frozen":
+        reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
+                       "between close candidates is noisy")
+    classical = _classical(base, cfg, chosen, scores, losses, metric, event, trials, reasons)
+    spent = time.perf_counter() - t0
+    rates = base.rates if chosen != "all_frozen" else {}
+    own = candidate_config(cfg, chosen, rates=rates).transfer_config
+    settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
+    return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
+                           for k, v in settings.items() if v is not None},
+                  round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons,
+                  classical, dict(rates))
+
+
+def _pick(base: _Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
+          losses: dict[str, list[float]], trials: list[Trial], budget: float, t0: float,
+          metric: str, event: Event) -> tuple[str, list[str]]:
+    """The pick among the frozen head and the fine-tuning candidates whose training fits the
+    budget (``alive``, in CANDIDATES' order), and why."""
+    if not alive:
+        return "all_frozen", ["no fine-tuning candidate fits the budget: the frozen head's "
+                              "convex solve is the pick"]
+    if len(base.data.val) < MIN_VAL:
+        pick = alive[0]
+        trials.extend(Trial(c, -1, 0, 0, note=f"not tried: {pick} comes first") for c in alive[1:])
+        trials.append(Trial(pick, -1, 0, 0, note=f"picked without a trial, estimated "
+                                                  f"{costs[pick]:.1f} s of training"))
+        return pick, [f"the validation split has {len(base.data.val)} examples, fewer than "
+                      f"{MIN_VAL}: too few to tell trials apart, so no trial ran; {pick} is the "
+                      "first fine-tuning candidate (in the order top_n_unfrozen, lp_ft, none, "
+                      "lora) whose training fits the budget"]
+    best = _halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event)
+    if best is None:  # one candidate's training fits, but not its trial as well
+        pick = alive[0]
+        trials.append(Trial(pick, -1, 0, 0, note=f"picked without a trial: its training "
+                                                 f"(about {costs[pick]:.0f} s) fits the budget, "
+                                                 "its trial as well does not"))
+        return pick, [f"{pick} is the only fine-tuning candidate whose training fits the budget"]
+    return _decide(best, scores, losses, [t.strategy for t in trials if t.rung >= 0])
+
+
+def _halving(base: _Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
+             losses: dict[str, list[float]], trials: list[Trial], budget: float, t0: float,
+             metric: str, event: Event) -> str | None:
+    """Successive halving over the fine-tuning candidates in ``alive`` (changed in place: what
+    is left when no trial could run); the best by validation loss, or None when no trial ran."""
+    tc = base.cfg.transfer_config
+    ran_any: str | None = None
     for rung, divisor in enumerate(RUNGS):
-        if not alive:
-            break
+        if len(alive) < 2 and (rung > 0 or not alive):
+            break  # one candidate left: its trial would not change the pick among fine-tuners
         spent = time.perf_counter() - t0
         # the rung's trials and the costliest survivor's full training must fit what is left
         while alive and spent + sum(costs[c] / divisor for c in alive) + max(
                 costs[c] for c in alive) > budget:
+            if len(alive) == 1 and rung == 0:
+                return None  # its training fits (checked before), its trial as well does not
             drop = max(alive, key=lambda c: costs[c])
             alive.remove(drop)
             trials.append(Trial(drop, rung, 0, 0, note=f"skipped at rung {rung}: the budget "
                                                         f"left ({budget - spent:.0f} s) is short"))
         ran: list[Trial] = []
         for name in alive:
-            epochs = max(1, round(tc.epochs / divisor))
+            epochs = max(1, round(_epochs(base, name) / divisor))
             ran.append(_run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung,
                                   losses))
+            ran[-1].note = f"estimated {costs[name] / divisor:.1f} s"
             event("stage", {"what": _describe(ran[-1], metric)})
-        for t in ran:
-            t.note = f"estimated {costs[t.strategy] / divisor:.1f} s"
         trials.extend(ran)
         for t in ran:
             scores[t.strategy] = _score(t)
-        ranked = sorted(scores, key=lambda c: scores[c])
-        keep = ranked[:max(1, math.ceil(len(ranked) / 2))]
-        alive = [c for c in alive if c in keep and c in costs]
-        scores = {c: scores[c] for c in keep}
-    compared = [t.strategy for t in trials
-                if t.rung == 0 or (t.rung == -1 and not t.note.startswith("skipped"))]
-    chosen, reasons = _decide(min(scores, key=lambda c: scores[c]), scores, losses, compared)
-    if len(base.data.val) < MIN_VAL_EXAMPLES:
-        reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
-                       "between close candidates is noisy")
-    classical = _classical(base, cfg, chosen, scores, losses, metric, event, trials, reasons)
-    spent = time.perf_counter() - t0
-    own = chosen_config(cfg, Choice(chosen, {}, 0, 0, 0, metric)).transfer_config
-    settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
-    return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
-                           for k, v in settings.items() if v is not None},
-                  round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons,
-                  classical)
+        ranked = sorted(alive, key=lambda c: scores[c])
+        ran_any = ranked[0] if ranked else ran_any
+        alive[:] = ranked[:max(1, math.ceil(len(ranked) / 2))]
+    return ran_any
+
+
+def _epochs(base: _Base, strategy: str) -> int:
+    return candidate_config(base.cfg, strategy, rates=base.rates).transfer_config.epochs
 
 
 def _classical(base: _Base, cfg: Config, chosen: str, scores: dict[str, float],
@@ -264,24 +334,26 @@ def _classical(base: _Base, cfg: Config, chosen: str, scores: dict[str, float],
 
 def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
             compared: list[str]) -> tuple[str, list[str]]:
-    """The pick: the frozen head (cheap, converged, no trial noise) unless the best trial beats
-    it on validation loss by more than ``MARGIN`` paired standard errors."""
+    """The fine-tuning pick ``best`` (its trial a shortened schedule), unless the frozen head's
+    validation loss is below it by more than ``MARGIN`` paired standard errors."""
     over = f"successive halving over {', '.join(compared)}"
-    if best == "all_frozen" or "all_frozen" not in losses or best not in losses:
-        return best, [f"{best} has the lowest validation loss ({scores[best]:.4f}); {over}"]
-    d = np.asarray(losses[best]) - np.asarray(losses["all_frozen"])
-    se = noise_of(np.asarray(losses[best]), losses["all_frozen"], "loss") if len(d) > 1 \
+    if "all_frozen" not in losses or best not in losses:
+        return best, [f"{best} has the lowest validation loss of the trials "
+                      f"({scores[best]:.4f}); {over}"]
+    d = np.asarray(losses["all_frozen"]) - np.asarray(losses[best])
+    se = noise_of(np.asarray(losses["all_frozen"]), losses[best], "loss") if len(d) > 1 \
         else math.inf
-    gain = -float(d.mean())
+    gain = -float(d.mean())  # the frozen head's gain over the pick
     if gain > MARGIN * se:
-        return best, [f"{best}'s validation loss {scores[best]:.4f} is below the frozen head's "
-                      f"by {gain:.4f}, more than {MARGIN:g} paired standard errors "
-                      f"({MARGIN:g} x {se:.4f}) over {len(d)} validation examples; {over}"]
-    return "all_frozen", [
-        f"{best} had the lowest validation loss ({scores[best]:.4f}), but its gain over the "
-        f"frozen head ({gain:+.4f}) is within {MARGIN:g} paired standard errors ({MARGIN:g} x "
-        f"{se:.4f}) over {len(d)} validation examples: the validation split cannot tell them "
-        f"apart, and the converged frozen head is kept; {over}"]
+        return "all_frozen", [
+            f"the frozen head's validation loss {scores['all_frozen']:.4f} is below {best}'s "
+            f"trial ({scores[best]:.4f}) by {gain:.4f}, more than {MARGIN:g} paired standard "
+            f"errors ({MARGIN:g} x {se:.4f}) over {len(d)} validation examples; {over}"]
+    return best, [
+        f"{best} has the lowest validation loss of the fine-tuning trials ({scores[best]:.4f}; "
+        f"the frozen head {scores['all_frozen']:.4f}, a difference of {gain:+.4f} in the frozen "
+        f"head's favour, within {MARGIN:g} paired standard errors ({MARGIN:g} x {se:.4f}) over "
+        f"{len(d)} validation examples); {over}"]
 
 
 def _score(t: Trial) -> float:
@@ -322,7 +394,8 @@ def _base(cfg: Config, dist: Dist, event: Event) -> _Base:
                           dist=dist)
     return _Base(cfg, backbone, num_outputs_of(splits.train), data.modality,
                  training_data(cfg, data.modality, splits, prep, collate, train_ds), cache, dist,
-                 0 if splits.test is None else len(splits.test), load_seconds, splits)
+                 0 if splits.test is None else len(splits.test), load_seconds, splits,
+                 tuning_rates(cfg, data.modality))
 
 
 def _forward_seconds(base: _Base, n: int = 48) -> float:
@@ -348,7 +421,7 @@ def _assembled(base: _Base, cfg: Config) -> Assembled:
 
 def _estimate(base: _Base, strategy: str, per_example: float) -> tuple[str | None, float]:
     """(why the candidate cannot run here, or None; the seconds of its full training)."""
-    cfg = candidate_config(base.cfg, strategy)
+    cfg = candidate_config(base.cfg, strategy, rates=base.rates)
     try:
         asm = _assembled(base, cfg)
     except UserError as e:  # LoRA on a backbone without its target modules, say
@@ -375,7 +448,7 @@ def _cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> flo
 
 def _run_trial(base: _Base, strategy: str, epochs: int | None, min_steps: int | None,
                rung: int, losses: dict[str, list[float]]) -> Trial:
-    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True)
+    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True, rates=base.rates)
     tc = cfg.transfer_config
     asm = _assembled(base, cfg)
     hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
