@@ -17,6 +17,13 @@ from tlkit.run import auto, fit_run
 
 
 
+@pytest.fixture
+def no_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The random-feature backbone loses to raw pixels on digits (auto would rightly pick the
+    pixels' model, tests/test_pixels.py): these tests are about the transfer candidates."""
+    monkeypatch.setattr(auto, "_pixels_win", lambda *a, **k: None)
+
+
 def _raw(**tc: Any) -> dict[str, Any]:
     return {"transfer_config": {"source_model": "timm:test_efficientnet",
                                 "pretrained_weights": "none", "freeze_strategy": "auto",
@@ -25,7 +32,7 @@ def _raw(**tc: Any) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path):
+def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path, no_pixels):
     events: list[str] = []
     summary = fit_run(validate(_raw(auto_budget=200)), tmp_path / "run",
                       event=lambda kind, info: events.append(str(info.get("what", ""))))
@@ -52,7 +59,7 @@ def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path):
+def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path, no_pixels):
     summary = fit_run(validate(_raw(auto_budget=1)), tmp_path / "run")
     rec = summary["auto"]
     assert rec["chosen"] == "all_frozen"
@@ -103,7 +110,7 @@ def _small(**tc: Any) -> Any:
 
 @pytest.mark.slow
 def test_a_validation_split_too_small_to_measure_takes_the_first_candidate_that_fits(
-        tmp_path: Path):
+        tmp_path: Path, no_pixels):
     # 40 examples: a validation split of 4, too few to tell trials apart
     from tlkit.distributed import setup
 

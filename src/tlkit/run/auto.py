@@ -74,6 +74,9 @@ Event = Callable[[str, dict[str, Any]], None]
 
 # the frozen head, then the fine-tuning candidates in the order taken when trials cannot choose
 CANDIDATES = ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")
+# images: the raw pixels' model (tlkit.backbones.pixels), picked where the pretrained features do
+# worse than the pixels themselves under the same convex head
+PIXELS = "pixels"
 RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
 MARGIN = 2.0  # paired standard errors the frozen head must beat the fine-tuning pick by
 BACKWARD = 2.0  # a backward pass costs about two forwards
@@ -158,7 +161,10 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
     own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
     tc = without_strategy_keys(tc)
     tc.update(own, freeze_strategy=strategy, auto_budget=5.0)
-    if strategy != "all_frozen":
+    if strategy == PIXELS:  # no pretrained network: a logistic regression on the pixels
+        tc.update(freeze_strategy="all_frozen", source_model="pixels",
+                  pretrained_weights="packaged")
+    elif strategy != "all_frozen":
         tc.update(rates or {})
     if epochs is not None:
         tc["epochs"] = max(epochs, 2) if strategy == "lp_ft" else epochs  # a probe, then tuning
@@ -169,6 +175,9 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
         tc["head_refit"] = False
     if strategy == "lp_ft" and tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
         tc["lp_epochs"] = None
+    if strategy == PIXELS:  # its own 16 x 16, not the resolution set for the network
+        return derive(cfg, f"freeze_strategy auto ({strategy})", transfer_config=tc,
+                      data={"image_size": None})
     return derive(cfg, f"freeze_strategy auto ({strategy})", transfer_config=tc)
 
 
@@ -210,20 +219,101 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
             costs[name] = cost
     alive = list(costs)  # in CANDIDATES' order
     scores: dict[str, float] = {"all_frozen": _score(frozen)}
-    chosen, reasons = _pick(base, alive, costs, scores, losses, trials, budget, t0, metric,
-                            event)
+    pixels = _pixels_win(base, event, trials)
+    if pixels is not None:
+        chosen, reasons = PIXELS, [pixels]
+        trials.extend(Trial(c, -1, 0, 0, note="not tried: raw pixels beat the pretrained "
+                                                "features") for c in alive)
+    else:
+        chosen, reasons = _pick(base, alive, costs, scores, losses, trials, budget, t0, metric,
+                                event)
     if 0 < len(base.data.val) < MIN_VAL_EXAMPLES and chosen in losses and chosen != "all_frozen":
         reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
                        "between close candidates is noisy")
     classical = _classical(base, cfg, chosen, scores, losses, metric, event, trials, reasons)
     spent = time.perf_counter() - t0
-    rates = base.rates if chosen != "all_frozen" else {}
+    rates = base.rates if chosen not in ("all_frozen", PIXELS) else {}
     own = candidate_config(cfg, chosen, rates=rates).transfer_config
     settings = {k: getattr(own, k) for owner, k in strategies.owned_keys() if owner == chosen}
     return Choice(chosen, {k: v.model_dump() if hasattr(v, "model_dump") else v
                            for k, v in settings.items() if v is not None},
                   round(budget, 2), round(spent, 2), round(default, 2), metric, trials, reasons,
                   classical, dict(rates))
+
+
+def _pixels_win(base: _Base, event: Event, trials: list[Trial]) -> str | None:
+    """Images, single-label: do raw pixels (``tlkit.backbones.pixels``) beat the pretrained
+    network's frozen features under the same convex head? Each example's out-of-fold Brier score
+    (a proper score, bounded: one overconfident mistake cannot swamp the paired test as a log
+    loss of 30 can) over
+    the training and validation splits together (the same folds for both feature sets, so the
+    losses pair up; the pretrained features are the cached ones the frozen head was fitted on).
+    Returns why the pixels are the pick when they win by more than ``MARGIN`` paired standard
+    errors, else None. A fine-tuned network starts from those features, so where a linear
+    model on the pixels beats them clearly, the pretrained network is not what the data needs."""
+    if base.modality != "image" or base.data.task != "single_label" or base.cache is None:
+        return None
+    from tlkit.train.head_solver import features, out_of_fold
+
+    n = base.cache.n_groups
+    got = [base.cache.get(name, getattr(base.data, name), n) for name in ("train", "val")]
+    if any(g is None for g in got):
+        return None
+    pairs = [features(g) for g in got if g is not None]
+    x_frozen = np.concatenate([x for x, _ in pairs])
+    y = np.concatenate([t for _, t in pairs])
+    if len(y) < 20:
+        return None
+    event("stage", {"what": "freeze_strategy auto: raw pixels against the pretrained features "
+                            "(out-of-fold, the same folds)"})
+    t0 = time.perf_counter()
+    x_pixels = np.concatenate([_pixel_features(base, split) for split in
+                               (base.splits.train, base.splits.val)])
+    seed = base.cfg.transfer_config.seed
+    mine, c_px = out_of_fold("single_label", x_pixels, y, base.n_out, seed)
+    theirs, c_fr = out_of_fold("single_label", x_frozen, y, base.n_out, seed)
+    px, fr = _brier(mine, y), _brier(theirs, y)
+    gain = float((fr - px).mean())
+    se = noise_of(px, list(fr), "loss")
+    won = gain > MARGIN * se
+    trials.append(Trial(PIXELS, -1, 0, 0, float(px.mean()),
+                        float((mine.argmax(1) == y).mean()), round(time.perf_counter() - t0, 2),
+                        note=f"raw pixels + the convex head: out-of-fold Brier score over "
+                             f"{len(y)} examples (C {c_px:g}); the pretrained features on the "
+                             f"same folds: {fr.mean():.4f}, accuracy "
+                             f"{(theirs.argmax(1) == y).mean():.4f} (C {c_fr:g})"))
+    if not won:
+        return None
+    return (f"raw pixels beat the pretrained features under the same convex head: out-of-fold "
+            f"Brier score {px.mean():.4f} against {fr.mean():.4f} over {len(y)} examples, by more than "
+            f"{MARGIN:g} paired standard errors ({MARGIN:g} x {se:.4f}); transfer is not paying "
+            "for itself here, and the pick is the pixels' model (source_model pixels, a "
+            "logistic regression on 16 x 16 pixels), served like any other")
+
+
+def _brier(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each example's Brier score: the squared distance of its probabilities to its one-hot
+    label (0 to 2)."""
+    z = outputs - outputs.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    return (p ** 2).sum(1)
+
+
+def _pixel_features(base: _Base, split: Any) -> np.ndarray:
+    from tlkit.backbones.pixels import PixelsBackbone
+
+    bb = PixelsBackbone()
+    # as the pixels' model will see them: its own 16 x 16, not the network's image_size
+    prep = resolve_preprocessing(bb.preprocessing, base.cfg.data.model_copy(
+        update={"image_size": None}))
+    ds, collate = build_dataset(split, prep, "none"), build_collate(prep)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ds), 64):
+            inputs, _ = collate([ds[j] for j in range(i, min(i + 64, len(ds)))])
+            out.append(bb(inputs).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, bb.feature_dim))
 
 
 def _pick(base: _Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
@@ -497,8 +587,9 @@ def recorded_choice(record: Any) -> Choice:
     """The pick a run recorded, checked: its own file, but a file can be edited or damaged."""
     try:
         choice = Choice.from_dict(json.loads(record.read_text()))
-        if choice.chosen not in CANDIDATES or not isinstance(choice.settings, dict):
-            raise ValueError(f"chosen {choice.chosen!r} is not one of {', '.join(CANDIDATES)}")
+        if choice.chosen not in (*CANDIDATES, PIXELS) or not isinstance(choice.settings, dict):
+            raise ValueError(f"chosen {choice.chosen!r} is not one of {', '.join(CANDIDATES)}, "
+                             f"{PIXELS}")
         return choice
     except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
         raise UserError(f"{record} cannot be read as freeze_strategy auto's record ({e}); it "
