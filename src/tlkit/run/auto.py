@@ -311,7 +311,8 @@ def _pixel_features(base: _Base, split: Any) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(ds), 64):
-            inputs, _ = collate([ds[j] for j in range(i, min(i + 64, len(ds)))])
+            batch: list[Any] = [ds[j] for j in range(i, min(i + 64, len(ds)))]
+            inputs, _ = collate(batch)
             out.append(bb(inputs).double().numpy())
     return np.concatenate(out) if out else np.zeros((0, bb.feature_dim))
 
