@@ -18,6 +18,12 @@ fits the budget: ``top_n_unfrozen`` first, the cheapest (its frozen bottom is co
 ``tlkit.cache``) and, in bench/small_data.py's eight cells (two text and two image sets at 100
 and 1,000 labels), within a point of the frozen head or above it in every one.
 
+Raw pixels first, for single-label images: where a logistic regression on the raw pixels
+(``tlkit.backbones.pixels``) beats the same convex head on the pretrained features, out of fold
+on the training and validation examples by more than two paired standard errors, the pretrained
+network is not what the data needs, and the pick is the pixels' model (``source_model:
+pixels``), which tlkit serves like any run.
+
 The frozen head against the fine-tuning pick: the frozen head needs no trial (its convex solve
 is already converged, on cached features) and is the pick only when no fine-tuning candidate
 fits the budget, or when its validation loss beats the fine-tuning pick's trial by more than two
@@ -244,10 +250,10 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
 def _pixels_win(base: _Base, event: Event, trials: list[Trial]) -> str | None:
     """Images, single-label: do raw pixels (``tlkit.backbones.pixels``) beat the pretrained
     network's frozen features under the same convex head? Each example's out-of-fold Brier score
-    (a proper score, bounded: one overconfident mistake cannot swamp the paired test as a log
-    loss of 30 can) over
-    the training and validation splits together (the same folds for both feature sets, so the
-    losses pair up; the pretrained features are the cached ones the frozen head was fitted on).
+    (a proper score, and bounded: one overconfident mistake cannot swamp the paired test as a
+    log loss of 30 can) over the training and validation splits together (the same folds for
+    both feature sets, so the scores pair up; the pretrained features are the cached ones the
+    frozen head was fitted on).
     Returns why the pixels are the pick when they win by more than ``MARGIN`` paired standard
     errors, else None. A fine-tuned network starts from those features, so where a linear
     model on the pixels beats them clearly, the pretrained network is not what the data needs."""
