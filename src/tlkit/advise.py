@@ -35,7 +35,7 @@ from tlkit.config import AUTO, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
-from tlkit.run.auto import Choice, choose, chosen_config, format_choice
+from tlkit.run.auto import PIXELS, Choice, choose, chosen_config, format_choice
 
 SMALL, LARGE = 1000, 10000
 FAR_PAD = 1.5
@@ -190,11 +190,17 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
         # said plainly, first: the cheaper alternative won on validation
         reasons.insert(0, f"consider not transferring at all: {choice.classical['said']}")
     rates = (f"rates: head_lr {picked.head_lr:g}"
-             + ("" if choice.chosen == "all_frozen" else
+             + ("" if choice.chosen in ("all_frozen", PIXELS) else
                 f", backbone_lr {picked.backbone_lr:g} x {picked.lr_decay_per_layer:g}^(L - l)")
              + f"; {picked.epochs} epochs, at least {picked.min_steps} optimizer steps, warmup "
                f"{picked.warmup_steps} steps or {picked.warmup_ratio:g} of them")
-    return Advice(choice.chosen, dict(choice.settings), reasons, adv.similar, adv.size,
+    # what reproduces the pick with a named strategy: its own keys and auto's rates, or for the
+    # pixels' model the all_frozen head on source_model pixels
+    strategy, settings = choice.chosen, {**choice.settings, **choice.rates}
+    if choice.chosen == PIXELS:
+        strategy, settings = "all_frozen", {"source_model": "pixels",
+                                            "pretrained_weights": "packaged"}
+    return Advice(strategy, settings, reasons, adv.similar, adv.size,
                   table=adv.strategy if adv.strategy != choice.chosen else None,
                   trials=choice.to_dict(), length=rates)
 
