@@ -47,8 +47,8 @@ diagnostics:
 """
 
 
-@pytest.mark.slow  # a fit, evaluate and predict in child processes: about 10 s
-def test_a_pixels_run_fits_its_head_and_is_served_by_evaluate_and_predict(tmp_path: Path):
+@pytest.mark.slow  # a fit, evaluate, predict and export in child processes: about 25 s
+def test_a_pixels_run_fits_its_head_and_is_served_by_evaluate_predict_and_export(tmp_path: Path):
     source = template_images(tmp_path / "imgs")
     cfg = tmp_path / "px.yaml"
     cfg.write_text(CFG.format(model="pixels", weights="packaged", strategy="all_frozen",
@@ -67,9 +67,14 @@ def test_a_pixels_run_fits_its_head_and_is_served_by_evaluate_and_predict(tmp_pa
     image = next((source / "pos").iterdir())
     r = run_cli("predict", str(run), str(image), cache=tmp_path / "cache")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr[-3000:]
+    # exported, and checked against PyTorch's outputs by export itself
+    r = run_cli("export", str(run), "--format", "torchscript", cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "export" / "model.pt").is_file()
+    assert "max abs difference from PyTorch" in r.stdout + r.stderr
 
 
-@pytest.mark.slow  # auto's comparison, then the pick's fit, in a child process: about 10 s
+@pytest.mark.slow  # auto's comparison, the pick's fit and a resume, in child processes: about 20 s
 def test_auto_picks_the_pixels_where_they_beat_the_pretrained_features(tmp_path: Path):
     cfg = tmp_path / "auto.yaml"
     cfg.write_text(CFG.format(model="timm:test_efficientnet", weights="none",
