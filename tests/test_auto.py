@@ -150,3 +150,22 @@ def test_the_head_does_not_depend_on_what_loaded_before_in_the_process():
     own = build_head(asm.model.backbone.feature_dim, 10, "linear", 256, tc.dropout)
     assert torch.equal(heads[0], heads[1])
     assert torch.equal(heads[0], torch.cat([p.detach().flatten() for p in own.parameters()]))
+
+
+def test_advise_says_a_fine_tuning_pick_with_autos_rates(monkeypatch: pytest.MonkeyPatch):
+    """advise's recommendation reproduces auto's pick when set by hand: the strategy, its own
+    keys and the rates auto chose (the keys the config left unset)."""
+    from tlkit import advise
+
+    raw = _raw()
+    raw["transfer_config"]["freeze_strategy"] = "all_frozen"
+    cfg = validate(raw)
+    pick = auto.Choice("top_n_unfrozen", {"top_n": 2}, 10.0, 1.0, 2.0, "accuracy",
+                       rates={"backbone_lr": 3e-4, "lr_decay_per_layer": 0.7})
+    monkeypatch.setattr(advise, "choose", lambda *a, **k: pick)
+    adv = advise.measure(cfg, advise.Advice("all_frozen", {}))
+    assert adv.strategy == "top_n_unfrozen"
+    assert {"transfer_config.freeze_strategy=top_n_unfrozen", "transfer_config.top_n=2",
+            "transfer_config.backbone_lr=0.0003",
+            "transfer_config.lr_decay_per_layer=0.7"} <= set(adv.overrides())
+    assert "backbone_lr 0.0003 x 0.7^(L - l)" in adv.length

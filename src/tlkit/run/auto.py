@@ -65,7 +65,7 @@ from tlkit.device import autocast
 from tlkit.diagnose.classical import fit_classical
 from tlkit.distributed import Dist
 from tlkit.errors import UserError
-from tlkit.metrics import compute_metrics, monitor_metric
+from tlkit.metrics import compute_metrics, monitor_metric, probabilities
 from tlkit.plan.length import Length, length_of
 from tlkit.regularization import L2SP
 from tlkit.run.prepare import check_length, training_data
@@ -292,8 +292,8 @@ def _pixels_win(base: _Base, event: Event, trials: list[Trial]) -> str | None:
     if not won:
         return None
     return (f"raw pixels beat the pretrained features under the same convex head: out-of-fold "
-            f"Brier score {px.mean():.4f} against {fr.mean():.4f} over {len(y)} examples, by more than "
-            f"{MARGIN:g} paired standard errors ({MARGIN:g} x {se:.4f}); transfer is not paying "
+            f"Brier score {px.mean():.4f} against {fr.mean():.4f} over {len(y)} examples, by "
+            f"more than {MARGIN:g} paired standard errors ({MARGIN:g} x {se:.4f}); transfer is not paying "
             "for itself here, and the pick is the pixels' model (source_model pixels, a "
             "logistic regression on 16 x 16 pixels), served like any other")
 
@@ -301,8 +301,7 @@ def _pixels_win(base: _Base, event: Event, trials: list[Trial]) -> str | None:
 def _brier(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each example's Brier score: the squared distance of its probabilities to its one-hot
     label (0 to 2)."""
-    z = outputs - outputs.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    p = probabilities(outputs, "single_label")
     p[np.arange(len(y)), y] -= 1.0
     return (p ** 2).sum(1)
 

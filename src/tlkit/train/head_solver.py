@@ -94,7 +94,11 @@ def _fit_quietly(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int,
 
 
 def _loss(task: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> float:
-    out = torch.from_numpy(x @ w.T + b)
+    return _loss_of(task, x @ w.T + b, y)
+
+
+def _loss_of(task: str, outputs: np.ndarray, y: np.ndarray) -> float:
+    out = torch.from_numpy(outputs)
     if task == "regression":
         return float(torch.nn.functional.mse_loss(out.squeeze(-1) if out.shape[1] == 1 else out,
                                                   torch.from_numpy(y).double()))
@@ -164,8 +168,7 @@ def out_of_fold(task: str, x: np.ndarray, y: np.ndarray, n_out: int, seed: int =
         for tr, te, mean, std in parts:
             w, b = _fit(task, (x[tr] - mean) / std, y[tr], c, n_out)
             out[te] = ((x[te] - mean) / std) @ w.T + b
-        loss = float(np.mean([_loss(task, out[te], y[te], np.eye(n_out), np.zeros(n_out))
-                              for _, te, _, _ in parts]))
+        loss = float(np.mean([_loss_of(task, out[te], y[te]) for _, te, _, _ in parts]))
         if best is None or loss < best[0]:
             best = (loss, c, out)
     assert best is not None
