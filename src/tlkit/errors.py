@@ -16,3 +16,15 @@ class Terminated(BaseException):
 
 def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
+
+
+def require(modules: tuple[str, ...], extra: str, feature: str) -> None:
+    """Check that the optional packages a feature needs are installed; if not, a UserError
+    naming the pip extra that installs them (``pip install 'tlkit[extra]'``)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{feature} needs {', '.join(missing)}, which is not installed; "
+                        f"install it with: pip install 'tlkit[{extra}]' (or pip install "
+                        f"{' '.join(missing)})")

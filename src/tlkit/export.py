@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from tlkit.data import build_collate, build_dataset
-from tlkit.errors import UserError
+from tlkit.errors import UserError, require
 from tlkit.lora import merge_lora
 from tlkit.run.inference import data_for
 from tlkit.rundir import MARKER, RunDir
@@ -282,6 +282,8 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
     out = Path(out) if out is not None else default_output(run_dir, fmt)
     _check_writable(out)
     _check_args(run_dir, fmt)
+    if fmt == "onnx":
+        require(("onnx", "onnxscript", "onnxruntime"), "export", "ONNX export")
     if data is not None and check_split is not None:
         raise UserError("give --data or --check-split, not both")
     if check_split is not None and check_split not in ("train", "val", "test"):

@@ -6,12 +6,13 @@ written atomically.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from tlkit.errors import UserError
 from tlkit.files import atomic_write, remove_leftovers, write_error
@@ -77,7 +78,7 @@ def claim(path: Path, kind: str) -> None:
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
 
     # paths
     @property
@@ -125,22 +126,22 @@ class RunDir:
         return self.path / "predictions.npz"
 
     def lock(self) -> None:
-        """Refuse a second writer: two fits in one directory would corrupt each other."""
+        """Refuse a second writer: two fits in one directory would corrupt each other. The lock
+        is the operating system's (``filelock``: flock on POSIX, msvcrt on Windows), so it goes
+        with the process that held it, however that process ends."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"cannot create the run directory {self.path} ({e.strerror or e}); "
-                            "choose another --out") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock = FileLock(self.path / ".lock", timeout=0, thread_local=False)
+            lock.acquire()
+        except Timeout:
             raise UserError(
                 f"run directory {self.path} is in use by another tlkit process; wait for it to "
                 "finish or choose another --out"
             ) from None
-        self._lock_fd = fd
+        except OSError as e:
+            raise UserError(f"cannot create the run directory {self.path} ({e.strerror or e}); "
+                            "choose another --out") from None
+        self._lock = lock
 
     def remove_leftovers(self) -> list[str]:
         """The temporary files and folders an interrupted writer left (tlkit's own names, in
@@ -155,10 +156,9 @@ class RunDir:
         return removed
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def write_text(self, path: Path, text: str) -> None:
         def w(tmp: Path) -> None:
