@@ -412,3 +412,37 @@ def test_the_browser_check_sees_console_errors_and_failed_loads(tmp_path: Path) 
     assert any("drawn wrong" in p for p in problems), problems
     assert any(p.startswith("load failed") for p in problems), problems
     assert images == [[True, 0]]
+
+
+# ------------------------------------------------------------------------ the model card
+
+
+@pytest.mark.slow
+def test_fit_writes_a_model_card_that_renders_summary_metrics(tiny_run: Path,
+                                                              tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from tlkit.report.model_card import write_card
+
+    card_file = tiny_run / "README.md"
+    assert card_file.is_file(), "fit writes README.md, the model card"
+    card = ModelCard(card_file.read_text())
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    data = card.data.to_dict()
+    assert data["library_name"] == "tlkit" and data["datasets"] == ["digits"]
+    got = {m["type"]: m["value"]
+           for m in data["model-index"][0]["results"][0]["metrics"]}
+    assert got["accuracy"] == round(summary["test"]["accuracy"], 4)
+    # the results table renders every test metric of summary.json, accuracy with its interval
+    row = re.search(r"\| test \| accuracy \| ([0-9.]+) \| ([0-9.]+) to ([0-9.]+) \|", card.text)
+    assert row is not None
+    value, low, high = map(float, row.groups())
+    assert value == pytest.approx(summary["test"]["accuracy"], abs=5e-5) and low <= value <= high
+    assert "## Intended use and limitations" in card.text and "## How to load" in card.text
+    assert "Not measured: `tlkit fit --baseline`" in card.text
+    # the verdicts, subgroups and forgetting a run records come into the card
+    rich = with_every_diagnostic(tiny_run, tmp_path / "rich")
+    text = write_card(rich).read_text()
+    assert "positive transfer: +12.0 points" in text
+    assert "transfer is not paying for itself here" in text
+    assert "| left | 20 |" in text and "blocks.4+conv_head+bn2" in text

@@ -164,10 +164,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
                      f"against the transfer run's {c['transfer_seconds']:.1f} s)")
         if "baseline" in verdicts:
             rep.line(f"[tlkit] against training from scratch: {verdicts['baseline']['text']}")
+    _card_after_fit(out, rep)
     if not args.no_report:
         _report_after_fit(out, rep)
     rep.line(f"[tlkit] run directory: {out}")
     return 0
+
+
+def _card_after_fit(out: Path, rep: Reporter) -> None:
+    """The model card (README.md), whatever --no-report says; like the report, a card that
+    fails is logged, not raised (``tlkit report`` writes it again)."""
+    try:
+        from tlkit.report.model_card import write_card
+
+        write_card(out)
+    except Exception as e:  # noqa: BLE001 - the fit succeeded; say why the card did not
+        rep.line(f"[tlkit] the model card could not be written ({type(e).__name__}: {e}); "
+                 f"run `tlkit report {out}` to try again")
 
 
 def _report_after_fit(out: Path, rep: Reporter) -> None:
@@ -186,8 +199,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tlkit.report import write_report
+    from tlkit.report.model_card import write_card
 
     print(write_report(Path(args.run_dir), args.out))
+    write_card(Path(args.run_dir))
     return 0
 
 

@@ -324,4 +324,8 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
             f"the exported model differs from PyTorch by up to {diff:.3g} on {n} examples of "
             f"{spec} (tolerance {TOLERANCE:g}); the file is {out}, but do not trust it: try "
             f"--format {'torchscript' if fmt == 'onnx' else 'onnx'}")
+    if run.summary.is_file() and out.resolve().is_relative_to(run_dir.resolve()):
+        from tlkit.report.model_card import write_card
+
+        write_card(run_dir)  # the card lists the run's exports and how to load each
     return ExportResult(out, meta_path, exporter, spec, n, diff)
