@@ -7,6 +7,7 @@ Heavy imports (torch, timm, transformers) happen inside the commands, after the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -218,19 +219,56 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlkit.run import dumps_jsonl, predict_run
+    from tlkit.run import is_unlabelled_source, predict_run, score_run
+    from tlkit.run.scoring import Writer, check_out_file, open_out, out_format
 
-    rows = predict_run(Path(args.run_dir), args.inputs, args.data)
-    text = dumps_jsonl(rows)
-    if args.out:
-        try:
-            Path(args.out).write_text(text)
-        except OSError as e:
-            raise UserError(f"cannot write --out {args.out} ({e.strerror or e}); choose a "
-                            "writable place") from None
-    else:
-        sys.stdout.write(text)
+    out = Path(args.out) if args.out else None
+    fmt = out_format(out) if out is not None else "jsonl"  # a bad ending: refused before work
+    if out is not None:
+        check_out_file(out)
+    calibrated = not args.no_calibration
+    if args.data is not None and not args.inputs and is_unlabelled_source(args.data):
+        with _progress("scoring") as advance:
+            done = score_run(Path(args.run_dir), args.data, out, calibrated, advance)
+        where = f" to {out}" if out is not None else ""
+        print(f"[tlkit] scored {done.rows:,} rows of {args.data}{where}", file=sys.stderr)
+        if done.errors:
+            shown = "; ".join(f"{i}: {why}" for i, why in done.errors[:5])
+            print(f"[tlkit] {len(done.errors)} row(s) could not be scored (written with their "
+                  f"error): {shown}{' ...' if len(done.errors) > 5 else ''}", file=sys.stderr)
+        return 0
+    rows = predict_run(Path(args.run_dir), args.inputs, args.data, calibrated)
+    if out is None:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+        return 0
+    from tlkit.files import atomic_write
+
+    first = rows[0] if rows else {}
+    task = ("single_label" if "label" in first else "multi_label" if "labels" in first
+            else "regression")
+
+    def write(tmp: Path) -> None:
+        with open_out(tmp, fmt) as f:
+            w = Writer(f, fmt, task, list(first.get("probabilities", {})))
+            w.write(rows if fmt == "jsonl" else [{"id": r.pop("input"), **r} for r in rows])
+            w.close()
+
+    atomic_write(out, write)
     return 0
+
+
+@contextlib.contextmanager
+def _progress(what: str) -> Any:
+    """A rows-done bar on stderr when it is a terminal (rich); yields the advance function."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn(f"{what} {{task.completed:,}} rows"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda n: bar.advance(task, n)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -479,8 +517,14 @@ def _run_commands(sub: Subparsers) -> None:
     sp = sub.add_parser("predict", help="predictions of a finished run as JSON lines")
     sp.add_argument("run_dir")
     sp.add_argument("inputs", nargs="*", help="texts, or image files")
-    sp.add_argument("--data", help="a split of the run's data (train/val/test) or a source")
-    sp.add_argument("--out", help="write the JSON lines to this file")
+    sp.add_argument("--data", help="a CSV / TSV / JSONL / Parquet file or a folder of images to "
+                    "score (labels not needed; streamed), a split of the run's data "
+                    "(train/val/test) or a packaged set")
+    sp.add_argument("--out", help="write the predictions here: .csv, .jsonl or .parquet (default: "
+                    "JSON lines on stdout)")
+    sp.add_argument("--no-calibration", action="store_true",
+                    help="raw probabilities: no temperature (single-label) and threshold 0.5 "
+                    "(multi-label) in place of those fitted on the run's validation split")
     sp.set_defaults(func=cmd_predict)
     sp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page with "
                         "the plan, the curves and the diagnostics of a finished run")

@@ -90,3 +90,25 @@ def calibration_report(val_logits: np.ndarray, val_labels: np.ndarray,
         "reliability_before": before,
         "reliability_after": after,
     }
+
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Multi-label decisions: per class, the threshold on the grid 0.05, 0.10, ... 0.95 that
+    maximises that class's F1 on validation (ties: the one nearest 0.5); 0.5 for a class with
+    no positive example there, where F1 cannot choose."""
+    probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets) > 0.5
+    out: list[float] = []
+    for k in range(probs.shape[1]):
+        y = targets[:, k]
+        if not y.any():
+            out.append(0.5)
+            continue
+        pred = probs[:, k][None, :] >= THRESHOLD_GRID[:, None]  # (grid, n)
+        tp = (pred & y).sum(1)
+        f1 = 2 * tp / np.maximum(1, pred.sum(1) + y.sum())
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        out.append(float(THRESHOLD_GRID[best[np.argmin(np.abs(THRESHOLD_GRID[best] - 0.5))]]))
+    return out

@@ -17,9 +17,9 @@ import numpy as np
 
 from tlkit.adapt.adabn import adabn
 from tlkit.data import num_outputs_of
-from tlkit.diagnose.calibration import calibration_report
+from tlkit.diagnose.calibration import calibration_report, fit_temperature, tune_thresholds
 from tlkit.diagnose.forgetting import forgetting
-from tlkit.metrics import subgroup_metrics
+from tlkit.metrics import probabilities, subgroup_metrics
 from tlkit.run.prepare import Prepared
 from tlkit.saved import save_model
 from tlkit.train.evaluate import evaluate_cached, evaluate_split
@@ -81,6 +81,26 @@ def _calibration(p: Prepared, o: Outputs) -> Any:
             return None
         val_outputs = held
     return calibration_report(val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+
+
+@diagnostic("scoring")
+def _scoring(p: Prepared, o: Outputs) -> Any:
+    """What ``tlkit predict`` calibrates with (``tlkit.run.scoring``), fitted on validation:
+    single-label, the temperature; multi-label, each class's threshold."""
+    if not len(o.val_targets) or p.data.task == "regression":
+        return None
+    val_outputs = o.val_outputs
+    if o.val_in_fit:  # fitted on outputs of examples the head has not seen
+        held = _held_out_val_outputs(p, o)
+        if held is None:
+            return None
+        val_outputs = held
+    if p.data.task == "single_label":
+        return {"temperature": fit_temperature(val_outputs, o.val_targets),
+                "fitted_on": f"{len(o.val_targets)} validation examples"}
+    return {"thresholds": tune_thresholds(probabilities(val_outputs, "multi_label"),
+                                          o.val_targets),
+            "fitted_on": f"{len(o.val_targets)} validation examples"}
 
 
 def _held_out_val_outputs(p: Prepared, o: Outputs) -> np.ndarray | None:

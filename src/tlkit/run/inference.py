@@ -14,8 +14,12 @@ from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
 from tlkit.data.sources import with_given_splits
 from tlkit.data.types import LabelledData, Task
+from tlkit.data.packaged import is_packaged
 from tlkit.errors import UserError
+from tlkit.files import atomic_write
 from tlkit.metrics import probabilities, subgroup_metrics
+from tlkit.run.scoring import (Calibration, Scored, Writer, open_out, out_format, records,
+                               score_file)
 from tlkit.rundir import RunDir
 from tlkit.saved import load_model, model_device
 from tlkit.train.evaluate import evaluate_split, predict_outputs
@@ -89,8 +93,11 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
 
 
-def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
-                ) -> list[dict[str, Any]]:
+def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None,
+                calibrated: bool = True) -> list[dict[str, Any]]:
+    """Predictions for ``inputs`` (texts or image files) or for a split or packaged set
+    (``spec``), each row with its input, label(s) and probabilities, calibrated as
+    ``tlkit.run.scoring`` says."""
     saved = load_model(Path(path) / "model")
     kind = saved.preprocessing.kind
     if spec is not None:
@@ -120,21 +127,61 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None
     ds = build_dataset(data, saved.preprocessing)
     outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device,
                                  _mixed_precision_of(Path(path)))
-    probs = probabilities(outputs, saved.task)
-    classes = saved.classes or []  # None for regression, which names no class
-    rows: list[dict[str, Any]] = []
-    for i, p in enumerate(probs):
-        row: dict[str, Any]
-        if saved.task == "single_label":
-            row = {"input": shown[i], "label": classes[int(p.argmax())],
-                   "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
-        elif saved.task == "multi_label":
-            row = {"input": shown[i], "labels": [c for c, v in zip(classes, p) if v > 0.5],
-                   "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
-        else:
-            row = {"input": shown[i], "value": [float(v) for v in np.atleast_1d(p)]}
-        rows.append(row)
-    return rows
+    cal = Calibration.of(_summary_of(Path(path)), calibrated)
+    return records(outputs, saved.task, saved.classes, cal, shown, key="input")
+
+
+def is_unlabelled_source(spec: str) -> bool:
+    """Whether ``predict --data spec`` names a file or folder to score (not a split of the run
+    or a packaged set)."""
+    if spec in ("train", "val", "test") or is_packaged(spec):
+        return False
+    return Path(spec).expanduser().exists()
+
+
+def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
+              progress: Any = None) -> Scored:
+    """Score every input of the file or folder ``spec`` (labels not needed) with the run's
+    model, streaming them to ``out`` (.csv, .jsonl or .parquet; None: JSON lines on stdout)."""
+    import sys
+
+    fmt = out_format(out) if out is not None else "jsonl"
+    saved = load_model(Path(path) / "model")
+    cfg = _run_config(RunDir(path)) if RunDir(path).config.is_file() else None
+    text_column = cfg.data.text_column if cfg is not None else None
+    image_column = cfg.data.image_column if cfg is not None else None
+    cal = Calibration.of(_summary_of(Path(path)), calibrated)
+    device = model_device()
+    saved.model.to(device)
+    source = Path(spec).expanduser()
+    mixed = _mixed_precision_of(Path(path))
+
+    def run(stream: Any) -> Scored:
+        writer = Writer(stream, fmt, saved.task, saved.classes)
+        done = score_file(saved, source, writer, cal, text_column, image_column, 64, device,
+                          mixed, progress)
+        writer.close()
+        return done
+
+    if out is None:
+        return run(sys.stdout)
+    result: list[Scored] = []
+
+    def to_file(tmp: Path) -> None:
+        with open_out(tmp, fmt) as f:
+            result.append(run(f))
+
+    atomic_write(out, to_file)
+    return result[0]
+
+
+def _summary_of(path: Path) -> dict[str, Any]:
+    f = RunDir(path).summary
+    try:
+        got = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 def dumps_jsonl(rows: list[dict[str, Any]]) -> str:

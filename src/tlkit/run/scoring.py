@@ -1,0 +1,362 @@
+"""Batch scoring: a trained run's predictions for inputs that have no labels, streamed.
+
+``tlkit predict RUN --data FILE_OR_FOLDER --out preds.csv|.jsonl|.parquet`` reads a table (CSV,
+TSV, JSONL, Parquet: the text column, or a column of image paths, by the run's own column
+settings) or a folder of images in chunks of ``CHUNK`` rows, scores each chunk in batches and
+writes each chunk's rows before reading the next, so memory stays flat however long the file.
+Each output row has an id (the table's ``id`` column where it has one, else the data row number
+counted from 1; an image's path relative to the folder), the label and every class's
+probability.
+
+Probabilities are calibrated: a single-label run's logits are divided by the temperature fitted
+on its validation split (Guo et al., 2017; ``summary.json`` ``scoring``), and a multi-label run
+decides each class at the threshold tuned on validation to maximise that class's F1.
+``calibrated=False`` scores with the raw logits and 0.5.
+
+A row that cannot be scored (an empty text, an image that does not decode) is written with its
+id and the reason in ``error``, and counted; it does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from tlkit.data import build_collate, build_dataset
+from tlkit.data.images import IMAGE_EXTENSIONS
+from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, table_format
+from tlkit.data.targets import is_missing
+from tlkit.data.types import LabelledData, Modality, Task
+from tlkit.device import autocast
+from tlkit.errors import UserError
+from tlkit.metrics import probabilities
+from tlkit.tensors import to_device
+
+CHUNK = 2048  # rows read, scored and written at a time
+OUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+ID_COLUMNS = ("id",)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What turns a run's outputs into calibrated probabilities and labels."""
+
+    temperature: float = 1.0  # single-label: logits / temperature before the softmax
+    thresholds: tuple[float, ...] | None = None  # multi-label: one per class (else 0.5)
+
+    @staticmethod
+    def of(summary: dict[str, Any], calibrated: bool) -> Calibration:
+        s = summary.get("scoring") if calibrated else None
+        if not isinstance(s, dict):
+            return Calibration()
+        t = s.get("thresholds")
+        return Calibration(float(s.get("temperature", 1.0)),
+                           tuple(float(v) for v in t) if isinstance(t, list) else None)
+
+
+@dataclass
+class Scored:
+    """What a scoring pass did: rows written, rows that could not be scored (id, reason)."""
+
+    rows: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading: chunks of (id, input or None, reason it cannot be scored or None)
+# --------------------------------------------------------------------------------------------------
+
+Row = tuple[str, Any, str | None]
+
+
+def read_chunks(path: Path, kind: str, text_column: str | None, image_column: str | None,
+                chunk: int = CHUNK) -> Iterator[list[Row]]:
+    """The inputs of ``path`` (a table or a folder of images) in chunks, in file order."""
+    if path.is_dir():
+        if kind != "image":
+            raise UserError(f"{path} is a folder; the model takes text: give a CSV, JSONL or "
+                            "Parquet file with a text column")
+        yield from _folder_chunks(path, chunk)
+        return
+    if not path.is_file():
+        raise UserError(f"--data {path} is neither a file nor a folder; give a table of inputs "
+                        "or a folder of images")
+    fmt = table_format(path)
+    first = True
+    row = 0
+    column = id_column = None
+    for frame in _frames(path, fmt, chunk):
+        if first:
+            column = _input_column(list(frame.columns), kind, text_column, image_column, path)
+            id_column = next((c for c in frame.columns if str(c).lower() in ID_COLUMNS), None)
+            first = False
+        values = frame[column].tolist()
+        ids = frame[id_column].tolist() if id_column is not None else None
+        out: list[Row] = []
+        for i, v in enumerate(values):
+            rid = str(ids[i]) if ids is not None else str(row + i + 1)
+            if is_missing(v) or (isinstance(v, str) and not v.strip()):
+                out.append((rid, None, f"empty {'text' if kind == 'text' else 'image path'}"))
+            elif kind == "image":
+                p = Path(str(v)).expanduser()
+                out.append((rid, p if p.is_absolute() else path.parent / p, None))
+            else:
+                out.append((rid, str(v), None))
+        row += len(values)
+        yield out
+
+
+def _frames(path: Path, fmt: str, chunk: int) -> Iterator[Any]:
+    import pandas as pd
+
+    try:
+        if fmt in ("csv", "tsv"):
+            yield from pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
+                                   keep_default_na=False, na_values=[""], chunksize=chunk)
+        elif fmt == "jsonl":
+            yield from pd.read_json(path, lines=True, dtype=False, chunksize=chunk)
+        else:
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+                yield batch.to_pandas()
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every parser has its own error types
+        raise UserError(f"cannot read {path} as {fmt.upper()} ({error}); fix the file or "
+                        "convert it") from None
+
+
+def _input_column(columns: list[Any], kind: str, text_column: str | None,
+                  image_column: str | None, path: Path) -> Any:
+    named = text_column if kind == "text" else image_column
+    wanted = (named,) if named else (TEXT_COLUMNS if kind == "text" else IMAGE_COLUMNS)
+    for name in wanted:
+        hits = [c for c in columns if str(c).lower() == str(name).lower()]
+        if hits:
+            return hits[0]
+    shown = ", ".join(map(str, columns[:30])) or "(none)"
+    key = "data.text_column" if kind == "text" else "data.image_column"
+    raise UserError(f"{path} has no {'text' if kind == 'text' else 'image path'} column (looked "
+                    f"for {', '.join(map(str, wanted))}); its columns are: {shown}. Name the "
+                    f"column {wanted[0]!r}, or fit with {key} set to the one you use")
+
+
+def _folder_chunks(root: Path, chunk: int) -> Iterator[list[Row]]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UserError(f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    for i in range(0, len(files), chunk):
+        yield [(str(p.relative_to(root)), p, None) for p in files[i:i + chunk]]
+
+
+def count_rows(path: Path) -> int | None:
+    """How many inputs ``path`` holds where that is cheap to know (a folder, a Parquet file), for
+    the progress bar; None otherwise."""
+    if path.is_dir():
+        return sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def score_chunk(saved: Any, rows: list[Row], cal: Calibration, batch_size: int,
+                device: torch.device, mixed_precision: bool) -> list[dict[str, Any]]:
+    """One output record per row, in the rows' order."""
+    kind = saved.preprocessing.kind
+    good = [i for i, r in enumerate(rows) if r[2] is None]
+    if kind == "text":  # batches of like length pad little; the order is restored below
+        good.sort(key=lambda i: len(rows[i][1]))
+    data = _unlabelled([rows[i][1] for i in good], saved, kind)
+    ds = build_dataset(data, saved.preprocessing)
+    collate: Any = build_collate(saved.preprocessing)
+    out: dict[int, dict[str, Any]] = {}
+    was_training = saved.model.training
+    saved.model.eval()
+    for start in range(0, len(good), batch_size):
+        items: list[Any] = []
+        kept: list[int] = []
+        for j in range(start, min(start + batch_size, len(good))):
+            try:
+                items.append(ds[j])
+                kept.append(good[j])
+            except Exception as error:  # noqa: BLE001 - any decoder's failure: the row's error
+                why = str(error) if isinstance(error, UserError) else \
+                    f"{type(error).__name__}: {error}"
+                out[good[j]] = _error_record(rows[good[j]][0], why)
+        if not items:
+            continue
+        inputs, _ = collate(items)
+        with torch.inference_mode(), autocast(device, mixed_precision):
+            logits = saved.model(to_device(inputs, device)).float().cpu().numpy()
+        for i, record in zip(kept, records(logits, saved.task, saved.classes, cal,
+                                           [rows[i][0] for i in kept])):
+            out[i] = record
+    saved.model.train(was_training)
+    for i, r in enumerate(rows):
+        if r[2] is not None:
+            out[i] = _error_record(r[0], r[2])
+    return [out[i] for i in range(len(rows))]
+
+
+def _unlabelled(inputs: list[Any], saved: Any, kind: str) -> LabelledData:
+    n, n_out = len(inputs), len(saved.classes) if saved.classes else 1
+    dummy = (np.zeros(n, dtype=np.int64) if saved.task == "single_label"
+             else np.zeros((n, n_out), dtype=np.float32))
+    return LabelledData(name="inputs", modality=cast(Modality, kind),
+                        task=cast(Task, saved.task), inputs=inputs, targets=dummy,
+                        classes=saved.classes)
+
+
+def records(outputs: np.ndarray, task: str, classes: list[str] | None, cal: Calibration,
+            ids: Sequence[str], key: str = "id") -> list[dict[str, Any]]:
+    """Output records of a batch of model outputs: label(s) and probabilities, calibrated."""
+    names = classes or []
+    if task == "single_label":
+        probs = probabilities(outputs / cal.temperature, task)
+        return [{key: ids[i], "label": names[int(p.argmax())],
+                 "probabilities": {c: round(float(v), 6) for c, v in zip(names, p)}}
+                for i, p in enumerate(probs)]
+    if task == "multi_label":
+        probs = probabilities(outputs, task)
+        t = np.asarray(cal.thresholds if cal.thresholds is not None else [0.5] * len(names))
+        return [{key: ids[i], "labels": [c for c, v, th in zip(names, p, t) if v >= th],
+                 "probabilities": {c: round(float(v), 6) for c, v in zip(names, p)}}
+                for i, p in enumerate(probs)]
+    return [{key: ids[i], "value": [float(v) for v in np.atleast_1d(o)]}
+            for i, o in enumerate(outputs)]
+
+
+def _error_record(rid: str, reason: str) -> dict[str, Any]:
+    return {"id": rid, "error": reason}
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+
+
+def out_format(path: Path) -> str:
+    fmt = OUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"--out {path}: tlkit writes predictions as .csv, .jsonl or .parquet; "
+                        "give a file name with one of those endings")
+    return fmt
+
+
+def open_out(path: Path, fmt: str) -> Any:
+    """The file a Writer of ``fmt`` writes to: binary for Parquet, text (csv's newlines) else."""
+    if fmt == "parquet":
+        return open(path, "wb")
+    return open(path, "w", encoding="utf-8", newline="")
+
+
+def check_out_file(path: Path) -> None:
+    """Refuse, before any work, an ``--out`` that cannot be written: a folder, or a file in a
+    folder that does not exist or is not writable."""
+    import os
+
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a file name ending in .csv, .jsonl or "
+                        ".parquet")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--out {path}: the folder {parent} does not exist; create it or write "
+                        "elsewhere")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--out {path} cannot be written (permission denied); choose a "
+                        "writable place")
+
+
+class Writer:
+    """Records appended a chunk at a time to a CSV, JSON-lines or Parquet stream. CSV and
+    Parquet take one column per class (``p_<class>``), JSONL a ``probabilities`` object."""
+
+    def __init__(self, stream: Any, fmt: str, task: str, classes: list[str] | None) -> None:
+        self.stream, self.fmt, self.task = stream, fmt, task
+        self.classes = classes or []
+        self._csv: Any = None
+        self._parquet: Any = None
+
+    def columns(self, width: int) -> list[str]:
+        if self.task == "regression":
+            return ["id", *(["value"] if width == 1 else [f"value_{k}" for k in range(width)]),
+                    "error"]
+        label = "label" if self.task == "single_label" else "labels"
+        return ["id", label, *(f"p_{c}" for c in self.classes), "error"]
+
+    def flat(self, r: dict[str, Any], width: int) -> list[Any]:
+        if "error" in r:
+            return [r["id"], *([None] * (len(self.columns(width)) - 2)), r["error"]]
+        if self.task == "regression":
+            return [r["id"], *r["value"], None]
+        label = r["label"] if self.task == "single_label" else "|".join(r["labels"])
+        return [r["id"], label, *(r["probabilities"][c] for c in self.classes), None]
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write("".join(json.dumps(r) + "\n" for r in rows))
+            return
+        width = next((len(r["value"]) for r in rows if "value" in r), 1)
+        table = [self.flat(r, width) for r in rows]
+        if self.fmt == "csv":
+            if self._csv is None:
+                self._csv = csv.writer(self.stream)
+                self._csv.writerow(self.columns(width))
+            self._csv.writerows(table)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = self.columns(width)
+        cols = {n: [row[k] for row in table] for k, n in enumerate(names)}
+        if self._parquet is None:
+            fields = [pa.field(n, pa.string() if n in ("id", "label", "labels", "error")
+                               else pa.float64()) for n in names]
+            self._parquet = pq.ParquetWriter(self.stream, pa.schema(fields))
+        schema = self._parquet.schema
+        self._parquet.write_table(pa.table(
+            {n: pa.array([None if v is None else (str(v) if schema.field(n).type == pa.string()
+                                                  else float(v)) for v in cols[n]],
+                         type=schema.field(n).type) for n in names}, schema=schema))
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self.fmt == "parquet":  # nothing was scored: an empty table with the columns
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({n: pa.array([], pa.string())
+                                     for n in self.columns(1)}), self.stream)
+
+
+def score_file(saved: Any, path: Path, writer: Writer, cal: Calibration,
+               text_column: str | None, image_column: str | None, batch_size: int,
+               device: torch.device, mixed_precision: bool,
+               progress: Callable[[int], None] | None = None) -> Scored:
+    """Stream ``path`` through the model into ``writer``, a chunk at a time."""
+    done = Scored()
+    for rows in read_chunks(path, saved.preprocessing.kind, text_column, image_column):
+        recs = score_chunk(saved, rows, cal, batch_size, device, mixed_precision)
+        writer.write(recs)
+        done.rows += len(recs)
+        done.errors += [(r["id"], r["error"]) for r in recs if "error" in r]
+        if progress is not None:
+            progress(len(recs))
+    return done
