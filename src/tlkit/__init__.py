@@ -1,3 +1,24 @@
-"""tlkit: transfer learning with measurements."""
+"""tlkit: transfer learning with measurements.
+
+``import tlkit`` is light (no torch until a function needs it): ``tlkit.fit``, ``tlkit.load`` and
+``tlkit.Run`` come from ``tlkit.api`` on first use; see docs/api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["Run", "fit", "load", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Run", "fit", "load"):
+        from tlkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -360,3 +360,21 @@ def score_file(saved: Any, path: Path, writer: Writer, cal: Calibration,
         if progress is not None:
             progress(len(recs))
     return done
+
+
+def frame_of(rows: list[dict[str, Any]], pd: Any) -> Any:
+    """Prediction records as a pandas DataFrame: input (or id), label(s), one ``p_<class>``
+    column per class (or the values of a regression)."""
+    flat = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if k not in ("probabilities", "value", "labels")}
+        if "labels" in r:
+            row["labels"] = list(r["labels"])
+        for c, p in (r.get("probabilities") or {}).items():
+            row[f"p_{c}"] = p
+        values = r.get("value")
+        if values is not None:
+            row.update({"value": values[0]} if len(values) == 1 else
+                       {f"value_{k}": v for k, v in enumerate(values)})
+        flat.append(row)
+    return pd.DataFrame(flat)
