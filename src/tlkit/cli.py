@@ -142,9 +142,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from tlkit.tensorboard import TensorBoardLog
 
         tb = TensorBoardLog(out / "tensorboard", forward=rep)  # writes, then passes on to rep
+    ml = tracker(cfg, out, tb or rep) if is_main_process() else None
     try:
-        summary = fit_run(cfg, out, resume=args.resume, event=tb or rep,
+        summary = fit_run(cfg, out, resume=args.resume, event=ml or tb or rep,
                           checkpoint_every=args.checkpoint_every)
+    except BaseException:
+        if ml is not None:
+            ml.finish(None)
+        raise
     finally:
         if tb is not None:
             tb.close()
@@ -168,8 +173,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _card_after_fit(out, rep)
     if not args.no_report:
         _report_after_fit(out, rep)
+    if ml is not None:
+        ml.finish(json.loads((out / "summary.json").read_text()))
+        rep.line(f"[tlkit] logged to MLflow: {ml.uri}, experiment {ml.experiment}, run "
+                 f"{ml.run_id}")
     rep.line(f"[tlkit] run directory: {out}")
     return 0
+
+
+def tracker(cfg: Any, out: Path, forward: Any) -> Any:
+    """The MLflow logger the config asks for (``tracking.mlflow``), or None."""
+    if cfg.tracking.mlflow is None:
+        return None
+    from tlkit.tracking import MlflowLog
+
+    return MlflowLog(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, out,
+                     cfg.model_dump(mode="json"), forward=forward)
 
 
 def _card_after_fit(out: Path, rep: Reporter) -> None:

@@ -415,11 +415,25 @@ class AdaptationConfig(Strict):
         return self
 
 
+class MlflowConfig(Strict):
+    """Where ``fit`` logs to MLflow: params, per-epoch metrics, the summary, the run directory."""
+
+    # A tracking URI: a local folder (default mlruns/, MLflow's file store), file:///...,
+    # sqlite:///mlflow.db (needs the full mlflow package) or http(s)://a-tracking-server
+    uri: str = Field(default="mlruns", min_length=1)
+    experiment: str = Field(default="tlkit", min_length=1)
+
+
+class TrackingConfig(Strict):
+    mlflow: MlflowConfig | None = None  # `tracking: {mlflow: {}}` logs to ./mlruns
+
+
 class Config(Strict):
     transfer_config: TransferConfig
     data: DataConfig
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _sampler_fits(self) -> "Config":
