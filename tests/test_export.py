@@ -217,3 +217,116 @@ def test_export_never_deletes_a_tokenizer_folder_it_did_not_write(text_run, tmp_
     code, out, err = cli(capsys, "export", str(text_run), "--format", "torchscript", "--out",
                          str(tmp_path / "own.pt"))
     assert code == 0, err
+
+
+# ------------------------------------------------------------------ exports the ecosystem loads
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _tlkit_probabilities(run: Path, texts: list[str]) -> np.ndarray:
+    from tlkit.run import predict_run
+
+    rows = predict_run(run, texts, calibrated=False)
+    return np.array([list(r["probabilities"].values()) for r in rows])
+
+
+@pytest.mark.slow
+def test_hf_export_loads_in_transformers_and_agrees(text_run, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "hf")
+    assert code == 0, err
+    _assert_agrees(out)
+    folder = text_run / "export" / "hf"
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder),
+                                                               trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    texts = ["the film was great", "a dull and long plot, really quite awful", "fine"]
+    with torch.no_grad():
+        logits = model(**tok(texts, padding=True, truncation=True, return_tensors="pt")).logits
+    got = _softmax(logits.numpy())
+    assert np.abs(got - _tlkit_probabilities(text_run, texts)).max() <= 1e-4
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert "trust_remote_code=True" in (text_run / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_peft_export_is_an_adapter_that_peft_applies_to_the_base(text_run, tiny_bert_dir,
+                                                                  capsys):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "peft")
+    assert code == 0, err
+    _assert_agrees(out)
+    folder = text_run / "export" / "peft"
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_bert_dir)
+    model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(tiny_bert_dir)),
+                                      str(folder)).eval()
+    head = load_file(str(folder / "tlkit_head.safetensors"))
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    texts = ["the film was great", "a dull and long plot, really quite awful"]
+    enc = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * m).sum(1) / m.sum(1)
+        logits = pooled @ head["1.weight"].T + head["1.bias"]
+    assert np.abs(_softmax(logits.numpy()) - _tlkit_probabilities(text_run, texts)).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_timm_export_loads_with_timm_and_agrees(image_run, capsys):
+    import timm
+
+    code, out, err = cli(capsys, "export", str(image_run), "--format", "timm")
+    assert code == 0, err
+    _assert_agrees(out)
+    folder = image_run / "export" / "timm"
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+    from tlkit.data import build_dataset
+    from tlkit.run.inference import data_for
+    from tlkit.rundir import RunDir
+    from tlkit.saved import load_model
+
+    saved = load_model(image_run / "model")
+    ds = build_dataset(data_for(RunDir(image_run), "val", saved.classes), saved.preprocessing)
+    batch = torch.stack([ds[i][0] for i in range(8)])
+    with torch.no_grad():
+        expected = _softmax(saved.model(batch).numpy())
+        got = _softmax(model(batch).numpy())
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_hf_export_of_an_image_run_is_refused(image_run, capsys):
+    code, _, err = cli(capsys, "export", str(image_run), "--format", "hf")
+    assert code == 2 and "text runs on a transformers backbone" in err
+    assert not (image_run / "export" / "hf").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.packaged
+def test_peft_export_of_a_minilm_lora_run_is_under_5_percent_of_the_model(tmp_path, capsys):
+    from tlkit.config import validate
+    from tlkit.run import fit_run
+
+    raw = {"transfer_config": {"source_model": "minilm-l6", "freeze_strategy": "lora",
+                               "lora": {"r": 8, "alpha": 16}, "epochs": 1, "min_steps": 0,
+                               "batch_size": 32, "early_stopping_patience": None},
+           "data": {"source": "rotten_tomatoes", "limit": 200, "max_length": 48}}
+    run = tmp_path / "run"
+    fit_run(validate(raw), run)
+    code, out, err = cli(capsys, "export", str(run), "--format", "peft")
+    assert code == 0, err
+    _assert_agrees(out)
+    adapter = sum(f.stat().st_size for f in (run / "export" / "peft").iterdir())
+    full = (run / "model" / "model.safetensors").stat().st_size
+    assert adapter < 0.05 * full, (adapter, full)

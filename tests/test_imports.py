@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.adapt", "tlkit.diagnose"),
     ("tlkit.run",),
+    ("tlkit.ecosystem",),
     ("tlkit.compare", "tlkit.advise", "tlkit.export", "tlkit.report"),
     ("tlkit.cli", "tlkit.api"),
 ]

@@ -551,10 +551,15 @@ def _run_commands(sub: Subparsers) -> None:
     sp.add_argument("--out", metavar="FILE", help="write the page here instead (for a run "
                     "directory that is read-only)")
     sp.set_defaults(func=cmd_report)
-    sp = sub.add_parser("export", help="the run's model as ONNX or TorchScript, checked "
-                        "against PyTorch")
+    sp = sub.add_parser("export", help="the run's model as ONNX, TorchScript, or a "
+                        "transformers / timm / PEFT folder, checked against PyTorch")
     sp.add_argument("run_dir")
-    sp.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    sp.add_argument("--format", required=True, choices=["onnx", "torchscript", "hf", "timm",
+                                                         "peft"],
+                    help="onnx / torchscript: one file; hf: a folder transformers loads "
+                    "(AutoModelForSequenceClassification, trust_remote_code=True); timm: a "
+                    "folder timm.create_model('local-dir:FOLDER', pretrained=True) loads; "
+                    "peft: a LoRA run's adapter folder for PeftModel.from_pretrained")
     sp.add_argument("--out", help="file to write (default RUN_DIR/export/model.onnx or .pt); a "
                     "JSON describing inputs, preprocessing and labels goes beside it")
     check = sp.add_mutually_exclusive_group()

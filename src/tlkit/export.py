@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ from tlkit.rundir import MARKER, RunDir
 from tlkit.saved import load_model
 from tlkit.train.batches import batches_of
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "hf", "timm", "peft")
+FOLDER_FORMATS = ("hf", "timm", "peft")  # tlkit.ecosystem: a folder the library loads
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "hf": "", "timm": "", "peft": ""}
 TOLERANCE = 1e-4
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "outputs"
@@ -90,6 +92,8 @@ class _TextModel(nn.Module):
 
 
 def default_output(run_dir: Path, fmt: str) -> Path:
+    if fmt in FOLDER_FORMATS:
+        return Path(run_dir) / "export" / fmt
     return Path(run_dir) / "export" / f"model{SUFFIX[fmt]}"
 
 
@@ -101,7 +105,7 @@ def description_path(path: Path) -> Path:
 def _check_args(run_dir: Path, fmt: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}; "
-                        "use --format onnx or --format torchscript")
+                        "use one of those with --format")
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; give the --out folder of a "
                         "finished `tlkit fit`")
@@ -205,7 +209,8 @@ class _Runner:
             return self.module(*tensors).float().numpy()
 
 
-def _check(saved: Any, runner: _Runner, data: Any, limit: int | None) -> tuple[int, float]:
+def _check(saved: Any, runner: Callable[[Any], np.ndarray], data: Any, limit: int | None
+           ) -> tuple[int, float]:
     ds: Any = build_dataset(data, saved.preprocessing)
     collate: Any = build_collate(saved.preprocessing)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -259,6 +264,47 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
     }
 
 
+def _export_folder(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, check_data: Any,
+                   check_split: str | None) -> ExportResult:
+    """An export the ecosystem's own loaders read (``tlkit.ecosystem``): a folder, checked
+    against the run's model through those loaders."""
+    import yaml
+
+    from tlkit.ecosystem import export_folder
+
+    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise UserError(f"{out} exists and is not a folder tlkit exported; move it, or give "
+                        "--out another folder (nothing was written)")
+    if out.exists():
+        shutil.rmtree(out)  # tlkit's own earlier export of this run: replaced whole
+    raw = yaml.safe_load(RunDir(run_dir).config.read_text()) if RunDir(run_dir).config.is_file() \
+        else {}
+    try:
+        with _quiet():
+            runner = export_folder(saved, fmt, out, raw or {})
+    except UserError:
+        if out.exists() and not any(p.name != MARKER for p in out.iterdir()):
+            shutil.rmtree(out)
+        raise
+    (out / MARKER).write_text(json.dumps({"made_by": "tlkit", "kind": "export"}) + "\n")
+    n, diff = _check(saved, runner, check_data, None if check_split else CHECK_BATCH)
+    meta_path = out.with_name(out.name + ".json")
+    meta_path.write_text(json.dumps({
+        "format": fmt, "file": out.name, "exporter": f"tlkit.ecosystem ({fmt})",
+        "task": saved.task, "labels": saved.classes,
+        "check": {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}},
+        indent=2) + "\n")
+    if not diff <= TOLERANCE:
+        raise UserError(f"the {fmt} export differs from PyTorch by up to {diff:.3g} on {n} "
+                        f"examples of {spec} (tolerance {TOLERANCE:g}); the folder is {out}, "
+                        "but do not trust it: try --format onnx")
+    if RunDir(run_dir).summary.is_file() and out.resolve().is_relative_to(run_dir.resolve()):
+        from tlkit.report.model_card import write_card
+
+        write_card(run_dir)
+    return ExportResult(out, meta_path, f"tlkit.ecosystem ({fmt})", spec, n, diff)
+
+
 def _check_writable(out: Path) -> None:
     """Refuse, before anything is exported, a place that cannot be written (a read-only run
     directory: the default is RUN_DIR/export/)."""
@@ -297,6 +343,8 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
         raise UserError(f"the model takes {saved.preprocessing.kind} but {spec} holds "
                         f"{check_data.modality}")
 
+    if fmt in FOLDER_FORMATS:
+        return _export_folder(run_dir, saved, fmt, out, spec, check_data, check_split)
     exported = copy.deepcopy(saved.model)
     if saved.meta.get("lora"):
         merge_lora(exported)  # plain layers: what a runtime without PEFT can run

