@@ -136,14 +136,22 @@ def test_predict_from_a_moved_run_directory_matches_evaluate(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
+                                                                   workers: int) -> None:
+    """With DataLoader workers (and random augmentation) too: the uninterrupted run builds its
+    batches in the main process, the killed and resumed one in two workers, and the weights
+    agree bitwise (each batch is a pure function of seed, epoch and batch)."""
     cfg = write_cfg(tmp_path, epochs=3, limit=320)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_cli("fit", str(cfg), "--out", str(whole)).returncode == 0
+    aug = ["--set", "data.augment=flip"] if workers else []
+    assert run_cli("fit", str(cfg), "--out", str(whole), *aug,
+                   "--set", "data.workers=0").returncode == 0
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([*TLKIT, "fit", str(cfg), "--out", str(killed),
-                             "--checkpoint-every", "1"], env=env,
+                             "--checkpoint-every", "1", *aug, "--set",
+                             f"data.workers={workers}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "checkpoints" / "last.pt"
     deadline = time.time() + 120
@@ -159,7 +167,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Pat
     state = torch.load(last, weights_only=True)["state"]
     assert 0 < state["epoch"] < 3 or state["batch_in_epoch"] > 0
 
-    r = run_cli("fit", str(cfg), "--out", str(killed), "--resume")
+    r = run_cli("fit", str(cfg), "--out", str(killed), "--resume", *aug, "--set",
+                f"data.workers={workers}")
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr
     a, b = load_weights(whole), load_weights(killed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -331,6 +331,9 @@ class DataConfig(Strict):
     label_separator: str = Field(default="|", min_length=1)
     group_by_length: bool = True  # text: batch similar lengths together to cut padding
     augment: Literal["none", "flip", "crop_flip"] = "none"  # images, training split only
+    # DataLoader worker processes that decode, augment and tokenize the training batches;
+    # auto: none on two cores or fewer, else half the cores, at most 4 (tlkit.train.loader)
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     # A column of the source naming each example's subgroup (CSV/JSONL/Parquet sources): the
     # test metrics are then also given per subgroup.
     group_column: str | None = None

@@ -33,6 +33,7 @@ from tlkit.plan.length import length_of
 from tlkit.regularization import L2SP
 from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
+from tlkit.train.loader import default_workers
 from tlkit.train.loop import TrainData
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -177,9 +178,11 @@ def training_data(cfg: Config, modality: str, splits: Any, prep: Any, collate: A
         enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
                                 max_length=prep.max_length)
         lengths = [len(x) for x in enc["input_ids"]]
+    workers = cfg.data.workers
     return TrainData(train_ds, build_dataset(splits.val, prep), collate, splits.train.task,
                      splits.classes, lengths, class_weights_of(tc.class_weights, splits.train),
-                     balanced_weights(splits.train) if tc.sampler == "balanced" else None)
+                     balanced_weights(splits.train) if tc.sampler == "balanced" else None,
+                     default_workers() if workers == "auto" else workers)
 
 
 def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module | None:

@@ -32,6 +32,8 @@ from tlkit.train.batches import epoch_batches
 from tlkit.train.checkpoint import rng_state, set_rng_state
 from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
+from tlkit.tensors import to_device
+from tlkit.train.loader import batch_stream
 from tlkit.train.head_solver import features, linear_of, set_head, solve
 from tlkit.train.hooks import RunIO, Step, with_method
 from tlkit.plan.length import Length, length_of
@@ -92,6 +94,7 @@ class TrainData:
     class_weights: Sequence[float] | None = None  # single-label: the training loss's weights
     # the balanced sampler: each training example's chance of being drawn (1 / its class count)
     sample_weights: Sequence[float] | None = None
+    workers: int = 0  # DataLoader worker processes building the training batches
 
 
 @dataclass
@@ -212,17 +215,22 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     # this step's loss and hook terms (summed over samples) and its sample count, over the
     # processes at the step, so the state and its checkpoints hold the global ones
     pending = [0.0] * (2 + len(names))
+    # With several processes each takes its share of the global batch, and scales its mean
+    # loss by that share (times the processes): the gradients DDP averages over the processes
+    # are then the gradient of the global batch's mean, as one process computes it. An empty
+    # share (a last batch smaller than the processes) still joins the average, with a stand-in
+    # example weighted 0.
+    shares = [dist.share(batch) or batch[:1] for batch in batches]
+    stream = None if "train" in feed.cached else batch_stream(
+        run.data.train, run.data.collate, shares, state.batch_in_epoch, s.seed, epoch,
+        run.data.workers)
     for b in range(state.batch_in_epoch, run.n_batches):
-        # With several processes each takes its share of the global batch, and scales its
-        # mean loss by that share (times the processes): the gradients DDP averages over the
-        # processes are then the gradient of the global batch's mean, as one process computes
-        # it. An empty share (a last batch smaller than the processes) still joins the average,
-        # with a stand-in example weighted 0.
         mine = dist.share(batches[b])
+        built = next(stream) if stream is not None else None
         if mine or dist.enabled:
             step = Step(epoch, b, len(mine), state.step, state.step / max(1, run.total_steps),
                         lambda: autocast(dist.device, s.mixed_precision))
-            loss, terms = _backward(run, feed, mine or batches[b][:1], len(batches[b]), step)
+            loss, terms = _backward(run, feed, shares[b], len(batches[b]), step, built)
             pending[0] += loss * len(mine)
             pending[1] += len(mine)
             for i, name in enumerate(names):
@@ -244,13 +252,16 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
                 run.io.save_last(run.snapshot(state))
 
 
-def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: Step
-              ) -> tuple[float, dict[str, float]]:
+def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: Step,
+              built: tuple[Any, torch.Tensor] | None = None) -> tuple[float, dict[str, float]]:
     """Forward, loss and backward of this process's share of a batch (with several processes,
     through DDP; ``step.size`` 0: ``mine`` is a stand-in weighted 0); returns the task loss and
     each hook's term, as floats."""
     model, s, dist = run.asm.model, run.settings, run.dist
-    inputs, targets = feed.batch("train", mine)
+    if built is None:
+        inputs, targets = feed.batch("train", mine)
+    else:  # collated by the batch stream (tlkit.train.loader)
+        inputs, targets = to_device(built[0], dist.device), to_device(built[1], dist.device)
     forward = with_method(run.hooks, "forward")
     own: dict[int, torch.Tensor] = {}
     if forward:  # a hook that adds a loss of its own to the forward (domain adaptation)
