@@ -222,7 +222,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tlkit.report.model_card import write_card
 
     print(write_report(Path(args.run_dir), args.out))
-    write_card(Path(args.run_dir))
+    if args.out is None:  # the report went into the run directory: the card goes beside it
+        write_card(Path(args.run_dir))
     return 0
 
 
