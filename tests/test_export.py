@@ -321,7 +321,7 @@ def test_peft_export_of_a_minilm_lora_run_is_under_5_percent_of_the_model(tmp_pa
     raw = {"transfer_config": {"source_model": "minilm-l6", "freeze_strategy": "lora",
                                "lora": {"r": 8, "alpha": 16}, "epochs": 1, "min_steps": 0,
                                "batch_size": 32, "early_stopping_patience": None},
-           "data": {"source": "rotten_tomatoes", "limit": 200, "max_length": 48}}
+           "data": {"source": "rotten_tomatoes", "limit": 120, "max_length": 32}}
     run = tmp_path / "run"
     fit_run(validate(raw), run)
     code, out, err = cli(capsys, "export", str(run), "--format", "peft")
