@@ -100,6 +100,7 @@ def test_compare_ranks_every_strategy_against_the_baseline(tmp_path: Path) -> No
     classical = next(row for row in res["leaderboard"] if row["strategy"] == "classical")
     assert classical["name"] == "pixels + logistic regression" and classical["seconds"] > 0
     assert "classical (pixels + logistic regression)" in (out / "leaderboard.md").read_text()
+    assert all((out / n / "README.md").is_file() for n in names if n != "classical")  # cards
     accs = [row["test_accuracy"] for row in res["leaderboard"]]
     assert accs == sorted(accs, reverse=True)
     assert sum(row["advised"] for row in res["leaderboard"]) == 1

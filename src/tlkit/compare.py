@@ -81,6 +81,9 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             log(f"compare: {s} ({runs.index(s) + 1} of {len(runs)})")
             fit_run(configs[s], run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
                     event=event, test_limit=test_limit)
+            from tlkit.report.model_card import write_card
+
+            write_card(run_dir)  # each variant is a run directory like fit's, card included
         results[s] = {"summary": json.loads(summary_path.read_text()), "pred": test_predictions(run_dir)}
 
     scratch_pred = results["scratch"]["pred"]

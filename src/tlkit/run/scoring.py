@@ -158,18 +158,6 @@ def _folder_chunks(root: Path, chunk: int) -> Iterator[list[Row]]:
         yield [(str(p.relative_to(root)), p, None) for p in files[i:i + chunk]]
 
 
-def count_rows(path: Path) -> int | None:
-    """How many inputs ``path`` holds where that is cheap to know (a folder, a Parquet file), for
-    the progress bar; None otherwise."""
-    if path.is_dir():
-        return sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return None
-
-
 # --------------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------------
