@@ -10,6 +10,14 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import signal  # noqa: E402
+
+# A suite started in the background of a shell without job control inherits SIGINT ignored
+# (POSIX), and so would every child it starts; the tests that press Ctrl-C need Python's own
+# handler, as a terminal gives it (children then start with the default and install it too).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
