@@ -17,6 +17,7 @@ it again.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -207,22 +208,43 @@ def _labels_as_names(ds: Any, frame: Any) -> Any:
     return frame
 
 
-def _inputs_of(inputs: Any, run_dir: Path) -> list[str]:
+def _inputs_of(inputs: Any, run_dir: Path) -> list[Any]:
+    """Texts, sentence pairs or image paths, from a string, a list or a DataFrame."""
     import pandas as pd
 
+    pairs = _pair_columns(run_dir)
     if isinstance(inputs, str):
         return [inputs]
     if isinstance(inputs, pd.DataFrame):
         from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS
 
-        wanted = [*TEXT_COLUMNS, *IMAGE_COLUMNS]
-        col = next((c for w in wanted for c in inputs.columns if str(c).lower() == w), None)
-        if col is None:
-            raise UserError(f"the DataFrame has no text or image column (looked for "
-                            f"{', '.join(wanted)}); its columns are: "
-                            f"{', '.join(map(str, inputs.columns))}")
+        first = (pairs or {}).get("text_column")
+        wanted = [first] if first else [*TEXT_COLUMNS, *IMAGE_COLUMNS]
+        col = _column(inputs, wanted)
+        if pairs is not None:
+            second = _column(inputs, [pairs["text_pair_column"]])
+            return [(str(a), str(b)) for a, b in zip(inputs[col], inputs[second], strict=True)]
         return [str(v) for v in inputs[col].tolist()]
-    return [str(v) for v in inputs]
+    return [tuple(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in inputs]
+
+
+def _column(frame: Any, wanted: list[str]) -> Any:
+    col = next((c for w in wanted for c in frame.columns if str(c).lower() == w.lower()), None)
+    if col is None:
+        what = repr(wanted[0]) if len(wanted) == 1 else "text or image"
+        raise UserError(f"the DataFrame has no {what} column (looked for {', '.join(wanted)}); its columns are: "
+                        f"{', '.join(map(str, frame.columns))}")
+    return col
+
+
+def _pair_columns(run_dir: Path) -> dict[str, Any] | None:
+    """A sentence-pair run's two columns (from its model.json), None for any other run."""
+    try:
+        meta = json.loads((Path(run_dir) / "model" / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pairs = meta.get("pairs")
+    return pairs if isinstance(pairs, dict) else None
 
 
 def _reporter(path: Path) -> Any:

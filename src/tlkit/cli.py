@@ -536,7 +536,9 @@ def _run_commands(sub: Subparsers) -> None:
     sp.set_defaults(func=cmd_evaluate)
     sp = sub.add_parser("predict", help="predictions of a finished run as JSON lines")
     sp.add_argument("run_dir")
-    sp.add_argument("inputs", nargs="*", help="texts, or image files")
+    sp.add_argument("inputs", nargs="*", help="texts, or image files; for a sentence-pair "
+                    "model each input is its two texts joined by '|||', e.g. 'A man sleeps. "
+                    "||| A person rests.'")
     sp.add_argument("--data", help="a CSV / TSV / JSONL / Parquet file or a folder of images to "
                     "score (labels not needed; streamed), a split of the run's data "
                     "(train/val/test) or a packaged set")

@@ -315,6 +315,9 @@ class DataConfig(Strict):
     source: str
     task: Literal["single_label", "multi_label", "regression"] = "single_label"
     text_column: str | None = None
+    # Sentence pairs (entailment, paraphrase, similarity): the column of each example's second
+    # text; the tokenizer encodes (text, text_pair) as one pair (CSV/JSONL/Parquet sources).
+    text_pair_column: str | None = None
     image_column: str | None = None
     label_column: str | None = None
     limit: int | None = Field(default=None, ge=1)
@@ -345,6 +348,9 @@ class DataConfig(Strict):
         test = 0.0 if self.test is not None else self.test_fraction
         if val + test >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        if self.text_pair_column is not None and self.image_column is not None:
+            raise ValueError("data.text_pair_column pairs two texts; it does not go with "
+                             "data.image_column: remove one of them")
         return self
 
 

@@ -71,6 +71,11 @@ class Preprocessing(_Part):
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
+class Pairs(_Part):
+    text_column: str | None = None
+    text_pair_column: str = Field(min_length=1)
+
+
 class ModelJson(_Part):
     format: Literal[1]
     backbone: Backbone
@@ -79,6 +84,7 @@ class ModelJson(_Part):
     task: Literal["single_label", "multi_label", "regression"]
     classes: list[str] | None
     lora: dict[str, Any] | None = None
+    pairs: Pairs | None = None  # a sentence-pair model: the columns of its two texts
 
 
 def _where(error: Any) -> str:

@@ -40,6 +40,13 @@ class SavedModel:
     def classes(self) -> list[str] | None:
         return self.meta.get("classes")
 
+    @property
+    def pairs(self) -> dict[str, Any] | None:
+        """For a sentence-pair model, the columns it was trained on (``text_column``, None
+        where found by its default name, and ``text_pair_column``); None otherwise."""
+        pairs = self.meta.get("pairs")
+        return pairs if isinstance(pairs, dict) else None
+
 
 def save_model(folder: Path, model: TransferModel, preprocessing: Preprocessing,
                head: dict[str, Any], task: str, classes: list[str] | None,

@@ -26,6 +26,7 @@ from tlkit.adapt.target import load_target
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
+from tlkit.data.types import is_pair
 from tlkit.device import pick_device
 from tlkit.errors import UserError
 from tlkit.train.schedule import lr_factor
@@ -68,7 +69,8 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     if data.modality != "text":
         raise UserError(f"adaptation.target {ad.target.source} is {data.modality} data; "
                         "masked-language-model pretraining needs text")
-    texts = [str(t) for t in data.inputs]
+    # a sentence pair gives its two texts (each is unlabelled text of the target domain)
+    texts = [str(x) for t in data.inputs for x in (t if is_pair(t) else (t,))]
     rng = np.random.default_rng(tc.seed)
     if pc.max_examples is not None and pc.max_examples < len(texts):
         texts = [texts[i] for i in np.sort(rng.permutation(len(texts))[: pc.max_examples])]

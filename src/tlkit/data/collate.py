@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tlkit.backbones.base import ImagePreprocessing, Preprocessing, TextPreprocessing
+from tlkit.data.types import is_pair
 from tlkit.errors import UserError
 
 # Tokenizers without a known limit report a huge sentinel (int(1e30)); only smaller ones are real.
@@ -23,7 +25,7 @@ class ImageCollate:
 
 
 class TextCollate:
-    """[(text, target)] -> ({"input_ids", "attention_mask", ...}, targets).
+    """[(text or (text, text_pair), target)] -> ({"input_ids", "attention_mask", ...}, targets).
 
     Pads to the longest text of the batch, not to max_length: short texts then cost short
     batches (with per-batch padding a fine-tuning batch of snippets is mostly real tokens).
@@ -39,12 +41,21 @@ class TextCollate:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def __call__(self, batch: list[tuple[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def __call__(self, batch: list[tuple[Any, torch.Tensor]]
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         texts, targets = zip(*batch, strict=True)
-        encoded = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        encoded = tokenize(self.tokenizer, list(texts), self.max_length, padding="longest",
+                           return_tensors="pt")
         return dict(encoded), torch.stack(targets)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, **kwargs: Any) -> Any:
+    """The tokenizer over texts, or over sentence pairs as pairs (segment ids where the model
+    has them; truncation takes from the longer text first), cut to ``max_length`` tokens."""
+    if texts and is_pair(texts[0]):
+        return tokenizer([t[0] for t in texts], [t[1] for t in texts], truncation=True,
+                         max_length=max_length, **kwargs)
+    return tokenizer([str(t) for t in texts], truncation=True, max_length=max_length, **kwargs)
 
 
 def load_tokenizer(folder: str) -> Any:

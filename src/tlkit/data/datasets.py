@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from tlkit.backbones.base import ImagePreprocessing, Preprocessing
 from tlkit.data.transforms import ImageTransform
-from tlkit.data.types import LabelledData, Task
+from tlkit.data.types import LabelledData, Task, TextPair
 from tlkit.errors import UserError
 
 
@@ -37,19 +37,21 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.transform(self.inputs[index]), self.targets[index]  # type: ignore[arg-type]
 
 
-class TextDataset(Dataset[tuple[str, torch.Tensor]]):
-    """Raw strings; tokenizing happens per batch in the collate, where padding can be per batch."""
+class TextDataset(Dataset[tuple[str | TextPair, torch.Tensor]]):
+    """Raw strings or sentence pairs; tokenizing happens per batch in the collate, where padding
+    can be per batch."""
 
     def __init__(self, data: LabelledData) -> None:
         if data.modality != "text":
             raise ValueError(f"TextDataset needs text data, got {data.modality}")
-        self.inputs = [str(t) for t in data.inputs]
+        self.inputs: list[str | TextPair] = [
+            (str(t[0]), str(t[1])) if isinstance(t, tuple) else str(t) for t in data.inputs]
         self.targets = targets_tensor(data.targets, data.task)
 
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[str | TextPair, torch.Tensor]:
         return self.inputs[index], self.targets[index]
 
 

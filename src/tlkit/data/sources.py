@@ -181,7 +181,20 @@ def group_column_of(cfg: DataSettings) -> str | None:
     return getattr(cfg, "group_column", None) or None
 
 
+def pair_column_of(cfg: DataSettings) -> str | None:
+    """``data.text_pair_column``; settings objects without the attribute have none."""
+    return getattr(cfg, "text_pair_column", None) or None
+
+
 def _check_group_source(cfg: DataSettings, kind: SourceKind) -> None:
+    pair = pair_column_of(cfg)
+    if pair is not None and kind != "table":
+        what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
+        raise UserError(
+            f"data.text_pair_column {pair!r} needs a CSV / JSONL / Parquet source with that "
+            f"column, but data.source {cfg.source!r} is {what}; remove data.text_pair_column "
+            "(a packaged pair set gives its pairs itself) or give a table with both texts."
+        )
     group = group_column_of(cfg)
     if group is not None and kind != "table":
         what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
@@ -357,6 +370,9 @@ def _looks_like_image_paths(values: pd.Series) -> bool:
 
 
 def input_column(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> tuple[Modality, str]:
+    if cfg.image_column and pair_column_of(cfg):
+        raise UserError("data.text_pair_column pairs two texts; it does not go with "
+                        "data.image_column: remove one of them.")
     if cfg.text_column and cfg.image_column:
         raise UserError(
             "data.text_column and data.image_column are both set; a data set has one input: keep only one."
@@ -396,6 +412,19 @@ def _group_values(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> np.ndar
                     dtype=object)
 
 
+def _filled(frame: pd.DataFrame, column: str, path: Path) -> list[Any]:
+    """The values of ``column``; an empty cell is an error naming its rows."""
+    values = frame[column].tolist()
+    empty = [i for i, v in enumerate(values) if is_missing(v)]
+    if empty:
+        rows = ", ".join(str(i + 1) for i in empty[:5])
+        raise UserError(
+            f"column {column!r} of {path} is empty in {len(empty)} row(s) (data rows {rows}"
+            f"{' ...' if len(empty) > 5 else ''}); fill them in or remove those rows."
+        )
+    return values
+
+
 def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
     frame, label = _read_table(path, cfg)
     modality, column = input_column(frame, cfg, path)
@@ -407,20 +436,19 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
         separator=cfg.label_separator,
         classes=classes,
     )
-    values = frame[column].tolist()
-    empty = [i for i, v in enumerate(values) if is_missing(v)]
-    if empty:
-        rows = ", ".join(str(i + 1) for i in empty[:5])
-        raise UserError(
-            f"column {column!r} of {path} is empty in {len(empty)} row(s) (data rows {rows}"
-            f"{' ...' if len(empty) > 5 else ''}); fill them in or remove those rows."
-        )
+    values = _filled(frame, column, path)
     if modality == "text":
+        inputs: list[Any] = [str(v) for v in values]
+        pair = pair_column_of(cfg)
+        if pair is not None:
+            second = _filled(frame, _named_column(frame, pair, "data.text_pair_column", path),
+                             path)
+            inputs = [(a, str(b)) for a, b in zip(inputs, second, strict=True)]
         return LabelledData(
             name=str(cfg.source),
             modality="text",
             task=cfg.task,
-            inputs=[str(v) for v in values],
+            inputs=inputs,
             targets=targets,
             classes=found,
             groups=groups,

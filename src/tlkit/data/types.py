@@ -13,7 +13,24 @@ Task: TypeAlias = Literal["single_label", "multi_label", "regression"]
 Modality: TypeAlias = Literal["text", "image"]
 # An image is a file path (decoded lazily) or a uint8 array, grey HxW or HxWx3.
 ImageInput: TypeAlias = Path | np.ndarray
-Input: TypeAlias = str | Path | np.ndarray
+# A sentence pair (entailment, paraphrase): two texts the tokenizer encodes as one sequence.
+TextPair: TypeAlias = tuple[str, str]
+Input: TypeAlias = str | TextPair | Path | np.ndarray
+# How a sentence pair is written as one string (predict's command line, a model card's example).
+PAIR_SEPARATOR = " ||| "
+
+
+def is_pair(item: object) -> bool:
+    """Whether an input is a sentence pair."""
+    return isinstance(item, tuple) and len(item) == 2
+
+
+def split_pair(text: str) -> TextPair:
+    """A pair written as one string, ``first ||| second``, as its two texts."""
+    first, sep, second = text.partition(PAIR_SEPARATOR.strip())
+    if not sep:
+        raise ValueError(f"no {PAIR_SEPARATOR.strip()!r} between the two texts")
+    return first.strip(), second.strip()
 
 
 class DataSettings(Protocol):
@@ -38,6 +55,8 @@ class DataSettings(Protocol):
     # Optional (read with getattr, default None): a table column naming each example's subgroup,
     # and the user's own validation and test sources (data.validation, data.test).
     group_column: str | None
+    # Optional (getattr, default None): the column of each example's second text (pairs).
+    text_pair_column: str | None
 
 
 @dataclass

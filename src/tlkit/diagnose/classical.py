@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.data.images import open_rgb
-from tlkit.data.types import LabelledData
+from tlkit.data.types import LabelledData, is_pair
 from tlkit.metrics import compute_metrics
 
 CV_SAMPLE = 2000  # training examples the cross-validation runs over, at most
@@ -76,6 +76,8 @@ def name_of(modality: str, task: str) -> str:
 
 
 def _text_features(train: list[Any]) -> Any:
+    """TF-IDF of word 1-2-grams and character 2-5-grams, fitted on the training texts: a
+    function from texts (or sentence pairs) to a sparse matrix."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
@@ -85,8 +87,21 @@ def _text_features(train: list[Any]) -> Any:
         ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True,
                                   max_features=MAX_TEXT_FEATURES)),
     ])
-    union.fit([str(t) for t in train])
-    return lambda texts: union.transform([str(t) for t in texts]).tocsr()
+    if not (train and is_pair(train[0])):
+        union.fit([str(t) for t in train])
+        return lambda texts: union.transform([str(t) for t in texts]).tocsr()
+    # Sentence pairs: each text's TF-IDF and their elementwise product (the n-grams the two
+    # share, weighted), which is what a linear model needs to see overlap or contradiction.
+    from scipy import sparse
+
+    union.fit([t[0] for t in train] + [t[1] for t in train])
+
+    def pairs(items: list[Any]) -> Any:
+        a = union.transform([t[0] for t in items])
+        b = union.transform([t[1] for t in items])
+        return sparse.hstack([a, b, a.multiply(b)]).tocsr()
+
+    return pairs
 
 
 def pixels(inputs: list[Any], size: int) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from tlkit.backbones.base import ImagePreprocessing, TextPreprocessing
-from tlkit.data.types import Examples
+from tlkit.data.collate import tokenize
+from tlkit.data.types import PAIR_SEPARATOR, Examples, is_pair
 from tlkit.errors import UserError
 
 SAMPLE_SIZE = 64  # training examples looked at: enough for statistics, a second to prepare
@@ -166,7 +167,7 @@ def _value_finding(x: np.ndarray, prep: ImagePreprocessing) -> Finding | None:
 # Text
 
 
-def check_text(texts: list[str], tokenizer: Any, model_vocab_size: int | None,
+def check_text(texts: list[Any], tokenizer: Any, model_vocab_size: int | None,
                prep: TextPreprocessing) -> list[Finding]:
     """Findings about how ``tokenizer`` reads ``texts`` for a model whose embedding has
     ``model_vocab_size`` rows (None: unknown, that check is skipped), cut at prep.max_length."""
@@ -175,8 +176,7 @@ def check_text(texts: list[str], tokenizer: Any, model_vocab_size: int | None,
     findings: list[Finding] = []
     # What the model reads, special tokens included, and one token more: a text that still
     # fills max_length + 1 is cut at max_length.
-    ids: list[list[int]] = tokenizer(list(texts), truncation=True,
-                                     max_length=prep.max_length + 1)["input_ids"]
+    ids: list[list[int]] = tokenize(tokenizer, texts, prep.max_length + 1)["input_ids"]
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     unk = getattr(tokenizer, "unk_token_id", None)
     content = [[t for t in row if t not in special or t == unk] for row in ids]
@@ -186,6 +186,7 @@ def check_text(texts: list[str], tokenizer: Any, model_vocab_size: int | None,
         share = sum(per_text) / n_tokens
         if share > UNKNOWN_SHARE:
             worst = texts[int(np.argmax(per_text))]
+            worst = PAIR_SEPARATOR.join(worst) if is_pair(worst) else str(worst)
             example = worst if len(worst) <= 60 else worst[:57] + "..."
             findings.append(_warn(
                 "unknown_tokens",
@@ -261,7 +262,7 @@ def check_preprocessing(backbone: Any, collate: Callable[[list[Any]], Any], data
         if tokenizer is None:
             return []
         max_length = int(getattr(collate, "max_length", prep.max_length))
-        findings = check_text([str(item[0]) for item in items], tokenizer,
+        findings = check_text([item[0] for item in items], tokenizer,
                               embedding_rows(backbone), replace(prep, max_length=max_length))
     warnings = [f for f in findings if f.severity == "warn"]
     if policy == "refuse" and warnings:

@@ -194,8 +194,11 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
             "num_outputs": num_outputs_of(p.splits.train)}
     p.asm.model.cpu()
+    pair = p.cfg.data.text_pair_column  # sentence pairs: predict reads both columns
     save_model(p.run.model, p.asm.model, p.prep, head, p.data.task, p.splits.classes,
-               {"source_model": tc.source_model})
+               {"source_model": tc.source_model,
+                **({"pairs": {"text_column": p.cfg.data.text_column,
+                              "text_pair_column": pair}} if pair else {})})
     summary = {
         "source_model": tc.source_model,
         "strategy": tc.freeze_strategy,

@@ -13,7 +13,7 @@ import yaml
 from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
 from tlkit.data.sources import with_given_splits
-from tlkit.data.types import LabelledData, Task
+from tlkit.data.types import PAIR_SEPARATOR, LabelledData, Task, is_pair, split_pair
 from tlkit.data.packaged import is_packaged
 from tlkit.errors import UserError
 from tlkit.files import atomic_write
@@ -93,7 +93,16 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
 
 
-def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None,
+def _pair_of(text: str) -> Any:
+    try:
+        return split_pair(text)
+    except ValueError:
+        raise UserError(f"{text!r} is one text, but the model reads sentence pairs: write each "
+                        f"input as the two texts joined by {PAIR_SEPARATOR.strip()!r}, e.g. "
+                        f"'A man is sleeping.{PAIR_SEPARATOR}A person rests.'") from None
+
+
+def predict_run(path: Path, inputs: Sequence[Any] = (), spec: str | None = None,
                 calibrated: bool = True) -> list[dict[str, Any]]:
     """Predictions for ``inputs`` (texts or image files) or for a split or packaged set
     (``spec``), each row with its input, label(s) and probabilities, calibrated as
@@ -102,12 +111,15 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None,
     kind = saved.preprocessing.kind
     if spec is not None:
         data = data_for(RunDir(path), spec, saved.classes)
-        shown = [str(x) if not isinstance(x, np.ndarray) else f"#{i}"
-                 for i, x in enumerate(data.inputs)]
+        shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else str(x)
+                 if not isinstance(x, np.ndarray) else f"#{i}" for i, x in enumerate(data.inputs)]
     else:
         if not inputs:
             raise UserError("give inputs to predict (texts or image files) or --data SPEC")
         items: list[Any] = list(inputs)
+        if saved.pairs is not None:  # a sentence-pair model: each input is "first ||| second"
+            items = [x if is_pair(x) else _pair_of(str(x)) for x in items]
+        shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else x for x in items]
         if kind == "image":
             missing = [x for x in items if not Path(x).is_file()]
             if missing:
@@ -119,7 +131,6 @@ def predict_run(path: Path, inputs: Sequence[str] = (), spec: str | None = None,
                  if saved.task == "multi_label" else np.zeros(len(items), dtype=np.float32))
         data = LabelledData(name="inputs", modality=kind, task=cast(Task, saved.task), inputs=items,
                             targets=dummy, classes=saved.classes)
-        shown = list(inputs)
     if data.modality != kind:
         raise UserError(f"the model takes {kind} but the inputs are {data.modality}")
     device = model_device()
@@ -150,6 +161,8 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
     cfg = _run_config(RunDir(path)) if RunDir(path).config.is_file() else None
     text_column = cfg.data.text_column if cfg is not None else None
     image_column = cfg.data.image_column if cfg is not None else None
+    if saved.pairs is not None:  # the columns it trained on, also for a moved model/ folder
+        text_column = text_column or saved.pairs.get("text_column")
     cal = Calibration.of(_summary_of(Path(path)), calibrated)
     device = model_device()
     saved.model.to(device)
@@ -159,7 +172,8 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
     def run(stream: Any) -> Scored:
         writer = Writer(stream, fmt, saved.task, saved.classes)
         done = score_file(saved, source, writer, cal, text_column, image_column, 64, device,
-                          mixed, progress)
+                          mixed, progress,
+                          pair_column=saved.pairs["text_pair_column"] if saved.pairs else None)
         writer.close()
         return done
 

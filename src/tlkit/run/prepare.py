@@ -22,7 +22,7 @@ from tlkit.backbones.base import TextPreprocessing
 from tlkit.cache import CacheHook, cache_for
 from tlkit.config import Config, dump_config
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
-from tlkit.data.collate import TextCollate
+from tlkit.data.collate import TextCollate, tokenize
 from tlkit.data.fingerprint import differences, fingerprint
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
@@ -175,8 +175,7 @@ def training_data(cfg: Config, modality: str, splits: Any, prep: Any, collate: A
     lengths = None
     if modality == "text" and cfg.data.group_by_length:
         assert isinstance(collate, TextCollate) and isinstance(prep, TextPreprocessing)
-        enc = collate.tokenizer(list(train_ds.inputs), truncation=True,
-                                max_length=prep.max_length)
+        enc = tokenize(collate.tokenizer, train_ds.inputs, prep.max_length)
         lengths = [len(x) for x in enc["input_ids"]]
     workers = cfg.data.workers
     return TrainData(train_ds, build_dataset(splits.val, prep), collate, splits.train.task,

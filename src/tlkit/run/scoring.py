@@ -33,7 +33,7 @@ from tlkit.data import build_collate, build_dataset
 from tlkit.data.images import IMAGE_EXTENSIONS
 from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, table_format
 from tlkit.data.targets import is_missing
-from tlkit.data.types import LabelledData, Modality, Task
+from tlkit.data.types import LabelledData, Modality, Task, is_pair
 from tlkit.device import autocast
 from tlkit.errors import UserError
 from tlkit.metrics import probabilities
@@ -77,8 +77,9 @@ Row = tuple[str, Any, str | None]
 
 
 def read_chunks(path: Path, kind: str, text_column: str | None, image_column: str | None,
-                chunk: int = CHUNK) -> Iterator[list[Row]]:
-    """The inputs of ``path`` (a table or a folder of images) in chunks, in file order."""
+                chunk: int = CHUNK, pair_column: str | None = None) -> Iterator[list[Row]]:
+    """The inputs of ``path`` (a table or a folder of images) in chunks, in file order; with
+    ``pair_column`` (a sentence-pair model) each input is the pair of the two columns."""
     if path.is_dir():
         if kind != "image":
             raise UserError(f"{path} is a folder; the model takes text: give a CSV, JSONL or "
@@ -95,15 +96,22 @@ def read_chunks(path: Path, kind: str, text_column: str | None, image_column: st
     for frame in _frames(path, fmt, chunk):
         if first:
             column = _input_column(list(frame.columns), kind, text_column, image_column, path)
+            second = (_input_column(list(frame.columns), "pair", pair_column, None, path)
+                      if pair_column else None)
             id_column = next((c for c in frame.columns if str(c).lower() in ID_COLUMNS), None)
             first = False
         values = frame[column].tolist()
+        seconds = frame[second].tolist() if second is not None else None
         ids = frame[id_column].tolist() if id_column is not None else None
         out: list[Row] = []
         for i, v in enumerate(values):
             rid = str(ids[i]) if ids is not None else str(row + i + 1)
             if is_missing(v) or (isinstance(v, str) and not v.strip()):
                 out.append((rid, None, f"empty {'text' if kind == 'text' else 'image path'}"))
+            elif seconds is not None:
+                w = seconds[i]
+                out.append((rid, (str(v), str(w)), None) if not is_missing(w) and str(w).strip()
+                           else (rid, None, f"empty {second}"))
             elif kind == "image":
                 p = Path(str(v)).expanduser()
                 out.append((rid, p if p.is_absolute() else path.parent / p, None))
@@ -136,15 +144,17 @@ def _frames(path: Path, fmt: str, chunk: int) -> Iterator[Any]:
 
 def _input_column(columns: list[Any], kind: str, text_column: str | None,
                   image_column: str | None, path: Path) -> Any:
-    named = text_column if kind == "text" else image_column
-    wanted = (named,) if named else (TEXT_COLUMNS if kind == "text" else IMAGE_COLUMNS)
+    named = image_column if kind == "image" else text_column
+    wanted = (named,) if named else (IMAGE_COLUMNS if kind == "image" else TEXT_COLUMNS)
     for name in wanted:
         hits = [c for c in columns if str(c).lower() == str(name).lower()]
         if hits:
             return hits[0]
     shown = ", ".join(map(str, columns[:30])) or "(none)"
-    key = "data.text_column" if kind == "text" else "data.image_column"
-    raise UserError(f"{path} has no {'text' if kind == 'text' else 'image path'} column (looked "
+    key = {"text": "data.text_column", "image": "data.image_column",
+           "pair": "data.text_pair_column"}[kind]
+    what = {"text": "text", "image": "image path", "pair": "second text"}[kind]
+    raise UserError(f"{path} has no {what} column (looked "
                     f"for {', '.join(map(str, wanted))}); its columns are: {shown}. Name the "
                     f"column {wanted[0]!r}, or fit with {key} set to the one you use")
 
@@ -169,7 +179,7 @@ def score_chunk(saved: Any, rows: list[Row], cal: Calibration, batch_size: int,
     kind = saved.preprocessing.kind
     good = [i for i, r in enumerate(rows) if r[2] is None]
     if kind == "text":  # batches of like length pad little; the order is restored below
-        good.sort(key=lambda i: len(rows[i][1]))
+        good.sort(key=lambda i: text_length(rows[i][1]))
     data = _unlabelled([rows[i][1] for i in good], saved, kind)
     ds = build_dataset(data, saved.preprocessing)
     collate: Any = build_collate(saved.preprocessing)
@@ -200,6 +210,11 @@ def score_chunk(saved: Any, rows: list[Row], cal: Calibration, batch_size: int,
         if r[2] is not None:
             out[i] = _error_record(r[0], r[2])
     return [out[i] for i in range(len(rows))]
+
+
+def text_length(item: Any) -> int:
+    """Characters of a text or of both texts of a pair (what batches of like length sort by)."""
+    return len(item[0]) + len(item[1]) if is_pair(item) else len(item)
 
 
 def _unlabelled(inputs: list[Any], saved: Any, kind: str) -> LabelledData:
@@ -337,10 +352,12 @@ class Writer:
 def score_file(saved: Any, path: Path, writer: Writer, cal: Calibration,
                text_column: str | None, image_column: str | None, batch_size: int,
                device: torch.device, mixed_precision: bool,
-               progress: Callable[[int], None] | None = None) -> Scored:
+               progress: Callable[[int], None] | None = None,
+               pair_column: str | None = None) -> Scored:
     """Stream ``path`` through the model into ``writer``, a chunk at a time."""
     done = Scored()
-    for rows in read_chunks(path, saved.preprocessing.kind, text_column, image_column):
+    for rows in read_chunks(path, saved.preprocessing.kind, text_column, image_column,
+                            pair_column=pair_column):
         recs = score_chunk(saved, rows, cal, batch_size, device, mixed_precision)
         writer.write(recs)
         done.rows += len(recs)
