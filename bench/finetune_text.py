@@ -17,9 +17,15 @@ batch size, epochs, maximum length (128 tokens) and precision (fp32 unless ``--b
   to its longest), random batches; its default optimizer (``adamw_torch_fused``).
 - trainer-grouped (extra): the same with its length-grouped sampler
   (``train_sampling_strategy="group_by_length"``; ``group_by_length=True`` before transformers 5).
+- trainer-seqcls: ``AutoModelForSequenceClassification`` (BERT's [CLS] pooler, dropout, linear)
+  + Trainer, as a transformers user fine-tunes: the same rates, epochs and batches.
+
+``--source vitaminc`` runs the same on sentence pairs (evidence, claim): every row encodes each
+example as one pair.
 
     .venv/bin/python bench/finetune_text.py                       # 2,000 snippets, one epoch
     .venv/bin/python bench/finetune_text.py --limit 300 --test 200    # a smoke run
+    .venv/bin/python bench/finetune_text.py --source vitaminc --epochs 3 --rows tlkit,trainer-seqcls
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from typing import Any
 
 import common
 
-ROWS = ["tlkit", "trainer", "trainer-grouped"]
+ROWS = ["tlkit", "trainer", "trainer-grouped", "trainer-seqcls"]
 LABELS = {"tlkit": "tlkit (length-grouped batches)",
           "trainer": "HF Trainer + DataCollatorWithPadding",
-          "trainer-grouped": "HF Trainer, length-grouped sampler (extra)"}
+          "trainer-grouped": "HF Trainer, length-grouped sampler (extra)",
+          "trainer-seqcls": "HF Trainer + AutoModelForSequenceClassification"}
 
 
 def sizes(args: argparse.Namespace) -> tuple[int, int]:
@@ -57,9 +64,10 @@ def tlkit_raw(args: argparse.Namespace) -> dict[str, Any]:
             "weight_decay": 0.01, "scheduler": "linear", "warmup_steps": warmup,
             "max_grad_norm": 1.0, "mixed_precision": args.bf16, "early_stopping_patience": None,
             "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "min_steps": 0,  # epochs as Trainer counts them: one pass each
             "device": "cpu",
         },
-        "data": {"source": "rotten_tomatoes", "limit": args.limit,
+        "data": {"source": args.source, "limit": args.limit,
                  "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
                  "max_length": args.max_length, "seed": args.seed},
     }
@@ -123,7 +131,8 @@ def row_tlkit(args: argparse.Namespace) -> dict[str, Any]:
             "n_val": n["val"], "n_test": n["test"], "optimizer": "torch.optim.AdamW(fused=True)"}
 
 
-def row_trainer(args: argparse.Namespace, grouped: bool = False) -> dict[str, Any]:
+def row_trainer(args: argparse.Namespace, grouped: bool = False,
+                seqcls: bool = False) -> dict[str, Any]:
     import time
 
     import torch
@@ -131,6 +140,7 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False) -> dict[str, An
     from torch import nn
     from transformers import (
         AutoModel,
+        AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
@@ -189,13 +199,22 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False) -> dict[str, An
     tok = AutoTokenizer.from_pretrained(folder)
 
     def encode(data: Any) -> list[dict[str, Any]]:
-        enc = tok([str(t) for t in data.inputs], truncation=True, max_length=args.max_length)
+        if data.inputs and isinstance(data.inputs[0], tuple):  # sentence pairs
+            enc = tok([t[0] for t in data.inputs], [t[1] for t in data.inputs], truncation=True,
+                      max_length=args.max_length)
+        else:
+            enc = tok([str(t) for t in data.inputs], truncation=True, max_length=args.max_length)
         return [{**{k: enc[k][i] for k in enc}, "labels": int(data.targets[i])}
                 for i in range(len(data))]
 
     train, val, test = encode(splits.train), encode(splits.val), encode(splits.test)
     torch.manual_seed(args.seed)
-    model = MeanPoolClassifier(folder, len(splits.classes), args.dropout)
+    model: Any = MeanPoolClassifier(folder, len(splits.classes), args.dropout)
+    if seqcls:  # transformers' own head: BERT's [CLS] pooler (tanh dense), dropout, linear
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=len(splits.classes), classifier_dropout=args.dropout)
+        model.tokens = {"real": 0, "total": 0}
+        model.register_forward_pre_hook(_count_tokens, with_kwargs=True)
     _, warmup = sizes(args)
     clock = EpochClock()
     with tempfile.TemporaryDirectory(prefix="tlkit-bench-trainer-") as tmp:
@@ -236,8 +255,16 @@ def _sampling(training_arguments: Any, grouped: bool) -> dict[str, Any]:
     return {"group_by_length": grouped}
 
 
+def _count_tokens(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    mask = kwargs.get("attention_mask")
+    if module.training and mask is not None:
+        module.tokens["real"] += int(mask.sum())
+        module.tokens["total"] += mask.numel()
+
+
 ROW_FUNCS = {"tlkit": row_tlkit, "trainer": row_trainer,
-             "trainer-grouped": lambda a: row_trainer(a, grouped=True)}
+             "trainer-grouped": lambda a: row_trainer(a, grouped=True),
+             "trainer-seqcls": lambda a: row_trainer(a, seqcls=True)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,11 +294,12 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
     n_train, warmup = sizes(args)
     n_val, n_test = any_res.get("n_val", args.limit - n_train), any_res.get("n_test")
     lines.append(
-        f"- data: tlkit's packaged rotten_tomatoes, limit {args.limit:,}: "
-        f"{any_res.get('n_train', n_train):,} training and {n_val:,} validation snippets; "
-        f"test: {'?' if n_test is None else format(n_test, ',')} snippets "
+        f"- data: tlkit's packaged {args.source}, limit {args.limit:,}: "
+        f"{any_res.get('n_train', n_train):,} training and {n_val:,} validation examples; "
+        f"test: {'?' if n_test is None else format(n_test, ',')} examples "
         + (f"(a stratified subset, tlkit's test_limit {args.test})" if args.test
-           else f"(test_fraction {args.test_fraction} of the whole set, before the limit)")
+           else f"(test_fraction {args.test_fraction} of the whole set, before the limit, "
+                "or the set's own test split)")
         + f"; seed {args.seed}; the same splits for every row.")
     lines.append(
         f"- training: MiniLM-L6 + mean pooling + dropout {args.dropout:g} + linear head, every "
@@ -306,6 +334,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="rotten_tomatoes",
+                   help="a packaged text set: rotten_tomatoes, or vitaminc (sentence pairs)")
     p.add_argument("--limit", type=int, default=2000,
                    help="snippets for training + validation (tlkit's data.limit, default 2,000)")
     p.add_argument("--val-fraction", type=float, default=0.1)
