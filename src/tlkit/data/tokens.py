@@ -1,0 +1,127 @@
+"""Token-level data (named entities): sentences as word lists with one tag per word, read from
+CoNLL-style files or JSON lines, tags in the BIO scheme, and the entities a tag sequence names.
+
+CoNLL: one word per line, its tag in the last column (columns separated by whitespace or tabs),
+a blank line between sentences; ``-DOCSTART-`` lines are skipped. JSON lines: one sentence per
+line, ``{"tokens": [...], "tags": [...]}`` (``ner_tags`` is read as ``tags``).
+
+Tags: ``O``, ``B-TYPE`` (an entity begins) and ``I-TYPE`` (it goes on), i.e. BIO / IOB2. Files
+in IOB1 (an entity begins with ``I-`` unless it directly follows one of the same type) are read
+as IOB2: an ``I-`` that does not continue an entity of its type begins one, which is how
+seqeval's default mode and the CoNLL evaluation script read it too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlkit.errors import UserError
+
+OUTSIDE = "O"
+CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio", ".txt")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """Words ``start`` .. ``end - 1`` of a sentence name an entity of ``type``."""
+
+    type: str
+    start: int
+    end: int
+
+
+Sentence = tuple[list[str], list[str]]  # words, one tag per word
+
+
+def read_conll(path: Path) -> list[Sentence]:
+    """The sentences of a CoNLL-style file."""
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                if words:
+                    sentences.append((words, tags))
+                    words, tags = [], []
+                continue
+            if parts[0] == "-DOCSTART-":
+                continue
+            if len(parts) < 2:
+                raise UserError(f"{path} line {number} has a word but no tag ({line.strip()!r}); "
+                                "a CoNLL file has the word first and its tag last on each "
+                                "line, a blank line between sentences")
+            words.append(parts[0])
+            tags.append(parts[-1])
+    if words:
+        sentences.append((words, tags))
+    return [(w, to_iob2(t, f"{path}, sentence {i + 1}")) for i, (w, t) in enumerate(sentences)]
+
+
+def read_token_jsonl(path: Path) -> list[Sentence]:
+    """The sentences of a JSON-lines file of ``{"tokens": [...], "tags": [...]}``."""
+    sentences: list[Sentence] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise UserError(f"{path} line {number} is not JSON ({error}); fix that line") \
+                    from None
+            words, tags = row.get("tokens"), row.get("tags", row.get("ner_tags"))
+            if not isinstance(words, list) or not isinstance(tags, list):
+                raise UserError(f"{path} line {number} needs a list 'tokens' and a list 'tags' "
+                                f"(found keys {', '.join(map(str, row))})")
+            if len(words) != len(tags):
+                raise UserError(f"{path} line {number} has {len(words)} tokens but "
+                                f"{len(tags)} tags; give one tag per token")
+            where = f"{path} line {number}"
+            sentences.append(([str(w) for w in words], to_iob2([str(t) for t in tags], where)))
+    return sentences
+
+
+def to_iob2(tags: list[str], where: str = "the tags") -> list[str]:
+    """``tags`` in IOB2: checked (``O``, ``B-X`` or ``I-X``), an ``I-X`` that does not continue
+    an entity of type X turned into ``B-X``."""
+    out: list[str] = []
+    previous = OUTSIDE
+    for tag in tags:
+        if tag != OUTSIDE and (len(tag) < 3 or tag[:2] not in ("B-", "I-")):
+            raise UserError(f"{where}: tag {tag!r} is not O, B-TYPE or I-TYPE; tlkit reads BIO "
+                            "(IOB2) tags, e.g. B-PER I-PER O B-LOC")
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+def entities(tags: list[str]) -> list[Entity]:
+    """The entities an IOB2 (or IOB1) tag sequence names, in order."""
+    found: list[Entity] = []
+    kind: str | None = None
+    start = 0
+    for i, tag in enumerate([*tags, OUTSIDE]):
+        continues = kind is not None and tag == f"I-{kind}"
+        if kind is not None and not continues:
+            found.append(Entity(kind, start, i))
+            kind = None
+        if tag != OUTSIDE and not continues:
+            kind, start = tag[2:], i
+    return found
+
+
+def entity_types(tags: list[list[str]]) -> list[str]:
+    """The entity types the tags name, sorted."""
+    return sorted({t[2:] for sentence in tags for t in sentence if t != OUTSIDE})
+
+
+def tag_set(types: list[str]) -> list[str]:
+    """Every tag of ``types``: ``O`` first, then B- and I- of each type in order (the head's
+    classes)."""
+    return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
