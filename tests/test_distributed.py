@@ -125,6 +125,11 @@ def assert_same_run(a: Path, b: Path) -> None:
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
+        # A key bias adds the same amount to every score of a query, which softmax ignores: its
+        # gradient is zero but for rounding, and Adam scales that rounding up to whole steps, so
+        # two processes' summation order moves it by the learning rate. Nothing depends on it.
+        if k.endswith("attention.self.key.bias"):
+            continue
         torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-4, msg=k)
 
 
