@@ -187,22 +187,20 @@ def pair_column_of(cfg: DataSettings) -> str | None:
 
 
 def _check_group_source(cfg: DataSettings, kind: SourceKind) -> None:
-    pair = pair_column_of(cfg)
-    if pair is not None and kind != "table":
-        what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
-        raise UserError(
-            f"data.text_pair_column {pair!r} needs a CSV / JSONL / Parquet source with that "
-            f"column, but data.source {cfg.source!r} is {what}; remove data.text_pair_column "
-            "(a packaged pair set gives its pairs itself) or give a table with both texts."
-        )
-    group = group_column_of(cfg)
-    if group is not None and kind != "table":
-        what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
-        raise UserError(
-            f"data.group_column {group!r} needs a CSV / JSONL / Parquet source with that column, "
-            f"but data.source {cfg.source!r} is {what}; remove data.group_column or give a table "
-            "whose rows name their subgroup."
-        )
+    """The columns only a table has (data.text_pair_column, data.group_column) refused, with
+    the fix, for a packaged set or a folder."""
+    if kind == "table":
+        return
+    what = "a packaged data set" if kind == "packaged" else "a folder of class subfolders"
+    for key, name, fix in (
+            ("text_pair_column", pair_column_of(cfg),
+             "(a packaged pair set gives its pairs itself) or give a table with both texts"),
+            ("group_column", group_column_of(cfg), "or give a table whose rows name their "
+             "subgroup")):
+        if name is not None:
+            raise UserError(
+                f"data.{key} {name!r} needs a CSV / JSONL / Parquet source with that column, "
+                f"but data.source {cfg.source!r} is {what}; remove data.{key} {fix}.")
 
 
 def _check_packaged_task(name: str, task: str) -> None:
