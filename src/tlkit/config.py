@@ -313,7 +313,9 @@ class HeadSettings(View):
 
 class DataConfig(Strict):
     source: str
-    task: Literal["single_label", "multi_label", "regression"] = "single_label"
+    # token_classification: one tag per word (named entities), from CoNLL or JSON-lines files
+    task: Literal["single_label", "multi_label", "regression",
+                  "token_classification"] = "single_label"
     text_column: str | None = None
     # Sentence pairs (entailment, paraphrase, similarity): the column of each example's second
     # text; the tokenizer encodes (text, text_pair) as one pair (CSV/JSONL/Parquet sources).
@@ -455,7 +457,13 @@ class Config(Strict):
     @model_validator(mode="after")
     def _baselines_fit(self) -> "Config":
         chosen = self.diagnostics.baselines
-        if chosen is not None and "scratch" in chosen and self.data.task != "single_label":
+        tokens = self.data.task == "token_classification"
+        if chosen is not None and "classical" in chosen and tokens:
+            raise ValueError(
+                "diagnostics.baselines names classical, which classifies whole texts; "
+                "data.task is token_classification: set baselines: [scratch]")
+        if chosen is not None and "scratch" in chosen and self.data.task not in (
+                "single_label", "token_classification"):
             raise ValueError(
                 f"diagnostics.baselines names scratch, whose verdict compares test accuracy of "
                 f"single-label runs; data.task is {self.data.task}: set baselines: [classical]")
@@ -468,7 +476,23 @@ class Config(Strict):
         the task)."""
         if self.diagnostics.baselines is not None:
             return list(self.diagnostics.baselines)
+        if self.data.task == "token_classification":
+            return ["scratch"]
         return ["scratch", "classical"] if self.data.task == "single_label" else ["classical"]
+
+    @model_validator(mode="after")
+    def _tokens_fit(self) -> "Config":
+        """What token classification does not do (yet): say so before anything loads."""
+        if self.data.task != "token_classification":
+            return self
+        if self.transfer_config.freeze_strategy == AUTO:
+            raise ValueError("freeze_strategy auto is for sequence tasks; for "
+                             "token_classification choose a strategy (none, top_n_unfrozen, "
+                             "lora, all_frozen, ...), or compare them with tlkit compare")
+        if self.adaptation.target is not None:
+            raise ValueError("adaptation aligns whole-sequence features; it does not apply to "
+                             "data.task token_classification: remove the adaptation section")
+        return self
 
     @model_validator(mode="after")
     def _adaptation_trains(self) -> "Config":

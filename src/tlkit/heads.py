@@ -6,7 +6,7 @@ from typing import Literal
 
 from torch import nn
 
-Task = Literal["single_label", "multi_label", "regression"]
+Task = Literal["single_label", "multi_label", "regression", "token_classification"]
 
 
 def build_head(

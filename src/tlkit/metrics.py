@@ -8,7 +8,7 @@ import numpy as np
 
 
 def probabilities(outputs: np.ndarray, task: str) -> np.ndarray:
-    if task == "single_label":
+    if task in ("single_label", "token_classification"):
         z = outputs - outputs.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -22,6 +22,10 @@ def compute_metrics(
 ) -> dict[str, Any]:
     from sklearn import metrics as skm
 
+    if task == "token_classification":  # one row per word (tlkit.token_rows)
+        from tlkit.token_rows import token_metrics
+
+        return token_metrics(outputs, targets, classes)
     if task == "single_label":
         pred = outputs.argmax(axis=1)
         labels = list(range(outputs.shape[1]))
@@ -70,12 +74,15 @@ def monitor_metric(task: str) -> tuple[str, str]:
         return "accuracy", "max"
     if task == "multi_label":
         return "f1_macro", "max"
+    if task == "token_classification":
+        return "entity_f1", "max"
     return "loss", "min"
 
 
 # The metric that ranks subgroups per task, and whether higher is better.
 _GROUP_METRIC = {"single_label": ("accuracy", "max"), "multi_label": ("f1_macro", "max"),
-                 "regression": ("mae", "min")}
+                 "regression": ("mae", "min"),
+                 "token_classification": ("entity_f1", "max")}
 _GROUP_SUMMARY_KEYS = ("worst_group", "gap", "gap_metric")
 
 

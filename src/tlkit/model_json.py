@@ -81,7 +81,7 @@ class ModelJson(_Part):
     backbone: Backbone
     preprocessing: Preprocessing
     head: Head
-    task: Literal["single_label", "multi_label", "regression"]
+    task: Literal["single_label", "multi_label", "regression", "token_classification"]
     classes: list[str] | None
     lora: dict[str, Any] | None = None
     pairs: Pairs | None = None  # a sentence-pair model: the columns of its two texts

@@ -34,8 +34,9 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
 
 
 def check_comparable(cfg: Config, command: str) -> None:
-    """Runs of ``cfg`` can be compared by test accuracy: single-label, with a test split."""
-    if cfg.data.task != "single_label":
+    """Runs of ``cfg`` can be compared by test accuracy: single-label (or token
+    classification, by token accuracy), with a test split."""
+    if cfg.data.task not in ("single_label", "token_classification"):
         raise UserError(f"{command} ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
     if not has_test_split(cfg.data):

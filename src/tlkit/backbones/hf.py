@@ -20,6 +20,14 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def words_of(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Each word's hidden state at its first sub-word (``positions`` index the flattened batch
+    x sequence; a word cut off, -1, takes the first position's state: the loss leaves it out
+    and it is predicted O, see tlkit.token_rows)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return flat[positions.clamp(min=0)]
+
+
 class HFBackbone(Backbone):
     kind = "text"
 
@@ -106,6 +114,8 @@ class HFBackbone(Backbone):
         kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask",
                                                               "token_type_ids")}
         out = self.model(**kwargs)
+        if "word_positions" in inputs:  # token classification: one row per word
+            return words_of(out.last_hidden_state, inputs["word_positions"])
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state

@@ -46,12 +46,44 @@ class TextCollate:
         texts, targets = zip(*batch, strict=True)
         encoded = tokenize(self.tokenizer, list(texts), self.max_length, padding="longest",
                            return_tensors="pt")
+        if texts and isinstance(texts[0], list):  # sentences of words: one row per word
+            return _word_rows(encoded, texts, targets)
         return dict(encoded), torch.stack(targets)
 
 
+def _word_rows(encoded: Any, sentences: Sequence[list[str]], tags: Sequence[torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Token classification: the inputs gain ``word_positions``, each word's first sub-word as
+    an index into the flattened (batch x sequence) positions (-1 for a word the truncation cut
+    off or the tokenizer dropped), and the targets are one row per word (``tlkit.token_rows``:
+    tag, kept, sentence start)."""
+    length = encoded["input_ids"].shape[1]
+    positions: list[int] = []
+    rows: list[tuple[int, int, int]] = []
+    for b, (words, sentence_tags) in enumerate(zip(sentences, tags, strict=True)):
+        first: dict[int, int] = {}
+        for t, word in enumerate(encoded.word_ids(b)):
+            if word is not None and word not in first:
+                first[word] = t
+        for i, tag in enumerate(sentence_tags.tolist()):
+            at = first.get(i)
+            positions.append(-1 if at is None else b * length + at)
+            rows.append((int(tag), int(at is not None), int(i == 0)))
+    out = dict(encoded)
+    out["word_positions"] = torch.tensor(positions, dtype=torch.long)
+    return out, torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
 def tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, **kwargs: Any) -> Any:
-    """The tokenizer over texts, or over sentence pairs as pairs (segment ids where the model
-    has them; truncation takes from the longer text first), cut to ``max_length`` tokens."""
+    """The tokenizer over texts, over sentence pairs as pairs (segment ids where the model
+    has them; truncation takes from the longer text first), or over sentences given as word
+    lists (``is_split_into_words``), cut to ``max_length`` tokens."""
+    if texts and isinstance(texts[0], list):
+        if not getattr(tokenizer, "is_fast", False):
+            raise UserError("token classification needs a fast tokenizer (it maps sub-words "
+                            "back to words); use a backbone whose folder has tokenizer.json")
+        return tokenizer([list(t) for t in texts], is_split_into_words=True, truncation=True,
+                         max_length=max_length, **kwargs)
     if texts and is_pair(texts[0]):
         return tokenizer([t[0] for t in texts], [t[1] for t in texts], truncation=True,
                          max_length=max_length, **kwargs)

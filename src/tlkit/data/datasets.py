@@ -55,8 +55,23 @@ class TextDataset(Dataset[tuple[str | TextPair, torch.Tensor]]):
         return self.inputs[index], self.targets[index]
 
 
+class TokenDataset(Dataset[tuple[list[str], torch.Tensor]]):
+    """Sentences as word lists with each word's tag index; the collate tokenizes them into
+    sub-words and lays out one row per word (``tlkit.token_rows``)."""
+
+    def __init__(self, data: LabelledData) -> None:
+        self.inputs: list[list[str]] = [list(map(str, words)) for words in data.inputs]
+        self.targets = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in data.targets]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[list[str], torch.Tensor]:
+        return self.inputs[index], self.targets[index]
+
+
 def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none"
-                  ) -> ImageDataset | TextDataset:
+                  ) -> ImageDataset | TextDataset | TokenDataset:
     """The Dataset for ``data`` as a backbone with preprocessing ``prep`` (already resolved with
     the config's overrides) reads it."""
     if data.modality != prep.kind:
@@ -66,4 +81,6 @@ def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none"
         )
     if isinstance(prep, ImagePreprocessing):
         return ImageDataset(data, ImageTransform(prep, augment))
+    if data.task == "token_classification":
+        return TokenDataset(data)
     return TextDataset(data)

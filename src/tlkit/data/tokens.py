@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlkit.data.types import LabelledData
 from tlkit.errors import UserError
 
 OUTSIDE = "O"
@@ -125,3 +126,47 @@ def tag_set(types: list[str]) -> list[str]:
     """Every tag of ``types``: ``O`` first, then B- and I- of each type in order (the head's
     classes)."""
     return [OUTSIDE] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+
+TOKEN_FILE_SUFFIXES = (*CONLL_SUFFIXES, ".tsv", ".jsonl", ".ndjson")
+
+
+def read_sentences(path: Path) -> list[Sentence]:
+    """A token file's sentences: JSON lines by its suffix (.jsonl, .ndjson), else CoNLL."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give a CoNLL file (one word and its tag per "
+                        "line) or JSON lines of {\"tokens\": [...], \"tags\": [...]}")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        sentences = read_token_jsonl(path)
+    else:
+        sentences = read_conll(path)
+    if not sentences:
+        raise UserError(f"{path} holds no sentences; a CoNLL file has one word and its tag per "
+                        "line and a blank line between sentences")
+    return sentences
+
+
+def to_labelled(name: str, sentences: list[Sentence], classes: list[str] | None = None
+                ) -> LabelledData:
+    """Sentences as token-classification data: inputs are word lists, targets each sentence's
+    tag indices, classes every tag of the entity types found (``O``, then B- and I- of each
+    type). Given ``classes`` (a trained model's tags), a tag outside them is an error."""
+    import numpy as np
+
+    found = tag_set(entity_types([tags for _, tags in sentences]))
+    if classes is None:
+        if len(found) < 2:
+            raise UserError(f"{name} tags no entity at all (every word is O); a token "
+                            "classifier needs B-TYPE / I-TYPE tags on some words")
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise UserError(f"{name} holds tags the model was not trained on: "
+                        f"{', '.join(unknown[:5])}; known tags are {', '.join(classes[:20])}")
+    index = {c: i for i, c in enumerate(classes)}
+    targets = np.empty(len(sentences), dtype=object)
+    for i, (_, tags) in enumerate(sentences):
+        targets[i] = np.asarray([index[t] for t in tags], dtype=np.int64)
+    return LabelledData(name=name, modality="text", task="token_classification",
+                        inputs=[list(words) for words, _ in sentences], targets=targets,
+                        classes=list(classes))

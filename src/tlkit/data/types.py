@@ -9,13 +9,15 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
-Task: TypeAlias = Literal["single_label", "multi_label", "regression"]
+Task: TypeAlias = Literal["single_label", "multi_label", "regression", "token_classification"]
 Modality: TypeAlias = Literal["text", "image"]
 # An image is a file path (decoded lazily) or a uint8 array, grey HxW or HxWx3.
 ImageInput: TypeAlias = Path | np.ndarray
 # A sentence pair (entailment, paraphrase): two texts the tokenizer encodes as one sequence.
 TextPair: TypeAlias = tuple[str, str]
-Input: TypeAlias = str | TextPair | Path | np.ndarray
+# A sentence of a token-classification set: its words (a list, never a tuple: a tuple is a pair).
+Words: TypeAlias = list[str]
+Input: TypeAlias = str | TextPair | Words | Path | np.ndarray
 # How a sentence pair is written as one string (predict's command line, a model card's example).
 PAIR_SEPARATOR = " ||| "
 # The second text's column where a pair set names none (a packaged one): the tokenizer's name.
@@ -66,7 +68,9 @@ class LabelledData:
     """Inputs with their targets, in one modality, ready to split.
 
     ``targets`` is int64 class indices (single_label), float32 multi-hot of shape
-    (n, len(classes)) (multi_label) or float32 values (regression, ``classes`` is None).
+    (n, len(classes)) (multi_label), float32 values (regression, ``classes`` is None), or an
+    object array of each sentence's int64 tag indices (token_classification: ``inputs`` are
+    word lists, ``classes`` the tags).
     ``test`` is the set's own test split where it ships one, or the user's (``data.test``);
     ``val`` the user's validation split (``data.validation``). ``skipped`` counts the inputs
     dropped as unreadable (``skipped_files`` names them) so a run can report it. ``groups``
@@ -119,6 +123,9 @@ class LabelledData:
             return {}
         if self.task == "multi_label":
             counts = self.targets.sum(axis=0).astype(np.int64) if len(self) else np.zeros(len(self.classes), np.int64)
+        elif self.task == "token_classification":  # words per tag
+            counts = np.bincount(np.concatenate([*self.targets, np.zeros(0, np.int64)]),
+                                 minlength=len(self.classes))
         else:
             counts = np.bincount(self.targets, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}

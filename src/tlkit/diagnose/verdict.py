@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from tlkit.token_rows import word_scores
+
 POSITIVE, NEGATIVE, NONE = "positive transfer", "negative transfer", "no measurable effect"
 
 # Resampled indices held in memory at once (int64): about 32 MB.
@@ -139,10 +141,12 @@ def transfer_verdict(transfer_correct: np.ndarray, baseline_correct_list: Sequen
 
 def per_example_scores(outputs: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
     """Each test example's score, higher better, whose mean is the task's headline: correct or
-    not (single-label accuracy), the share of labels right (multi-label: 1 - Hamming loss), the
+    not (single-label accuracy; token classification: per word, token accuracy), the share of labels right (multi-label: 1 - Hamming loss), the
     negative squared error (regression: minus the MSE)."""
     if task == "single_label":
         return (outputs.argmax(1) == targets).astype(np.float64)
+    if task == "token_classification":  # per word: its tag right or not (token accuracy)
+        return word_scores(outputs, targets)
     if task == "multi_label":
         return ((outputs > 0) == (targets > 0.5)).mean(axis=1).astype(np.float64)
     y = outputs.reshape(targets.shape) if outputs.size == targets.size else outputs[:, 0]

@@ -24,7 +24,7 @@ import numpy as np
 from tlkit.config import Config, derive
 from tlkit.data import has_test_split, num_outputs_of
 from tlkit.diagnose.classical import ClassicalResult, fit_classical
-from tlkit.diagnose.verdict import classical_verdict, transfer_verdict
+from tlkit.diagnose.verdict import classical_verdict, per_example_scores, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.run.fit import fit_run
 from tlkit.run.prepare import class_weights_of, limited, splits_of
@@ -39,7 +39,8 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     is kept: an interrupted --baseline picks up where it stopped) and return the verdict."""
     check_comparable(cfg, "--baseline")
     outputs, targets = test_predictions(run_dir)
-    transfer_ok = outputs.argmax(1) == targets
+    task = cfg.data.task
+    transfer_ok = per_example_scores(outputs, targets, task) > 0.5  # right or not
     scratch_ok, accs = [], []
     scratch = variant(cfg, "scratch")
     for k in range(cfg.diagnostics.baseline_seeds):
@@ -56,7 +57,7 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
         if len(t) != len(targets) or not np.array_equal(t, targets):
             raise UserError(f"the baseline in {sub} was tested on other examples than the run; "
                             "delete that folder and run --baseline again")
-        scratch_ok.append(o.argmax(1) == t)
+        scratch_ok.append(per_example_scores(o, t, task) > 0.5)
         accs.append(float(scratch_ok[-1].mean()))
     v = transfer_verdict(transfer_ok, scratch_ok, resamples=cfg.diagnostics.bootstrap,
                          seed=cfg.transfer_config.seed)

@@ -26,6 +26,7 @@ from tlkit.saved import save_model
 from tlkit.train.evaluate import evaluate_cached, evaluate_split
 from tlkit.train.head_solver import features, held_out_logits
 from tlkit.train.loop import TrainState
+from tlkit.token_rows import kept_rows
 from tlkit.train.selection import selection_summary
 
 
@@ -72,9 +73,12 @@ def _subgroups(p: Prepared, o: Outputs) -> Any:
 
 @diagnostic("calibration")
 def _calibration(p: Prepared, o: Outputs) -> Any:
-    if p.data.task != "single_label" or not p.cfg.diagnostics.calibration \
-            or not len(o.val_targets) or o.test is None:
+    if p.data.task not in ("single_label", "token_classification") \
+            or not p.cfg.diagnostics.calibration or not len(o.val_targets) or o.test is None:
         return None
+    if p.data.task == "token_classification":  # per token, over the words inside the input
+        return calibration_report(*kept_rows(o.val_outputs, o.val_targets),
+                                  *kept_rows(o.test_outputs, o.test_targets))
     val_outputs = o.val_outputs
     if o.val_in_fit:  # the temperature needs outputs on examples the head has not seen
         held = _held_out_val_outputs(p, o)
@@ -99,6 +103,10 @@ def _scoring(p: Prepared, o: Outputs) -> Any:
     if p.data.task == "single_label":
         return {"temperature": fit_temperature(val_outputs, o.val_targets),
                 "fitted_on": f"{len(o.val_targets)} validation examples"}
+    if p.data.task == "token_classification":
+        words, tags = kept_rows(val_outputs, o.val_targets)
+        return {"temperature": fit_temperature(words, tags),
+                "fitted_on": f"{len(tags)} validation words"}
     return {"thresholds": tune_thresholds(probabilities(val_outputs, "multi_label"),
                                           o.val_targets),
             "fitted_on": f"{len(o.val_targets)} validation examples"}

@@ -15,6 +15,7 @@ from tlkit.data import build_collate, build_dataset, load_source, make_splits
 from tlkit.data.sources import with_given_splits
 from tlkit.data.types import PAIR_SEPARATOR, LabelledData, Task, is_pair, split_pair
 from tlkit.data.packaged import is_packaged
+from tlkit.data.tokens import entities, to_labelled
 from tlkit.errors import UserError
 from tlkit.files import atomic_write
 from tlkit.metrics import probabilities, subgroup_metrics
@@ -22,6 +23,7 @@ from tlkit.run.scoring import (Calibration, Scored, Writer, open_out, out_format
                                score_file)
 from tlkit.rundir import RunDir
 from tlkit.saved import load_model, model_device
+from tlkit.token_rows import predicted, sentence_bounds
 from tlkit.train.evaluate import evaluate_split, predict_outputs
 
 
@@ -109,6 +111,8 @@ def predict_run(path: Path, inputs: Sequence[Any] = (), spec: str | None = None,
     ``tlkit.run.scoring`` says."""
     saved = load_model(Path(path) / "model")
     kind = saved.preprocessing.kind
+    if saved.task == "token_classification":
+        return _predict_entities(saved, Path(path), inputs, spec, calibrated)
     if spec is not None:
         data = data_for(RunDir(path), spec, saved.classes)
         shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else str(x)
@@ -142,6 +146,56 @@ def predict_run(path: Path, inputs: Sequence[Any] = (), spec: str | None = None,
     return records(outputs, saved.task, saved.classes, cal, shown, key="input")
 
 
+def _predict_entities(saved: Any, path: Path, inputs: Sequence[Any], spec: str | None,
+                      calibrated: bool) -> list[dict[str, Any]]:
+    """A token-classification model's entities: for each text (split into words at white
+    space) or each sentence of a split or token file, the entities with their word span
+    (``start``, ``end``: word indices, end exclusive), their character span in the text, and
+    a score (the mean calibrated probability of their words' tags); with each word's tag."""
+    if spec is not None:
+        data = data_for(RunDir(path), spec, saved.classes)
+        texts = [" ".join(words) for words in data.inputs]
+    else:
+        if not inputs:
+            raise UserError("give texts to tag, or --data SPEC (a split, or a token file)")
+        texts = [str(x) for x in inputs]
+        sentences = [(t.split(), ["O"] * len(t.split())) for t in texts]
+        empty = [t for t, (words, _) in zip(texts, sentences, strict=True) if not words]
+        if empty:
+            raise UserError(f"input {empty[0]!r} has no words to tag; give a text")
+        data = to_labelled("inputs", sentences, saved.classes)
+    device = model_device()
+    saved.model.to(device)
+    outputs, targets = predict_outputs(saved.model, build_dataset(data, saved.preprocessing),
+                                       build_collate(saved.preprocessing), 64, device,
+                                       _mixed_precision_of(path))
+    cal = Calibration.of(_summary_of(path), calibrated)
+    probs = probabilities(outputs / cal.temperature, "token_classification")
+    tags = predicted(outputs, targets, saved.classes)
+    rows = []
+    for text, words, (a, b) in zip(texts, data.inputs, sentence_bounds(targets), strict=True):
+        names = [saved.classes[t] for t in tags[a:b]]
+        score = probs[np.arange(a, b), tags[a:b]]
+        spans = _char_spans(text, words)
+        rows.append({"input": text, "entities": [
+            {"type": e.type, "text": text[spans[e.start][0]:spans[e.end - 1][1]],
+             "start": e.start, "end": e.end, "char_start": spans[e.start][0],
+             "char_end": spans[e.end - 1][1], "score": round(float(score[e.start:e.end].mean()), 6)}
+            for e in entities(names)], "tags": names})
+    return rows
+
+
+def _char_spans(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Each word's (start, end) character offsets in ``text``, found left to right."""
+    spans, at = [], 0
+    for w in words:
+        start = text.find(w, at)
+        start = at if start < 0 else start
+        spans.append((start, start + len(w)))
+        at = start + len(w)
+    return spans
+
+
 def is_unlabelled_source(spec: str) -> bool:
     """Whether ``predict --data spec`` names a file or folder to score (not a split of the run
     or a packaged set)."""
@@ -158,6 +212,16 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
 
     fmt = out_format(out) if out is not None else "jsonl"
     saved = load_model(Path(path) / "model")
+    if saved.task == "token_classification":  # a token file (CoNLL, JSON lines): its entities
+        if fmt != "jsonl":
+            raise UserError("a token-classification model's predictions are entities per "
+                            "sentence; write them to a .jsonl file (--out FILE.jsonl)")
+        rows = _predict_entities(saved, Path(path), (), spec, calibrated)
+        if out is None:
+            sys.stdout.write(dumps_jsonl(rows))
+        else:
+            atomic_write(out, lambda tmp: tmp.write_text(dumps_jsonl(rows)))
+        return Scored(rows=len(rows))
     cfg = _run_config(RunDir(path)) if RunDir(path).config.is_file() else None
     text_column = cfg.data.text_column if cfg is not None else None
     image_column = cfg.data.image_column if cfg is not None else None

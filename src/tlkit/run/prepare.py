@@ -141,7 +141,10 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     elif dist.is_main and run.metrics.exists():
         run.metrics.unlink()
     cache = None
-    if tc.cache.enabled and augment != "none":
+    if tc.cache.enabled and data.task == "token_classification":
+        event("stage", {"what": "token classification: frozen layers run every epoch (the "
+                                "activation cache holds whole-sequence features only)"})
+    elif tc.cache.enabled and augment != "none":
         # Random augmentation gives another input each epoch: a cached activation would be
         # wrong. Frozen layers then run every epoch, and the log says so.
         event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "
@@ -243,13 +246,13 @@ def class_weights_of(spec: Any, train: Any) -> list[float] | None:
     """The single-label loss's class weights: ``auto`` weighs each class by n / (classes *
     its count) (scikit-learn's "balanced"; a class without training examples weighs 1), a
     mapping names the classes to weigh (the others weigh 1)."""
-    if spec == "none" or train.task != "single_label":
+    if spec == "none" or train.task not in ("single_label", "token_classification"):
         return None
     classes = list(train.classes)
-    if spec == "auto":
-        counts = np.bincount(train.targets, minlength=len(classes))
+    if spec == "auto":  # token classification: over the words
+        counts = np.asarray(list(train.class_counts().values()), dtype=np.int64)
         present = int(np.count_nonzero(counts))
-        return [len(train) / (present * c) if c else 1.0 for c in counts.tolist()]
+        return [int(counts.sum()) / (present * c) if c else 1.0 for c in counts.tolist()]
     unknown = sorted(set(spec) - set(classes))
     if unknown:
         raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, unknown[:5]))}, "

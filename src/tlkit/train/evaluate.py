@@ -17,6 +17,7 @@ from tlkit.distributed import SINGLE, Dist
 from tlkit.metrics import compute_metrics
 from tlkit.model import TransferModel
 from tlkit.tensors import to_device
+from tlkit.token_rows import TokenLoss
 from tlkit.train.batches import batches_of
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
@@ -24,7 +25,10 @@ Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 def loss_function(task: str, reduction: str = "mean",
                   weight: Sequence[float] | None = None) -> nn.Module:
-    """The task's loss; ``weight`` (single-label): each class's weight in the mean."""
+    """The task's loss; ``weight`` (single-label, token classification): each class's weight
+    in the mean."""
+    if task == "token_classification":
+        return TokenLoss(reduction, weight)
     if task == "single_label":
         return nn.CrossEntropyLoss(
             reduction=reduction,
