@@ -35,6 +35,7 @@ from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.plan import Plan
 from tlkit.tensors import to_device
+from tlkit.token_rows import START
 
 Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
@@ -45,6 +46,11 @@ class CachedSplit:
 
     Images: one tensor (N, ...). Text below the top: one (T_i, H) tensor per sample, unpadded,
     and batches are padded again per batch with their attention mask.
+
+    Token classification (``offsets`` set): a sample is a sentence of several word rows
+    (``tlkit.token_rows``); ``targets`` and pooled ``dense`` features hold one row per word,
+    sentence i's rows at ``offsets[i]:offsets[i + 1]``, and below the top ``positions`` holds
+    each sentence's words' first sub-word positions in its own sequence (-1: cut off).
     """
 
     cut: int
@@ -52,15 +58,26 @@ class CachedSplit:
     ragged: list[torch.Tensor] | None  # per-sample (T_i, H) hidden states for text
     targets: torch.Tensor
     nbytes: int
+    offsets: torch.Tensor | None = None  # token classification: (N + 1) word-row offsets
+    positions: list[torch.Tensor] | None = None  # token classification below the top
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.targets) if self.offsets is None else len(self.offsets) - 1
+
+    def rows(self, idx: list[int]) -> torch.Tensor | list[int]:
+        """The word rows of the sentences ``idx`` (the samples themselves without offsets)."""
+        if self.offsets is None:
+            return idx
+        o = self.offsets.tolist()
+        return torch.cat([torch.arange(o[i], o[i + 1]) for i in idx]) if idx else \
+            torch.zeros(0, dtype=torch.long)
 
     def batch(self, indices: Sequence[int], device: torch.device) -> tuple[Any, torch.Tensor]:
         idx = list(indices)
-        y = self.targets[idx]
+        rows = self.rows(idx)
+        y = self.targets[rows]
         if self.dense is not None:
-            return self.dense[idx].to(device), y.to(device)
+            return self.dense[rows].to(device), y.to(device)
         assert self.ragged is not None
         seqs = [self.ragged[i] for i in idx]
         t = max(s.shape[0] for s in seqs)
@@ -70,7 +87,12 @@ class CachedSplit:
         for j, s in enumerate(seqs):
             hidden[j, : s.shape[0]] = s
             mask[j, : s.shape[0]] = 1
-        return {"hidden": hidden.to(device), "attention_mask": mask.to(device)}, y.to(device)
+        out = {"hidden": hidden.to(device), "attention_mask": mask.to(device)}
+        if self.positions is not None:  # into this batch's flattened (samples x t) positions
+            at = [torch.where(self.positions[i] >= 0, self.positions[i] + j * t, -1)
+                  for j, i in enumerate(idx)]
+            out["word_positions"] = torch.cat(at).to(device)
+        return out, y.to(device)
 
 
 def data_fingerprint(inputs: Sequence[Any]) -> str:
@@ -215,8 +237,15 @@ class ActivationCache:
                  if parts[0].dense is not None else None)
         ragged = ([t for p in parts for t in p.ragged or []] if parts[0].ragged is not None
                   else None)
+        offsets = positions = None
+        if parts[0].offsets is not None:  # token classification: offsets shifted per block
+            shifts = torch.tensor([0] + [int(p.offsets[-1]) for p in parts]).cumsum(0)
+            offsets = torch.cat([torch.zeros(1, dtype=torch.long)]
+                                + [p.offsets[1:] + shifts[k] for k, p in enumerate(parts)])
+            positions = ([t for p in parts for t in p.positions or []]
+                         if parts[0].positions is not None else None)
         return CachedSplit(cut, dense, ragged, torch.cat([p.targets for p in parts]),
-                           sum(p.nbytes for p in parts))
+                           sum(p.nbytes for p in parts), offsets, positions)
 
     def _store(self, split: CachedSplit, path: Path | None) -> CachedSplit:
         # with several processes, one per machine writes (the folder may be the machine's own)
@@ -237,8 +266,8 @@ class ActivationCache:
     # ----------------------------------------------------------------------------------------
 
     def _disk_path(self, name: str, data: Sequence[Any], cut: int) -> Path | None:
-        if self.disk_dir is None:
-            return None
+        if self.disk_dir is None or isinstance(getattr(data, "targets", None), list):
+            return None  # no disk copy of token classification's word rows
         if self._weights is None:
             self._weights = weights_fingerprint(self.backbone)
         inputs = getattr(data, "inputs", None)
@@ -283,21 +312,36 @@ class ActivationCache:
 
 class _Collector:
     """Gathers batches of activations: dense tensors, or text hidden states cut to each
-    sample's real tokens."""
+    sample's real tokens. Token classification's batches (targets of word rows, an int64
+    (W, 3) tensor) also record where each sentence's rows start and, below the top, its
+    words' positions in its own sequence."""
 
     def __init__(self) -> None:
         self.dense: list[torch.Tensor] = []
         self.ragged: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
+        self.positions: list[torch.Tensor] = []
+        self.offsets: list[int] = [0]
         self.nbytes = 0
 
     def add(self, out: Any, y: torch.Tensor) -> None:
+        words = y.ndim == 2 and y.dtype == torch.long  # token classification's word rows
+        if words:
+            starts = torch.nonzero(y[:, START].cpu()).flatten()
+            self.offsets += [self.offsets[-1] + int(e) for e in [*starts[1:].tolist(), len(y)]]
         if isinstance(out, dict):
             lengths = out["attention_mask"].sum(1).tolist()
             for j, n in enumerate(lengths):
                 t = out["hidden"][j, : int(n)].cpu().clone()
                 self.ragged.append(t)
                 self.nbytes += t.numel() * t.element_size()
+            if words:
+                t = out["hidden"].shape[1]
+                sentence = torch.cumsum(y[:, START].cpu(), 0) - 1
+                pos = out["word_positions"].cpu()
+                local = torch.where(pos >= 0, pos - sentence * t, -1)
+                bounds = [*starts.tolist(), len(y)]
+                self.positions += [local[a:b].clone() for a, b in zip(bounds, bounds[1:])]
         else:
             t = out.cpu()
             self.dense.append(t)
@@ -305,8 +349,11 @@ class _Collector:
         self.targets.append(y.cpu())
 
     def split(self, cut: int) -> CachedSplit:
+        words = len(self.offsets) > 1
         return CachedSplit(cut, torch.cat(self.dense) if self.dense else None,
-                           self.ragged or None, torch.cat(self.targets), self.nbytes)
+                           self.ragged or None, torch.cat(self.targets), self.nbytes,
+                           torch.tensor(self.offsets) if words else None,
+                           self.positions if words and self.ragged else None)
 
 
 def cache_for(backbone: Backbone, n_groups: int, collate: Collate, device: torch.device,

@@ -336,6 +336,10 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
         raise UserError(f"--check-split {check_split!r} is not one of train, val, test")
     run = RunDir(run_dir)
     saved = load_model(run.model)
+    if saved.task == "token_classification":
+        raise UserError("export does not take token-classification runs yet (their outputs are "
+                        "per word, gathered at each word's first sub-word); use tlkit predict "
+                        "or tlkit.load(RUN_DIR) on this run")
     saved.model.to("cpu").eval()
     spec = check_split or data or "val"
     check_data = data_for(run, spec, saved.classes)

@@ -134,7 +134,11 @@ class HFBackbone(Backbone):
         return ["model.embeddings"] + [f"model.encoder.layer.{i}" for i in range(len(layers))]
 
     def begin(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"inputs": inputs, "attention_mask": inputs["attention_mask"]}
+        # token classification's word positions travel with the state to the end (and into
+        # the cache)
+        words = {"word_positions": inputs["word_positions"]} if "word_positions" in inputs \
+            else {}
+        return {"inputs": inputs, "attention_mask": inputs["attention_mask"], **words}
 
     def _extended_mask(self, hidden: torch.Tensor, mask: torch.Tensor) -> Any:
         try:
@@ -150,7 +154,7 @@ class HFBackbone(Backbone):
             inp = state["inputs"]
             hidden = self.model.embeddings(input_ids=inp["input_ids"],
                                            token_type_ids=inp.get("token_type_ids"))
-            return {"hidden": hidden, "attention_mask": state["attention_mask"]}
+            return {"hidden": hidden, **{k: v for k, v in state.items() if k != "inputs"}}
         if "ext" not in state:
             state = {**state, "ext": self._extended_mask(state["hidden"],
                                                          state["attention_mask"])}
@@ -159,13 +163,16 @@ class HFBackbone(Backbone):
         return {**state, "hidden": hidden}
 
     def export_state(self, state: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"hidden": state["hidden"], "attention_mask": state["attention_mask"]}
+        return {k: state[k] for k in ("hidden", "attention_mask", "word_positions")
+                if k in state}
 
     def import_state(self, cached: dict[str, torch.Tensor]) -> dict[str, Any]:
         return dict(cached)
 
     def end(self, state: dict[str, Any]) -> torch.Tensor:
         hidden, mask = state["hidden"], state["attention_mask"]
+        if "word_positions" in state:  # token classification: one row per word
+            return words_of(hidden, state["word_positions"])
         if self.pooling == "pooler":
             return self.model.pooler(hidden)
         if self.pooling == "cls":

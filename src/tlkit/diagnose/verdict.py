@@ -101,7 +101,7 @@ def _seeds(k: int, name: str) -> str:
 def transfer_verdict(transfer_correct: np.ndarray, baseline_correct_list: Sequence[np.ndarray],
                      transfer_seed_accs: Sequence[float] | None = None, resamples: int = 1000,
                      seed: int = 0, level: float = 0.95,
-                     baseline_name: str = "scratch") -> dict[str, Any]:
+                     baseline_name: str = "scratch", unit: str = "examples") -> dict[str, Any]:
     """Verdict on a transfer against a baseline, in accuracy units (0..1).
 
     The paired bootstrap compares ``transfer_correct`` with the per-example correctness averaged
@@ -121,7 +121,7 @@ def transfer_verdict(transfer_correct: np.ndarray, baseline_correct_list: Sequen
     boot = paired_bootstrap(transfer, np.mean(baselines, axis=0), resamples, seed, level)
     n, k_base = len(transfer), len(baselines)
     chosen = boot
-    method = (f"paired bootstrap over {n:,} test examples, {_seeds(k_base, baseline_name)}")
+    method = (f"paired bootstrap over {n:,} test {unit}, {_seeds(k_base, baseline_name)}")
 
     seeds = None
     if transfer_seed_accs is not None and len(transfer_seed_accs) >= 2 and k_base >= 2:
@@ -129,7 +129,7 @@ def transfer_verdict(transfer_correct: np.ndarray, baseline_correct_list: Sequen
         if seeds["high"] - seeds["low"] > boot["high"] - boot["low"]:
             chosen = seeds
             method = (f"t-interval over {_seeds(len(transfer_seed_accs), 'transfer')} and "
-                      f"{_seeds(k_base, baseline_name)}, {n:,} test examples")
+                      f"{_seeds(k_base, baseline_name)}, {n:,} test {unit}")
 
     margin, low, high = chosen["margin"], chosen["low"], chosen["high"]
     decision = verdict(low, high, margin)

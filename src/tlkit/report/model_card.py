@@ -28,9 +28,11 @@ _TASK_TYPE = {("text", "single_label"): "text-classification",
               ("text", "regression"): "text-classification",
               ("image", "single_label"): "image-classification",
               ("image", "multi_label"): "image-classification",
-              ("image", "regression"): "image-classification"}
+              ("image", "regression"): "image-classification",
+              ("text", "token_classification"): "token-classification"}
 _HEADLINE = {"single_label": ("accuracy", "f1_macro"), "multi_label": ("f1_micro", "f1_macro"),
-             "regression": ("rmse", "mae")}
+             "regression": ("rmse", "mae"),
+             "token_classification": ("entity_f1", "token_accuracy")}
 _EXPORTS = {
     "onnx": "`onnxruntime.InferenceSession(\"{file}\")`; inputs, outputs, preprocessing and labels "
             "are in `{file}.json`",
@@ -177,9 +179,11 @@ def _results(s: dict[str, Any], intervals: dict[str, tuple[float, float]]) -> st
     if intervals:
         lines += ["", f"Intervals: percentile bootstrap over the test examples ({RESAMPLES} "
                       "resamples of the saved test outputs)."]
-    per_class = (s.get("test") or {}).get("per_class")
+    test = s.get("test") or {}
+    per_class = test.get("per_class") or test.get("per_type")
+    what = "entity type" if "per_type" in test else "class"
     if isinstance(per_class, dict) and 0 < len(per_class) <= 30:
-        lines += ["", "| class (test) | precision | recall | F1 | support |",
+        lines += ["", f"| {what} (test) | precision | recall | F1 | support |",
                   "|---|---|---|---|---|"]
         for c, m in per_class.items():
             lines.append(f"| {c} | {m.get('precision', 0):.3f} | {m.get('recall', 0):.3f} | "

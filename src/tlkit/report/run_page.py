@@ -132,7 +132,7 @@ def confusion(s: dict[str, Any]) -> str:
 
 def per_class(s: dict[str, Any]) -> str:
     test = s.get("test") or {}
-    per = test.get("per_class") or test.get("per_label")
+    per = test.get("per_class") or test.get("per_label") or test.get("per_type")
     if not per:
         return ""
     rows = [[name, fmt(m.get("precision")), fmt(m.get("recall")), fmt(m.get("f1")),
@@ -180,8 +180,13 @@ def baseline(s: dict[str, Any]) -> str:
     if not b:
         return ""
     scratch = b.get("scratch_accuracies") or []
-    pairs = [("transferred model, test accuracy", fmt(b.get("transfer_accuracy"))),
-             ("from scratch, test accuracy", ", ".join(fmt(a) for a in scratch) or "-"),
+    measure = b.get("measure", "accuracy")  # token classification: token accuracy
+    pairs = [(f"transferred model, test {measure}", fmt(b.get("transfer_accuracy"))),
+             (f"from scratch, test {measure}", ", ".join(fmt(a) for a in scratch) or "-"),
+             *([("transferred model, test entity F1", fmt(b.get("transfer_entity_f1"))),
+                ("from scratch, test entity F1",
+                 ", ".join(fmt(a) for a in b.get("scratch_entity_f1") or []) or "-")]
+               if "transfer_entity_f1" in b else []),
              ("margin, points", fmt(100 * b["margin"], "+.1f") if "margin" in b else "-"),
              (f"{100 * b.get('level', 0.95):.0f}% interval, points",
               f"{100 * b['low']:+.1f} to {100 * b['high']:+.1f}" if "low" in b else "-"),

@@ -60,9 +60,23 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
         scratch_ok.append(per_example_scores(o, t, task) > 0.5)
         accs.append(float(scratch_ok[-1].mean()))
     v = transfer_verdict(transfer_ok, scratch_ok, resamples=cfg.diagnostics.bootstrap,
-                         seed=cfg.transfer_config.seed)
-    return {**v, "transfer_accuracy": float(transfer_ok.mean()),
-            "scratch_accuracies": accs, "scratch_lr": scratch.transfer_config.backbone_lr}
+                         seed=cfg.transfer_config.seed,
+                         unit="words" if task == "token_classification" else "examples")
+    out = {**v, "transfer_accuracy": float(transfer_ok.mean()),
+           "scratch_accuracies": accs, "scratch_lr": scratch.transfer_config.backbone_lr}
+    if task == "token_classification":  # the accuracies are token accuracies; entity F1 too
+        out["measure"] = "token accuracy"
+        out["transfer_entity_f1"] = _test_metric(Path(run_dir), "entity_f1")
+        out["scratch_entity_f1"] = [
+            _test_metric(Path(run_dir) / "baseline" / f"seed-{k}", "entity_f1")
+            for k in range(cfg.diagnostics.baseline_seeds)]
+    return out
+
+
+def _test_metric(run_dir: Path, key: str) -> float | None:
+    """A finished run's test metric, from its summary.json."""
+    value = json.loads(RunDir(run_dir).summary.read_text()).get("test", {}).get(key)
+    return None if value is None else float(value)
 
 
 def fit_on_splits(cfg: Config, test_limit: int | None = None,

@@ -141,10 +141,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     elif dist.is_main and run.metrics.exists():
         run.metrics.unlink()
     cache = None
-    if tc.cache.enabled and data.task == "token_classification":
-        event("stage", {"what": "token classification: frozen layers run every epoch (the "
-                                "activation cache holds whole-sequence features only)"})
-    elif tc.cache.enabled and augment != "none":
+    if tc.cache.enabled and augment != "none":
         # Random augmentation gives another input each epoch: a cached activation would be
         # wrong. Frozen layers then run every epoch, and the log says so.
         event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "

@@ -28,6 +28,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
+from tlkit.token_rows import KEPT, TAG
+
 # Inverse L2 strengths tried (sklearn's C; ridge uses alpha = 1 / C).
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 MIN_VAL = 20  # fewer validation examples: choose by cross-validation on the training split
@@ -212,5 +214,10 @@ def set_head(linear: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:
 
 
 def features(cached: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A cached split's pooled features and targets as float64 / target arrays."""
-    return cached.dense.float().numpy().astype(np.float64), cached.targets.numpy()
+    """A cached split's pooled features and targets as float64 / target arrays (token
+    classification: the rows of the words inside the input, with their tags)."""
+    x, y = cached.dense.float().numpy().astype(np.float64), cached.targets.numpy()
+    if getattr(cached, "offsets", None) is not None:
+        kept = y[:, KEPT] > 0
+        return x[kept], y[kept, TAG]
+    return x, y

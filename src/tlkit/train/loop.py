@@ -335,17 +335,21 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
         return None
     x, y = features(feed.cached["train"])
     xv, yv = features(feed.cached["val"])
-    # the solved head is the whole run: fitted on every label, validation's included
-    refit = run.settings.head_refit and len(run.asm.plan.phases) == 1
-    w, b, sol = solve(run.data.task, x, y, xv, yv, linear.out_features, run.settings.seed,
-                      run.data.class_weights, refit=refit)
+    # the solved head is the whole run: fitted on every label, validation's included (not for
+    # token classification, whose held-out validation outputs are per word)
+    tokens = run.data.task == "token_classification"
+    refit = run.settings.head_refit and len(run.asm.plan.phases) == 1 and not tokens
+    w, b, sol = solve("single_label" if tokens else run.data.task, x, y, xv, yv,
+                      linear.out_features, run.settings.seed, run.data.class_weights,
+                      refit=refit)
     set_head(linear, w, b)
     run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
                                    f"convergence on the cached features (L2 strength C "
                                    f"{sol.c:g}, chosen on {sol.chosen_on})"})
     train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
                              run.settings.batch_size, run.settings.mixed_precision, run.dist)
-    state.loss_sum, state.loss_count = train["loss"] * len(y), len(y)
+    n = len(feed.cached["train"])
+    state.loss_sum, state.loss_count = train["loss"] * n, n
     state.step += run.length.steps_of(epoch, phase.end_epoch)
     return {"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on,
                             **({"val_in_fit": True} if sol.val_in_fit else {})},
