@@ -28,7 +28,7 @@ demo: setup
 # The import-layer check (tests/test_imports.py) runs with the tests; mypy checks src/ first.
 test: setup-test
 	$(VENV)/bin/mypy
-	$(PYTEST)
+	$(PYTEST) --durations=30
 
 # Everything but the tests marked slow (measured over 2 s on the 2-core machine) or packaged;
 # under 90 s there. Prints its wall time.

@@ -247,9 +247,11 @@ def class_weights_of(spec: Any, train: Any) -> list[float] | None:
         return None
     classes = list(train.classes)
     if spec == "auto":  # token classification: over the words
-        counts = np.asarray(list(train.class_counts().values()), dtype=np.int64)
+        tags = (np.concatenate(list(train.targets)) if train.task == "token_classification"
+                else train.targets)
+        counts = np.bincount(tags, minlength=len(classes))
         present = int(np.count_nonzero(counts))
-        return [int(counts.sum()) / (present * c) if c else 1.0 for c in counts.tolist()]
+        return [len(tags) / (present * c) if c else 1.0 for c in counts.tolist()]
     unknown = sorted(set(spec) - set(classes))
     if unknown:
         raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, unknown[:5]))}, "
