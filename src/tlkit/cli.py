@@ -329,14 +329,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     w = max(len(r["name"]) for r in rows)
-    print(f"{'name':<{w}}  {'modality':<8}  {'classes':>7}  {'train':>7}  {'test':>7}  "
-          f"{'installed':<9}  about")
+    print(f"{'name':<{w}}  {'modality':<8}  {'task':<20}  {'classes':>7}  {'train':>7}  "
+          f"{'test':>7}  {'installed':<9}  about")
     for r in rows:
         test = r["test_size"] if r["test_size"] is not None else "split"
-        print(f"{r['name']:<{w}}  {r['modality']:<8}  {r['num_classes']:>7}  "
+        print(f"{r['name']:<{w}}  {r['modality']:<8}  {r['task']:<20}  {r['num_classes']:>7}  "
               f"{r['train_size']:>7}  {test:>7}  {'yes' if r['installed'] else 'no':<9}  "
               f"{r['description']}" + ("" if r["installed"] else f"  ({r['install']})"))
-    print("\nAlso: a folder with one subfolder per class, or a .csv / .jsonl / .parquet file.")
+    print("\nAlso: a folder with one subfolder per class, or a .csv / .jsonl / .parquet file; "
+          "for token_classification a CoNLL or JSON-lines file.")
     return 0
 
 
