@@ -127,9 +127,11 @@ def test_pretrain_continues_masked_lm_training_and_writes_a_backbone(
                                "pretrained_weights": str(tiny_bert_dir), "device": "cpu"},
            "data": {"source": "rotten_tomatoes", "max_length": 32},
            "adaptation": {"target": {"source": "rotten_tomatoes"},
-                          "pretrain": {"max_examples": 256, "epochs": 3, "lr": 1e-3}}}
+                          "pretrain": {"max_examples": 256, "epochs": 3, "lr": 1e-3,
+                                       "objective": "mlm", "patience": None}}}
     res = pretrain(validate(raw), tmp_path / "out")
-    losses = res["mlm_loss_per_epoch"]
+    losses = res["loss_per_epoch"]
+    assert res["objective"] == "mlm" and len(res["held_out_loss_per_epoch"]) == 3
     assert len(losses) == 3 and losses[-1] < losses[0]  # it learns the target's text
     before, after = HFBackbone(str(tiny_bert_dir)), HFBackbone(str(tmp_path / "out"))
     moved = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters())

@@ -239,9 +239,10 @@ class ActivationCache:
                   else None)
         offsets = positions = None
         if parts[0].offsets is not None:  # token classification: offsets shifted per block
-            shifts = torch.tensor([0] + [int(p.offsets[-1]) for p in parts]).cumsum(0)
+            blocks = [p.offsets for p in parts if p.offsets is not None]
+            shifts = torch.tensor([0] + [int(o[-1]) for o in blocks]).cumsum(0)
             offsets = torch.cat([torch.zeros(1, dtype=torch.long)]
-                                + [p.offsets[1:] + shifts[k] for k, p in enumerate(parts)])
+                                + [o[1:] + shifts[k] for k, o in enumerate(blocks)])
             positions = ([t for p in parts for t in p.positions or []]
                          if parts[0].positions is not None else None)
         return CachedSplit(cut, dense, ragged, torch.cat([p.targets for p in parts]),

@@ -439,7 +439,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set or [])
     from tlkit.adapt.pretrain import pretrain
 
-    result = pretrain(cfg, Path(args.out), log=Reporter().line)
+    result = pretrain(cfg, Path(args.out), log=Reporter().line, resume=args.resume,
+                      checkpoint_every=args.checkpoint_every)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -488,10 +489,16 @@ def _config_commands(sub: Subparsers) -> None:
     sp.add_argument("--no-report", action="store_true",
                     help="do not write RUN_DIR/report.html at the end")
     sp.set_defaults(func=cmd_fit)
-    sp = with_config("pretrain", "continued masked-language-model pretraining on the "
-                     "unlabelled text of adaptation.target; writes a backbone folder")
+    sp = with_config("pretrain", "continued self-supervised pretraining (masked-LM, or "
+                     "contrastive SimCSE for sentence encoders) on the unlabelled text of "
+                     "adaptation.target; writes a backbone folder")
     sp.add_argument("--out", required=True, help="folder for the pretrained backbone "
                     "(then source_model: hf:FOLDER)")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue a killed pretraining from OUT/checkpoints/last.pt")
+    sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                    help="save a checkpoint every STEPS optimizer steps (default: every two "
+                    "minutes and at each epoch's end)")
     sp.set_defaults(func=cmd_pretrain)
     sp = with_config("rank", "transferability scores of candidate backbones; no fine-tuning")
     sp.add_argument("--backbones", required=True, metavar="A,B,...",

@@ -390,9 +390,17 @@ class DiagnosticsConfig(Strict):
 
 
 class PretrainConfig(Strict):
-    """Continued masked-language-model pretraining on the unlabelled target text
-    (``tlkit pretrain``)."""
+    """Continued self-supervised pretraining on the unlabelled target text (``tlkit
+    pretrain``): masked-LM, or contrastive (unsupervised SimCSE); ``auto`` picks by what the
+    backbone was trained with (a checkpoint with a masked-LM head: mlm; a sentence encoder
+    without one: simcse)."""
 
+    objective: Literal["auto", "mlm", "simcse"] = "auto"
+    temperature: float = Field(default=0.05, gt=0, le=10)  # simcse's (Gao et al.)
+    # a share of the texts held out: their loss under the objective stops the pretraining when
+    # it stops improving (after ``patience`` epochs), and CKA to the start is measured on them
+    held_out: float = Field(default=0.05, ge=0, lt=0.5)
+    patience: int | None = Field(default=1, ge=1, le=1000)
     epochs: int = Field(default=1, ge=1, le=1000)
     lr: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=4096)

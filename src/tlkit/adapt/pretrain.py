@@ -1,17 +1,33 @@
-"""Continued pretraining: masked-language-model training of a transformers backbone on
-unlabelled target text (Gururangan et al., 2020, "Don't stop pretraining"), written as a
-backbone folder that ``source_model: hf:FOLDER`` names for the usual fine-tuning.
+"""Continued pretraining on unlabelled target text, written as a backbone folder that
+``source_model: hf:FOLDER`` names for the usual fine-tuning.
 
-The model is the backbone's own checkpoint with a masked-LM head (``AutoModelForMaskedLM``; a
-sentence encoder such as MiniLM ships without one, so the head's transform starts fresh and its
-decoder is tied to the input embeddings). Masking is BERT's: ``mask_probability`` of the tokens,
-80% of them replaced by the mask token, 10% by a random token, 10% kept
-(``DataCollatorForLanguageModeling``). AdamW, linear warmup and decay, bf16 autocast when
-``mixed_precision``. Everything is seeded by ``transfer_config.seed``.
+Two objectives, chosen by what the backbone was trained with (``adaptation.pretrain.objective:
+auto``), or set:
+
+- ``mlm``: masked-language-model training (Gururangan et al., 2020, "Don't stop pretraining")
+  with the checkpoint's own masked-LM head (``AutoModelForMaskedLM``). Masking is BERT's:
+  ``mask_probability`` of the tokens, 80% of them replaced by the mask token, 10% by a random
+  token, 10% kept (``DataCollatorForLanguageModeling``). For encoders trained that way (BERT,
+  RoBERTa), whose checkpoints carry the head.
+- ``simcse``: unsupervised SimCSE (Gao et al., 2021; ``tlkit.adapt.contrastive``): each text
+  through the encoder twice under two dropout masks, mean-pooled as tlkit pools it, the two
+  views a positive pair, the rest of the batch negatives. For sentence encoders trained
+  contrastively (MiniLM's all-MiniLM-L6-v2), whose checkpoints have no masked-LM head: an MLM
+  head would start random and its gradients would pull the encoder away from what made it good.
+
+Against forgetting, a share of the texts (``held_out``) is kept out of training: after each
+epoch the objective's loss on them (with fixed masks and dropout) is measured, the best epoch's
+weights are the ones written, and the pretraining stops when it has not improved for
+``patience`` epochs; at the end, CKA of each layer group's features on those texts, against the
+starting weights, says how far each group moved. AdamW, linear warmup and decay, bf16 autocast
+when ``mixed_precision``, everything seeded by ``transfer_config.seed``; a checkpoint every few
+steps and at each epoch's end, so a run killed at any moment resumes (``--resume``) to the same
+weights.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -22,14 +38,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.adapt.contrastive import info_nce
 from tlkit.adapt.target import load_target
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
-from tlkit.data.types import is_pair
+from tlkit.data.types import LabelledData, is_pair
 from tlkit.device import pick_device
 from tlkit.errors import UserError
+from tlkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tlkit.train.schedule import lr_factor
+
+# prefixes of masked-LM head weights in the checkpoints of BERT-, RoBERTa- and ELECTRA-style models
+_MLM_HEAD = ("cls.predictions.", "lm_head.", "generator_lm_head.", "generator_predictions.")
+CHECKPOINT_SECONDS = 120.0
 
 
 def backbone_folder(cfg: Config) -> str:
@@ -37,8 +59,8 @@ def backbone_folder(cfg: Config) -> str:
     tc = cfg.transfer_config
     r = resolve_name(tc.source_model)
     if r.adapter != "hf":
-        raise UserError(f"tlkit pretrain continues masked-language-model pretraining of a text "
-                        f"backbone; {tc.source_model} is not a transformers text model")
+        raise UserError(f"tlkit pretrain continues the pretraining of a text backbone; "
+                        f"{tc.source_model} is not a transformers text model")
     if r.known is not None and r.known.packaged:
         folder = minilm_folder()
         if folder is None:
@@ -50,80 +72,250 @@ def backbone_folder(cfg: Config) -> str:
     return r.target
 
 
-def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
-             ) -> dict[str, Any]:
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
-    from transformers.utils import logging as hf_logging
+def checkpoint_keys(folder: str) -> list[str]:
+    """The weight names in a saved checkpoint folder (empty when it cannot be read here)."""
+    path = Path(folder)
+    try:
+        if (path / "model.safetensors").is_file():
+            from safetensors import safe_open
 
+            with safe_open(str(path / "model.safetensors"), "pt") as f:
+                return list(f.keys())
+        if (path / "pytorch_model.bin").is_file():
+            return list(torch.load(path / "pytorch_model.bin", map_location="cpu",
+                                   weights_only=True, mmap=True))
+    except (OSError, RuntimeError, ValueError):
+        return []
+    return []
+
+
+def choose_objective(folder: str, requested: str) -> tuple[str, str]:
+    """The objective and why: the config's, or by what the checkpoint carries."""
+    if requested != "auto":
+        return requested, "set by adaptation.pretrain.objective"
+    if any(k.startswith(_MLM_HEAD) for k in checkpoint_keys(folder)):
+        return "mlm", "the checkpoint carries a masked-LM head: the backbone was trained with it"
+    return "simcse", ("the checkpoint has no masked-LM head (a sentence encoder, trained "
+                      "contrastively): contrastive, unsupervised SimCSE")
+
+
+class _Objective:
+    """One objective's model and its loss on a batch of texts."""
+
+    def __init__(self, kind: str, folder: str, tok: Any, cfg: Config, device: torch.device
+                 ) -> None:
+        self.kind, self.tok, self.device = kind, tok, device
+        self.max_length = cfg.data.max_length or 128
+        pc = cfg.adaptation.pretrain
+        self.temperature = pc.temperature
+        if kind == "mlm":
+            from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+            self.model: Any = AutoModelForMaskedLM.from_pretrained(folder).to(device)
+            self.collator = DataCollatorForLanguageModeling(
+                tok, mlm=True, mlm_probability=pc.mask_probability)
+        else:
+            from tlkit.backbones.hf import HFBackbone
+
+            self.model = HFBackbone(folder, pretrained=True, pooling="mean",
+                                    max_length=self.max_length, tokenizer=folder).to(device)
+
+    def encoder(self) -> Any:
+        """What is written: the transformers model the backbone folder holds."""
+        return self.model if self.kind == "mlm" else self.model.model
+
+    def loss(self, texts: list[str]) -> torch.Tensor:
+        if self.kind == "mlm":
+            enc = self.tok(texts, truncation=True, max_length=self.max_length)
+            batch = self.collator([{"input_ids": ids} for ids in enc["input_ids"]])
+            return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        enc = self.tok(texts, truncation=True, max_length=self.max_length, padding="longest",
+                       return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in enc.items()}
+        return info_nce(self.model(inputs), self.model(inputs), self.temperature)
+
+
+def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None,
+             resume: bool = False, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Continue pretraining per ``cfg.adaptation.pretrain`` into ``out``; returns what
+    ``out/pretrain.json`` records. ``resume`` continues from ``out/checkpoints/last.pt``;
+    ``checkpoint_every`` saves every that many steps (else every couple of minutes).
+
+    Kept whole, a little over 80 lines, so that one pretraining reads top to bottom: set-up,
+    the seeded epochs with their checkpoints, the held-out check, the folder written."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     ad, pc, tc = cfg.adaptation, cfg.adaptation.pretrain, cfg.transfer_config
     if ad.target is None:
         raise UserError("tlkit pretrain reads unlabelled text from adaptation.target; add it, "
                         "e.g. adaptation: {target: {source: my_texts.csv, text_column: text}}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --out (nothing was changed)")
+    last = out / "checkpoints" / "last.pt"
+    if resume and (out / "pretrain.json").is_file():
+        raise UserError(f"{out} holds a finished pretraining; choose another --out")
+    if out.exists() and any(out.iterdir()) and not (resume and last.is_file()):
+        raise UserError(f"{out} is not empty; choose another --out (nothing was changed)"
+                        + ("" if resume else ", or add --resume to continue a killed run"))
     folder = backbone_folder(cfg)
-
-    data, _ = load_target(ad.target, None)
-    if data.modality != "text":
-        raise UserError(f"adaptation.target {ad.target.source} is {data.modality} data; "
-                        "masked-language-model pretraining needs text")
-    # a sentence pair gives its two texts (each is unlabelled text of the target domain)
-    texts = [str(x) for t in data.inputs for x in (t if is_pair(t) else (t,))]
-    rng = np.random.default_rng(tc.seed)
-    if pc.max_examples is not None and pc.max_examples < len(texts):
-        texts = [texts[i] for i in np.sort(rng.permutation(len(texts))[: pc.max_examples])]
+    texts, held = _texts(cfg, pc, tc.seed)
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
     hf_logging.set_verbosity_error()
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForMaskedLM.from_pretrained(folder).to(device)
-    max_length = cfg.data.max_length or 128
-    enc = tok(texts, truncation=True, max_length=max_length)
-    examples = [{"input_ids": ids} for ids in enc["input_ids"]]
-    collator = DataCollatorForLanguageModeling(tok, mlm=True,
-                                               mlm_probability=pc.mask_probability)
-    steps_per_epoch = math.ceil(len(examples) / pc.batch_size)
-    total = steps_per_epoch * pc.epochs
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": pc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=pc.lr)
+    kind, why = choose_objective(folder, pc.objective)
+    log(f"pretrain: objective {kind} ({why})")
+    obj = _Objective(kind, folder, tok, cfg, device)
+    total = math.ceil(len(texts) / pc.batch_size) * pc.epochs
+    params = list(obj.model.named_parameters())
+    opt = torch.optim.AdamW([
+        {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": pc.weight_decay},
+        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}], lr=pc.lr)
+    state, best_weights = _start(obj, opt, last if resume else None, log)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.mixed_precision
            else torch.autocast(device.type, enabled=False))
-    log(f"pretrain: masked-LM on {len(examples):,} texts from {ad.target.source}, "
-        f"{pc.epochs} epoch(s), {total} steps")
-    t0 = time.perf_counter()
-    losses: list[float] = []
-    step = 0
-    model.train()
-    for epoch in range(pc.epochs):
-        g = torch.Generator().manual_seed(tc.seed * 7919 + epoch)
-        order = torch.randperm(len(examples), generator=g).tolist()
-        running = []
-        for start in range(0, len(order), pc.batch_size):
-            batch = collator([examples[i] for i in order[start:start + pc.batch_size]])
-            batch = {k: v.to(device) for k, v in batch.items()}
+    log(f"pretrain: {kind} on {len(texts):,} texts from {ad.target.source} ({len(held):,} held "
+        f"out), {pc.epochs} epoch(s), {total} steps")
+    t0, saved_at = time.perf_counter(), time.perf_counter()
+
+    def save() -> None:
+        state["seconds"] += time.perf_counter() - t0
+        save_checkpoint(last, {"model": obj.model.state_dict(), "optimizer": opt.state_dict(),
+                               "state": state, "rng": rng_state(),
+                               "best_weights": best_weights})
+
+    last.parent.mkdir(parents=True, exist_ok=True)
+    obj.model.train()
+    while state["epoch"] < pc.epochs and not state["stopped_early"]:
+        g = torch.Generator().manual_seed(tc.seed * 7919 + state["epoch"])
+        order = torch.randperm(len(texts), generator=g).tolist()
+        for start in range(state["batch"] * pc.batch_size, len(order), pc.batch_size):
             for grp in opt.param_groups:
-                grp["lr"] = pc.lr * lr_factor(step, total, pc.warmup_steps, "linear")
+                grp["lr"] = pc.lr * lr_factor(state["step"], total, pc.warmup_steps, "linear")
             with amp:
-                loss = model(**batch).loss
+                loss = obj.loss([texts[i] for i in order[start:start + pc.batch_size]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(obj.model.parameters(), 1.0)
             opt.step()
-            step += 1
-            running.append(float(loss.detach()))
-            if step % 50 == 0 or step == total:
-                log(f"pretrain: step {step}/{total}  mlm loss {np.mean(running[-50:]):.3f}")
-        losses.append(float(np.mean(running)))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+            state["step"] += 1
+            state["batch"] += 1
+            state["running"].append(float(loss.detach()))
+            if state["step"] % 50 == 0 or state["step"] == total:
+                log(f"pretrain: step {state['step']}/{total}  {kind} loss "
+                    f"{np.mean(state['running'][-50:]):.3f}")
+            due = (state["step"] % checkpoint_every == 0 if checkpoint_every
+                   else time.perf_counter() - saved_at >= CHECKPOINT_SECONDS)
+            if due and start + pc.batch_size < len(order):
+                save()
+                t0 = saved_at = time.perf_counter()
+        best_weights = _end_epoch(obj, state, held, pc, tc.seed, best_weights, log)
+        save()
+        t0 = saved_at = time.perf_counter()
+    if best_weights is not None:  # the best epoch on the held-out texts, not the last
+        obj.model.load_state_dict(best_weights)
+    obj.encoder().save_pretrained(out)
     tok.save_pretrained(out)
-    result = {"from": folder, "texts": len(examples), "epochs": pc.epochs, "steps": step,
-              "mlm_loss_per_epoch": [round(x, 4) for x in losses],
-              "seconds": round(time.perf_counter() - t0, 1), "out": str(out),
+    result = {"from": folder, "objective": kind, "why": why, "texts": len(texts),
+              "held_out": len(held), "epochs": pc.epochs, **_record(state),
+              "cka_to_start": _cka(folder, out, held, cfg, device), "out": str(out),
               "use": f"source_model: hf:{out}"}
     (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _start(obj: _Objective, opt: torch.optim.Optimizer, last: Path | None,
+           log: Callable[[str], None]) -> tuple[dict[str, Any], Any]:
+    """Every counter of a pretraining, and the best weights so far: new, or a killed run's
+    (``last``: its checkpoint, whose model, optimizer and random state are restored)."""
+    state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "running": [], "losses": [],
+                             "held_out": [], "best": None, "best_epoch": -1, "bad": 0,
+                             "stopped_early": False, "seconds": 0.0}
+    if last is None or not last.is_file():
+        return state, None
+    saved = load_checkpoint(last)
+    obj.model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    set_rng_state(saved["rng"])
+    log(f"pretrain: resumed at epoch {saved['state']['epoch']}, step {saved['state']['step']}")
+    return saved["state"], saved["best_weights"]
+
+
+def _record(state: dict[str, Any]) -> dict[str, Any]:
+    """What pretrain.json says of the run's course."""
+    return {"epochs_run": state["epoch"], "steps": state["step"],
+            "stopped_early": state["stopped_early"], "best_epoch": state["best_epoch"],
+            "loss_per_epoch": [round(x, 4) for x in state["losses"]],
+            "held_out_loss_per_epoch": [round(x, 4) for x in state["held_out"]],
+            "seconds": round(state["seconds"], 1)}
+
+
+def _texts(cfg: Config, pc: Any, seed: int) -> tuple[list[str], list[str]]:
+    """The target's texts (a pair gives both), sampled to ``max_examples``, and the held-out
+    share kept out of training."""
+    target = cfg.adaptation.target
+    assert target is not None
+    data, _ = load_target(target, None)
+    if data.modality != "text":
+        raise UserError(f"adaptation.target {target.source} is {data.modality} "
+                        "data; tlkit pretrain continues the pretraining of text backbones")
+    texts = [str(x) for t in data.inputs for x in (t if is_pair(t) else (t,))]
+    rng = np.random.default_rng(seed)
+    if pc.max_examples is not None and pc.max_examples < len(texts):
+        texts = [texts[i] for i in np.sort(rng.permutation(len(texts))[: pc.max_examples])]
+    n_held = int(round(pc.held_out * len(texts))) if len(texts) >= 20 else 0
+    held_idx = set(rng.permutation(len(texts))[:n_held].tolist())
+    return ([t for i, t in enumerate(texts) if i not in held_idx],
+            [t for i, t in enumerate(texts) if i in held_idx])
+
+
+def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any, seed: int,
+               best_weights: dict[str, torch.Tensor] | None, log: Callable[[str], None]
+               ) -> dict[str, torch.Tensor] | None:
+    """The epoch's mean loss, its held-out loss (fixed masks and dropout), the best weights
+    so far and early stopping; returns the best weights."""
+    state["losses"].append(float(np.mean(state["running"])) if state["running"] else 0.0)
+    state["running"], state["batch"] = [], 0
+    epoch = state["epoch"]
+    state["epoch"] += 1
+    if not held:
+        return None
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed + 1_000_003)
+        value = float(np.mean([float(obj.loss(held[i:i + pc.batch_size]))
+                               for i in range(0, len(held), pc.batch_size)]))
+    state["held_out"].append(value)
+    log(f"pretrain: epoch {epoch}  loss {state['losses'][-1]:.4f}  held-out loss {value:.4f}")
+    if state["best"] is None or value < state["best"]:
+        state["best"], state["best_epoch"], state["bad"] = value, epoch, 0
+        return copy.deepcopy({k: v.detach().cpu() for k, v in obj.model.state_dict().items()})
+    state["bad"] += 1
+    if pc.patience is not None and state["bad"] >= pc.patience:
+        state["stopped_early"] = True
+        log(f"pretrain: the held-out loss has not improved for {state['bad']} epoch(s); "
+            f"stopping, keeping epoch {state['best_epoch']}'s weights")
+    return best_weights
+
+
+def _cka(start: str, out: Path, held: list[str], cfg: Config, device: torch.device
+         ) -> dict[str, float] | None:
+    """CKA of each layer group's features on the held-out texts, continued against start
+    (1: the group computes what it computed before)."""
+    if len(held) < 4:
+        return None
+    from tlkit.backbones.hf import HFBackbone
+    from tlkit.data.collate import TextCollate, load_tokenizer
+    from tlkit.data.datasets import TextDataset
+    from tlkit.diagnose.forgetting import forgetting
+
+    max_length = cfg.data.max_length or 128
+    before = HFBackbone(start, pretrained=True, max_length=max_length, tokenizer=start)
+    after = HFBackbone(str(out), pretrained=True, max_length=max_length, tokenizer=str(out))
+    groups = after.layer_groups()
+    after.use_groups(groups)
+    data = TextDataset(LabelledData("held out", "text", "single_label", list(held),
+                                    np.zeros(len(held), dtype=np.int64), ["-", "+"]))
+    got = forgetting(before.eval(), after.eval(), groups, data,
+                     TextCollate(load_tokenizer(str(out)), max_length), device,
+                     min(len(held), 512))
+    return dict(got["cka"])

@@ -60,7 +60,8 @@ class TokenDataset(Dataset[tuple[list[str], torch.Tensor]]):
     sub-words and lays out one row per word (``tlkit.token_rows``)."""
 
     def __init__(self, data: LabelledData) -> None:
-        self.inputs: list[list[str]] = [list(map(str, words)) for words in data.inputs]
+        self.inputs: list[list[str]] = [[str(w) for w in words]  # type: ignore[union-attr]
+                                        for words in data.inputs]
         self.targets = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in data.targets]
 
     def __len__(self) -> int:

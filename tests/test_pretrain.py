@@ -1,0 +1,108 @@
+"""Self-supervised continued pretraining (tlkit pretrain): the contrastive loss, the objective
+chosen by what the backbone was trained with, the held-out guard and CKA, and a kill -9 resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cli_runner import TLKIT, run_cli
+from tlkit.adapt.contrastive import info_nce
+from tlkit.adapt.pretrain import choose_objective
+from tlkit.config import validate
+
+
+def test_the_contrastive_loss_is_lower_for_two_views_of_one_example_than_for_others() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 32, generator=g)
+    same = info_nce(a, a + 0.01 * torch.randn(16, 32, generator=g))
+    other = info_nce(a, torch.randn(16, 32, generator=g))
+    shuffled = info_nce(a, a[torch.randperm(16, generator=g)])
+    assert float(same) < 0.1 < float(other) and float(same) < float(shuffled)
+    # a loss of log(batch) at chance: nothing tells the positive from the negatives
+    assert float(info_nce(torch.ones(8, 4), torch.ones(8, 4))) == pytest.approx(
+        float(torch.log(torch.tensor(8.0))), rel=1e-4)
+
+
+def test_the_objective_follows_what_the_checkpoint_was_trained_with(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from transformers import BertConfig, BertForMaskedLM
+
+    kind, why = choose_objective(str(tiny_bert_dir), "auto")
+    assert kind == "simcse" and "no masked-LM head" in why
+    cfg = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=8)
+    BertForMaskedLM(cfg).save_pretrained(tmp_path / "mlm")
+    assert choose_objective(str(tmp_path / "mlm"), "auto")[0] == "mlm"
+    assert choose_objective(str(tiny_bert_dir), "mlm") == ("mlm", "set by adaptation.pretrain."
+                                                                  "objective")
+
+
+def _raw(bert: Path, **pretrain: object) -> dict:
+    return {"transfer_config": {"source_model": f"hf:{bert}", "pretrained_weights": str(bert),
+                                "device": "cpu"},
+            "data": {"source": "rotten_tomatoes", "max_length": 24},
+            "adaptation": {"target": {"source": "rotten_tomatoes"},
+                           "pretrain": {"max_examples": 200, "epochs": 2, "lr": 1e-3,
+                                        "batch_size": 16, **pretrain}}}
+
+
+@pytest.mark.slow
+def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from tlkit.adapt.pretrain import pretrain
+    from tlkit.backbones.hf import HFBackbone
+
+    res = pretrain(validate(_raw(tiny_bert_dir, patience=None)), tmp_path / "out")
+    assert res["objective"] == "simcse" and res["held_out"] == 10 and res["texts"] == 190
+    assert len(res["held_out_loss_per_epoch"]) == 2
+    assert res["loss_per_epoch"][-1] < res["loss_per_epoch"][0]
+    cka = res["cka_to_start"]
+    assert set(cka) >= {"embeddings", "encoder.layer.0", "encoder.layer.1"}
+    assert all(0 <= v <= 1.0001 for v in cka.values())
+    after = HFBackbone(str(tmp_path / "out"))  # fit loads it as source_model: hf:OUT
+    before = HFBackbone(str(tiny_bert_dir))
+    assert any(not torch.equal(a, b) for (_, a), (_, b) in
+               zip(before.named_parameters(), after.named_parameters()))
+
+
+@pytest.mark.slow
+def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_raw(tiny_bert_dir, patience=None, max_examples=320)))
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = run_cli("pretrain", str(cfg), "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([*TLKIT, "pretrain", str(cfg), "--out", str(killed),
+                             "--checkpoint-every", "1"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.02)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the pretraining finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = run_cli("pretrain", str(cfg), "--out", str(killed))
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = run_cli("pretrain", str(cfg), "--out", str(killed), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stderr
+    a = load_file(str(whole / "model.safetensors"))
+    b = load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra = json.loads((whole / "pretrain.json").read_text())
+    rb = json.loads((killed / "pretrain.json").read_text())
+    assert ra["held_out_loss_per_epoch"] == rb["held_out_loss_per_epoch"]
