@@ -230,3 +230,20 @@ def test_the_activation_cache_serves_token_runs_as_the_full_forward_would(
     assert any("fitted to convergence on the cached features" in s for s in said)
     assert any("pooled features of train" in s for s in said)
     assert summary["test"]["entity_f1"] > 0.5
+
+
+def test_commands_that_score_whole_sequences_refuse_a_token_config_with_the_reason(
+        tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(tmp_path, tiny_bert_dir, n=10)
+    for command in ("probe", "advise"):
+        assert main([command, str(cfg)]) == 2
+        err = capsys.readouterr()[1]
+        assert "token_classification is not supported" in err and "Traceback" not in err
+    import yaml
+
+    from tlkit.config import validate
+
+    raw = yaml.safe_load(cfg.read_text())
+    raw["transfer_config"]["freeze_strategy"] = "auto"
+    with pytest.raises(Exception, match="freeze_strategy auto is for sequence tasks"):
+        validate(raw)

@@ -349,11 +349,20 @@ def _write_json(path: str | None, obj: object) -> None:
         Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _sequence_only(cfg: Any, command: str) -> None:
+    """Refuse a token-classification config where a command scores whole sequences."""
+    if cfg.data.task == "token_classification":
+        raise UserError(f"tlkit {command} scores one label per example; data.task "
+                        "token_classification is not supported by it yet: use tlkit fit "
+                        "(with --baseline for the verdict) for token classification")
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
     from tlkit.diagnose.rank import format_rank, parse_candidates
 
     cfg = load_config(args.config, args.set or [])
+    _sequence_only(cfg, "rank")
     candidates = parse_candidates(args.backbones)
     from tlkit.diagnose.rank import rank
 
@@ -371,6 +380,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _sequence_only(cfg, "probe")
     from tlkit.diagnose.probe_run import format_probe_run, probe_run
 
     result = probe_run(cfg, log=Reporter().line)
@@ -383,6 +393,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _sequence_only(cfg, "advise")
     from tlkit.advise import format_advice, gather, measure, recommend
 
     rep = Reporter()
@@ -403,6 +414,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _sequence_only(cfg, "compare")
     from tlkit.compare import compare, format_leaderboard
 
     names = ([s.strip() for s in args.strategies.split(",") if s.strip()]

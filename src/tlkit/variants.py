@@ -33,10 +33,11 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
     return validate(raw, f"compare: {strategy}")
 
 
-def check_comparable(cfg: Config, command: str) -> None:
-    """Runs of ``cfg`` can be compared by test accuracy: single-label (or token
-    classification, by token accuracy), with a test split."""
-    if cfg.data.task not in ("single_label", "token_classification"):
+def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
+    """Runs of ``cfg`` can be compared by test accuracy: single-label (or, with ``tokens``,
+    token classification, by token accuracy), with a test split."""
+    if cfg.data.task != "single_label" and not (tokens and
+                                                 cfg.data.task == "token_classification"):
         raise UserError(f"{command} ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
     if not has_test_split(cfg.data):
@@ -48,7 +49,7 @@ def check_comparable(cfg: Config, command: str) -> None:
 def check_baselines(cfg: Config) -> None:
     """Refuse, before anything trains, a --baseline the config cannot give a verdict on."""
     if "scratch" in cfg.baselines():
-        check_comparable(cfg, "--baseline")
+        check_comparable(cfg, "--baseline", tokens=True)
     elif not has_test_split(cfg.data):
         raise UserError("--baseline compares test predictions, but data.test_fraction is 0 and "
                         "no data.test is given; give a test set or a test_fraction")

@@ -81,6 +81,8 @@ def read_token_jsonl(path: Path) -> list[Sentence]:
             if len(words) != len(tags):
                 raise UserError(f"{path} line {number} has {len(words)} tokens but "
                                 f"{len(tags)} tags; give one tag per token")
+            if not words:  # a sentence without words has nothing to tag
+                continue
             where = f"{path} line {number}"
             sentences.append(([str(w) for w in words], to_iob2([str(t) for t in tags], where)))
     return sentences

@@ -37,7 +37,7 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
              test_limit: int | None = None) -> dict[str, Any]:
     """Train the scratch baselines beside the finished run in ``run_dir`` (a finished baseline
     is kept: an interrupted --baseline picks up where it stopped) and return the verdict."""
-    check_comparable(cfg, "--baseline")
+    check_comparable(cfg, "--baseline", tokens=True)
     outputs, targets = test_predictions(run_dir)
     task = cfg.data.task
     transfer_ok = per_example_scores(outputs, targets, task) > 0.5  # right or not
