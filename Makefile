@@ -26,9 +26,11 @@ demo: setup
 	$(TLKIT) predict $(DEMO_RUN) "A warm, funny and beautifully acted film." "A tedious, clumsy mess that never finds its story."
 
 # The import-layer check (tests/test_imports.py) runs with the tests; mypy checks src/ first.
+# Two workers, one per core (pytest-xdist), each taking whole files (a file's fixtures are built
+# once); the 30 slowest tests are listed at the end.
 test: setup-test
 	$(VENV)/bin/mypy
-	$(PYTEST) --durations=30
+	$(PYTEST) -n 2 --dist loadfile --durations=30
 
 # Everything but the tests marked slow (measured over 2 s on the 2-core machine) or packaged;
 # under 90 s there. Prints its wall time.
