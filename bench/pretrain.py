@@ -160,7 +160,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, argv: list[str], n
         f"CKA to the start per group {pre['cka_to_start']}.")
     lines.append(
         f"- fine-tuning: {args.labels} labels per seed (tlkit's default validation share of "
-        f"them), freeze_strategy {args.strategy} at its defaults, max length {args.max_length}; "
+        f"them), freeze_strategy {args.strategy} "
+        + ("at bench/adaptation.py's rates (head 1e-2, backbone 1e-4 decay 0.8, 5 epochs, "
+           "batch 16, bf16)" if args.strategy == "none" else "at tlkit's defaults")
+        + f", max length {args.max_length}; "
         f"test: {n_test:,} snippets, the same for every fit.")
     lines.append(
         f"- continued minus pretrained, paired by seed: {', '.join(f'{100 * d:+.2f}' for d in diffs)}"
