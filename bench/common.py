@@ -329,6 +329,30 @@ def command_line(script: str, argv: Sequence[str]) -> str:
     return " ".join(["python", f"bench/{Path(script).name}", *argv])
 
 
+def closing_notes(results: dict[str, dict[str, Any]], default_threads: int, script: str,
+                  argv: Sequence[str], optimizer: bool = False) -> list[str]:
+    """The last lines of a bench table's notes: each row's optimizer (where asked and given),
+    the machine with the rows' torch threads, and the command that printed the table."""
+    lines = []
+    opts = {r: x.get("optimizer") for r, x in results.items() if x.get("optimizer")}
+    if optimizer and opts:
+        lines.append("- optimizer: " + "; ".join(f"{r}: {o}" for r, o in opts.items()) + ".")
+    threads = next((x["threads"] for x in results.values() if "threads" in x), default_threads)
+    return [*lines, f"- machine: {machine_line(threads)}.",
+            f"- command: {command_line(script, argv)}"]
+
+
+def rows_main(script: str, rows: Sequence[str], args: Any, argv: Sequence[str],
+              report: Any) -> int:
+    """Run the selected rows, each in a child process, print the table ``report`` makes of
+    their results and save them (``--json``)."""
+    results = {r: run_row(script, r, argv) for r in selected(rows, args.rows)}
+    text = report(results, args, list(argv))
+    print(text)
+    save_json(args.json, {"argv": list(argv), "results": results, "table": text})
+    return 0
+
+
 def save_json(path: str | None, payload: Any) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))

@@ -344,9 +344,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
     if kept:
         lines.append("- the frozen body's BatchNorm statistics unchanged by training: "
                      + ", ".join(f"{r} {'yes' if k else 'NO'}" for r, k in kept.items()) + ".")
-    threads = next((x["threads"] for x in results.values() if "threads" in x), args.threads)
-    lines.append(f"- machine: {common.machine_line(threads)}.")
-    lines.append(f"- command: {common.command_line(__file__, argv)}")
+    lines += common.closing_notes(results, args.threads, __file__, argv)
     return "\n".join(lines)
 
 

@@ -314,9 +314,6 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
         "padding among the tokens of the training batches (tokens: all of them, padding "
         "included). seconds: the whole run from building the model (tlkit: loading the data) "
         "to the test accuracy, imports excluded.")
-    opts = {r: x.get("optimizer") for r, x in results.items() if x.get("optimizer")}
-    if opts:
-        lines.append("- optimizer: " + "; ".join(f"{r}: {o}" for r, o in opts.items()) + ".")
     tr = results.get("trainer", {})
     if "sequences_per_second" in tr and "sequences_per_second" in base:
         lines.append(
@@ -325,9 +322,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
             f"throughput (issue 5 asks for at least 1.5x), test accuracy "
             f"{100 * (base['test_accuracy'] - tr['test_accuracy']):+.2f} points (issue 5 asks for "
             "at most 1 point apart).")
-    threads = next((x["threads"] for x in results.values() if "threads" in x), args.threads)
-    lines.append(f"- machine: {common.machine_line(threads)}.")
-    lines.append(f"- command: {common.command_line(__file__, argv)}")
+    lines += common.closing_notes(results, args.threads, __file__, argv, optimizer=True)
     return "\n".join(lines)
 
 
@@ -358,11 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if args.seeds:
         return seeds_main(args, argv)
-    results = {r: common.run_row(__file__, r, argv) for r in common.selected(ROWS, args.rows)}
-    text = report(results, args, argv)
-    print(text)
-    common.save_json(args.json, {"argv": argv, "results": results, "table": text})
-    return 0
+    return common.rows_main(__file__, ROWS, args, argv, report)
 
 
 def _without(argv: list[str], flag: str) -> list[str]:

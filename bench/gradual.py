@@ -380,9 +380,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
                 f"for at least 2x); tlkit's test accuracy is "
                 f"{100 * (base['test_accuracy'] - res['test_accuracy']):+.2f} points from it "
                 "(within 0.5 of the plain loop's asked).")
-    threads = next((x["threads"] for x in results.values() if "threads" in x), args.threads)
-    lines.append(f"- machine: {common.machine_line(threads)}.")
-    lines.append(f"- command: {common.command_line(__file__, argv)}")
+    lines += common.closing_notes(results, args.threads, __file__, argv)
     return "\n".join(lines)
 
 

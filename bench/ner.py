@@ -219,9 +219,6 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
         "validation; tlkit / row: tlkit's throughput over the row's. entity F1, precision, "
         "recall: seqeval's (micro over entities, exact type and span) on the test split; token "
         "acc: the share of words whose tag is right. seconds: the whole run, imports excluded.")
-    opts = {r: x.get("optimizer") for r, x in results.items() if x.get("optimizer")}
-    if opts:
-        lines.append("- optimizer: " + "; ".join(f"{r}: {o}" for r, o in opts.items()) + ".")
     tr = results.get("trainer-tokcls", {})
     if "entity_f1" in tr and "entity_f1" in base:
         lines.append(
@@ -229,9 +226,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
             f" points, {base['sequences_per_second'] / tr['sequences_per_second']:.2f}x the "
             "training throughput (issue 17 asks for F1 within 1 point or above, throughput at "
             "least the same).")
-    threads = next((x["threads"] for x in results.values() if "threads" in x), args.threads)
-    lines.append(f"- machine: {common.machine_line(threads)}.")
-    lines.append(f"- command: {common.command_line(__file__, argv)}")
+    lines += common.closing_notes(results, args.threads, __file__, argv, optimizer=True)
     return "\n".join(lines)
 
 
@@ -254,11 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return common.child_main(ROW_FUNCS, args)
     argv = list(sys.argv[1:] if argv is None else argv)
-    results = {r: common.run_row(__file__, r, argv) for r in common.selected(ROWS, args.rows)}
-    text = report(results, args, argv)
-    print(text)
-    common.save_json(args.json, {"argv": argv, "results": results, "table": text})
-    return 0
+    return common.rows_main(__file__, ROWS, args, argv, report)
 
 
 if __name__ == "__main__":
