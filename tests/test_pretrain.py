@@ -4,17 +4,13 @@ chosen by what the backbone was trained with, the held-out guard and CKA, and a 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from cli_runner import TLKIT, run_cli
+from cli_runner import kill_9_when, run_cli
 from tlkit.adapt.contrastive import info_nce
 from tlkit.adapt.pretrain import choose_objective
 from tlkit.config import validate
@@ -68,6 +64,8 @@ def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
     cka = res["cka_to_start"]
     assert set(cka) >= {"embeddings", "encoder.layer.0", "encoder.layer.1"}
     assert all(0 <= v <= 1.0001 for v in cka.values())
+    # a finished pretraining leaves a backbone folder, not its checkpoints
+    assert not (tmp_path / "out" / "checkpoints").exists()
     after = HFBackbone(str(tmp_path / "out"))  # fit loads it as source_model: hf:OUT
     before = HFBackbone(str(tiny_bert_dir))
     assert any(not torch.equal(a, b) for (_, a), (_, b) in
@@ -84,17 +82,8 @@ def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     r = run_cli("pretrain", str(cfg), "--out", str(whole))
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([*TLKIT, "pretrain", str(cfg), "--out", str(killed),
-                             "--checkpoint-every", "1"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not last.exists():
-        time.sleep(0.02)
-    time.sleep(0.5)
-    assert proc.poll() is None, "the pretraining finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(["pretrain", cfg, "--out", killed, "--checkpoint-every", "1"],
+                [killed / "checkpoints" / "last.pt"], settle=0.5)
     r = run_cli("pretrain", str(cfg), "--out", str(killed))
     assert r.returncode == 2 and "--resume" in r.stderr
     r = run_cli("pretrain", str(cfg), "--out", str(killed), "--resume")

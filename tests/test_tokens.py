@@ -4,10 +4,6 @@ metrics over word rows, and a fit / evaluate / predict / kill -9 resume on a tin
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_runner import TLKIT, run_cli
+from cli_runner import kill_9_when, run_cli
 from tlkit.cli import main
 from tlkit.data.collate import TextCollate, load_tokenizer
 from tlkit.data.sources import load_source
@@ -179,19 +175,9 @@ def test_a_token_run_killed_with_sigkill_resumes_to_the_same_weights(
     cfg = _cfg(tmp_path, tiny_bert_dir, epochs=2, n=120)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli("fit", str(cfg), "--out", str(whole)).returncode == 0
-    proc = subprocess.Popen([*TLKIT, "fit", str(cfg), "--out", str(killed),
-                             "--checkpoint-every", "1"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and (killed / "metrics.jsonl").exists():
-            break
-        time.sleep(0.02)
-    time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # killed in the second epoch, after a mid-epoch checkpoint
+    kill_9_when(["fit", cfg, "--out", killed, "--checkpoint-every", "1"],
+                [killed / "checkpoints" / "last.pt", killed / "metrics.jsonl"])
     r = run_cli("fit", str(cfg), "--out", str(killed), "--resume")
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr

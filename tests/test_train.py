@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_runner import TLKIT, run_cli
+from cli_runner import kill_9_when, run_cli
 
 from tlkit.train.schedule import lr_factor
 
@@ -147,22 +143,10 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Pat
     assert run_cli("fit", str(cfg), "--out", str(whole), *aug,
                    "--set", "data.workers=0").returncode == 0
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([*TLKIT, "fit", str(cfg), "--out", str(killed),
-                             "--checkpoint-every", "1", *aug, "--set",
-                             f"data.workers={workers}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    # wait until training is under way in the second epoch, then kill without warning
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and (killed / "metrics.jsonl").exists():
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # once training is under way in the second epoch, killed without warning
+    kill_9_when(["fit", cfg, "--out", killed, "--checkpoint-every", "1", *aug, "--set",
+                 f"data.workers={workers}"], [last, killed / "metrics.jsonl"], settle=0.3)
     state = torch.load(last, weights_only=True)["state"]
     assert 0 < state["epoch"] < 3 or state["batch_in_epoch"] > 0
 

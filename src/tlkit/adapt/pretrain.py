@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -139,10 +140,7 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
              resume: bool = False, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Continue pretraining per ``cfg.adaptation.pretrain`` into ``out``; returns what
     ``out/pretrain.json`` records. ``resume`` continues from ``out/checkpoints/last.pt``;
-    ``checkpoint_every`` saves every that many steps (else every couple of minutes).
-
-    Kept whole, a little over 80 lines, so that one pretraining reads top to bottom: set-up,
-    the seeded epochs with their checkpoints, the held-out check, the folder written."""
+    ``checkpoint_every`` saves every that many steps (else every couple of minutes)."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -172,17 +170,42 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
         {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": pc.weight_decay},
         {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}], lr=pc.lr)
     state, best_weights = _start(obj, opt, last if resume else None, log)
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.mixed_precision
-           else torch.autocast(device.type, enabled=False))
     log(f"pretrain: {kind} on {len(texts):,} texts from {ad.target.source} ({len(held):,} held "
         f"out), {pc.epochs} epoch(s), {total} steps")
-    t0, saved_at = time.perf_counter(), time.perf_counter()
+    best_weights = _epochs(obj, opt, state, best_weights, (texts, held), cfg, total, last,
+                           checkpoint_every, log)
+    if best_weights is not None:  # the best epoch on the held-out texts, not the last
+        obj.model.load_state_dict(best_weights)
+    obj.encoder().save_pretrained(out)
+    tok.save_pretrained(out)
+    result = {"from": folder, "objective": kind, "why": why, "texts": len(texts),
+              "held_out": len(held), "epochs": pc.epochs, **_record(state),
+              "cka_to_start": _cka(folder, out, held, cfg, device), "out": str(out),
+              "use": f"source_model: hf:{out}"}
+    (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(last.parent)  # finished: the folder is a backbone, not a resumable run
+    return result
+
+
+def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
+            best_weights: Any, data: tuple[list[str], list[str]], cfg: Config, total: int,
+            last: Path, checkpoint_every: int | None, log: Callable[[str], None]) -> Any:
+    """The seeded epochs from where ``state`` stands: steps under the schedule, a checkpoint
+    every ``checkpoint_every`` steps (else every couple of minutes) and at each epoch's end,
+    the held-out check after each epoch; returns the best weights."""
+    pc, tc = cfg.adaptation.pretrain, cfg.transfer_config
+    texts, held = data
+    device = next(obj.model.parameters()).device
+    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.mixed_precision
+           else torch.autocast(device.type, enabled=False))
+    clock = {"t0": time.perf_counter(), "saved": time.perf_counter()}
 
     def save() -> None:
-        state["seconds"] += time.perf_counter() - t0
+        state["seconds"] += time.perf_counter() - clock["t0"]
         save_checkpoint(last, {"model": obj.model.state_dict(), "optimizer": opt.state_dict(),
                                "state": state, "rng": rng_state(),
                                "best_weights": best_weights})
+        clock["t0"] = clock["saved"] = time.perf_counter()
 
     last.parent.mkdir(parents=True, exist_ok=True)
     obj.model.train()
@@ -202,26 +225,15 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
             state["batch"] += 1
             state["running"].append(float(loss.detach()))
             if state["step"] % 50 == 0 or state["step"] == total:
-                log(f"pretrain: step {state['step']}/{total}  {kind} loss "
+                log(f"pretrain: step {state['step']}/{total}  {obj.kind} loss "
                     f"{np.mean(state['running'][-50:]):.3f}")
             due = (state["step"] % checkpoint_every == 0 if checkpoint_every
-                   else time.perf_counter() - saved_at >= CHECKPOINT_SECONDS)
+                   else time.perf_counter() - clock["saved"] >= CHECKPOINT_SECONDS)
             if due and start + pc.batch_size < len(order):
                 save()
-                t0 = saved_at = time.perf_counter()
         best_weights = _end_epoch(obj, state, held, pc, tc.seed, best_weights, log)
         save()
-        t0 = saved_at = time.perf_counter()
-    if best_weights is not None:  # the best epoch on the held-out texts, not the last
-        obj.model.load_state_dict(best_weights)
-    obj.encoder().save_pretrained(out)
-    tok.save_pretrained(out)
-    result = {"from": folder, "objective": kind, "why": why, "texts": len(texts),
-              "held_out": len(held), "epochs": pc.epochs, **_record(state),
-              "cka_to_start": _cka(folder, out, held, cfg, device), "out": str(out),
-              "use": f"source_model: hf:{out}"}
-    (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return best_weights
 
 
 def _start(obj: _Objective, opt: torch.optim.Optimizer, last: Path | None,
