@@ -416,7 +416,10 @@ class AdaptationConfig(Strict):
     ``weight``), so they need trainable backbone layers; ``adabn`` re-estimates the BatchNorm
     statistics on the target after training."""
 
-    method: Literal["none", "dann", "mmd", "coral", "adabn"] = "none"
+    # auto: trains each method (none, adabn, and dann, mmd and coral at each of auto_weights)
+    # and keeps the one the label-free score picks (tlkit.adapt.label_free): no target label is
+    # used to choose; where the target has labels they only report how the pick did
+    method: Literal["none", "dann", "mmd", "coral", "adabn", "auto"] = "none"
     # Unlabelled target inputs (any data source; labels, where it has them, are used only to
     # report the target metrics after training). With method none the target is only
     # measured: proxy A-distance and, with labels, its metrics.
@@ -424,6 +427,8 @@ class AdaptationConfig(Strict):
     weight: float = Field(default=1.0, ge=0, le=1000)
     dann_gamma: float = Field(default=10.0, gt=0, le=1000)  # DANN's coefficient schedule
     target_limit: int | None = Field(default=None, ge=1)  # target examples used (a sample)
+    auto_weights: list[Annotated[float, Field(gt=0, le=1000)]] = Field(
+        default_factory=lambda: [0.1, 1.0], min_length=1, max_length=8)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @model_validator(mode="after")
@@ -504,6 +509,16 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _adaptation_trains(self) -> "Config":
+        if self.adaptation.method == "auto" and self.data.task != "single_label":
+            raise ValueError(
+                f"adaptation method auto picks by the target predictions of single-label "
+                f"classes; data.task is {self.data.task}: name a method (dann, mmd, coral, "
+                "adabn)")
+        if self.adaptation.method == "auto" and self.transfer_config.freeze_strategy == AUTO:
+            raise ValueError(
+                "adaptation method auto trains each adaptation on the config's strategy; "
+                "freeze_strategy auto would run its own trials inside each: choose a strategy "
+                "(e.g. none or top_n_unfrozen), or name an adaptation method")
         if (self.adaptation.method in ("dann", "mmd", "coral")
                 and self.transfer_config.freeze_strategy in ("all_frozen", AUTO)):
             raise ValueError(

@@ -45,7 +45,7 @@ from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
 from tlkit.data.types import LabelledData, is_pair
-from tlkit.device import pick_device
+from tlkit.device import autocast, pick_device
 from tlkit.errors import UserError
 from tlkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tlkit.train.schedule import lr_factor
@@ -196,8 +196,7 @@ def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
     pc, tc = cfg.adaptation.pretrain, cfg.transfer_config
     texts, held = data
     device = next(obj.model.parameters()).device
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if tc.mixed_precision
-           else torch.autocast(device.type, enabled=False))
+    amp = autocast(device, tc.mixed_precision)
     clock = {"t0": time.perf_counter(), "saved": time.perf_counter()}
 
     def save() -> None:

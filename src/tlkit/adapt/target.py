@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.adapt.label_free import information_maximisation
 from tlkit.adapt.losses import build_adapter
 from tlkit.config import Config
 from tlkit.data import build_dataset, load_source
@@ -21,7 +22,7 @@ from tlkit.data.types import LabelledData
 from tlkit.diagnose.divergence import proxy_a_distance
 from tlkit.diagnose.features import layer_features
 from tlkit.errors import UserError
-from tlkit.train.evaluate import evaluate_split
+from tlkit.train.evaluate import evaluate_split, predict_outputs
 
 
 @dataclass
@@ -59,6 +60,11 @@ class Target:
             "domain_error_before": self.pad_before["domain_error"],
             "domain_error_after": after["domain_error"], "pad_sample": self.sample,
         }
+        if task == "single_label":  # the label-free measure (tlkit.adapt.label_free)
+            logits, _ = predict_outputs(model, self.train, collate, tc.batch_size, device,
+                                        tc.mixed_precision)
+            probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=1).numpy()
+            out["target_im"] = round(information_maximisation(probs), 4)
         if self.labelled is not None:
             m = evaluate_split(model, self.labelled, collate, task, tc.batch_size, device,
                                classes, tc.mixed_precision)

@@ -10,7 +10,6 @@ commands decide what to measure with it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from tlkit.backbones.base import Backbone
 from tlkit.data.types import Examples
+from tlkit.device import autocast
 from tlkit.tensors import to_device
 
 
@@ -75,8 +75,7 @@ def layer_features(
     targets: list[torch.Tensor] = []
     was_training = backbone.training
     backbone.eval()
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if mixed_precision
-           else nullcontext())
+    amp = autocast(device, mixed_precision)
     try:
         for start in range(0, len(order), batch_size):
             inputs, y = collate([data[i] for i in order[start:start + batch_size]])

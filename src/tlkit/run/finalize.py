@@ -179,10 +179,11 @@ def outputs(p: Prepared) -> Outputs:
     return Outputs(val[0], val[1], val[2], test[0], test[1], test[2])
 
 
-def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
+             adaptation_auto: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank 0 returns the summary it writes; other processes their validation and test
-    metrics."""
+    metrics. ``auto`` and ``adaptation_auto``: the trials behind freeze_strategy auto's and
+    adaptation method auto's picks."""
     for step in AFTER_TRAINING:
         step(p)
     p.event("stage", {"what": "evaluating on the test split"})
@@ -198,6 +199,8 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None
         if result is not None:
             section = getattr(o, into) if into else diagnostics
             section[name] = result
+    if adaptation_auto is not None and "adaptation" in diagnostics:
+        diagnostics["adaptation"]["auto"] = adaptation_auto
     p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
     tc = p.cfg.transfer_config
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,

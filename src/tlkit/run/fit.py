@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.config import Config
+from tlkit.run.adapt_auto import resolve_adaptation
 from tlkit.run.auto import resolve_auto
 from tlkit.run.finalize import finalize
 from tlkit.run.prepare import open_run, prepare
@@ -41,9 +42,11 @@ def fit_run(cfg: Config, out: Path, resume: bool = False, event: Event = _silent
         if starting_over:
             event("stage", {"what": f"nothing to resume in {out} (no checkpoint yet): starting "
                                     "from the beginning"})
-        trained, choice = resolve_auto(cfg, run, resume, dist, event)
+        adapted, adaptation = resolve_adaptation(cfg, run, resume, fit_run, event)
+        trained, choice = resolve_auto(adapted, run, resume, dist, event)
         prepared = prepare(trained, run, resume, dist, event, test_limit, given=cfg)
         state = train(prepared, checkpoint_every)
-        return finalize(prepared, state, auto=None if choice is None else choice.to_dict())
+        return finalize(prepared, state, auto=None if choice is None else choice.to_dict(),
+                        adaptation_auto=adaptation)
     finally:
         run.unlock()

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_model as st_load
 from safetensors.torch import save_model as st_save
 
+from tlkit.device import mixed_precision_note
 from tlkit.files import atomic_write
 from tlkit.run.prepare import Prepared
 from tlkit.rundir import RunDir
@@ -37,6 +38,9 @@ def train(p: Prepared, checkpoint_every: int | None = None) -> TrainState:
     p.event("stage", {"what": "training", "device": str(p.dist.device),
                       "cache": "on" if p.cache is not None else "off",
                       **({"processes": p.dist.world} if p.dist.enabled else {})})
+    note = mixed_precision_note(p.dist.device, p.cfg.transfer_config.mixed_precision)
+    if note is not None:
+        p.event("stage", {"what": note})
     settings = p.cfg.transfer_config.loop_settings
     if p.test_ds is None:  # validation is the only measure: the head must not have seen it
         settings = settings.model_copy(update={"head_refit": False})

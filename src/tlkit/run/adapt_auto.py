@@ -1,0 +1,122 @@
+"""``adaptation.method: auto``: each adaptation trained, the label-free score's pick kept.
+
+The candidates: source-only training (``none``), AdaBN where the backbone has BatchNorm layers,
+and DANN, MMD and CORAL at each of ``adaptation.auto_weights`` where the strategy trains backbone
+layers. Each is a whole run of the config (its own temporary run directory, the test split and
+the diagnostics that do not bear on the choice left out), scored by ``tlkit.adapt.label_free``
+from its predictions on the unlabelled target and its source validation accuracy. The run then
+trains the pick as any run (seeded, so the same model the trial had) and records every trial.
+Target labels, where the target has some, are only reported beside each trial.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tlkit.adapt.label_free import Candidate, choose, oracle
+from tlkit.config import Config
+from tlkit.errors import UserError
+from tlkit.rundir import RunDir
+
+Event = Callable[[str, dict[str, Any]], None]
+Fit = Callable[..., dict[str, Any]]
+ALIGNING = ("dann", "mmd", "coral")
+RECORD = "adaptation_auto.json"
+
+
+def candidates(cfg: Config) -> list[tuple[str, str, float]]:
+    """(name, method, weight) of each candidate the config allows."""
+    ad = cfg.adaptation
+    out = [("none", "none", 0.0), ("adabn", "adabn", 0.0)]
+    if cfg.transfer_config.freeze_strategy != "all_frozen":
+        out += [(f"{m} weight {w:g}", m, float(w)) for m in ALIGNING for w in ad.auto_weights]
+    return out
+
+
+def with_method(cfg: Config, method: str, weight: float) -> Config:
+    """``cfg`` with this adaptation method (and weight, for the aligning ones)."""
+    ad = cfg.adaptation.model_copy(update={"method": method,
+                                           **({"weight": weight} if weight else {})})
+    return cfg.model_copy(update={"adaptation": ad})
+
+
+def _trial_config(cfg: Config, method: str, weight: float) -> Config:
+    """A trial: the candidate without what does not bear on the choice (calibration, the
+    source-task check)."""
+    c = with_method(cfg, method, weight)
+    d = c.diagnostics.model_copy(update={"calibration": False, "source_task": None})
+    return c.model_copy(update={"diagnostics": d})
+
+
+def run_trials(cfg: Config, fit: Fit, event: Event) -> dict[str, Any]:
+    """Every candidate trained and scored; returns the record (trials, pick, why)."""
+    trials: list[Candidate] = []
+    seconds: dict[str, float] = {}
+    for name, method, weight in candidates(cfg):
+        event("stage", {"what": f"adaptation auto: training the candidate {name}"})
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="tlkit-adapt-") as tmp:
+            s = fit(_trial_config(cfg, method, weight), Path(tmp) / "trial", test_limit=64)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        a = s.get("adaptation") or {}
+        trials.append(Candidate(name, method, weight, float(a.get("target_im", 0.0)),
+                                float(s["val"]["accuracy"]),
+                                (a.get("target_test") or {}).get("accuracy")))
+    pick, why = choose(trials)
+    best = oracle(trials)
+    record: dict[str, Any] = {
+        "method": pick.method, "weight": pick.weight, "chosen": pick.name, "why": why,
+        "trials": [{**t.row(), "seconds": seconds[t.name]} for t in trials]}
+    if best is not None:  # target labels: how the label-free pick did, never used to pick
+        record["oracle"] = {"chosen": best.name, "target_accuracy": best.target_accuracy}
+    return record
+
+
+def format_record(record: dict[str, Any]) -> str:
+    lines = [f"adaptation auto chose {record['chosen']}: {record['why']}",
+             f"  {'candidate':<18} {'target IM':>9} {'source val acc':>14} "
+             f"{'target acc':>10} {'seconds':>8}"]
+    for t in record["trials"]:
+        acc = t["target_accuracy"]
+        lines.append(f"  {t['name']:<18} {t['target_im']:>9.4f} "
+                     f"{t['source_val_accuracy']:>14.4f} "
+                     f"{'-' if acc is None else f'{acc:.4f}':>10} {t['seconds']:>8.1f}")
+    if "oracle" in record:
+        lines.append(f"  with the target's labels (reported only) the best was "
+                     f"{record['oracle']['chosen']}")
+    return "\n".join(lines)
+
+
+def _recorded(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+        if record["method"] not in ("none", "adabn", *ALIGNING):
+            raise ValueError(f"method {record['method']!r} is not a candidate")
+        float(record["weight"])
+        return dict(record)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{path} cannot be read as adaptation auto's record ({e}); it is "
+                        "written by fit: restore it, or delete it to run the trials again on "
+                        "--resume") from None
+
+
+def resolve_adaptation(cfg: Config, run: RunDir, resume: bool, fit: Fit, event: Event
+                       ) -> tuple[Config, dict[str, Any] | None]:
+    """The config to train: ``cfg`` itself, or with method auto, the pick's (read from the run
+    directory's record when resuming, so a resumed run trains the same pick)."""
+    if cfg.adaptation.method != "auto":
+        return cfg, None
+    path = run.path / RECORD
+    if resume and path.is_file():
+        record = _recorded(path)
+        event("stage", {"what": f"adaptation auto: resuming the pick {record['chosen']}"})
+    else:
+        record = run_trials(cfg, fit, event)
+        run.write_text(path, json.dumps(record, indent=1) + "\n")
+    event("stage", {"what": format_record(record)})
+    return with_method(cfg, record["method"], float(record["weight"])), record

@@ -1,0 +1,114 @@
+"""Choosing a domain adaptation without target labels (tlkit.adapt.label_free, adaptation
+method auto)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlkit.adapt.label_free import Candidate, choose, information_maximisation, ranked
+from tlkit.config import validate
+from tlkit.errors import UserError
+
+
+def test_information_maximisation_rewards_confident_and_diverse_predictions() -> None:
+    confident = np.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3]]
+    assert information_maximisation(confident) == pytest.approx(1.0, abs=1e-6)
+    assert information_maximisation(np.full((8, 4), 0.25)) == pytest.approx(0.0, abs=1e-6)
+    collapsed = np.eye(4)[[0] * 8]  # confident, but every prediction the same class
+    assert information_maximisation(collapsed) == pytest.approx(0.0, abs=1e-6)
+    unsure = 0.5 * confident + 0.5 * np.full((8, 4), 0.25)
+    assert 0 < information_maximisation(unsure) < 1
+
+
+def test_a_candidate_that_gives_up_source_accuracy_is_not_picked_whatever_its_score() -> None:
+    none = Candidate("none", "none", 0.0, target_im=0.5, source_val_accuracy=0.90)
+    good = Candidate("mmd weight 1", "mmd", 1.0, target_im=0.7, source_val_accuracy=0.89)
+    broken = Candidate("dann weight 1000", "dann", 1000.0, target_im=0.9,
+                       source_val_accuracy=0.40)
+    pick, why = choose([none, good, broken])
+    assert pick is good and "dann weight 1000" in why
+    order, _ = ranked([broken, none, good])
+    assert [c.name for c in order] == ["mmd weight 1", "none", "dann weight 1000"]
+    # nothing better on the target: source-only stays
+    worse = Candidate("coral weight 1", "coral", 1.0, target_im=0.3, source_val_accuracy=0.9)
+    assert choose([none, worse])[0] is none
+
+
+def test_auto_is_refused_where_it_cannot_choose() -> None:
+    raw = {"transfer_config": {"source_model": "mobilenetv2", "freeze_strategy": "auto"},
+           "data": {"source": "digits"},
+           "adaptation": {"method": "auto", "target": {"source": "digits"}}}
+    with pytest.raises(UserError, match="freeze_strategy auto would run its own trials"):
+        validate(raw)
+    raw["transfer_config"]["freeze_strategy"] = "none"
+    raw["adaptation"] = {"method": "auto"}
+    with pytest.raises(UserError, match="needs unlabelled target data"):
+        validate(raw)
+
+
+RAW = {
+    "transfer_config": {"source_model": "timm:test_efficientnet", "pretrained_weights": "none",
+                        "freeze_strategy": "none", "head_lr": 1e-2, "backbone_lr": 3e-3,
+                        "epochs": 3, "batch_size": 16, "early_stopping_patience": None,
+                        "min_steps": 0, "device": "cpu"},
+    "data": {"source": "digits", "image_size": 32, "limit": 200},
+    "adaptation": {"method": "none", "target": {"source": "digits", "image_size": 32},
+                   "target_limit": 96},
+    "diagnostics": {"sample": 60, "check_preprocessing": "off", "calibration": False},
+}
+
+
+def _candidate(summary: dict, name: str, method: str, weight: float) -> Candidate:
+    a = summary["adaptation"]
+    return Candidate(name, method, weight, a["target_im"], summary["val"]["accuracy"],
+                     a["target_test"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_the_label_free_score_ranks_a_broken_adaptation_below_source_only(
+        tmp_path: Path) -> None:
+    from tlkit.run import fit_run
+
+    none = fit_run(validate(RAW), tmp_path / "none")
+    raw = copy.deepcopy(RAW)
+    raw["adaptation"].update(method="dann", weight=1000)
+    broken = fit_run(validate(raw), tmp_path / "broken")
+    a, b = _candidate(none, "none", "none", 0.0), _candidate(broken, "dann", "dann", 1000.0)
+    # the broken run is worse on the target, and the score says so without its labels
+    assert b.target_accuracy is not None and a.target_accuracy is not None
+    assert b.target_accuracy < a.target_accuracy
+    order, _ = ranked([b, a])
+    assert order[0] is a
+
+
+@pytest.mark.slow
+def test_adaptation_auto_trains_each_candidate_and_keeps_the_pick(tmp_path: Path) -> None:
+    from tlkit.run import fit_run
+
+    raw = copy.deepcopy(RAW)
+    raw["transfer_config"]["epochs"] = 1
+    raw["adaptation"].update(method="auto", auto_weights=[1.0])
+    s = fit_run(validate(raw), tmp_path / "run")
+    record = s["adaptation"]["auto"]
+    names = [t["name"] for t in record["trials"]]
+    assert names == ["none", "adabn", "dann weight 1", "mmd weight 1", "coral weight 1"]
+    assert record["chosen"] in names and s["adaptation"]["method"] == record["method"]
+    assert "oracle" in record  # the target has labels: reported beside the pick
+    chosen = next(t for t in record["trials"] if t["name"] == record["chosen"])
+    # the pick retrained with the same seed is the model its trial scored
+    assert s["adaptation"]["target_im"] == pytest.approx(chosen["target_im"], abs=1e-4)
+    on_disk = json.loads((tmp_path / "run" / "adaptation_auto.json").read_text())
+    assert on_disk["chosen"] == record["chosen"]
+
+
+def test_mixed_precision_on_a_cpu_needs_native_bf16() -> None:
+    from tlkit.device import cpu_has_bf16
+
+    assert not cpu_has_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bf16("Features\t: fp asimd bf16 i8mm\n")
