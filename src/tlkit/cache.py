@@ -31,7 +31,7 @@ import torch
 from tlkit.backbones.base import Backbone
 from tlkit.backbones.packaged import cache_dir
 from tlkit.config import CacheSettings
-from tlkit.device import autocast
+from tlkit.device import autocast, cpu_has_bf16
 from tlkit.distributed import SINGLE, Dist
 from tlkit.plan import Plan
 from tlkit.tensors import to_device
@@ -367,7 +367,9 @@ def cache_for(backbone: Backbone, n_groups: int, collate: Collate, device: torch
         lambda: autocast(device, cs.mixed_precision), cs.max_mb * 2**20,
         cache_dir() / "features" if cs.disk else None,
         {"backbone": cs.source_model, "preprocessing": preprocessing.to_dict(),
-         "mixed_precision": cs.mixed_precision, "device": device.type},
+         # the precision the features were computed in (bf16 only where the device has it)
+         "mixed_precision": cs.mixed_precision and (device.type != "cpu" or cpu_has_bf16()),
+         "device": device.type},
         batch_size=max(cs.batch_size, 64), log=log, dist=dist)
 
 
