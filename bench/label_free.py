@@ -17,7 +17,7 @@ against source-only's and against the best candidate's (the oracle choice, which
 The methods adapt on the target images and are tested on them (transductive, as in the DANN
 and DAN papers).
 
-    .venv/bin/python bench/label_free.py                       # about 40 minutes on two threads
+    .venv/bin/python bench/label_free.py                       # not yet timed in fp32
     .venv/bin/python bench/label_free.py --source 200 --target 200 --epochs 1 --weights 1 \\
         --shifts low_resolution                                # smoke, a few minutes
 """

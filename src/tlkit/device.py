@@ -29,7 +29,7 @@ _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 natively. Without it PyTorch emulates bf16 through fp32
     conversions: measured on a 2-core AVX2 EPYC, a MobileNetV2 training step at batch 32 took
-    12x (32 px) and 8x (96 px) as long under bf16 autocast as in fp32. ``cpuinfo``: the text of
+    12x (32 px) and 9x (96 px) as long under bf16 autocast as in fp32. ``cpuinfo``: the text of
     /proc/cpuinfo (read here on Linux; elsewhere only Apple silicon is assumed to have it)."""
     if cpuinfo is None:
         return _cpu_has_bf16_here()

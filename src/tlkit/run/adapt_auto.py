@@ -2,8 +2,8 @@
 
 The candidates: source-only training (``none``), AdaBN where the backbone has BatchNorm layers,
 and DANN, MMD and CORAL at each of ``adaptation.auto_weights`` where the strategy trains backbone
-layers. Each is a whole run of the config (its own temporary run directory, the test split and
-the diagnostics that do not bear on the choice left out), scored by ``tlkit.adapt.label_free``
+layers. Each is a whole run of the config (its own temporary run directory, the test split cut to 64
+examples and calibration and the source-task check left out, as they do not bear on the choice), scored by ``tlkit.adapt.label_free``
 from its predictions on the unlabelled target and its source validation accuracy. The run then
 trains the pick as any run (seeded, so the same model the trial had) and records every trial.
 Target labels, where the target has some, are only reported beside each trial.
