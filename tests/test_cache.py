@@ -160,3 +160,25 @@ def test_random_augmentation_turns_the_cache_off_and_says_so(tmp_path: Path) -> 
     fit_run(validate(raw), tmp_path / "run", event=ev)
     assert any("augment" in m and "every epoch" in m for m in msgs)
     assert cuts == ["None"] * 3
+
+
+@pytest.mark.slow
+def test_features_cached_in_bf16_are_not_fed_to_an_fp32_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk cache written where bf16 is native is not reused where mixed precision falls
+    back to fp32 (it fed bf16 features to an fp32 head: 'mat1 and mat2 must have the same
+    dtype')."""
+    import tlkit.device
+
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))
+    raw = _cfg("timm:test_efficientnet", "digits", strategy="all_frozen",
+               mixed_precision=True, epochs=1)
+    raw["transfer_config"]["cache"]["disk"] = True
+    monkeypatch.setattr(tlkit.device, "_cpu_has_bf16_here", lambda: True)
+    fit_run(validate(raw), tmp_path / "bf16")
+    bf16_files = set((tmp_path / "cache" / "features").glob("*.pt"))
+    assert len(bf16_files) == 2
+    monkeypatch.setattr(tlkit.device, "_cpu_has_bf16_here", lambda: False)
+    fit_run(validate(raw), tmp_path / "fp32")  # ran to the end in fp32
+    assert len(set((tmp_path / "cache" / "features").glob("*.pt")) - bf16_files) == 2
+    assert json.loads((tmp_path / "fp32" / "summary.json").read_text())["val"]
