@@ -52,21 +52,8 @@ def shift(img: np.ndarray, rng: np.random.Generator, rotate: float, noise: float
 def write_shifted(data: Any, idx: np.ndarray, folder: Path, seed: int, rotate: float,
                   noise: float) -> Path:
     """Shifted images as PNGs and a CSV (image, label) that tlkit reads as a source."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k, i in enumerate(idx):
-        f = folder / f"{k:05d}.png"
-        Image.fromarray(shift(np.asarray(data.inputs[i]), rng, rotate, noise)).save(f)
-        rows.append({"image": str(f), "label": data.classes[int(data.targets[i])]})
-    path = folder / "images.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return common.write_images(data, idx, folder, seed,
+                               lambda img, rng: shift(img, rng, rotate, noise))
 
 
 def image_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
@@ -195,7 +182,7 @@ def report(img: list[dict[str, Any]], txt: list[dict[str, Any]], args: argparse.
             f"noise sd {args.noise:g} grey levels; the methods adapt on them unlabelled and are "
             "tested on them (transductive); the oracle trains on as many labelled shifted "
             "training-split images. MobileNetV2, freeze_strategy none, head 1e-2, backbone "
-            f"3e-4 decay 0.7, {args.epochs} epochs, batch 32, bf16; alignment weight "
+            f"3e-4 decay 0.7, {args.epochs} epochs, batch 32, mixed precision; alignment weight "
             f"{args.weight:g} (DANN's reversal coefficient on its schedule, gamma 10). "
             "source test acc: the source's own (unshifted) test split"
             + (f", a stratified {args.test_limit:,}" if args.test_limit else "") + ". PAD: proxy "
@@ -232,16 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-images", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--table-from", default=None, metavar="JSON",
-                   help="print the table of an earlier run's --json file (no training)")
+    common.add_replay_flags(p)
     args = p.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if args.table_from:
-        import json
-
-        saved = json.loads(Path(args.table_from).read_text())
-        print(report(saved["images"], saved["text"], args, saved.get("argv", argv)))
+    if common.replayed(args, argv, lambda saved, av: report(saved["images"], saved["text"],
+                                                            args, av)):
         return 0
     import torch
 

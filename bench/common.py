@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import platform
@@ -356,3 +357,48 @@ def rows_main(script: str, rows: Sequence[str], args: Any, argv: Sequence[str],
 def save_json(path: str | None, payload: Any) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def add_replay_flags(p: argparse.ArgumentParser) -> None:
+    """--json and --table-from for the benchmarks that train in one process."""
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--table-from", default=None, metavar="JSON",
+                   help="print the table of an earlier run's --json file (no training)")
+
+
+def replayed(args: argparse.Namespace, argv: Sequence[str],
+             render: Callable[[dict[str, Any], list[str]], str]) -> bool:
+    """With --table-from: print ``render(saved, argv of that run)`` and say so (no training)."""
+    if not args.table_from:
+        return False
+    saved = json.loads(Path(args.table_from).read_text())
+    print(render(saved, list(saved.get("argv", argv))))
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Shifted target images
+# --------------------------------------------------------------------------------------------------
+
+
+def write_images(data: Any, idx: Sequence[int], folder: Path, seed: int,
+                 recipe: Callable[[Any, Any], Any]) -> Path:
+    """``recipe(image, rng)`` of each of ``data``'s images at ``idx`` as PNGs, and a CSV
+    (image, label) that tlkit reads as a source; one seeded generator for the whole draw."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, i in enumerate(idx):
+        f = folder / f"{k:05d}.png"
+        out = recipe(np.asarray(data.inputs[i]), rng)
+        Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(f)
+        rows.append({"image": str(f), "label": data.classes[int(data.targets[i])]})
+    path = folder / "images.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path

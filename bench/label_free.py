@@ -25,7 +25,6 @@ and DAN papers).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+import adaptation
 import common
 
 SHIFTS = ["invert_rotate_noise", "blur_low_contrast", "low_resolution"]
@@ -44,11 +44,7 @@ LABELS = {"invert_rotate_noise": "invert+rotate+noise", "blur_low_contrast": "bl
 
 
 def _invert_rotate_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from PIL import Image
-
-    inv = 255 - img.astype(np.uint8)
-    rot = np.asarray(Image.fromarray(inv).rotate(30, resample=Image.BILINEAR, fillcolor=255))
-    return np.clip(rot.astype(np.float32) + rng.normal(0, 25, size=rot.shape), 0, 255)
+    return adaptation.shift(img, rng, rotate=30.0, noise=25.0)
 
 
 def _blur_low_contrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -71,26 +67,6 @@ RECIPES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "low_resolution": _low_resolution}
 
 
-def write_target(shift: str, data: Any, idx: np.ndarray, folder: Path, seed: int) -> Path:
-    """The shifted images as PNGs and a CSV (image, label) that tlkit reads as a source."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k, i in enumerate(idx):
-        f = folder / f"{k:05d}.png"
-        out = RECIPES[shift](np.asarray(data.inputs[i]), rng)
-        Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(f)
-        rows.append({"image": str(f), "label": data.classes[int(data.targets[i])]})
-    path = folder / "images.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["image", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 def run_shift(shift: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from tlkit.config import validate
     from tlkit.data.packaged import load_packaged
@@ -99,7 +75,8 @@ def run_shift(shift: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     fm = load_packaged("fashion_mnist")
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.permutation(len(fm.test))[: args.target])
-    target_csv = write_target(shift, fm.test, idx, tmp / shift, args.seed + 1)
+    target_csv = common.write_images(fm.test, idx, tmp / shift, args.seed + 1,
+                                     RECIPES[shift])
     raw = {
         "transfer_config": {
             "source_model": "mobilenetv2", "freeze_strategy": "none", "head_lr": 1e-2,
@@ -148,8 +125,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
               f"validation) at {args.image_size} px; target: {args.target:,} Fashion-MNIST test "
               "images under the shift, adapted on unlabelled and tested on (transductive). "
               "MobileNetV2 (ImageNet), freeze_strategy none, head 1e-2, backbone 3e-4 decay "
-              f"0.7, {args.epochs} epochs, batch 32, bf16; candidates: none, adabn, and dann, "
-              f"mmd, coral at weights {', '.join(f'{w:g}' for w in args.weights)}. seconds: the "
+              f"0.7, {args.epochs} epochs, batch 32, mixed_precision true (bf16 where the "
+              "device has it natively, else fp32); candidates: none, adabn, and dann, mmd, "
+              f"coral at weights {', '.join(f'{w:g}' for w in args.weights)}. seconds: the "
               "whole fit (every candidate's trial and the pick trained again).",
               f"- machine: {common.machine_line(args.threads)}.",
               f"- command: {common.command_line(__file__, argv)}"]
@@ -167,16 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-limit", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--table-from", default=None, metavar="JSON",
-                   help="print the table of an earlier run's --json file (no training)")
+    common.add_replay_flags(p)
     args = p.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if args.table_from:
-        import json
-
-        saved = json.loads(Path(args.table_from).read_text())
-        print(report(saved["rows"], args, saved.get("argv", argv)))
+    if common.replayed(args, argv, lambda saved, av: report(saved["rows"], args, av)):
         return 0
     import torch
 
