@@ -24,7 +24,7 @@ from tlkit.plan import (
 )
 from tlkit import strategies
 from tlkit.config import PlanSettings, UnfreezeStep
-from tlkit.plan.apply import apply_phase, optimizer_groups
+from tlkit.plan.apply import apply_phase, norm_stats_mode, optimizer_groups
 
 SIZES = [GroupSize(f"g{i}", 100 * (i + 1), 90 * (i + 1)) for i in range(6)]  # g0 lowest
 HEAD_SIZE = GroupSize(HEAD, 50, 40)
@@ -292,9 +292,31 @@ def test_unfreezing_lets_statistics_move_again():
     assert _changed_after_train_forward(asm) == set(_bn_stats(asm.model.backbone))
 
 
+def test_freeze_norm_stats_auto_keeps_every_statistic_when_the_head_trains_alone_first():
+    gradual = assemble(_tc(freeze_strategy="gradual", epochs=2,
+                           unfreeze_schedule=[{"epoch": 1, "unfreeze": "all"}]), 3)
+    assert norm_stats_mode("auto", gradual.plan) == "all"
+    assert norm_stats_mode(True, gradual.plan) == "frozen"
+    # trained from the first epoch: its head never saw the pretrained statistics alone
+    for tc in (_tc(freeze_strategy="none"), _tc(freeze_strategy="top_n_unfrozen", top_n=1),
+               _tc(freeze_strategy="all_frozen"),
+               _tc(freeze_strategy="gradual", epochs=2,
+                   unfreeze_schedule=[{"epoch": 0, "unfreeze": "last_block"},
+                                      {"epoch": 1, "unfreeze": "all"}])):
+        plan = assemble(tc, 3).plan
+        assert norm_stats_mode("auto", plan) == "frozen"
+        assert norm_stats_mode("all", plan) == "all" and norm_stats_mode(False, plan) == "none"
+    # "all": unfrozen, the weights train but no statistic moves, and model.eval() still works
+    apply_phase(gradual.model, gradual.groups, gradual.plan.phases[1], "all")
+    assert all(p.requires_grad for p in gradual.model.parameters())
+    assert _changed_after_train_forward(gradual) == set()
+    gradual.model.eval()
+    assert not any(m.training for m in gradual.model.modules())
+
+
 def test_freeze_norm_stats_off_lets_every_statistic_move():
     asm = assemble(_tc(freeze_strategy="all_frozen"), 3)
-    apply_phase(asm.model, asm.groups, asm.plan.phases[0], freeze_norm_stats=False)
+    apply_phase(asm.model, asm.groups, asm.plan.phases[0], "none")
     assert _changed_after_train_forward(asm) == set(_bn_stats(asm.model.backbone))
 
 

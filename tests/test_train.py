@@ -14,7 +14,7 @@ from PIL import Image
 
 from cli_runner import kill_9_when, run_cli
 
-from tlkit.train.schedule import lr_factor
+from tlkit.train.schedule import lr_factor, rewarm_factor
 
 
 TINY = """\
@@ -74,6 +74,14 @@ def test_schedule_warmup_then_cosine_reaches_zero() -> None:
     assert lr_factor(50, 100, 0, "constant") == 1.0
     values = [lr_factor(s, 100, 10) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_a_group_unfrozen_later_warms_up_from_its_unfreezing() -> None:
+    assert rewarm_factor(5, 0, 10) == 1.0  # trained from the start: the run's warmup only
+    assert rewarm_factor(40, 40, 10) == pytest.approx(0.1)
+    assert rewarm_factor(44, 40, 10) == pytest.approx(0.5)
+    assert rewarm_factor(49, 40, 10) == rewarm_factor(80, 40, 10) == 1.0
+    assert rewarm_factor(41, 40, 0) == 1.0
 
 
 @pytest.mark.slow

@@ -145,7 +145,10 @@ class TransferConfig(Strict):
     class_weights: Literal["none", "auto"] | dict[str, float] = "none"
     layer_groups: list[LayerGroupPattern] | None = None
     pooling: Literal["mean", "cls", "pooler"] | None = None
-    freeze_norm_stats: bool = True
+    # Which BatchNorm layers keep their pretrained statistics while training (tlkit.plan.apply
+    # norm_stats_mode): true, those of frozen groups; all, every one; false, none; auto, all
+    # when the head trains alone before groups unfreeze (gradual, lp_ft), else true.
+    freeze_norm_stats: bool | Literal["auto", "all"] = "auto"
     cache: CacheConfig = Field(default_factory=CacheConfig)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -288,7 +291,7 @@ class LoopSettings(View):
     sampler: Literal["shuffle", "balanced"]
     scheduler: Literal["cosine", "linear", "constant"]
     seed: int
-    freeze_norm_stats: bool
+    freeze_norm_stats: bool | Literal["auto", "all"]
     head_lr: float  # the rate of parameters a hook adds (DANN's domain classifier)
     backbone_lr: float  # named in the message of a diverging loss
     weight_decay: float

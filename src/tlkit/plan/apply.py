@@ -6,14 +6,14 @@ gradient, so AdamW leaves it alone. Switching phase flips requires_grad and noth
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from tlkit.backbones.base import Backbone, LayerGroup
 from tlkit.lora import is_adapter_param
 from tlkit.model import TransferModel, frozen_submodules
-from tlkit.plan.table import HEAD, GroupSize, Phase
+from tlkit.plan.table import HEAD, GroupSize, Phase, Plan
 
 
 def _no_decay(name: str, p: nn.Parameter, extra: set[str]) -> bool:
@@ -39,11 +39,33 @@ def head_size(head: nn.Module) -> GroupSize:
     return GroupSize(HEAD, n, nd)
 
 
+NormStats = Literal["frozen", "all", "none"]
+
+
+def norm_stats_mode(setting: bool | str, plan: Plan) -> NormStats:
+    """Which BatchNorm layers keep their pretrained running statistics while training, from
+    ``freeze_norm_stats``: true, those of frozen groups (``frozen``); ``all``, every one (Keras's
+    advice for fine-tuning); false, none (the fastai / Lightning default). ``auto``: ``all``
+    when the plan trains the head alone before it unfreezes groups (gradual, lp_ft), else
+    ``frozen``. That head was fitted to features normalised by the pretrained statistics;
+    batch statistics at the unfreezing hand it other features: on examples/fashion_mnist.yaml
+    (MobileNetV2, gradual) the first training batch after the first unfreezing had a loss of
+    1.07 against 0.29 with the statistics kept, and the test accuracy went 0.859 -> 0.870."""
+    if setting == "all":
+        return "all"
+    if setting == "auto":
+        first = plan.phases[0].rows[:-1]
+        later = any(r.trainable for ph in plan.phases[1:] for r in ph.rows[:-1])
+        return "all" if not any(r.trainable for r in first) and later else "frozen"
+    return "frozen" if setting else "none"
+
+
 def apply_phase(
-    model: TransferModel, groups: list[LayerGroup], phase: Phase, freeze_norm_stats: bool = True
+    model: TransferModel, groups: list[LayerGroup], phase: Phase, norm_stats: NormStats = "frozen"
 ) -> None:
     """Set requires_grad from the phase; frozen groups stay in eval mode (BatchNorm statistics
-    fixed, dropout off) unless ``freeze_norm_stats`` is False (the fastai / Lightning default)."""
+    fixed, dropout off), and with ``norm_stats`` ``all`` every BatchNorm keeps its statistics
+    (``none``: every statistic moves, frozen groups' too; ``norm_stats_mode``)."""
     rows = {r.name: r for r in phase.rows}
     params = dict(model.backbone.named_parameters())
     frozen_names: set[str] = set()
@@ -57,7 +79,10 @@ def apply_phase(
                 frozen_names.add(q)
     for p in model.head.parameters():
         p.requires_grad_(True)
-    frozen = frozen_submodules(model.backbone, frozen_names) if freeze_norm_stats else []
+    frozen = frozen_submodules(model.backbone, frozen_names) if norm_stats != "none" else []
+    if norm_stats == "all":
+        frozen += [m for m in model.backbone.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     model.set_frozen_norm_modules(frozen)
 
 

@@ -20,3 +20,12 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int = 0, kind: str = "c
     if kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {kind!r}")
+
+
+def rewarm_factor(step: int, unfrozen_at: int, warmup_steps: int) -> float:
+    """Multiplier of the rate of a group that first trains at optimizer step ``unfrozen_at``
+    (0-based) after the run's start: a linear warmup of its own over ``warmup_steps`` (the loop
+    applies it where BatchNorm statistics stay fixed in unfrozen layers, ``freeze_norm_stats``)."""
+    if unfrozen_at <= 0 or warmup_steps <= 0:
+        return 1.0
+    return min(1.0, max(0, step - unfrozen_at + 1) / warmup_steps)
