@@ -164,19 +164,19 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     # Several processes: the same weights everywhere, and each its own dropout masks.
     dist.broadcast_module(model)
     dist.seed_per_process()
+    norm_stats = norm_stats_mode(settings.freeze_norm_stats, plan)
     run = _Run(asm, data, settings, io, hooks, dist, optimizer,
                length_of(len(data.train), settings),
                loss_function(data.task, weight=data.class_weights).to(device),
-               last_save=time.perf_counter())
+               last_save=time.perf_counter(),
+               rewarm=norm_stats == "all" and any(
+                   isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()))
     splits = {"train": data.train, "val": data.val,
               **{k: v for h in with_method(hooks, "splits") for k, v in h.splits().items()}}
     note = noisy_note(settings.model_selection, data.task, len(data.val),
                       len(data.classes) if data.classes else None)
     if note:
         io.event("stage", {"what": note})
-    norm_stats = norm_stats_mode(settings.freeze_norm_stats, plan)
-    run.rewarm = norm_stats == "all" and any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if run.rewarm and settings.freeze_norm_stats == "auto":
         io.event("stage", {"what": "BatchNorm statistics: kept at their pretrained values in "
                                    "every layer, as the head trains alone first, and each "
