@@ -10,8 +10,9 @@ test images into the target (PNG files and a CSV), one seeded draw:
 
 For each shift one ``tlkit fit`` with ``adaptation.method: auto`` trains every candidate
 (source-only, AdaBN, and DANN, MMD and CORAL at each weight), picks by the label-free score
-(information maximisation on the unlabelled target among the candidates within 2 points of
-source-only's source validation accuracy; tlkit.adapt.label_free) and trains the pick. The
+(information maximisation on the unlabelled target among the candidates whose source validation
+accuracy is within two standard errors of source-only's; tlkit.adapt.label_free) and trains the
+pick. The
 target's labels are used only here, to report each candidate's target accuracy: the pick's
 against source-only's and against the best candidate's (the oracle choice, which needs them).
 The methods adapt on the target images and are tested on them (transductive, as in the DANN

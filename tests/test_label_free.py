@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlkit.adapt.label_free import Candidate, choose, information_maximisation, ranked
+from tlkit.adapt.label_free import (SOURCE_MARGIN, Candidate, choose, information_maximisation,
+                                    ranked, source_margin)
 from tlkit.config import validate
 from tlkit.errors import UserError
 
@@ -37,6 +38,21 @@ def test_a_candidate_that_gives_up_source_accuracy_is_not_picked_whatever_its_sc
     # nothing better on the target: source-only stays
     worse = Candidate("coral weight 1", "coral", 1.0, target_im=0.3, source_val_accuracy=0.9)
     assert choose([none, worse])[0] is none
+
+
+def test_the_source_guard_is_as_wide_as_the_validation_split_is_noisy() -> None:
+    # 40 validation images: one image is 2.5 points, two standard errors about 14
+    assert source_margin(0.72, 40) == pytest.approx(2 * (0.72 * 0.28 / 40) ** 0.5)
+    assert source_margin(0.95, 100_000) == SOURCE_MARGIN  # a large split: the floor holds
+    none = Candidate("none", "none", 0.0, target_im=0.30, source_val_accuracy=0.72)
+    mmd = Candidate("mmd weight 1", "mmd", 1.0, target_im=0.60, source_val_accuracy=0.66)
+    broken = Candidate("dann weight 1000", "dann", 1000.0, target_im=0.90,
+                       source_val_accuracy=0.20)
+    # 6 points lower on 40 images is within the noise; on 4,000 it is not
+    assert choose([none, mmd, broken], n_val=40)[0] is mmd
+    pick, why = choose([none, mmd, broken], n_val=4000)
+    assert pick is none and "mmd weight 1" in why and "4,000 examples" in why
+    assert choose([none, mmd, broken], n_val=40)[1].count("dann weight 1000") == 1
 
 
 def test_auto_is_refused_where_it_cannot_choose() -> None:
@@ -75,6 +91,13 @@ def test_the_label_free_score_ranks_a_broken_adaptation_below_source_only(
     from tlkit.run import fit_run
 
     none = fit_run(validate(RAW), tmp_path / "none")
+    # source-only's run measures what AdaBN would make of its model: the AdaBN run's figures
+    raw = copy.deepcopy(RAW)
+    raw["adaptation"]["method"] = "adabn"
+    adabn = fit_run(validate(raw), tmp_path / "adabn")["adaptation"]
+    assert none["adaptation"]["adabn"]["target_im"] == pytest.approx(adabn["target_im"],
+                                                                     abs=1e-4)
+    assert none["adaptation"]["adabn"]["target_test"] == pytest.approx(adabn["target_test"])
     raw = copy.deepcopy(RAW)
     raw["adaptation"].update(method="dann", weight=1000)
     broken = fit_run(validate(raw), tmp_path / "broken")

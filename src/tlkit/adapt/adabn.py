@@ -12,6 +12,11 @@ from torch import nn
 from tlkit.tensors import to_device
 
 
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer (AdaBN has something to re-estimate)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 @torch.no_grad()
 def adabn(backbone: nn.Module, data: Sequence[Any], collate: Callable[[list[Any]], Any],
           device: torch.device, batch_size: int = 64) -> int:

@@ -16,8 +16,11 @@ label-free measures and picks by them:
   plain source validation accuracy selects as well as any target-only validator, and that
   target-only scores can be fooled by a degenerate model (an adaptation weight so high that the
   alignment loss wrecks the features makes confident, diverse and wrong predictions). A
-  candidate whose source validation accuracy falls more than ``margin`` below source-only
-  training's is not eligible, whatever its IM.
+  candidate whose source validation accuracy falls below source-only training's by more than
+  the validation split can tell apart (``source_margin``: two standard errors of that accuracy
+  on the split's size, and at least 2 points) is not eligible, whatever its IM. AdaBN keeps
+  source-only's model and its source statistics for the source, so it has source-only's source
+  accuracy.
 
 The pick: the eligible candidate of highest IM; source-only training is always eligible, so the
 pick is never a candidate that is worse on the source by more than the margin. Target labels,
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-SOURCE_MARGIN = 0.02  # the source validation accuracy a candidate may give up against none
+SOURCE_MARGIN = 0.02  # the least source validation accuracy a candidate may give up
 
 
 def information_maximisation(probabilities: np.ndarray) -> float:
@@ -47,6 +50,15 @@ def information_maximisation(probabilities: np.ndarray) -> float:
     h_mean = float(-(mean * np.log(mean)).sum())
     mean_h = float(-(p * np.log(p)).sum(axis=1).mean())
     return (h_mean - mean_h) / math.log(k)
+
+
+def source_margin(accuracy: float, n_val: int | None) -> float:
+    """How far below source-only's source validation ``accuracy`` a candidate may fall: two
+    standard errors of an accuracy measured on ``n_val`` examples (a difference a split that
+    size cannot tell from chance), and at least ``SOURCE_MARGIN``."""
+    if not n_val:
+        return SOURCE_MARGIN
+    return max(SOURCE_MARGIN, 2 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / n_val))
 
 
 @dataclass
@@ -64,31 +76,38 @@ class Candidate:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+def _base(candidates: list[Candidate]) -> Candidate:
+    base = next((c for c in candidates if c.method == "none"), None)
+    if base is None:
+        raise ValueError("the candidates must include source-only training (method none)")
+    return base
+
+
 def ranked(candidates: list[Candidate], margin: float = SOURCE_MARGIN
            ) -> tuple[list[Candidate], list[Candidate]]:
     """The candidates best first by the label-free score: the eligible ones (source-only, and
     those within ``margin`` of its source validation accuracy) by IM on the target (ties to
     source-only), then the rest by source validation accuracy; and the eligible ones."""
-    base = next((c for c in candidates if c.method == "none"), None)
-    if base is None:
-        raise ValueError("the candidates must include source-only training (method none)")
-    floor = base.source_val_accuracy - margin
+    floor = _base(candidates).source_val_accuracy - margin
     eligible = [c for c in candidates if c.method == "none" or c.source_val_accuracy >= floor]
     rest = [c for c in candidates if c not in eligible]
     return (sorted(eligible, key=lambda c: (c.target_im, c.method == "none"), reverse=True)
             + sorted(rest, key=lambda c: c.source_val_accuracy, reverse=True)), eligible
 
 
-def choose(candidates: list[Candidate], margin: float = SOURCE_MARGIN
+def choose(candidates: list[Candidate], n_val: int | None = None
            ) -> tuple[Candidate, str]:
-    """The label-free pick among ``candidates`` (one of them method ``none``) and why."""
+    """The label-free pick among ``candidates`` (one of them method ``none``) and why;
+    ``n_val``: the size of the source validation split their accuracies were measured on."""
+    base = _base(candidates)
+    margin = source_margin(base.source_val_accuracy, n_val)
     order, eligible = ranked(candidates, margin)
     pick = order[0]
-    base = next(c for c in candidates if c.method == "none")
     left_out = [c.name for c in candidates if c not in eligible]
     why = (f"highest information maximisation on the unlabelled target ({pick.target_im:.3f}) "
-           f"among the candidates within {margin:.0%} of source-only's source validation "
-           f"accuracy ({base.source_val_accuracy:.3f})")
+           f"among the candidates within {100 * margin:.1f} points of source-only's source "
+           f"validation accuracy ({base.source_val_accuracy:.3f}"
+           + (f" on {n_val:,} examples)" if n_val else ")"))
     if left_out:
         why += f"; left out for their source accuracy: {', '.join(left_out)}"
     return pick, why

@@ -4,6 +4,7 @@ features before and after adaptation; target metrics where the target data has l
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlkit.adapt.adabn import adabn, has_batchnorm
 from tlkit.adapt.label_free import information_maximisation
 from tlkit.adapt.losses import build_adapter
 from tlkit.config import Config
@@ -51,15 +53,11 @@ class Target:
                                indices=ti, **kw)
         return proxy_a_distance(fs[self.n_groups], ft[self.n_groups], seed=self.seed)
 
-    def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
-               classes: list[str] | None, tc: Any) -> dict[str, Any]:
-        after = self.pad(model.backbone, source, collate, device, tc.mixed_precision)
-        out: dict[str, Any] = {
-            "method": self.method, "target": self.source, "target_examples": len(self.train),
-            "pad_before": self.pad_before["pad"], "pad_after": after["pad"],
-            "domain_error_before": self.pad_before["domain_error"],
-            "domain_error_after": after["domain_error"], "pad_sample": self.sample,
-        }
+    def measures(self, model: Any, collate: Any, device: torch.device, task: str,
+                 classes: list[str] | None, tc: Any) -> dict[str, Any]:
+        """The model on the target: the label-free score (single-label) and, where the target
+        has labels, its metrics."""
+        out: dict[str, Any] = {}
         if task == "single_label":  # the label-free measure (tlkit.adapt.label_free)
             logits, _ = predict_outputs(model, self.train, collate, tc.batch_size, device,
                                         tc.mixed_precision)
@@ -71,6 +69,25 @@ class Target:
             out["target_test"] = {k: v for k, v in m.items()
                                   if k in ("loss", "accuracy", "f1_macro")}
             out["target_test"]["n"] = len(self.labelled)
+        return out
+
+    def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
+               classes: list[str] | None, tc: Any) -> dict[str, Any]:
+        after = self.pad(model.backbone, source, collate, device, tc.mixed_precision)
+        out: dict[str, Any] = {
+            "method": self.method, "target": self.source, "target_examples": len(self.train),
+            "pad_before": self.pad_before["pad"], "pad_after": after["pad"],
+            "domain_error_before": self.pad_before["domain_error"],
+            "domain_error_after": after["domain_error"], "pad_sample": self.sample,
+        }
+        out.update(self.measures(model, collate, device, task, classes, tc))
+        if self.method == "none" and task == "single_label" and has_batchnorm(model.backbone):
+            # what AdaBN would make of this model (its statistics re-estimated on the target),
+            # measured on a copy: adaptation method auto's AdaBN candidate, and a hint for a
+            # user who measured the target
+            adapted = copy.deepcopy(model)
+            adabn(adapted.backbone, self.train, collate, device, max(tc.batch_size, 64))
+            out["adabn"] = self.measures(adapted, collate, device, task, classes, tc)
         return out
 
 
