@@ -135,3 +135,58 @@ def test_mixed_precision_on_a_cpu_needs_native_bf16() -> None:
     assert not cpu_has_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
     assert cpu_has_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
     assert cpu_has_bf16("Features\t: fp asimd bf16 i8mm\n")
+
+
+@pytest.mark.slow
+def test_compare_ranks_the_adaptations_and_keeps_their_runs(tmp_path: Path) -> None:
+    from tlkit.compare import compare, format_leaderboard
+
+    raw = copy.deepcopy(RAW)
+    raw["transfer_config"]["epochs"] = 1
+    raw["adaptation"].update(method="auto", auto_weights=[1.0])
+    out = tmp_path / "cmp"
+    result = compare(validate(raw), out, ["none"])
+    board = result["adaptation"]
+    assert [t["name"] for t in board["trials"]] == [
+        "none", "adabn", "dann weight 1", "mmd weight 1", "coral weight 1"]
+    assert board["strategy"] == "none" and board["chosen"] in {t["name"] for t in
+                                                               board["trials"]}
+    # the strategy rows trained source-only; each trained candidate's run is kept
+    row = json.loads((out / "none" / "summary.json").read_text())
+    assert row["adaptation"]["method"] == "none"
+    kept = out / "adaptation" / "mmd-weight-1" / "summary.json"
+    assert kept.is_file()
+    text = format_leaderboard(result)
+    assert "adaptations on the unlabelled target" in text and board["chosen"] in text
+    # resumed: the finished trials are read back, not trained again
+    stamp = kept.stat().st_mtime_ns
+    again = compare(validate(raw), out, ["none"], resume=True)
+    assert kept.stat().st_mtime_ns == stamp and again["adaptation"] == board
+
+
+@pytest.mark.slow
+def test_advise_adds_the_adaptation_the_label_free_score_picks(tmp_path: Path) -> None:
+    from tlkit.advise import Advice, measure_adaptation
+
+    raw = copy.deepcopy(RAW)
+    raw["transfer_config"]["epochs"] = 1
+    raw["adaptation"].update(method="auto", auto_weights=[1.0])
+    adv = measure_adaptation(validate(raw), Advice("top_n_unfrozen", {"top_n": 1}))
+    assert adv.adaptation is not None and adv.adaptation["strategy"] == "top_n_unfrozen"
+    assert f"adaptation.method={adv.adaptation['method']}" in adv.overrides()
+    assert adv.reasons[-1].startswith(f"adaptation {adv.adaptation['chosen']}:")
+
+
+def test_a_config_with_adaptation_auto_can_be_compared_and_advised() -> None:
+    from tlkit.config import AUTO, derive
+    from tlkit.run.adapt_auto import source_only
+    from tlkit.variants import variant
+
+    raw = copy.deepcopy(RAW)
+    raw["adaptation"]["method"] = "auto"
+    cfg = validate(raw)
+    # freeze_strategy auto's trials and compare's auto row train source-only: valid configs
+    assert derive(source_only(cfg), "advise", transfer_config={"freeze_strategy": AUTO}
+                  ).adaptation.method == "none"
+    assert variant(source_only(cfg), AUTO).adaptation.method == "none"
+    assert source_only(cfg).adaptation.target == cfg.adaptation.target

@@ -27,7 +27,7 @@ command gathers the evidence (``gather``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tlkit import strategies
@@ -35,7 +35,9 @@ from tlkit.config import AUTO, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
+from tlkit.run.adapt_auto import ALIGNING, format_record, run_trials, source_only
 from tlkit.run.auto import PIXELS, Choice, choose, chosen_config, format_choice
+from tlkit.variants import variant
 
 SMALL, LARGE = 1000, 10000
 FAR_PAD = 1.5
@@ -65,10 +67,15 @@ class Advice:
     table: str | None = None  # the concept table's pick, where trials measured another
     trials: dict[str, Any] | None = None  # freeze_strategy auto's record (``measure``)
     length: str = ""  # the pick's rates and training length
+    adaptation: dict[str, Any] | None = None  # adaptation auto's record (``measure_adaptation``)
 
     def overrides(self) -> list[str]:
         out = [f"transfer_config.freeze_strategy={self.strategy}"]
         out += [f"transfer_config.{k}={v}" for k, v in self.settings.items()]
+        if self.adaptation is not None:
+            out.append(f"adaptation.method={self.adaptation['method']}")
+            if self.adaptation["method"] in ALIGNING:
+                out.append(f"adaptation.weight={self.adaptation['weight']:g}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
     """The advice by measurement: ``fit``'s ``freeze_strategy: auto`` trials on the config's
     splits (tlkit.run.auto), the table's pick kept as a reason. The recommendation is then the
     strategy ``fit`` with auto would train, with its rates and length."""
-    auto_cfg = derive(cfg, "advise", transfer_config={"freeze_strategy": AUTO})
+    auto_cfg = derive(source_only(cfg), "advise", transfer_config={"freeze_strategy": AUTO})
 
     def event(kind: str, info: dict[str, Any]) -> None:
         if kind == "stage":
@@ -205,6 +212,24 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
                   trials=choice.to_dict(), length=rates)
 
 
+def measure_adaptation(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
+    """With ``adaptation.method: auto``: the adaptations (none, AdaBN, DANN, MMD, CORAL at each
+    weight) trained on the recommended strategy and ranked by the label-free score, as ``fit``
+    with adaptation auto chooses (tlkit.run.adapt_auto); the pick joins the recommendation."""
+    if cfg.adaptation.method != "auto":
+        return adv
+    from tlkit.run import fit_run
+
+    def event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "stage":
+            log(str(info.get("what", "")))
+
+    on = variant(cfg, adv.strategy, adv.settings)
+    record = run_trials(on, fit_run, event)
+    reason = f"adaptation {record['chosen']}: {record['why']}"
+    return replace(adv, adaptation=record, reasons=[*adv.reasons, reason])
+
+
 def gather(cfg: Config, log: Any = lambda s: None) -> Evidence:
     """Measure with ``tlkit probe``'s pipeline: a linear probe per group on the training and
     validation splits, LogME of the top features, and the divergence to the reference at the
@@ -226,6 +251,10 @@ def format_advice(adv: Advice, ev: Evidence, config_path: str = "CONFIG") -> str
     if adv.trials is not None:
         lines += ["", "trials (what `tlkit fit` with freeze_strategy auto measures):",
                   format_choice(Choice.from_dict(adv.trials))]
+    if adv.adaptation is not None:
+        lines += ["", "adaptations on the unlabelled target, ranked without its labels (what "
+                      "`tlkit fit` with adaptation.method auto measures):",
+                  format_record(adv.adaptation)]
     lines += ["", "evidence and how it led there:"]
     lines += [f"  - {r}" for r in adv.reasons]
     lines += ["", "linear probes per layer group (* the best):", format_probe_table(ev.probes),

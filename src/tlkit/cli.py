@@ -394,13 +394,14 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     _sequence_only(cfg, "advise")
-    from tlkit.advise import format_advice, gather, measure, recommend
+    from tlkit.advise import format_advice, gather, measure, measure_adaptation, recommend
 
     rep = Reporter()
     ev = gather(cfg, log=rep.line)
     adv = recommend(ev, cfg.transfer_config)
     if not args.table_only:  # the pick fit's freeze_strategy auto would make, by its trials
         adv = measure(cfg, adv, log=rep.line)
+        adv = measure_adaptation(cfg, adv, log=rep.line)
     print(format_advice(adv, ev, args.config))
     from dataclasses import asdict
 

@@ -6,8 +6,14 @@ changed, nothing else: the same data, splits, epochs, batch size, rates and seed
 the same architecture from random initialisation (``pretrained_weights: none``), every layer
 training at one rate. The classical baseline (TF-IDF or raw pixels + logistic regression,
 ``tlkit.diagnose.classical``) is fitted on the same splits, so the board shows whether any
-transfer beats what a user would otherwise do. Each run is an ordinary run directory under the output folder, so a
-finished run is kept and an interrupted compare picks up where it stopped (``--resume``).
+transfer beats what a user would otherwise do. Each run is an ordinary run directory under the
+output folder, so a finished run is kept and an interrupted compare picks up where it stopped
+(``--resume``).
+
+With ``adaptation.method: auto`` the strategies train source-only (the target measured, not
+adapted to), and a second board ranks the adaptations (none, AdaBN, DANN, MMD and CORAL at each of
+``adaptation.auto_weights``) on the config's own strategy by the label-free score, as ``fit``
+would choose among them (``tlkit.run.adapt_auto``); their runs are kept under ``adaptation/``.
 
 The leaderboard gives each run's test metric with a 95% interval (a bootstrap over the test
 examples), its margin over the baseline with the verdict (positive transfer, no measurable
@@ -30,6 +36,7 @@ from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.run import fit_run, test_predictions
+from tlkit.run.adapt_auto import format_record, run_trials, source_only
 from tlkit.run.baseline import fit_on_splits
 from tlkit.rundir import check_writable, claim
 from tlkit.variants import check_comparable, variant
@@ -65,7 +72,7 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
         strategy_of[picked] = advice.strategy
         settings[picked] = advice.settings
     # every variant is checked before the first run trains
-    configs = {s: variant(cfg, strategy_of[s], settings.get(s)) for s in runs}
+    configs = {s: variant(source_only(cfg), strategy_of[s], settings.get(s)) for s in runs}
     results: dict[str, dict[str, Any]] = {}
     for s in runs:
         run_dir = out / s
@@ -94,11 +101,16 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
     rows.append(_classical_row(cfg, scratch_pred[1], scratch_ok, test_limit, event))
     rows.sort(key=lambda r: r["test_accuracy"], reverse=True)
     best = rows[0]
+    adaptation = None
+    if cfg.adaptation.method == "auto":  # the adaptations ranked without the target's labels
+        log("compare: adaptations on the unlabelled target")
+        adaptation = run_trials(cfg, fit_run, event, where=out / "adaptation")
     result: dict[str, Any] = {
         "source_model": cfg.transfer_config.source_model, "data": cfg.data.source,
         "n_train": results["scratch"]["summary"]["data"]["sizes"]["train"],
         "n_test": int(len(scratch_ok)), "epochs": cfg.transfer_config.epochs,
         "leaderboard": rows, "best": best["row"],
+        **({"adaptation": adaptation} if adaptation is not None else {}),
     }
     if picked is not None:
         mine = next(r for r in rows if r["advised"])
@@ -187,4 +199,7 @@ def format_leaderboard(result: dict[str, Any]) -> str:
         lines.append(f"advise recommended {picked}: "
                      f"{result['advised_gap_points']:.2f} points below the best "
                      f"({result['best']}).")
+    if "adaptation" in result:
+        lines += ["", "adaptations on the unlabelled target, ranked without its labels (the "
+                      "strategies above trained source-only):", format_record(result["adaptation"])]
     return "\n".join(lines)

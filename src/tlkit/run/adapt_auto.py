@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tlkit.adapt.label_free import Candidate, choose, oracle
-from tlkit.config import Config
+from tlkit.config import Config, dump_config
 from tlkit.errors import UserError
 from tlkit.rundir import RunDir
 
@@ -63,8 +62,33 @@ def _candidate(name: str, method: str, weight: float, measured: dict[str, Any],
                      (measured.get("target_test") or {}).get("accuracy"))
 
 
-def run_trials(cfg: Config, fit: Fit, event: Event) -> dict[str, Any]:
-    """Every candidate trained and scored; returns the record (trials, pick, why)."""
+def source_only(cfg: Config) -> Config:
+    """``cfg`` with adaptation method auto replaced by none (source-only training, the target
+    still measured): what compare's strategy rows and advise's strategy trials train."""
+    return with_method(cfg, "none", 0.0) if cfg.adaptation.method == "auto" else cfg
+
+
+def _trial(cfg: Config, fit: Fit, where: Path | None) -> dict[str, Any]:
+    """A trial's summary: trained in a temporary folder, or in ``where`` (kept; a finished
+    trial of the same config there is read back, an interrupted one resumed)."""
+    if where is None:
+        with tempfile.TemporaryDirectory(prefix="tlkit-adapt-") as tmp:
+            return fit(cfg, Path(tmp) / "trial", test_limit=64)
+    summary = where / "summary.json"
+    if summary.is_file():
+        saved = (where / "config.yaml").read_text() if (where / "config.yaml").is_file() \
+            else None
+        if saved != dump_config(cfg):
+            raise UserError(f"{where} holds a run of another config than this trial's; remove "
+                            "that folder, or choose another --out")
+        return dict(json.loads(summary.read_text()))
+    return fit(cfg, where, resume=(where / "checkpoints" / "last.pt").is_file(), test_limit=64)
+
+
+def run_trials(cfg: Config, fit: Fit, event: Event, where: Path | None = None
+               ) -> dict[str, Any]:
+    """Every candidate trained and scored; returns the record (trials, pick, why). ``where``:
+    a folder to keep each trial's run directory in (compare's), else temporary ones."""
     trials: list[Candidate] = []
     seconds: dict[str, float] = {}
     n_val: int | None = None
@@ -72,10 +96,9 @@ def run_trials(cfg: Config, fit: Fit, event: Event) -> dict[str, Any]:
         if method == "adabn":
             continue  # measured by source-only's trial, below
         event("stage", {"what": f"adaptation auto: training the candidate {name}"})
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="tlkit-adapt-") as tmp:
-            s = fit(_trial_config(cfg, method, weight), Path(tmp) / "trial", test_limit=64)
-        seconds[name] = round(time.perf_counter() - t0, 1)
+        s = _trial(_trial_config(cfg, method, weight), fit,
+                   None if where is None else where / name.replace(" ", "-"))
+        seconds[name] = round(float(s["total_seconds"]), 1)  # the trial's own fit
         a = s.get("adaptation") or {}
         trials.append(_candidate(name, method, weight, a, float(s["val"]["accuracy"])))
         if method == "none":
@@ -88,6 +111,7 @@ def run_trials(cfg: Config, fit: Fit, event: Event) -> dict[str, Any]:
     best = oracle(trials)
     record: dict[str, Any] = {
         "method": pick.method, "weight": pick.weight, "chosen": pick.name, "why": why,
+        "strategy": cfg.transfer_config.freeze_strategy,
         "trials": [{**t.row(), "seconds": seconds[t.name]} for t in trials]}
     if best is not None:  # target labels: how the label-free pick did, never used to pick
         record["oracle"] = {"chosen": best.name, "target_accuracy": best.target_accuracy}
@@ -95,7 +119,8 @@ def run_trials(cfg: Config, fit: Fit, event: Event) -> dict[str, Any]:
 
 
 def format_record(record: dict[str, Any]) -> str:
-    lines = [f"adaptation auto chose {record['chosen']}: {record['why']}",
+    on = f" on freeze_strategy {record['strategy']}" if "strategy" in record else ""
+    lines = [f"adaptation auto chose {record['chosen']}{on}: {record['why']}",
              f"  {'candidate':<18} {'target IM':>9} {'source val acc':>14} "
              f"{'target acc':>10} {'seconds':>8}"]
     for t in record["trials"]:
