@@ -154,7 +154,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, argv: list[str], n
     lines = [common.table(head, body, set(range(1, len(head)))), "", "Notes:"]
     lines.append(
         f"- continued pretraining: objective {pre['objective']} ({pre['why']}); "
-        f"{pre['texts']:,} texts ({pre['held_out']:,} more held out), {pre['epochs_run']} "
+        f"{pre['examples']:,} texts ({pre['held_out']:,} more held out), {pre['epochs_run']} "
         f"epoch(s), {pre['steps']} steps, lr {args.pretrain_lr:g}, batch {args.pretrain_batch}, "
         f"{pre['wall_seconds']:.0f} s; held-out loss per epoch {pre['held_out_loss_per_epoch']}; "
         f"CKA to the start per group {pre['cka_to_start']}.")

@@ -58,7 +58,7 @@ def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
     from tlkit.backbones.hf import HFBackbone
 
     res = pretrain(validate(_raw(tiny_bert_dir, patience=None)), tmp_path / "out")
-    assert res["objective"] == "simcse" and res["held_out"] == 10 and res["texts"] == 190
+    assert res["objective"] == "simcse" and res["held_out"] == 10 and res["examples"] == 190
     assert len(res["held_out_loss_per_epoch"]) == 2
     assert res["loss_per_epoch"][-1] < res["loss_per_epoch"][0]
     cka = res["cka_to_start"]
@@ -95,3 +95,74 @@ def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
     ra = json.loads((whole / "pretrain.json").read_text())
     rb = json.loads((killed / "pretrain.json").read_text())
     assert ra["held_out_loss_per_epoch"] == rb["held_out_loss_per_epoch"]
+
+
+def _image_raw(**pretrain: object) -> dict:
+    return {"transfer_config": {"source_model": "timm:test_efficientnet",
+                                "pretrained_weights": "none", "device": "cpu"},
+            "data": {"source": "digits", "image_size": 32},
+            "adaptation": {"target": {"source": "digits", "image_size": 32},
+                           "pretrain": {"max_examples": 96, "epochs": 2, "batch_size": 16,
+                                        "lr": 1e-3, "top_groups": 2, **pretrain}}}
+
+
+def test_image_views_are_random_crops_of_the_same_image() -> None:
+    from tlkit.adapt.simclr import views
+
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    a, b = views(x), views(x)
+    assert a.shape == x.shape and not torch.equal(a, b)
+    torch.manual_seed(0)
+    assert torch.equal(views(x), a)  # drawn from torch's generator: a resume redraws them
+
+
+@pytest.mark.slow
+def test_simclr_pretraining_trains_the_top_groups_and_writes_weights_fit_loads(
+        tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tlkit.adapt.pretrain import pretrain
+    from tlkit.backbones.registry import load_backbone
+
+    res = pretrain(validate(_image_raw(patience=None)), tmp_path / "out")
+    assert res["objective"] == "simclr" and "SimCLR" in res["why"]
+    assert res["examples"] + res["held_out"] == 96 and len(res["held_out_loss_per_epoch"]) == 2
+    weights = tmp_path / "out" / "backbone.safetensors"
+    assert res["use"] == f"pretrained_weights: {weights}"
+    # fit loads it as it loads any weights file of that architecture
+    after = load_backbone("timm:test_efficientnet", str(weights))
+    saved = load_file(str(weights))
+    groups = after.layer_groups()
+    top = {n for g in groups[-2:] for n in g.param_names}
+    torch.manual_seed(validate(_image_raw()).transfer_config.seed)
+    start = load_backbone("timm:test_efficientnet", "none")  # pretrain's seeded random start
+    assert all(torch.equal(p, saved[n.removeprefix("model.")])
+               for n, p in after.named_parameters())  # what fit loads is what pretrain wrote
+    moved = {n for n, p in start.named_parameters()
+             if not torch.equal(p, saved[n.removeprefix("model.")])}
+    assert moved and moved <= top  # only the top two groups trained
+    # the frozen groups' BatchNorm statistics stayed too
+    assert torch.equal(start.state_dict()["model.bn1.running_mean"], saved["bn1.running_mean"])
+    cka = res["cka_to_start"]
+    assert set(cka) and all(0 <= v <= 1.0001 for v in cka.values())
+
+
+@pytest.mark.slow
+def test_an_image_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
+        tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_image_raw(patience=None)))
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = run_cli("pretrain", str(cfg), "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    kill_9_when(["pretrain", cfg, "--out", killed, "--checkpoint-every", "1"],
+                [killed / "checkpoints" / "last.pt"], settle=0.5)
+    r = run_cli("pretrain", str(cfg), "--out", str(killed), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stderr
+    a = load_file(str(whole / "backbone.safetensors"))
+    b = load_file(str(killed / "backbone.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

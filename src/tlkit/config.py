@@ -393,19 +393,23 @@ class DiagnosticsConfig(Strict):
 
 
 class PretrainConfig(Strict):
-    """Continued self-supervised pretraining on the unlabelled target text (``tlkit
-    pretrain``): masked-LM, or contrastive (unsupervised SimCSE); ``auto`` picks by what the
-    backbone was trained with (a checkpoint with a masked-LM head: mlm; a sentence encoder
-    without one: simcse)."""
+    """Continued self-supervised pretraining on the unlabelled target data (``tlkit
+    pretrain``). Text: masked-LM, or contrastive (unsupervised SimCSE); ``auto`` picks by what
+    the backbone was trained with (a checkpoint with a masked-LM head: mlm; a sentence encoder
+    without one: simcse). Images: contrastive (SimCLR, two augmented views) on the top
+    ``top_groups`` layer groups."""
 
-    objective: Literal["auto", "mlm", "simcse"] = "auto"
-    temperature: float = Field(default=0.05, gt=0, le=10)  # simcse's (Gao et al.)
+    objective: Literal["auto", "mlm", "simcse", "simclr"] = "auto"
+    # the contrastive temperature (default: simcse 0.05, Gao et al.'s; simclr 0.2)
+    temperature: float | None = Field(default=None, gt=0, le=10)
     # a share of the texts held out: their loss under the objective stops the pretraining when
     # it stops improving (after ``patience`` epochs), and CKA to the start is measured on them
     held_out: float = Field(default=0.05, ge=0, lt=0.5)
     patience: int | None = Field(default=1, ge=1, le=1000)
     epochs: int = Field(default=1, ge=1, le=1000)
-    lr: float = Field(default=5e-5, gt=0, le=1)
+    lr: float | None = Field(default=None, gt=0, le=1)  # default: text 5e-5, images 1e-4
+    # images: the top layer groups that train (the rest keep their weights and statistics)
+    top_groups: int = Field(default=2, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     mask_probability: float = Field(default=0.15, gt=0, lt=1)
     max_examples: int | None = Field(default=None, ge=1)  # a sample of the target texts

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlkit.adapt.contrastive import info_nce
+from tlkit.adapt.contrastive import SIMCSE_TEMPERATURE, info_nce
 from tlkit.adapt.target import load_target
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
@@ -53,6 +53,7 @@ from tlkit.train.schedule import lr_factor
 # prefixes of masked-LM head weights in the checkpoints of BERT-, RoBERTa- and ELECTRA-style models
 _MLM_HEAD = ("cls.predictions.", "lm_head.", "generator_lm_head.", "generator_predictions.")
 CHECKPOINT_SECONDS = 120.0
+TEXT_LR = 5e-5
 
 
 def backbone_folder(cfg: Config) -> str:
@@ -105,10 +106,11 @@ class _Objective:
 
     def __init__(self, kind: str, folder: str, tok: Any, cfg: Config, device: torch.device
                  ) -> None:
-        self.kind, self.tok, self.device = kind, tok, device
+        self.kind, self.tok, self.device, self.folder = kind, tok, device, folder
         self.max_length = cfg.data.max_length or 128
+        self.out = Path()  # where save wrote the encoder (cka reads it back)
         pc = cfg.adaptation.pretrain
-        self.temperature = pc.temperature
+        self.temperature = pc.temperature or SIMCSE_TEMPERATURE
         if kind == "mlm":
             from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
@@ -135,15 +137,30 @@ class _Objective:
         inputs = {k: v.to(self.device) for k, v in enc.items()}
         return info_nce(self.model(inputs), self.model(inputs), self.temperature)
 
+    def train(self) -> None:
+        self.model.train()
+
+    def evaluate(self, texts: list[str]) -> float:
+        """The loss on held-out texts as training measures it (masks, dropout: both views)."""
+        return float(self.loss(texts))
+
+    def save(self, out: Path) -> str:
+        """The encoder and tokenizer as a transformers folder; returns the config line to use."""
+        self.out = out
+        self.encoder().save_pretrained(out)
+        self.tok.save_pretrained(out)
+        return f"source_model: hf:{out}"
+
+    def cka(self, start: Any, held: list[str], device: torch.device, sample: int
+            ) -> dict[str, float] | None:
+        return _cka(start, self.out, held, self.max_length, device)
+
 
 def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None,
              resume: bool = False, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Continue pretraining per ``cfg.adaptation.pretrain`` into ``out``; returns what
     ``out/pretrain.json`` records. ``resume`` continues from ``out/checkpoints/last.pt``;
     ``checkpoint_every`` saves every that many steps (else every couple of minutes)."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     ad, pc, tc = cfg.adaptation, cfg.adaptation.pretrain, cfg.transfer_config
     if ad.target is None:
         raise UserError("tlkit pretrain reads unlabelled text from adaptation.target; add it, "
@@ -155,36 +172,68 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     if out.exists() and any(out.iterdir()) and not (resume and last.is_file()):
         raise UserError(f"{out} is not empty; choose another --out (nothing was changed)"
                         + ("" if resume else ", or add --resume to continue a killed run"))
-    folder = backbone_folder(cfg)
-    texts, held = _texts(cfg, pc, tc.seed)
+    examples, held, modality = _examples(cfg, pc, tc.seed)
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
-    hf_logging.set_verbosity_error()
-    tok = AutoTokenizer.from_pretrained(folder)
-    kind, why = choose_objective(folder, pc.objective)
-    log(f"pretrain: objective {kind} ({why})")
-    obj = _Objective(kind, folder, tok, cfg, device)
-    total = math.ceil(len(texts) / pc.batch_size) * pc.epochs
-    params = list(obj.model.named_parameters())
+    obj, start, why = _objective(cfg, modality, device)
+    log(f"pretrain: objective {obj.kind} ({why})")
+    total = math.ceil(len(examples) / pc.batch_size) * pc.epochs
+    params = [(n, p) for n, p in obj.model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([
         {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": pc.weight_decay},
-        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}], lr=pc.lr)
+        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}],
+        lr=_lr(pc, modality))
     state, best_weights = _start(obj, opt, last if resume else None, log)
-    log(f"pretrain: {kind} on {len(texts):,} texts from {ad.target.source} ({len(held):,} held "
-        f"out), {pc.epochs} epoch(s), {total} steps")
-    best_weights = _epochs(obj, opt, state, best_weights, (texts, held), cfg, total, last,
+    log(f"pretrain: {obj.kind} on {len(examples):,} {modality}s from {ad.target.source} "
+        f"({len(held):,} held out), {pc.epochs} epoch(s), {total} steps")
+    best_weights = _epochs(obj, opt, state, best_weights, (examples, held), cfg, total, last,
                            checkpoint_every, log)
-    if best_weights is not None:  # the best epoch on the held-out texts, not the last
+    if best_weights is not None:  # the best epoch on the held-out examples, not the last
         obj.model.load_state_dict(best_weights)
-    obj.encoder().save_pretrained(out)
-    tok.save_pretrained(out)
-    result = {"from": folder, "objective": kind, "why": why, "texts": len(texts),
+    out.mkdir(parents=True, exist_ok=True)
+    use = obj.save(out)
+    result = {"from": start if isinstance(start, str) else tc.source_model,
+              "objective": obj.kind, "why": why, "examples": len(examples),
               "held_out": len(held), "epochs": pc.epochs, **_record(state),
-              "cka_to_start": _cka(folder, out, held, cfg, device), "out": str(out),
-              "use": f"source_model: hf:{out}"}
+              "cka_to_start": obj.cka(start, held, device, 512), "out": str(out), "use": use}
     (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(last.parent)  # finished: the folder is a backbone, not a resumable run
     return result
+
+
+def _lr(pc: Any, modality: str) -> float:
+    from tlkit.adapt.simclr import SIMCLR_LR
+
+    return float(pc.lr or (SIMCLR_LR if modality == "image" else TEXT_LR))
+
+
+def _objective(cfg: Config, modality: str, device: torch.device) -> tuple[Any, Any, str]:
+    """The objective for the target's modality and the backbone, the backbone it starts from
+    (a text backbone's folder; an image backbone as loaded), and why that objective."""
+    pc = cfg.adaptation.pretrain
+    if modality == "image":
+        if pc.objective not in ("auto", "simclr"):
+            raise UserError(f"adaptation.pretrain.objective {pc.objective} is for text; on "
+                            "images tlkit pretrain trains simclr (or leave it auto)")
+        from tlkit.adapt.simclr import SimCLRObjective
+
+        obj = SimCLRObjective(cfg, device)
+        start = copy.deepcopy(obj.model["backbone"]).cpu()
+        why = ("images: contrastive, SimCLR on the top groups "
+               f"({', '.join(obj.trainable_groups)})" if pc.objective == "auto"
+               else "set by adaptation.pretrain.objective")
+        return obj, start, why
+    if pc.objective == "simclr":
+        raise UserError("adaptation.pretrain.objective simclr is for images; on text choose "
+                        "mlm or simcse (or leave it auto)")
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    folder = backbone_folder(cfg)
+    hf_logging.set_verbosity_error()
+    tok = AutoTokenizer.from_pretrained(folder)
+    kind, why = choose_objective(folder, pc.objective)
+    return _Objective(kind, folder, tok, cfg, device), folder, why
 
 
 def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
@@ -194,9 +243,10 @@ def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
     every ``checkpoint_every`` steps (else every couple of minutes) and at each epoch's end,
     the held-out check after each epoch; returns the best weights."""
     pc, tc = cfg.adaptation.pretrain, cfg.transfer_config
-    texts, held = data
+    examples, held = data
     device = next(obj.model.parameters()).device
     amp = autocast(device, tc.mixed_precision)
+    lr = opt.defaults["lr"]
     clock = {"t0": time.perf_counter(), "saved": time.perf_counter()}
 
     def save() -> None:
@@ -207,18 +257,19 @@ def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
         clock["t0"] = clock["saved"] = time.perf_counter()
 
     last.parent.mkdir(parents=True, exist_ok=True)
-    obj.model.train()
+    obj.train()
     while state["epoch"] < pc.epochs and not state["stopped_early"]:
         g = torch.Generator().manual_seed(tc.seed * 7919 + state["epoch"])
-        order = torch.randperm(len(texts), generator=g).tolist()
+        order = torch.randperm(len(examples), generator=g).tolist()
         for start in range(state["batch"] * pc.batch_size, len(order), pc.batch_size):
             for grp in opt.param_groups:
-                grp["lr"] = pc.lr * lr_factor(state["step"], total, pc.warmup_steps, "linear")
+                grp["lr"] = lr * lr_factor(state["step"], total, pc.warmup_steps, "linear")
             with amp:
-                loss = obj.loss([texts[i] for i in order[start:start + pc.batch_size]])
+                loss = obj.loss([examples[i] for i in order[start:start + pc.batch_size]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(obj.model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in obj.model.parameters() if p.requires_grad], 1.0)
             opt.step()
             state["step"] += 1
             state["batch"] += 1
@@ -261,23 +312,25 @@ def _record(state: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(state["seconds"], 1)}
 
 
-def _texts(cfg: Config, pc: Any, seed: int) -> tuple[list[str], list[str]]:
-    """The target's texts (a pair gives both), sampled to ``max_examples``, and the held-out
-    share kept out of training."""
+def _examples(cfg: Config, pc: Any, seed: int) -> tuple[list[Any], list[Any], str]:
+    """The target's inputs (texts, a pair giving both, or images), sampled to
+    ``max_examples``, the held-out share kept out of training, and their modality."""
     target = cfg.adaptation.target
     assert target is not None
     data, _ = load_target(target, None)
-    if data.modality != "text":
-        raise UserError(f"adaptation.target {target.source} is {data.modality} "
-                        "data; tlkit pretrain continues the pretraining of text backbones")
-    texts = [str(x) for t in data.inputs for x in (t if is_pair(t) else (t,))]
+    if data.modality not in ("text", "image"):
+        raise UserError(f"adaptation.target {target.source} is {data.modality} data; tlkit "
+                        "pretrain continues the pretraining of text and image backbones")
+    inputs: list[Any] = list(data.inputs)
+    if data.modality == "text":
+        inputs = [str(x) for t in inputs for x in (t if is_pair(t) else (t,))]
     rng = np.random.default_rng(seed)
-    if pc.max_examples is not None and pc.max_examples < len(texts):
-        texts = [texts[i] for i in np.sort(rng.permutation(len(texts))[: pc.max_examples])]
-    n_held = int(round(pc.held_out * len(texts))) if len(texts) >= 20 else 0
-    held_idx = set(rng.permutation(len(texts))[:n_held].tolist())
-    return ([t for i, t in enumerate(texts) if i not in held_idx],
-            [t for i, t in enumerate(texts) if i in held_idx])
+    if pc.max_examples is not None and pc.max_examples < len(inputs):
+        inputs = [inputs[i] for i in np.sort(rng.permutation(len(inputs))[: pc.max_examples])]
+    n_held = int(round(pc.held_out * len(inputs))) if len(inputs) >= 20 else 0
+    held_idx = set(rng.permutation(len(inputs))[:n_held].tolist())
+    return ([t for i, t in enumerate(inputs) if i not in held_idx],
+            [t for i, t in enumerate(inputs) if i in held_idx], data.modality)
 
 
 def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any, seed: int,
@@ -293,7 +346,7 @@ def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any,
         return None
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed + 1_000_003)
-        value = float(np.mean([float(obj.loss(held[i:i + pc.batch_size]))
+        value = float(np.mean([obj.evaluate(held[i:i + pc.batch_size])
                                for i in range(0, len(held), pc.batch_size)]))
     state["held_out"].append(value)
     log(f"pretrain: epoch {epoch}  loss {state['losses'][-1]:.4f}  held-out loss {value:.4f}")
@@ -308,7 +361,7 @@ def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any,
     return best_weights
 
 
-def _cka(start: str, out: Path, held: list[str], cfg: Config, device: torch.device
+def _cka(start: str, out: Path, held: list[str], max_length: int, device: torch.device
          ) -> dict[str, float] | None:
     """CKA of each layer group's features on the held-out texts, continued against start
     (1: the group computes what it computed before)."""
@@ -319,7 +372,6 @@ def _cka(start: str, out: Path, held: list[str], cfg: Config, device: torch.devi
     from tlkit.data.datasets import TextDataset
     from tlkit.diagnose.forgetting import forgetting
 
-    max_length = cfg.data.max_length or 128
     before = HFBackbone(start, pretrained=True, max_length=max_length, tokenizer=start)
     after = HFBackbone(str(out), pretrained=True, max_length=max_length, tokenizer=str(out))
     groups = after.layer_groups()
