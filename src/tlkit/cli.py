@@ -502,11 +502,12 @@ def _config_commands(sub: Subparsers) -> None:
     sp.add_argument("--no-report", action="store_true",
                     help="do not write RUN_DIR/report.html at the end")
     sp.set_defaults(func=cmd_fit)
-    sp = with_config("pretrain", "continued self-supervised pretraining (masked-LM, or "
-                     "contrastive SimCSE for sentence encoders) on the unlabelled text of "
-                     "adaptation.target; writes a backbone folder")
-    sp.add_argument("--out", required=True, help="folder for the pretrained backbone "
-                    "(then source_model: hf:FOLDER)")
+    sp = with_config("pretrain", "continued self-supervised pretraining on the unlabelled "
+                     "data of adaptation.target (text: masked-LM, or contrastive SimCSE for "
+                     "sentence encoders; images: SimCLR on the top groups); writes a backbone")
+    sp.add_argument("--out", required=True, help="folder for the pretrained backbone (then "
+                    "source_model: hf:FOLDER for text, pretrained_weights: "
+                    "FOLDER/backbone.safetensors for images)")
     sp.add_argument("--resume", action="store_true",
                     help="continue a killed pretraining from OUT/checkpoints/last.pt")
     sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
