@@ -166,3 +166,17 @@ def test_an_image_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
     a = load_file(str(whole / "backbone.safetensors"))
     b = load_file(str(killed / "backbone.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_word_deletion_views_drop_words_and_keep_one() -> None:
+    from tlkit.adapt.contrastive import delete_words
+
+    text = "a quietly moving film about two brothers and their father"
+    assert delete_words(text, 0.0) == text
+    torch.manual_seed(0)
+    views = [delete_words(text, 0.3) for _ in range(20)]
+    assert all(set(v.split()) <= set(text.split()) and v for v in views)
+    assert len(set(views)) > 1 and any(len(v.split()) < len(text.split()) for v in views)
+    assert delete_words("word", 0.99) == "word"  # one word: nothing to drop
+    torch.manual_seed(0)
+    assert [delete_words(text, 0.3) for _ in range(20)] == views  # a resume redraws them

@@ -412,6 +412,8 @@ class PretrainConfig(Strict):
     top_groups: int = Field(default=2, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     mask_probability: float = Field(default=0.15, gt=0, lt=1)
+    # simcse: each view drops each word with this probability (0: dropout views only)
+    word_deletion: float = Field(default=0.0, ge=0, lt=1)
     max_examples: int | None = Field(default=None, ge=1)  # a sample of the target texts
     warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     weight_decay: float = Field(default=0.01, ge=0, le=1)

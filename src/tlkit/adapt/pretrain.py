@@ -10,8 +10,9 @@ auto``), or set:
   token, 10% kept (``DataCollatorForLanguageModeling``). For encoders trained that way (BERT,
   RoBERTa), whose checkpoints carry the head.
 - ``simcse``: unsupervised SimCSE (Gao et al., 2021; ``tlkit.adapt.contrastive``): each text
-  through the encoder twice under two dropout masks, mean-pooled as tlkit pools it, the two
-  views a positive pair, the rest of the batch negatives. For sentence encoders trained
+  through the encoder twice under two dropout masks (and, with ``word_deletion``, each view
+  missing its own random words), mean-pooled as tlkit pools it, the two views a positive pair,
+  the rest of the batch negatives. For sentence encoders trained
   contrastively (MiniLM's all-MiniLM-L6-v2), whose checkpoints have no masked-LM head: an MLM
   head would start random and its gradients would pull the encoder away from what made it good.
 
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlkit.adapt.contrastive import SIMCSE_TEMPERATURE, info_nce
+from tlkit.adapt.contrastive import SIMCSE_TEMPERATURE, delete_words, info_nce
 from tlkit.adapt.target import load_target
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
@@ -111,6 +112,7 @@ class _Objective:
         self.out = Path()  # where save wrote the encoder (cka reads it back)
         pc = cfg.adaptation.pretrain
         self.temperature = pc.temperature or SIMCSE_TEMPERATURE
+        self.word_deletion = pc.word_deletion
         if kind == "mlm":
             from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
@@ -132,10 +134,14 @@ class _Objective:
             enc = self.tok(texts, truncation=True, max_length=self.max_length)
             batch = self.collator([{"input_ids": ids} for ids in enc["input_ids"]])
             return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        a, b = (self._tokens([delete_words(t, self.word_deletion) for t in texts])
+                for _ in range(2))
+        return info_nce(self.model(a), self.model(b), self.temperature)
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tok(texts, truncation=True, max_length=self.max_length, padding="longest",
                        return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in enc.items()}
-        return info_nce(self.model(inputs), self.model(inputs), self.temperature)
+        return {k: v.to(self.device) for k, v in enc.items()}
 
     def train(self) -> None:
         self.model.train()
