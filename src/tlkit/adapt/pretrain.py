@@ -1,8 +1,9 @@
-"""Continued pretraining on unlabelled target text, written as a backbone folder that
-``source_model: hf:FOLDER`` names for the usual fine-tuning.
+"""Continued pretraining on unlabelled target data, written as a backbone that fine-tuning
+loads: for text a folder that ``source_model: hf:FOLDER`` names, for images (SimCLR on the top
+layer groups, ``tlkit.adapt.simclr``) a weights file that ``pretrained_weights`` names.
 
-Two objectives, chosen by what the backbone was trained with (``adaptation.pretrain.objective:
-auto``), or set:
+On text, two objectives, chosen by what the backbone was trained with
+(``adaptation.pretrain.objective: auto``), or set:
 
 - ``mlm``: masked-language-model training (Gururangan et al., 2020, "Don't stop pretraining")
   with the checkpoint's own masked-LM head (``AutoModelForMaskedLM``). Masking is BERT's:
@@ -169,8 +170,9 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     ``checkpoint_every`` saves every that many steps (else every couple of minutes)."""
     ad, pc, tc = cfg.adaptation, cfg.adaptation.pretrain, cfg.transfer_config
     if ad.target is None:
-        raise UserError("tlkit pretrain reads unlabelled text from adaptation.target; add it, "
-                        "e.g. adaptation: {target: {source: my_texts.csv, text_column: text}}")
+        raise UserError("tlkit pretrain reads unlabelled text or images from "
+                        "adaptation.target; add it, e.g. adaptation: {target: {source: "
+                        "my_texts.csv, text_column: text}}")
     out = Path(out)
     last = out / "checkpoints" / "last.pt"
     if resume and (out / "pretrain.json").is_file():
