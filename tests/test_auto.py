@@ -169,3 +169,15 @@ def test_advise_says_a_fine_tuning_pick_with_autos_rates(monkeypatch: pytest.Mon
             "transfer_config.backbone_lr=0.0003",
             "transfer_config.lr_decay_per_layer=0.7"} <= set(adv.overrides())
     assert "backbone_lr 0.0003 x 0.7^(L - l)" in adv.length
+
+
+def test_lp_ft_is_a_candidate_of_a_one_epoch_config_too() -> None:
+    # epochs: 1 leaves lp_ft no epoch to fine-tune in; its candidate takes two (a probe, then
+    # tuning) instead of refusing the whole of auto (advise stopped on it)
+    cfg = validate({"transfer_config": {"source_model": "timm:test_efficientnet",
+                                        "pretrained_weights": "none", "freeze_strategy": "auto",
+                                        "epochs": 1},
+                    "data": {"source": "digits"}})
+    lp = auto.candidate_config(cfg, "lp_ft").transfer_config
+    assert lp.freeze_strategy == "lp_ft" and lp.epochs == 2
+    assert auto.candidate_config(cfg, "none").transfer_config.epochs == 1

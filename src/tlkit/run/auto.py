@@ -180,8 +180,10 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
         tc["min_steps"] = min_steps
     if trial:
         tc["head_refit"] = False
-    if strategy == "lp_ft" and tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
-        tc["lp_epochs"] = None
+    if strategy == "lp_ft":  # a probe epoch, then at least one of tuning (epochs: 1 too)
+        tc["epochs"] = max(tc["epochs"], 2)
+        if tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
+            tc["lp_epochs"] = None
     if strategy == PIXELS:  # its own 16 x 16, not the resolution set for the network
         return derive(cfg, f"freeze_strategy auto ({strategy})", transfer_config=tc,
                       data={"image_size": None})
