@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-lr", type=float, default=None,
                    help="default: text 3e-5, images tlkit's (1e-4)")
     p.add_argument("--pretrain-batch", type=int, default=32)
-    p.add_argument("--objective", default="auto", choices=["auto", "mlm", "simcse"])
+    p.add_argument("--objective", default="auto", choices=["auto", "mlm", "simcse", "tsdae"])
     p.add_argument("--word-deletion", type=float, default=None,
                    help="simcse views: each word dropped with this probability")
     p.add_argument("--strategy", default=None,

@@ -180,3 +180,20 @@ def test_word_deletion_views_drop_words_and_keep_one() -> None:
     assert delete_words("word", 0.99) == "word"  # one word: nothing to drop
     torch.manual_seed(0)
     assert [delete_words(text, 0.3) for _ in range(20)] == views  # a resume redraws them
+
+
+@pytest.mark.slow
+def test_tsdae_pretraining_reconstructs_damaged_texts_and_writes_only_the_encoder(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from tlkit.adapt.pretrain import pretrain
+    from tlkit.backbones.hf import HFBackbone
+
+    res = pretrain(validate(_raw(tiny_bert_dir, objective="tsdae", patience=None, epochs=3)),
+                   tmp_path / "out")
+    assert res["objective"] == "tsdae" and res["why"].startswith("set by")
+    assert res["loss_per_epoch"][-1] < res["loss_per_epoch"][0]
+    assert len(res["held_out_loss_per_epoch"]) == 3
+    # the folder is the encoder fit loads (the decoder and its cross-attention are dropped)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert not saved.get("add_cross_attention") and not saved.get("is_decoder")
+    HFBackbone(str(tmp_path / "out"))

@@ -399,7 +399,7 @@ class PretrainConfig(Strict):
     without one: simcse). Images: contrastive (SimCLR, two augmented views) on the top
     ``top_groups`` layer groups."""
 
-    objective: Literal["auto", "mlm", "simcse", "simclr"] = "auto"
+    objective: Literal["auto", "mlm", "simcse", "tsdae", "simclr"] = "auto"
     # the contrastive temperature (default: simcse 0.05, Gao et al.'s; simclr 0.2)
     temperature: float | None = Field(default=None, gt=0, le=10)
     # a share of the texts held out: their loss under the objective stops the pretraining when
@@ -412,7 +412,8 @@ class PretrainConfig(Strict):
     top_groups: int = Field(default=2, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     mask_probability: float = Field(default=0.15, gt=0, lt=1)
-    # simcse: each view drops each word with this probability (0: dropout views only)
+    # simcse: each view drops each word with this probability (0: dropout views only);
+    # tsdae: the share of words deleted from the encoder's input (0: the paper's 0.6)
     word_deletion: float = Field(default=0.0, ge=0, lt=1)
     max_examples: int | None = Field(default=None, ge=1)  # a sample of the target texts
     warmup_steps: int = Field(default=0, ge=0, le=10_000_000)

@@ -16,6 +16,12 @@ On text, two objectives, chosen by what the backbone was trained with
   the rest of the batch negatives. For sentence encoders trained
   contrastively (MiniLM's all-MiniLM-L6-v2), whose checkpoints have no masked-LM head: an MLM
   head would start random and its gradients would pull the encoder away from what made it good.
+- ``tsdae``: TSDAE (Wang, Reimers and Gurevych, Findings of EMNLP 2021, "TSDAE: Using
+  transformer-based sequential denoising auto-encoder for unsupervised sentence embedding
+  learning"): each text with most of its words deleted (``word_deletion``, the paper's 0.6) is
+  encoded and pooled, and a decoder that sees only that one vector (through cross-attention;
+  initialised from the encoder's weights, dropped afterwards) must write the whole text. Unlike
+  SimCSE on an encoder already trained that way, the task is not solved from the start.
 
 Against forgetting, a share of the texts (``held_out``) is kept out of training: after each
 epoch the objective's loss on them (with fixed masks and dropout) is measured, the best epoch's
@@ -56,6 +62,7 @@ from tlkit.train.schedule import lr_factor
 _MLM_HEAD = ("cls.predictions.", "lm_head.", "generator_lm_head.", "generator_predictions.")
 CHECKPOINT_SECONDS = 120.0
 TEXT_LR = 5e-5
+TSDAE_DELETION = 0.6  # Wang et al.'s share of deleted words
 
 
 def backbone_folder(cfg: Config) -> str:
@@ -120,6 +127,19 @@ class _Objective:
             self.model: Any = AutoModelForMaskedLM.from_pretrained(folder).to(device)
             self.collator = DataCollatorForLanguageModeling(
                 tok, mlm=True, mlm_probability=pc.mask_probability)
+        elif kind == "tsdae":
+            from transformers import AutoModelForCausalLM
+
+            from tlkit.backbones.hf import HFBackbone
+
+            # the decoder starts from the encoder's own weights, its cross-attention new
+            decoder = AutoModelForCausalLM.from_pretrained(
+                folder, is_decoder=True, add_cross_attention=True)
+            self.model = torch.nn.ModuleDict({
+                "encoder": HFBackbone(folder, pretrained=True, pooling="mean",
+                                      max_length=self.max_length, tokenizer=folder),
+                "decoder": decoder}).to(device)
+            self.word_deletion = pc.word_deletion or TSDAE_DELETION
         else:
             from tlkit.backbones.hf import HFBackbone
 
@@ -128,13 +148,32 @@ class _Objective:
 
     def encoder(self) -> Any:
         """What is written: the transformers model the backbone folder holds."""
+        if self.kind == "tsdae":
+            return self.model["encoder"].model
         return self.model if self.kind == "mlm" else self.model.model
+
+    def _tsdae(self, texts: list[str]) -> torch.Tensor:
+        """TSDAE: the sentence embedding of a damaged text (most words deleted) is all the
+        decoder sees of it (one cross-attention slot), and it must write the whole text."""
+        damaged = self._tokens([delete_words(t, self.word_deletion) for t in texts])
+        emb = self.model["encoder"](damaged)[:, None, :]
+        whole = self._tokens(texts)
+        labels = whole["input_ids"].masked_fill(whole["attention_mask"] == 0, -100)
+        out = self.model["decoder"](
+            input_ids=whole["input_ids"], attention_mask=whole["attention_mask"],
+            encoder_hidden_states=emb,
+            encoder_attention_mask=torch.ones(emb.shape[:2], dtype=torch.long,
+                                              device=emb.device),
+            labels=labels)
+        return out.loss
 
     def loss(self, texts: list[str]) -> torch.Tensor:
         if self.kind == "mlm":
             enc = self.tok(texts, truncation=True, max_length=self.max_length)
             batch = self.collator([{"input_ids": ids} for ids in enc["input_ids"]])
             return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        if self.kind == "tsdae":
+            return self._tsdae(texts)
         a, b = (self._tokens([delete_words(t, self.word_deletion) for t in texts])
                 for _ in range(2))
         return info_nce(self.model(a), self.model(b), self.temperature)
