@@ -274,10 +274,11 @@ def _objective(cfg: Config, modality: str, device: torch.device) -> tuple[Any, A
         raise UserError("adaptation.pretrain.objective simclr is for images; on text choose "
                         "mlm or simcse (or leave it auto)")
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from tlkit.backbones.hf import quiet_transformers
 
     folder = backbone_folder(cfg)
-    hf_logging.set_verbosity_error()
+    quiet_transformers()  # no load reports or bars from the masked-LM or decoder loads
     tok = AutoTokenizer.from_pretrained(folder)
     kind, why = choose_objective(folder, pc.objective)
     return _Objective(kind, folder, tok, cfg, device), folder, why

@@ -12,7 +12,7 @@ from tlkit.backbones.groups import groups_by_generic_rule
 from tlkit.errors import UserError
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # Library code does no printing: transformers' load reports and bars go to our log instead.
     from transformers.utils import logging as hf_logging
 
@@ -42,7 +42,7 @@ class HFBackbone(Backbone):
         super().__init__()
         from transformers import AutoConfig, AutoModel  # heavy: imported on use
 
-        _quiet_transformers()
+        quiet_transformers()
         if pooling not in ("mean", "cls", "pooler"):
             raise UserError(f"pooling {pooling!r} is not one of mean, cls, pooler")
         self.pooling = pooling
@@ -94,7 +94,7 @@ class HFBackbone(Backbone):
         """Rebuild the architecture (no weights) from a saved spec, offline."""
         from transformers import AutoConfig, AutoModel
 
-        _quiet_transformers()
+        quiet_transformers()
         self = cls.__new__(cls)
         Backbone.__init__(self)
         cfg_dict = dict(spec["config"])
