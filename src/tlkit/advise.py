@@ -175,17 +175,21 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
     return Advice(strategy, settings, reasons, similar, size)
 
 
+def _stages(log: Any) -> Any:
+    """An event sink that logs the runs' stage lines."""
+    def event(kind: str, info: dict[str, Any]) -> None:
+        if kind == "stage":
+            log(str(info.get("what", "")))
+    return event
+
+
 def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
     """The advice by measurement: ``fit``'s ``freeze_strategy: auto`` trials on the config's
     splits (tlkit.run.auto), the table's pick kept as a reason. The recommendation is then the
     strategy ``fit`` with auto would train, with its rates and length."""
     auto_cfg = derive(source_only(cfg), "advise", transfer_config={"freeze_strategy": AUTO})
 
-    def event(kind: str, info: dict[str, Any]) -> None:
-        if kind == "stage":
-            log(str(info.get("what", "")))
-
-    choice = choose(auto_cfg, setup(cfg.transfer_config.device), event)
+    choice = choose(auto_cfg, setup(cfg.transfer_config.device), _stages(log))
     picked = chosen_config(auto_cfg, choice).transfer_config
     reasons = [f"the concept's table (below) points to {adv.strategy}"
                + (f" ({', '.join(f'{k} {v}' for k, v in adv.settings.items())})"
@@ -220,12 +224,8 @@ def measure_adaptation(cfg: Config, adv: Advice, log: Any = lambda s: None) -> A
         return adv
     from tlkit.run import fit_run
 
-    def event(kind: str, info: dict[str, Any]) -> None:
-        if kind == "stage":
-            log(str(info.get("what", "")))
-
     on = variant(cfg, adv.strategy, adv.settings)
-    record = run_trials(on, fit_run, event)
+    record = run_trials(on, fit_run, _stages(log))
     reason = f"adaptation {record['chosen']}: {record['why']}"
     return replace(adv, adaptation=record, reasons=[*adv.reasons, reason])
 
