@@ -38,6 +38,7 @@ class Target:
     sample: int
     seed: int
     pad_before: dict[str, Any] = field(default_factory=dict)
+    labelled_is_train: bool = False  # labelled holds the examples of train, in its order
 
     def pad(self, backbone: Any, source: Any, collate: Any, device: torch.device,
             mixed_precision: bool) -> dict[str, Any]:
@@ -58,17 +59,22 @@ class Target:
         """The model on the target: the label-free score (single-label) and, where the target
         has labels, its metrics."""
         out: dict[str, Any] = {}
-        if task == "single_label":  # the label-free measure (tlkit.adapt.label_free)
-            logits, _ = predict_outputs(model, self.train, collate, tc.batch_size, device,
-                                        tc.mixed_precision)
-            probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=1).numpy()
-            out["target_im"] = round(information_maximisation(probs), 4)
+        logits = None
         if self.labelled is not None:
-            m = evaluate_split(model, self.labelled, collate, task, tc.batch_size, device,
-                               classes, tc.mixed_precision)
+            m, outputs, _ = evaluate_split(model, self.labelled, collate, task, tc.batch_size,
+                                           device, classes, tc.mixed_precision,
+                                           return_outputs=True)
             out["target_test"] = {k: v for k, v in m.items()
                                   if k in ("loss", "accuracy", "f1_macro")}
             out["target_test"]["n"] = len(self.labelled)
+            if self.labelled_is_train:  # the same examples: one pass serves both
+                logits = outputs
+        if task == "single_label":  # the label-free measure (tlkit.adapt.label_free)
+            if logits is None:
+                logits, _ = predict_outputs(model, self.train, collate, tc.batch_size, device,
+                                            tc.mixed_precision)
+            probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=1).numpy()
+            out["target_im"] = round(information_maximisation(probs), 4)
         return out
 
     def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
@@ -158,9 +164,10 @@ def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: 
         used = data.subset(np.sort(rng.permutation(len(data))[: ad.target_limit]))
     train = build_dataset(used, prep)
     t = Target(ad.method, ad.target.source, train,
-               build_dataset(data, prep) if labelled else None,
+               (train if used is data else build_dataset(data, prep)) if labelled else None,
                build_adapter(ad.method, backbone.feature_dim, ad.dann_gamma), n_groups,
-               min(cfg.diagnostics.sample, len(source), len(train)), cfg.transfer_config.seed)
+               min(cfg.diagnostics.sample, len(source), len(train)), cfg.transfer_config.seed,
+               labelled_is_train=labelled and used is data)
     event("stage", {"what": "adaptation: proxy A-distance of the pretrained features"})
     t.pad_before = t.pad(backbone.to(device), source, collate, device,
                          cfg.transfer_config.mixed_precision)
