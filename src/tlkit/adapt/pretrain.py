@@ -139,7 +139,8 @@ class _Objective:
                 "encoder": HFBackbone(folder, pretrained=True, pooling="mean",
                                       max_length=self.max_length, tokenizer=folder),
                 "decoder": decoder}).to(device)
-            self.word_deletion = pc.word_deletion or TSDAE_DELETION
+            self.word_deletion = (TSDAE_DELETION if "word_deletion" not in pc.model_fields_set
+                                  else pc.word_deletion)
         else:
             from tlkit.backbones.hf import HFBackbone
 
