@@ -72,13 +72,11 @@ def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
                zip(before.named_parameters(), after.named_parameters()))
 
 
-@pytest.mark.slow
-def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
-        tmp_path: Path, tiny_bert_dir: Path) -> None:
+def _whole_and_killed(cfg: Path, tmp_path: Path, weights: str) -> tuple[Path, Path]:
+    """A pretraining run whole, and one killed with SIGKILL after a checkpoint, refused
+    without --resume and resumed with it: both write the same ``weights``."""
     from safetensors.torch import load_file
 
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(_raw(tiny_bert_dir, patience=None, max_examples=320)))
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     r = run_cli("pretrain", str(cfg), "--out", str(whole))
     assert r.returncode == 0, r.stderr
@@ -89,9 +87,17 @@ def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
     r = run_cli("pretrain", str(cfg), "--out", str(killed), "--resume")
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stderr
-    a = load_file(str(whole / "model.safetensors"))
-    b = load_file(str(killed / "model.safetensors"))
+    a, b = load_file(str(whole / weights)), load_file(str(killed / weights))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return whole, killed
+
+
+@pytest.mark.slow
+def test_a_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
+        tmp_path: Path, tiny_bert_dir: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_raw(tiny_bert_dir, patience=None, max_examples=320)))
+    whole, killed = _whole_and_killed(cfg, tmp_path, "model.safetensors")
     ra = json.loads((whole / "pretrain.json").read_text())
     rb = json.loads((killed / "pretrain.json").read_text())
     assert ra["held_out_loss_per_epoch"] == rb["held_out_loss_per_epoch"]
@@ -151,21 +157,9 @@ def test_simclr_pretraining_trains_the_top_groups_and_writes_weights_fit_loads(
 @pytest.mark.slow
 def test_an_image_pretraining_killed_with_sigkill_resumes_to_the_same_weights(
         tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(_image_raw(patience=None)))
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    r = run_cli("pretrain", str(cfg), "--out", str(whole))
-    assert r.returncode == 0, r.stderr
-    kill_9_when(["pretrain", cfg, "--out", killed, "--checkpoint-every", "1"],
-                [killed / "checkpoints" / "last.pt"], settle=0.5)
-    r = run_cli("pretrain", str(cfg), "--out", str(killed), "--resume")
-    assert r.returncode == 0, r.stderr
-    assert "resumed" in r.stderr
-    a = load_file(str(whole / "backbone.safetensors"))
-    b = load_file(str(killed / "backbone.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _whole_and_killed(cfg, tmp_path, "backbone.safetensors")
 
 
 def test_word_deletion_views_drop_words_and_keep_one() -> None:

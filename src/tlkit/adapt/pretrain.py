@@ -115,9 +115,8 @@ class _Objective:
 
     def __init__(self, kind: str, folder: str, tok: Any, cfg: Config, device: torch.device
                  ) -> None:
-        self.kind, self.tok, self.device, self.folder = kind, tok, device, folder
+        self.kind, self.tok, self.device = kind, tok, device
         self.max_length = cfg.data.max_length or 128
-        self.out = Path()  # where save wrote the encoder (cka reads it back)
         pc = cfg.adaptation.pretrain
         self.temperature = pc.temperature or SIMCSE_TEMPERATURE
         self.word_deletion = pc.word_deletion
@@ -193,14 +192,14 @@ class _Objective:
 
     def save(self, out: Path) -> str:
         """The encoder and tokenizer as a transformers folder; returns the config line to use."""
-        self.out = out
         self.encoder().save_pretrained(out)
         self.tok.save_pretrained(out)
         return f"source_model: hf:{out}"
 
-    def cka(self, start: Any, held: list[str], device: torch.device, sample: int
+    def cka(self, start: Any, out: Path, held: list[str], device: torch.device, sample: int
             ) -> dict[str, float] | None:
-        return _cka(start, self.out, held, self.max_length, device)
+        """CKA per group on the held-out texts: the folder ``save`` wrote against ``start``."""
+        return _cka(start, out, held, self.max_length, device)
 
 
 def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None,
@@ -243,7 +242,7 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     result = {"from": start if isinstance(start, str) else tc.source_model,
               "objective": obj.kind, "why": why, "examples": len(examples),
               "held_out": len(held), "epochs": pc.epochs, **_record(state),
-              "cka_to_start": obj.cka(start, held, device, 512), "out": str(out), "use": use}
+              "cka_to_start": obj.cka(start, out, held, device, 512), "out": str(out), "use": use}
     (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(last.parent)  # finished: the folder is a backbone, not a resumable run
     return result

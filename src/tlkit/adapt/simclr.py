@@ -130,7 +130,7 @@ class SimCLRObjective:
         save_file(state, str(out / WEIGHTS))
         return f"pretrained_weights: {out / WEIGHTS}"
 
-    def cka(self, start: Any, held: list[Any], device: torch.device, sample: int
+    def cka(self, start: Any, out: Path, held: list[Any], device: torch.device, sample: int
             ) -> dict[str, float] | None:
         """CKA of each layer group's features on the held-out images against ``start`` (the
         backbone before pretraining)."""
