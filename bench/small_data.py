@@ -28,7 +28,8 @@ Rows, each in a child process of its own (``common.run_row``), each with a fresh
   (``source``, ``test``, ``seed``, ``image_size`` for images); every other setting is
   TransferConfig's default: ``all_frozen``, whose linear head a convex solver fits on the cached
   pooled features (the L2 strength chosen on validation, or by 5-fold cross-validation on the
-  training split when validation has fewer than 20 examples).
+  training split when validation has fewer than 50 examples; the runs in bench/README.md
+  before 2026-12-03 chose on validation from 20).
 - tlkit auto: the same with ``freeze_strategy: auto``; the strategy it chose goes in the notes.
 - LR on frozen features: scikit-learn's LogisticRegression on the same pooled frozen features
   (computed by tlkit's own path: ``tlkit.diagnose.inputs.prepare`` for the splits, backbone and

@@ -13,9 +13,9 @@ halving (Jamieson & Talwalkar, 2016; Li et al., 2017): every candidate trains a 
 epochs and of ``min_steps``, the better half by validation loss trains twice as long, and the
 best is the fine-tuning pick. When only one candidate's trials and training fit the budget, it
 is the pick without trials; when the validation split is too small to tell trials apart (fewer
-than ``MIN_VAL`` examples), the pick is the first candidate, in the order above, whose training
-fits the budget: ``top_n_unfrozen`` first, the cheapest (its frozen bottom is computed once,
-``tlkit.cache``). In bench/small_data.py's run 3 (bench/README.md) it beat the frozen head
+than ``MIN_TRIAL_VAL`` examples), the pick is the first candidate, in the order above, whose
+training fits the budget: ``top_n_unfrozen`` first, the cheapest (its frozen bottom is computed
+once, ``tlkit.cache``). In bench/small_data.py's run 3 (bench/README.md) it beat the frozen head
 on both text sets at 100 and 1,000 labels (by 1.7 to 4.3 points) and on Fashion-MNIST at
 1,000, and lost to it by 2.9 points on Fashion-MNIST at 100 labels, where no trial could tell.
 
@@ -72,7 +72,6 @@ from tlkit.run.prepare import check_length, training_data
 from tlkit.rundir import RunDir
 from tlkit.train.evaluate import example_losses
 from tlkit.train.feed import Feed
-from tlkit.train.head_solver import MIN_VAL
 from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import TrainData, fit
 from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
@@ -87,6 +86,7 @@ PIXELS = "pixels"
 RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
 MARGIN = 2.0  # paired standard errors the frozen head must beat the fine-tuning pick by
 BACKWARD = 2.0  # a backward pass costs about two forwards
+MIN_TRIAL_VAL = 20  # fewer validation examples: no trials, the first candidate that fits
 # Fine-tuning rates and length per modality, where the user's config leaves the key unset: a new
 # head learns fast, the pretrained layers slowly and slower toward the input (bench/strategies.py's
 # rates for MiniLM and MobileNetV2).
@@ -333,13 +333,14 @@ def _pick(base: _Base, alive: list[str], costs: dict[str, float], scores: dict[s
     if not alive:
         return "all_frozen", ["no fine-tuning candidate fits the budget: the frozen head's "
                               "convex solve is the pick"]
-    if len(base.data.val) < MIN_VAL:
+    if len(base.data.val) < MIN_TRIAL_VAL:
         pick = alive[0]
         trials.extend(Trial(c, -1, 0, 0, note=f"not tried: {pick} comes first") for c in alive[1:])
         trials.append(Trial(pick, -1, 0, 0, note=f"picked without a trial, estimated "
                                                   f"{costs[pick]:.1f} s of training"))
         return pick, [f"the validation split has {len(base.data.val)} examples, fewer than "
-                      f"{MIN_VAL}: too few to tell trials apart, so no trial ran; {pick} is the "
+                      f"{MIN_TRIAL_VAL}: too few to tell trials apart, so no trial ran; {pick} "
+                      "is the "
                       "first fine-tuning candidate (in the order top_n_unfrozen, lp_ft, none, "
                       "lora) whose training fits the budget"]
     best = _halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event)
