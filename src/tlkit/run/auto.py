@@ -340,9 +340,8 @@ def _pick(base: _Base, alive: list[str], costs: dict[str, float], scores: dict[s
                                                   f"{costs[pick]:.1f} s of training"))
         return pick, [f"the validation split has {len(base.data.val)} examples, fewer than "
                       f"{MIN_TRIAL_VAL}: too few to tell trials apart, so no trial ran; {pick} "
-                      "is the "
-                      "first fine-tuning candidate (in the order top_n_unfrozen, lp_ft, none, "
-                      "lora) whose training fits the budget"]
+                      "is the first fine-tuning candidate (in the order top_n_unfrozen, lp_ft, "
+                      "none, lora) whose training fits the budget"]
     best = _halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event)
     if best is None:  # one candidate's training fits, but not its trial as well
         pick = alive[0]
