@@ -11,8 +11,9 @@ tlkit fits the same config twice on them: from ``minilm-l6`` and from the contin
 Each fit: ``data.source`` the labelled CSV, ``data.test`` the test CSV, tlkit's default
 validation share (0.1), ``--strategy`` (default ``none``, full fine-tuning, at
 bench/adaptation.py's rates for this set: head 1e-2, backbone 1e-4 with layer decay 0.8, 5
-epochs, batch 16, bf16; ``all_frozen`` fits a converged linear head on the frozen features at
-tlkit's defaults), the seed in ``data.seed`` and ``transfer_config.seed``.
+epochs, batch 16, mixed precision: fp32 on a CPU without native bf16; ``all_frozen`` fits a
+converged linear head on the frozen features at tlkit's defaults), the seed in ``data.seed``
+and ``transfer_config.seed``.
 
 Images (``--data fashion_mnist``): the target is a sample of ``--pretrain-examples`` of
 Fashion-MNIST's 60,000 training images, unlabelled; ``tlkit pretrain`` continues MobileNetV2's
@@ -260,7 +261,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, argv: list[str], n
             f"- fine-tuning: {args.labels} labels per seed (tlkit's default validation share "
             f"of them), freeze_strategy {args.strategy} "
             + ("at bench/adaptation.py's rates (head 1e-2, backbone 1e-4 decay 0.8, 5 epochs, "
-               "batch 16, bf16)" if args.strategy == "none" else "at tlkit's defaults")
+               "batch 16, mixed precision: fp32 on a CPU without native bf16)"
+               if args.strategy == "none" else "at tlkit's defaults")
             + f", max length {args.max_length}; "
             f"test: {n_test:,} snippets, the same for every fit.")
     lines.append(
