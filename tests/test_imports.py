@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("tlkit.errors", "tlkit.tensors", "tlkit.device", "tlkit.files", "tlkit.metrics",
-     "tlkit.token_rows", "tlkit.distributed"),
+     "tlkit.token_rows", "tlkit.distributed", "tlkit.threads"),
     ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.lora",
      "tlkit.strategies"),
     ("tlkit.config",),

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.threads import one_blas_thread
+
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
                  eval_y: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -31,7 +33,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
     else:  # a class with one example: no cross-validation possible
         clf = LogisticRegression(C=0.1, max_iter=500, random_state=seed)
     model = make_pipeline(StandardScaler(), clf)
-    with warnings.catch_warnings():  # sklearn's deprecation and convergence chatter
+    with warnings.catch_warnings(), one_blas_thread():  # and sklearn's deprecation chatter
         warnings.simplefilter("ignore")
         model.fit(train_x.astype(np.float64), train_y)
     return {

@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
+from tlkit.threads import one_blas_thread
 from tlkit.token_rows import KEPT, TAG
 
 # Inverse L2 strengths tried (sklearn's C; ridge uses alpha = 1 / C).
@@ -63,7 +64,7 @@ def _fit(task: str, x: np.ndarray, y: np.ndarray, c: float, n_out: int,
          weights: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(weight (n_out, d), bias (n_out,)) of the convex problem at strength ``c`` on
     standardised ``x``."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_blas_thread():
         # many classes with one example each look like regression targets to scikit-learn
         warnings.filterwarnings("ignore", message="The number of unique classes")
         return _fit_quietly(task, x, y, c, n_out, weights)
