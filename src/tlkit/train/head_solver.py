@@ -36,8 +36,9 @@ C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # Fewer validation examples: choose by cross-validation on the training split (and, when the
 # head is refitted on every label, the validation split too). On 20 validation examples the
 # loss picked C 1e-3 on some 200-label draws of Rotten Tomatoes (MiniLM features), 4 to 5 points
-# below a plain logistic regression; 5-fold cross-validation over the 200 gained 1.1 points on
-# average over 8 draws and halved their spread, and from 50 examples on the two agree.
+# below a plain logistic regression; 5-fold cross-validation over the 200 gained 0.87 points on
+# average over 8 draws and halved their spread, and from 50 examples on the two agree
+# (bench/head_strength.py, bench/README.md).
 MIN_VAL = 50
 FOLDS = 5
 
