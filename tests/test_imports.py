@@ -14,12 +14,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("tlkit.errors", "tlkit.tensors", "tlkit.device", "tlkit.files", "tlkit.metrics",
-     "tlkit.token_rows", "tlkit.distributed", "tlkit.threads"),
+     "tlkit.token_rows", "tlkit.distributed", "tlkit.threads", "tlkit.outputs"),
     ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.lora",
      "tlkit.strategies"),
     ("tlkit.config",),
     ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.variants", "tlkit.rundir",
-     "tlkit.saved", "tlkit.model_json", "tlkit.tensorboard", "tlkit.tracking"),
+     "tlkit.saved", "tlkit.model_json", "tlkit.summary_json", "tlkit.tensorboard",
+     "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.adapt", "tlkit.diagnose"),
     ("tlkit.run",),

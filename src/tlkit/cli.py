@@ -118,15 +118,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    from tlkit.rundir import check_writable
+    from tlkit.outputs import check_output
 
     if os.environ.get("RANK", "0") == "0":  # before the log or TensorBoard write anything
-        check_writable(out, "run")
+        check_output(out, "run", inputs=config_inputs(args.config, cfg))
     if args.baseline:
         from tlkit.variants import check_baselines
 
         check_baselines(cfg)
     from tlkit.distributed import is_main_process, launched
+
+    # an external service is contacted now, briefly: before the model loads or the run
+    # directory is written, so that a fit that could not log is refused before it trains
+    ml = tracker(cfg, out, None) if is_main_process() else None
     from tlkit.run import fit_run
 
     if args.tensorboard:
@@ -142,13 +146,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from tlkit.tensorboard import TensorBoardLog
 
         tb = TensorBoardLog(out / "tensorboard", forward=rep)  # writes, then passes on to rep
-    ml = tracker(cfg, out, tb or rep) if is_main_process() else None
+    if ml is not None:
+        ml.forward = tb or rep
     try:
         summary = fit_run(cfg, out, resume=args.resume, event=ml or tb or rep,
                           checkpoint_every=args.checkpoint_every)
-    except BaseException:
-        if ml is not None:
-            ml.finish(None)
+    except BaseException as e:
+        if ml is not None:  # bounded, and never raises for the service: the error is e
+            ml.finish(None, interrupted=isinstance(e, (KeyboardInterrupt, Terminated)))
         raise
     finally:
         if tb is not None:
@@ -173,8 +178,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _card_after_fit(out, rep)
     if not args.no_report:
         _report_after_fit(out, rep)
-    if ml is not None:
-        ml.finish(json.loads((out / "summary.json").read_text()))
+    # a service that failed during the run was said in the log; the results stand (exit 0)
+    if ml is not None and ml.finish(json.loads((out / "summary.json").read_text())):
         rep.line(f"[tlkit] logged to MLflow: {ml.uri}, experiment {ml.experiment}, run "
                  f"{ml.run_id}")
     rep.line(f"[tlkit] run directory: {out}")
@@ -182,13 +187,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def tracker(cfg: Any, out: Path, forward: Any) -> Any:
-    """The MLflow logger the config asks for (``tracking.mlflow``), or None."""
+    """The tracker the config asks for (``tracking.mlflow``: a ``tlkit.tracking.Tracker``),
+    already contacted (its ``check``: a UserError when it cannot be used), or None."""
     if cfg.tracking.mlflow is None:
         return None
     from tlkit.tracking import MlflowLog
 
-    return MlflowLog(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, out,
-                     cfg.model_dump(mode="json"), forward=forward)
+    ml = MlflowLog(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, out,
+                   cfg.model_dump(mode="json"), forward=forward)
+    ml.check()
+    return ml
 
 
 def _card_after_fit(out: Path, rep: Reporter) -> None:
@@ -218,10 +226,14 @@ def _report_after_fit(out: Path, rep: Reporter) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tlkit.outputs import check_output, run_inputs
     from tlkit.report import write_report
     from tlkit.report.model_card import write_card
 
-    print(write_report(Path(args.run_dir), args.out))
+    run = Path(args.run_dir)
+    check_output(Path(args.out) if args.out else run / "report.html", "page",
+                 inputs=run_inputs(run), own=run, overwrite=args.overwrite)
+    print(write_report(run, args.out))
     if args.out is None:  # the report went into the run directory: the card goes beside it
         write_card(Path(args.run_dir))
     return 0
@@ -245,7 +257,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     fmt = out_format(out) if out is not None else "jsonl"  # a bad ending: refused before work
     if out is not None:
-        check_out_file(out)
+        from tlkit.outputs import existing, run_inputs
+
+        run = Path(args.run_dir)
+        check_out_file(out, inputs=[*run_inputs(run), *existing([args.data, *args.inputs])],
+                       own=run, overwrite=args.overwrite)
     calibrated = not args.no_calibration
     if args.data is not None and not args.inputs and is_unlabelled_source(args.data):
         with _progress("scoring") as advance:
@@ -297,7 +313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tlkit.export import TOLERANCE, export_run
 
     r = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None,
-                   data=args.data, check_split=args.check_split)
+                   data=args.data, check_split=args.check_split, overwrite=args.overwrite)
     print(f"exported {r.path} ({r.exporter}); description {r.meta_path}")
     print(f"max abs difference from PyTorch: {r.max_abs_diff:.3g} on {r.n_checked} examples "
           f"of {r.check_data} (tolerance {TOLERANCE:g})")
@@ -341,12 +357,31 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_json(path: str | None, obj: object) -> None:
-    if path:
-        from pathlib import Path
+def config_inputs(config: str, cfg: Any) -> list[Path]:
+    """What a command on ``config`` reads: the YAML file and the files its keys name (the
+    output rule never writes over them)."""
+    from tlkit.outputs import config_inputs as named
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return [Path(config), *named(cfg.model_dump())]
+
+
+def _check_results(args: argparse.Namespace, cfg: Any, kind: str) -> None:
+    """A command's --json (and --html) files, checked by the output rule before any work."""
+    from tlkit.outputs import check_output
+
+    read = config_inputs(args.config, cfg)
+    if args.json:
+        check_output(Path(args.json), kind, flag="--json", inputs=read, overwrite=args.overwrite)
+    if getattr(args, "html", None):
+        check_output(Path(args.html), "page", flag="--html", inputs=read,
+                     overwrite=args.overwrite)
+
+
+def _write_json(path: str | None, obj: object, kind: str) -> None:
+    if path:
+        from tlkit.outputs import write_json
+
+        write_json(path, obj, kind)
 
 
 def _sequence_only(cfg: Any, command: str) -> None:
@@ -363,12 +398,13 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     _sequence_only(cfg, "rank")
+    _check_results(args, cfg, "rank")
     candidates = parse_candidates(args.backbones)
     from tlkit.diagnose.rank import rank
 
     result = rank(cfg, candidates, probe=args.probe, log=Reporter().line)
     print(format_rank(result))
-    _write_json(args.json, result)
+    _write_json(args.json, result, "rank")
     if args.html:
         from tlkit.report import write_rank_page
 
@@ -381,11 +417,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     _sequence_only(cfg, "probe")
+    _check_results(args, cfg, "probe")
     from tlkit.diagnose.probe_run import format_probe_run, probe_run
 
     result = probe_run(cfg, log=Reporter().line)
     print(format_probe_run(result))
-    _write_json(args.json, result)
+    _write_json(args.json, result, "probe")
     return 0
 
 
@@ -394,6 +431,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     _sequence_only(cfg, "advise")
+    _check_results(args, cfg, "advise")
     from tlkit.advise import format_advice, gather, measure, measure_adaptation, recommend
 
     rep = Reporter()
@@ -405,7 +443,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     print(format_advice(adv, ev, args.config))
     from dataclasses import asdict
 
-    _write_json(args.json, {"advice": adv.to_dict(), "evidence": asdict(ev)})
+    _write_json(args.json, {"advice": adv.to_dict(), "evidence": asdict(ev)}, "advise")
     return 0
 
 
@@ -421,9 +459,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = ([s.strip() for s in args.strategies.split(",") if s.strip()]
              if args.strategies else [*strategies.names(), "auto"])
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-compare"
-    from tlkit.rundir import check_writable
+    from tlkit.outputs import check_output
 
-    check_writable(out, "compare")  # before advise's measurements
+    check_output(out, "compare", inputs=config_inputs(args.config, cfg))  # before advise
     rep = Reporter()
     advice = None
     if not args.no_advise:
@@ -437,7 +475,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text = format_leaderboard(result)
     print(text)
     (out / "leaderboard.md").write_text(text + "\n")
-    _write_json(str(out / "compare.json"), result)
+    _write_json(str(out / "compare.json"), result, "compare result")
     from tlkit.report import write_compare_page
 
     write_compare_page(result, out / "compare.html")
@@ -450,6 +488,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    from tlkit.outputs import check_output
+
+    check_output(Path(args.out), "pretrain", inputs=config_inputs(args.config, cfg))
     from tlkit.adapt.pretrain import pretrain
 
     result = pretrain(cfg, Path(args.out), log=Reporter().line, resume=args.resume,
@@ -471,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 Subparsers = Any  # argparse's _SubParsersAction, a private class
+
+
+def _overwrite_flag(sp: argparse.ArgumentParser, help_: str) -> None:
+    """The output rule's one way past a refusal (tlkit.outputs): an existing file the user
+    names, never an input, a folder or a file in a run directory."""
+    sp.add_argument("--overwrite", action="store_true", help=help_)
 
 
 def _config_commands(sub: Subparsers) -> None:
@@ -522,13 +569,18 @@ def _config_commands(sub: Subparsers) -> None:
                     help="also a linear probe per candidate, and Kendall's tau against it")
     sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     sp.add_argument("--html", metavar="FILE", help="also write the result as an HTML page")
+    _overwrite_flag(sp, "replace the --json / --html files if they exist and tlkit cannot "
+                    "tell it wrote them (never an input of the command, nor a file in a run "
+                    "directory)")
     sp.set_defaults(func=cmd_rank)
     sp = with_config("probe", "a linear probe at each layer group (and divergence to "
                      "diagnostics.reference where given)")
     sp.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    _overwrite_flag(sp, "replace the --json file if it exists and tlkit cannot tell it wrote it")
     sp.set_defaults(func=cmd_probe)
     sp = with_config("advise", "recommended strategy and settings, with the evidence")
     sp.add_argument("--json", metavar="FILE", help="also write the advice and evidence as JSON")
+    _overwrite_flag(sp, "replace the --json file if it exists and tlkit cannot tell it wrote it")
     sp.add_argument("--table-only", action="store_true",
                     help="advise from the probes and the concept's table alone, without the "
                     "trials of freeze_strategy auto")
@@ -569,12 +621,15 @@ def _run_commands(sub: Subparsers) -> None:
     sp.add_argument("--no-calibration", action="store_true",
                     help="raw probabilities: no temperature (single-label) and threshold 0.5 "
                     "(multi-label) in place of those fitted on the run's validation split")
+    _overwrite_flag(sp, "replace the --out file if it exists (never the --data file, nor a "
+                    "file in a run directory)")
     sp.set_defaults(func=cmd_predict)
     sp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page with "
                         "the plan, the curves and the diagnostics of a finished run")
     sp.add_argument("run_dir")
     sp.add_argument("--out", metavar="FILE", help="write the page here instead (for a run "
                     "directory that is read-only)")
+    _overwrite_flag(sp, "replace the --out file if it exists and is not a page tlkit wrote")
     sp.set_defaults(func=cmd_report)
     sp = sub.add_parser("export", help="the run's model as ONNX, TorchScript, or a "
                         "transformers / timm / PEFT folder, checked against PyTorch")
@@ -592,6 +647,9 @@ def _run_commands(sub: Subparsers) -> None:
                        "(train/val/test) or source (default: val)")
     check.add_argument("--check-split", choices=["train", "val", "test"],
                        help="check on every example of this split of the run's data")
+    _overwrite_flag(sp, "replace the --out file (onnx, torchscript) if it exists and tlkit "
+                    "cannot tell it exported it; never a folder, the run, or a file in a run "
+                    "directory")
     sp.set_defaults(func=cmd_export)
 
 

@@ -23,7 +23,6 @@ recommends.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,11 @@ from tlkit.config import AUTO, Config, dump_config
 from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
+from tlkit.outputs import check_output, claim, config_inputs
 from tlkit.run import fit_run, test_predictions
 from tlkit.run.adapt_auto import format_record, run_trials, source_only
 from tlkit.run.baseline import fit_on_splits
-from tlkit.rundir import check_writable, claim
+from tlkit.summary_json import read_summary
 from tlkit.variants import check_comparable, variant
 
 Log = Callable[[str], None]
@@ -54,7 +54,9 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
                         f"{', '.join(known)}")
     check_comparable(cfg, "compare")
     out = Path(out)
-    check_writable(out, "compare")
+    # the output rule (tlkit.outputs): never a run directory or another tlkit folder, a user's
+    # folder, or the config's data
+    check_output(out, "compare", inputs=config_inputs(cfg.model_dump()))
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "
                         "another --out (nothing was changed)")
@@ -91,7 +93,7 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             from tlkit.report.model_card import write_card
 
             write_card(run_dir)  # each variant is a run directory like fit's, card included
-        results[s] = {"summary": json.loads(summary_path.read_text()), "pred": test_predictions(run_dir)}
+        results[s] = {"summary": read_summary(run_dir), "pred": test_predictions(run_dir)}
 
     scratch_pred = results["scratch"]["pred"]
     scratch_ok = scratch_pred[0].argmax(1) == scratch_pred[1]

@@ -8,6 +8,7 @@ any model or data loads. Every user mistake becomes a ``UserError`` whose messag
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,8 @@ AUTO = "auto"  # freeze_strategy: chosen by measurement at fit time (tlkit.run.a
 
 # numpy, scikit-learn and torch take seeds in [0, 2**32): refuse others at load time.
 SEED_MAX = 2**32 - 1
+# A class weight above this overflows the loss of a few thousand examples in float32.
+MAX_CLASS_WEIGHT = 1e6
 
 
 class UnfreezeStep(Strict):
@@ -87,6 +90,13 @@ class CacheConfig(Strict):
     enabled: bool = True
     max_mb: int = Field(default=2048, ge=1, le=1_000_000)
     disk: bool = True
+
+    @model_validator(mode="after")
+    def _cap_used(self) -> "CacheConfig":
+        if not self.enabled and self.max_mb != 2048:
+            raise ValueError("cache.max_mb caps the activation cache, which cache.enabled: "
+                             "false turns off; remove max_mb, or set enabled: true")
+        return self
 
 
 class TransferConfig(Strict):
@@ -153,11 +163,39 @@ class TransferConfig(Strict):
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_names(cls, v: Any) -> Any:
+        # YAML reads `{0: 20}` with the number 0, where the class is the label text "0", and
+        # `{yes: 2}` with True: numbers name their text; a boolean or null name is ambiguous.
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for k, w in v.items():
+            if isinstance(k, bool) or k is None:
+                raise ValueError(f"the class name {k!r} was read by YAML as "
+                                 f"{'a boolean' if k is not None else 'null'}; quote it, e.g. "
+                                 "{'yes': 2.0}")
+            if isinstance(w, float) and not math.isfinite(w):
+                raise ValueError(f"the weight of class {str(k)!r} is {w}; give a finite number "
+                                 "of 0 or more")
+            out[str(k) if isinstance(k, (int, float)) else k] = w
+        return out
+
     @field_validator("class_weights")
     @classmethod
     def _positive_weights(cls, v: Any) -> Any:
         if isinstance(v, dict) and any(not (w >= 0) for w in v.values()):
             raise ValueError("class weights must be numbers of 0 or more, e.g. {rare: 5.0}")
+        if isinstance(v, dict) and any(w > MAX_CLASS_WEIGHT for w in v.values()):
+            raise ValueError(f"class weights are at most {MAX_CLASS_WEIGHT:g} (a larger one "
+                             "overflows the loss); weights are relative: scale them all down")
+        if isinstance(v, dict) and v and not any(v.values()):
+            # every named class 0: the solver fails, SGD's loss is 0 / 0
+            raise ValueError(
+                "every class weight given is 0: a class of weight 0 does not count in the loss, "
+                "so these would leave only the classes not named (weight 1), or none; give the "
+                "classes that should count a positive weight, e.g. {rare: 5.0, common: 1.0}")
         return v
 
     @field_validator("source_model")
@@ -345,6 +383,10 @@ class DataConfig(Strict):
     # A column of the source naming each example's subgroup (CSV/JSONL/Parquet sources): the
     # test metrics are then also given per subgroup.
     group_column: str | None = None
+    # Rows whose label says "no label" (an empty cell, null, NaN, a datasets ClassLabel -1):
+    # refuse (exit 2 with their count and rows) or drop them (the count is logged and kept in
+    # summary.json's data.unlabelled_dropped), in every source, validation and test set.
+    unlabelled: Literal["refuse", "drop"] = "refuse"
 
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
@@ -356,6 +398,10 @@ class DataConfig(Strict):
         if self.text_pair_column is not None and self.image_column is not None:
             raise ValueError("data.text_pair_column pairs two texts; it does not go with "
                              "data.image_column: remove one of them")
+        if self.label_separator != "|" and self.task != "multi_label":
+            raise ValueError(f"data.label_separator splits a cell into several labels, which "
+                             f"only data.task multi_label does; task {self.task} would ignore "
+                             "it: remove it (or set task: multi_label)")
         return self
 
 
@@ -390,6 +436,11 @@ class DiagnosticsConfig(Strict):
     # pretrained one) and LoRA's matrices (default 10x backbone_lr, one rate for all layers).
     scratch_lr: float | None = Field(default=None, gt=0, le=10)
     lora_lr: float | None = Field(default=None, gt=0, le=10)
+    # data.source, data.validation and data.test naming the same data (one file by any
+    # spelling, byte-identical files, folders of identical files) is refused before anything
+    # trains; true runs anyway. Rows shared between the splits are counted either way
+    # (summary.json's data.overlap).
+    allow_overlap: bool = False
 
 
 class PretrainConfig(Strict):
@@ -447,6 +498,9 @@ class AdaptationConfig(Strict):
         if self.method != "none" and self.target is None:
             raise ValueError(f"adaptation method {self.method} needs unlabelled target data: "
                              "add adaptation.target with a source, e.g. {source: my_images/}")
+        if self.target_limit is not None and self.target is None:
+            raise ValueError("adaptation.target_limit samples the target data, but there is no "
+                             "adaptation.target: remove target_limit, or add a target")
         return self
 
 
@@ -476,6 +530,11 @@ class Config(Strict):
             raise ValueError(
                 f"sampler balanced draws each class equally often, which needs single-label "
                 f"data; data.task is {self.data.task}: set sampler: shuffle")
+        if self.transfer_config.class_weights != "none" and self.data.task in (
+                "multi_label", "regression"):
+            raise ValueError(
+                f"transfer_config.class_weights weighs the classes of single-label (and token) "
+                f"classification; data.task {self.data.task} would ignore it: remove it")
         return self
 
     @model_validator(mode="after")

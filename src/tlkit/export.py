@@ -38,8 +38,10 @@ from torch import nn
 from tlkit.data import build_collate, build_dataset
 from tlkit.errors import UserError, require
 from tlkit.lora import merge_lora
+from tlkit.outputs import (MARKER, check_output, claim, existing, folder_kind, new_id,
+                           run_inputs, sha256_of)
 from tlkit.run.inference import data_for
-from tlkit.rundir import MARKER, RunDir
+from tlkit.rundir import RunDir
 from tlkit.saved import load_model
 from tlkit.train.batches import batches_of
 
@@ -98,8 +100,14 @@ def default_output(run_dir: Path, fmt: str) -> Path:
 
 
 def description_path(path: Path) -> Path:
-    """model.onnx -> model.onnx.json (an ONNX and a TorchScript export can share a folder)."""
+    """model.onnx -> model.onnx.json (an ONNX and a TorchScript export can share a folder); the
+    folder hf -> hf.json."""
     return path.with_name(path.name + ".json")
+
+
+def tokenizer_path(path: Path) -> Path:
+    """model.onnx -> model.tokenizer: where a text model's tokenizer goes beside the file."""
+    return path.with_name(path.stem + ".tokenizer")
 
 
 def _check_args(run_dir: Path, fmt: str) -> None:
@@ -139,8 +147,7 @@ def _quiet() -> Any:
 
 def _export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str],
                  path: Path) -> str:
-    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    external = n_bytes > 1_800_000_000  # ONNX's protobuf limit is 2 GB; else one file
+    external = _onnx_external(module)  # else one file
     batch = torch.export.Dim("batch")
     seq = torch.export.Dim("sequence")
     shapes = [{0: batch} if x.dim() == 4 else {0: batch, 1: seq} for x in example]
@@ -234,16 +241,14 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
                  ) -> dict[str, Any]:
     prep = dict(saved.meta["preprocessing"])
     if prep.get("kind") == "text":
-        tok = path.with_name(path.stem + ".tokenizer")
+        tok = tokenizer_path(path)
         if tok.exists():
-            if not (tok / MARKER).is_file():  # never delete a folder tlkit did not write
-                raise UserError(f"{tok} exists and is not a tokenizer folder tlkit exported; "
-                                "move it, or give --out another name (the exported model "
-                                f"{path} is written; its tokenizer and description are not)")
+            # tlkit's own tokenizer folder of an earlier export (check_output proved it before
+            # any work: a folder it did not write is refused then)
+            check_output(tok, "export", nested=True)
             shutil.rmtree(tok)
-        saved_tok = Path(saved.preprocessing.tokenizer)
-        shutil.copytree(saved_tok, tok)
-        (tok / MARKER).write_text(json.dumps({"made_by": "tlkit", "kind": "export"}) + "\n")
+        claim(tok, "export", what="tokenizer")  # marked before anything is copied into it
+        shutil.copytree(Path(saved.preprocessing.tokenizer), tok, dirs_exist_ok=True)
         prep["tokenizer"] = tok.name  # relative to this file's folder
         inputs: list[dict[str, Any]] = [{"name": n, "dtype": "int64",
                                          "shape": ["batch", "sequence"]} for n in names]
@@ -255,7 +260,7 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
                "multi_label": "logits; sigmoid gives each label's probability",
                "regression": "the predicted values"}.get(saved.task, "the model's outputs")
     return {
-        "format": fmt, "file": path.name, "exporter": exporter,
+        "format": fmt, "file": path.name, "exporter": exporter, "made_by": "tlkit",
         "inputs": inputs,
         "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", n_out],
                      "meaning": meaning}],
@@ -272,13 +277,13 @@ def _export_folder(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, ch
 
     from tlkit.ecosystem import export_folder
 
-    if out.exists() and (out.is_file() or (any(out.iterdir()) and not (out / MARKER).is_file())):
-        raise UserError(f"{out} exists and is not a folder tlkit exported; move it, or give "
-                        "--out another folder (nothing was written)")
     if out.exists():
-        shutil.rmtree(out)  # tlkit's own earlier export of this run: replaced whole
+        # tlkit's own earlier export (check_output proved it before any work): replaced whole
+        check_output(out, "export", nested=True)
+        shutil.rmtree(out)
     raw = yaml.safe_load(RunDir(run_dir).config.read_text()) if RunDir(run_dir).config.is_file() \
         else {}
+    claim(out, "export", format=fmt, run=str(run_dir))  # marked before the export writes
     try:
         with _quiet():
             runner = export_folder(saved, fmt, out, raw or {})
@@ -286,12 +291,11 @@ def _export_folder(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, ch
         if out.exists() and not any(p.name != MARKER for p in out.iterdir()):
             shutil.rmtree(out)
         raise
-    (out / MARKER).write_text(json.dumps({"made_by": "tlkit", "kind": "export"}) + "\n")
     n, diff = _check(saved, runner, check_data, None if check_split else CHECK_BATCH)
-    meta_path = out.with_name(out.name + ".json")
+    meta_path = description_path(out)
     meta_path.write_text(json.dumps({
         "format": fmt, "file": out.name, "exporter": f"tlkit.ecosystem ({fmt})",
-        "task": saved.task, "labels": saved.classes,
+        "made_by": "tlkit", "task": saved.task, "labels": saved.classes,
         "check": {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}},
         indent=2) + "\n")
     if not diff <= TOLERANCE:
@@ -316,18 +320,58 @@ def _check_writable(out: Path) -> None:
                         "(nothing was written)")
 
 
+def _modality(run_dir: Path) -> str | None:
+    """The run's input kind from model/model.json, read without loading the model (None where
+    it cannot be read: load_model says why later)."""
+    try:
+        meta = json.loads((run_dir / "model" / "model.json").read_text(encoding="utf-8"))
+        return str(meta["preprocessing"]["kind"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_outputs(run_dir: Path, fmt: str, out: Path, data: str | None = None,
+                  overwrite: bool = False) -> None:
+    """Every path the export of ``run_dir`` to ``out`` writes, checked by the output rule
+    (``tlkit.outputs``) before the model loads: the file or folder, its description beside it,
+    a text model's tokenizer folder. Never the run itself or another run, nor a folder or file
+    tlkit did not write (a file: unless ``overwrite``)."""
+    inputs = [*run_inputs(run_dir), *existing([data])]
+    rule: dict[str, Any] = {"inputs": inputs, "own": run_dir}
+    if fmt in FOLDER_FORMATS:
+        check_output(out, "export", overwrite=overwrite, **rule)
+    else:
+        check_output(out, "model", overwrite=overwrite, example=f"model{SUFFIX[fmt]}", **rule)
+        tok = tokenizer_path(out)
+        if _modality(run_dir) != "image":
+            if tok.exists() and folder_kind(tok) != "export":
+                raise UserError(f"{tok} exists and is not a tokenizer folder tlkit exported (the "
+                                "export writes the tokenizer there); move it, or give --out "
+                                "another name (nothing was written)")
+            check_output(tok, "export", side_of=out, **rule)
+    check_output(description_path(out), "description", side_of=out, **rule)
+
+
+def _onnx_external(module: nn.Module) -> bool:
+    """ONNX's protobuf limit is 2 GB: a bigger model's weights go to a file beside it."""
+    return sum(p.numel() * p.element_size() for p in module.parameters()) > 1_800_000_000
+
+
 def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
-               data: str | None = None, check_split: str | None = None) -> ExportResult:
+               data: str | None = None, check_split: str | None = None,
+               overwrite: bool = False) -> ExportResult:
     """Export the model of ``run_dir`` and check it against PyTorch.
 
     The check runs on the first ``CHECK_BATCH`` examples of ``data`` (a split name or a source,
     as ``tlkit predict --data`` takes it; default the validation split), or on every example
     of ``check_split``. Raises UserError if the outputs differ by more than ``TOLERANCE``.
+    ``overwrite``: replace an existing file at ``out`` that tlkit cannot prove it exported.
     """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else default_output(run_dir, fmt)
     _check_writable(out)
     _check_args(run_dir, fmt)
+    check_outputs(run_dir, fmt, out, data, overwrite)  # before the model loads
     if fmt == "onnx":
         require(("onnx", "onnxscript", "onnxruntime"), "export", "ONNX export")
     if data is not None and check_split is not None:
@@ -354,23 +398,30 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
         merge_lora(exported)  # plain layers: what a runtime without PEFT can run
     names, example = _inputs(saved)
     module = _wrap(exported, saved.preprocessing.kind)
-    tok = out.with_name(out.stem + ".tokenizer")
-    if saved.preprocessing.kind == "text" and tok.exists() and not (tok / MARKER).is_file():
-        raise UserError(f"{tok} exists and is not a tokenizer folder tlkit exported (the export "
-                        "writes the tokenizer there); move it, or give --out another name "
-                        "(nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        exporter = _export_onnx(module, example, names, out)
-    else:
-        exporter = _export_torchscript(module, example, out)
-
-    n, diff = _check(saved, _Runner(fmt, out, names), check_data,
-                     None if check_split else CHECK_BATCH)
-    desc = _description(saved, fmt, out, names, exporter)
-    desc["check"] = {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}
-    meta_path = description_path(out)
-    meta_path.write_text(json.dumps(desc, indent=2, default=str) + "\n")
+    # Written under a temporary name, renamed once checked and described: a file at ``out`` is
+    # whole, and its description (with its checksum) proves it tlkit's to the next export. An
+    # ONNX model over 2 GB keeps its weights in a file named after it: written in place.
+    direct = fmt == "onnx" and _onnx_external(module)
+    written = out if direct else out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        if fmt == "onnx":
+            exporter = _export_onnx(module, example, names, written)
+        else:
+            exporter = _export_torchscript(module, example, written)
+        n, diff = _check(saved, _Runner(fmt, written, names), check_data,
+                         None if check_split else CHECK_BATCH)
+        desc = _description(saved, fmt, out, names, exporter)
+        desc["check"] = {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}
+        desc["sha256"] = sha256_of(written)
+        desc["id"] = new_id()
+        meta_path = description_path(out)
+        meta_path.write_text(json.dumps(desc, indent=2, default=str) + "\n")
+        if written != out:
+            os.replace(written, out)
+    finally:
+        if written != out and written.exists():
+            written.unlink()
     if not diff <= TOLERANCE:
         raise UserError(
             f"the exported model differs from PyTorch by up to {diff:.3g} on {n} examples of "

@@ -16,63 +16,20 @@ from filelock import FileLock, Timeout
 
 from tlkit.errors import UserError
 from tlkit.files import atomic_write, remove_leftovers, write_error
+from tlkit.outputs import MARKER, check_output, claim, owned
 
 
-# The file that makes a folder tlkit's: written when tlkit creates a run directory (or takes an
-# empty folder for one). tlkit writes into, and deletes inside, only folders that hold it.
-MARKER = ".tlkit"
-
-
-def owned(path: Path, kind: str) -> bool:
-    """``path`` is a folder tlkit created for ``kind`` ("run", "compare"): it holds the marker
-    naming that kind, or (made by a tlkit before the marker) a run directory's lock file and
-    config.yaml, which only fit writes together, or a compare folder's run directories."""
-    marker = path / MARKER
-    if marker.is_file():
-        try:
-            return json.loads(marker.read_text()).get("kind") == kind
-        except (OSError, ValueError, AttributeError):
-            return False
-    if kind == "compare":  # a compare folder of a tlkit before the marker: its runs are
-        try:
-            return any(owned(child, "run") for child in path.iterdir() if child.is_dir())
-        except OSError:
-            return False
-    return kind == "run" and (path / ".lock").is_file() and (path / "config.yaml").is_file()
+# Where tlkit may write (its marker, what it owns, the one rule every command checks) is
+# tlkit.outputs; these names stay here for the run directory's callers.
+__all__ = ["MARKER", "RunDir", "check_writable", "claim", "owned"]
 
 
 def check_writable(path: Path, kind: str, flag: str = "--out") -> None:
     """Refuse (before anything is written) a ``path`` that is a non-empty folder tlkit did not
-    create for ``kind``: tlkit never writes into, or deletes from, a user's folder."""
-    if not path.is_dir() or owned(path, kind):
-        return
-    try:
-        # the marker being written (another process of the same launch claims the folder) and
-        # the lock are tlkit's own, not the user's
-        entries = sorted(e.name for e in path.iterdir()
-                         if e.name != ".lock" and not e.name.startswith(f"{MARKER}.tmp")
-                         and not e.name.startswith(f".{MARKER}.tmp"))
-    except OSError as e:
-        raise UserError(f"cannot read {flag} {path} ({e.strerror or e}); choose another "
-                        f"{flag}") from None
-    if entries:
-        shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
-        raise UserError(f"{flag} {path} is a folder tlkit did not create, and it is not empty "
-                        f"({len(entries)} entries: {shown}); tlkit writes only into a new or "
-                        f"empty folder, or one of its own: choose another {flag} (nothing was "
-                        "changed)")
-
-
-def claim(path: Path, kind: str) -> None:
-    """Create ``path`` (or take it, empty) for ``kind`` and mark it as tlkit's."""
-    check_writable(path, kind)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not (path / MARKER).is_file():
-            atomic_write(path / MARKER, lambda tmp: tmp.write_text(
-                json.dumps({"made_by": "tlkit", "kind": kind}) + "\n"))
-    except OSError as e:
-        raise write_error(path, e) from None
+    create for ``kind``, or a tlkit folder of another kind: the folder part of
+    ``tlkit.outputs.check_output``, for folders tlkit places itself (a compare's runs, a fit's
+    baselines and trials); a user's --out goes through the whole rule."""
+    check_output(path, kind, flag=flag, nested=True)
 
 
 class RunDir:

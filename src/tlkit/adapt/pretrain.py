@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from tlkit.config import Config
 from tlkit.data.types import LabelledData, is_pair
 from tlkit.device import autocast, pick_device
 from tlkit.errors import UserError
+from tlkit.outputs import check_output, claim, config_inputs
 from tlkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tlkit.train.schedule import lr_factor
 
@@ -63,6 +63,10 @@ _MLM_HEAD = ("cls.predictions.", "lm_head.", "generator_lm_head.", "generator_pr
 CHECKPOINT_SECONDS = 120.0
 TEXT_LR = 5e-5
 TSDAE_DELETION = 0.6  # Wang et al.'s share of deleted words
+# The fewest examples a batch of each objective may hold: a contrastive one (SimCLR, SimCSE)
+# contrasts each example with the others of its batch (alone it has no negatives, and SimCLR's
+# BatchNorm cannot train on one image); masked-LM and TSDAE learn from one text as well.
+SMALLEST_BATCH = {"simclr": 2, "simcse": 2}
 
 
 def backbone_folder(cfg: Config) -> str:
@@ -116,6 +120,7 @@ class _Objective:
     def __init__(self, kind: str, folder: str, tok: Any, cfg: Config, device: torch.device
                  ) -> None:
         self.kind, self.tok, self.device = kind, tok, device
+        self.min_batch = SMALLEST_BATCH.get(kind, 1)
         self.max_length = cfg.data.max_length or 128
         pc = cfg.adaptation.pretrain
         self.temperature = pc.temperature or SIMCSE_TEMPERATURE
@@ -170,13 +175,31 @@ class _Objective:
     def loss(self, texts: list[str]) -> torch.Tensor:
         if self.kind == "mlm":
             enc = self.tok(texts, truncation=True, max_length=self.max_length)
-            batch = self.collator([{"input_ids": ids} for ids in enc["input_ids"]])
+            batch = self._one_masked(self.collator([{"input_ids": ids}
+                                                    for ids in enc["input_ids"]]))
             return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
         if self.kind == "tsdae":
             return self._tsdae(texts)
         a, b = (self._tokens([delete_words(t, self.word_deletion) for t in texts])
                 for _ in range(2))
         return info_nce(self.model(a), self.model(b), self.temperature)
+
+    def _one_masked(self, batch: Any) -> Any:
+        """``batch`` with at least one token masked: the collator draws each token's mask
+        alone, and a batch of one short text often draws none (its loss is then NaN, 0/0,
+        which would turn every weight to NaN): its first ordinary token is masked then."""
+        labels, ids = batch["labels"], batch["input_ids"]
+        if bool((labels != -100).any()):
+            return batch
+        special = self.tok.get_special_tokens_mask(ids[0].tolist(),
+                                                   already_has_special_tokens=True)
+        pad = self.tok.pad_token_id
+        at = next((i for i, (sp, t) in enumerate(zip(special, ids[0].tolist(), strict=True))
+                   if not sp and t != pad), None)
+        if at is not None:
+            labels[0, at] = ids[0, at]
+            ids[0, at] = self.tok.mask_token_id
+        return batch
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tok(texts, truncation=True, max_length=self.max_length, padding="longest",
@@ -214,17 +237,29 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
                         "my_texts.csv, text_column: text}}")
     out = Path(out)
     last = out / "checkpoints" / "last.pt"
-    if resume and (out / "pretrain.json").is_file():
-        raise UserError(f"{out} holds a finished pretraining; choose another --out")
-    if out.exists() and any(out.iterdir()) and not (resume and last.is_file()):
-        raise UserError(f"{out} is not empty; choose another --out (nothing was changed)"
-                        + ("" if resume else ", or add --resume to continue a killed run"))
+    # the output rule (tlkit.outputs): a file, a run directory or another tlkit folder, a
+    # user's folder, the backbone or data it reads: refused before anything loads
+    check_output(out, "pretrain", inputs=config_inputs(cfg.model_dump()))
+    if (out / "pretrain.json").is_file():
+        raise UserError(f"{out} holds a finished pretraining; choose another --out (nothing "
+                        "was changed)")
+    if last.is_file() and not resume:
+        raise UserError(f"{out} holds a pretraining that did not finish; add --resume to "
+                        "continue it, or choose another --out (nothing was changed)")
+    if resume and not last.is_file():  # killed before its first checkpoint: resuming is starting
+        log(f"pretrain: nothing to resume in {out} (no checkpoint yet): starting from the "
+            "beginning")
+        resume = False
+    claim(out, "pretrain")  # marked as tlkit's before anything else is written
     examples, held, modality = _examples(cfg, pc, tc.seed)
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
+    # a batch too small for the objective: refused or merged, and said, before the model loads
+    examples, held, merged = _batching(cfg, modality, examples, held, log)
     obj, start, why = _objective(cfg, modality, device)
     log(f"pretrain: objective {obj.kind} ({why})")
-    total = math.ceil(len(examples) / pc.batch_size) * pc.epochs
+    bounds = batch_bounds(len(examples), pc.batch_size, obj.min_batch)
+    total = len(bounds) * pc.epochs
     params = [(n, p) for n, p in obj.model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([
         {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": pc.weight_decay},
@@ -241,7 +276,8 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     use = obj.save(out)
     result = {"from": start if isinstance(start, str) else tc.source_model,
               "objective": obj.kind, "why": why, "examples": len(examples),
-              "held_out": len(held), "epochs": pc.epochs, **_record(state),
+              "held_out": len(held), "epochs": pc.epochs, "batch_size": pc.batch_size,
+              "batches_per_epoch": len(bounds), "last_batch_merged": merged, **_record(state),
               "cka_to_start": obj.cka(start, out, held, device, 512), "out": str(out), "use": use}
     (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(last.parent)  # finished: the folder is a backbone, not a resumable run
@@ -304,16 +340,18 @@ def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
                                "best_weights": best_weights})
         clock["t0"] = clock["saved"] = time.perf_counter()
 
-    last.parent.mkdir(parents=True, exist_ok=True)
+    # each epoch's batches: a last one too small for the objective joins the one before
+    bounds = batch_bounds(len(examples), pc.batch_size, obj.min_batch)
     obj.train()
     while state["epoch"] < pc.epochs and not state["stopped_early"]:
         g = torch.Generator().manual_seed(tc.seed * 7919 + state["epoch"])
         order = torch.randperm(len(examples), generator=g).tolist()
-        for start in range(state["batch"] * pc.batch_size, len(order), pc.batch_size):
+        for b in range(state["batch"], len(bounds)):
+            lo, hi = bounds[b]
             for grp in opt.param_groups:
                 grp["lr"] = lr * lr_factor(state["step"], total, pc.warmup_steps, "linear")
             with amp:
-                loss = obj.loss([examples[i] for i in order[start:start + pc.batch_size]])
+                loss = obj.loss([examples[i] for i in order[lo:hi]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(
@@ -327,7 +365,7 @@ def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
                     f"{np.mean(state['running'][-50:]):.3f}")
             due = (state["step"] % checkpoint_every == 0 if checkpoint_every
                    else time.perf_counter() - clock["saved"] >= CHECKPOINT_SECONDS)
-            if due and start + pc.batch_size < len(order):
+            if due and b + 1 < len(bounds):
                 save()
         best_weights = _end_epoch(obj, state, held, pc, tc.seed, best_weights, log)
         save()
@@ -349,6 +387,50 @@ def _start(obj: _Objective, opt: torch.optim.Optimizer, last: Path | None,
     set_rng_state(saved["rng"])
     log(f"pretrain: resumed at epoch {saved['state']['epoch']}, step {saved['state']['step']}")
     return saved["state"], saved["best_weights"]
+
+
+def batch_bounds(n: int, size: int, smallest: int = 1) -> list[tuple[int, int]]:
+    """Each batch's (start, end) over ``n`` examples in batches of ``size``; a last batch of
+    fewer than ``smallest`` joins the one before (9 images at batch 8: one batch of 9)."""
+    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < smallest:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _batching(cfg: Config, modality: str, examples: list[Any], held: list[Any],
+              log: Callable[[str], None]) -> tuple[list[Any], list[Any], bool]:
+    """The training and held-out examples fitted to the objective's smallest batch, and
+    whether each epoch's last batch is merged into the one before (said in the log): too few
+    examples, or a batch_size under it, is a UserError; a held-out share under it trains."""
+    pc = cfg.adaptation.pretrain
+    kind = ("simclr" if modality == "image" else pc.objective if pc.objective != "auto"
+            else choose_objective(backbone_folder(cfg), "auto")[0])
+    smallest = SMALLEST_BATCH.get(kind, 1)
+    what = "image" if modality == "image" else "text"
+    why = (f"{kind} contrasts each {what} with the other {what}s of its batch"
+           + (" (and its BatchNorm layers cannot train on one image)" if kind == "simclr"
+              else ""))
+    if pc.batch_size < smallest:
+        raise UserError(f"adaptation.pretrain.batch_size is {pc.batch_size}, but {why}: set it "
+                        f"to {smallest} or more (tens to hundreds is usual)")
+    if 0 < len(held) < smallest:
+        log(f"pretrain: the held-out share is {len(held)} {what}, too few for {kind}'s loss; "
+            "it trains, and no held-out check is made")
+        examples, held = examples + held, []
+    if len(examples) < smallest:
+        target = cfg.adaptation.target
+        raise UserError(f"adaptation.target {target.source if target else ''} gives "
+                        f"{len(examples)} {what}(s) to pretrain on, but {why}: it needs at "
+                        f"least {smallest} (hundreds or more are usual); give more data in "
+                        "adaptation.target, or fine-tune without continued pretraining")
+    last = len(examples) % pc.batch_size
+    merged = len(examples) > pc.batch_size and 0 < last < smallest
+    if merged:
+        log(f"pretrain: {len(examples):,} {what}s at batch_size {pc.batch_size} leave a last "
+            f"batch of {last}, too few for {kind}; it joins the batch before (one batch of "
+            f"{pc.batch_size + last} each epoch)")
+    return examples, held, merged
 
 
 def _record(state: dict[str, Any]) -> dict[str, Any]:
@@ -394,8 +476,8 @@ def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any,
         return None
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed + 1_000_003)
-        value = float(np.mean([obj.evaluate(held[i:i + pc.batch_size])
-                               for i in range(0, len(held), pc.batch_size)]))
+        value = float(np.mean([obj.evaluate(held[a:b]) for a, b in
+                               batch_bounds(len(held), pc.batch_size, obj.min_batch)]))
     state["held_out"].append(value)
     log(f"pretrain: epoch {epoch}  loss {state['losses'][-1]:.4f}  held-out loss {value:.4f}")
     if state["best"] is None or value < state["best"]:

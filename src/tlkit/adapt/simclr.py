@@ -65,6 +65,10 @@ class SimCLRObjective:
     of images."""
 
     kind = "simclr"
+    # the fewest images a batch may hold: each is contrasted with the others of its batch,
+    # and the trainable groups' BatchNorm layers cannot train on one (tlkit.adapt.pretrain
+    # merges a smaller last batch into the one before)
+    min_batch = 2
 
     def __init__(self, cfg: Config, device: torch.device) -> None:
         tc, pc = cfg.transfer_config, cfg.adaptation.pretrain

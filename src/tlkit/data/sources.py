@@ -16,9 +16,11 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
+from tlkit.data.cells import column_image_paths, column_texts
 from tlkit.data.images import IMAGE_EXTENSIONS, drop_bad_images, is_image_file
 from tlkit.data.packaged import is_packaged, load_packaged, packaged_info, packaged_names
-from tlkit.data.targets import check_spellings, encode_targets, is_missing, sort_classes
+from tlkit.data.targets import (UnknownLabels, encode_targets, is_missing, labelled_rows,
+                                near_spellings)
 from tlkit.data.types import DataSettings, LabelledData, Modality
 from tlkit.errors import UserError
 
@@ -68,7 +70,8 @@ def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
     """``data`` with the user's own validation and test sets (``data.validation``,
     ``data.test``: files or folders read with the same column settings) in place of the cuts
     of the fractions. A single-label set whose labels include classes the training source lacks
-    adds them to the classes (the model can then be measured on them, never right)."""
+    is refused, naming the file, the classes and their near-spellings among the training
+    classes ('Fresh' for 'fresh'): a model cannot learn a class it never trains on."""
     given = {k: getattr(cfg, k, None) for k in ("validation", "test")}
     loaded: dict[str, LabelledData] = {}
     for split, source in given.items():
@@ -77,26 +80,33 @@ def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
         other = _same_settings(cfg, source)
         try:
             loaded[split] = load_source(other, data.classes)
-        except UserError:
-            if data.task != "single_label":
-                raise
-            loaded[split] = load_source(other)  # labels beyond the training source's
+        except UnknownLabels as error:
+            raise UserError(_not_in_training(split, source, cfg.source, error)) from None
         if loaded[split].modality != data.modality:
             raise UserError(f"data.{split} {source} is {loaded[split].modality} data but "
                             f"data.source is {data.modality}; give a {split} set of the same kind")
     if not loaded:
         return data
-    if data.task == "single_label":
-        assert data.classes is not None
-        union = set(data.classes).union(*(set(d.classes or []) for d in loaded.values()))
-        check_spellings(union, f"data.source with {' and '.join('data.' + k for k in loaded)}")
-        classes = sort_classes(union)
-        data = _onto_classes(data, classes)
-        loaded = {k: _onto_classes(d, classes) for k, d in loaded.items()}
     data.val = loaded.get("validation")
     if "test" in loaded:
         data.test = loaded["test"]
     return data
+
+
+def _not_in_training(split: str, source: str, train: str, error: UnknownLabels) -> str:
+    """Why a validation or test set holding classes the training source lacks is refused."""
+    what = "label" if len(error.unknown) == 1 else "labels"
+    shown = ", ".join(f"{u!r} ({error.counts[u]} row{'s' if error.counts[u] > 1 else ''})"
+                      for u in error.unknown[:5]) + (" ..." if len(error.unknown) > 5 else "")
+    hints = [h for u in error.unknown[:5] for h in near_spellings(u, error.classes)]
+    known = ", ".join(map(repr, error.classes[:20])) + (" ..." if len(error.classes) > 20 else "")
+    return (f"data.{split} {source} holds the {what} {shown}, which the training source "
+            f"(data.source {train}) does not have: a model cannot learn a class it has no "
+            f"training examples of, and every such row would count as wrong. "
+            + (f"Note: {'; '.join(hints)}. Write each class one way in both files, or "
+               if hints else "Either ")
+            + f"add training examples of it to data.source, or remove those rows from "
+            f"data.{split}. The training classes are: {known}.")
 
 
 def _same_settings(cfg: DataSettings, source: str) -> DataSettings:
@@ -124,6 +134,7 @@ def num_outputs(cfg: DataSettings) -> int:
         return len(_list_folder(Path(where)))
     path = Path(where)
     frame, label = _read_table(path, cfg, label_only=True)
+    frame, _ = _labelled(frame, label, cfg, path)
     _, found = encode_targets(
         frame[label].tolist(), cfg.task, where=f"column {label!r} of {path}", separator=cfg.label_separator
     )
@@ -343,7 +354,10 @@ def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tupl
     try:
         header = _table_header(path, fmt)
         if header is None:
-            frame = pd.read_json(path, lines=True, dtype=False)
+            try:
+                frame = pd.read_json(path, lines=True, dtype=False)
+            except Exception as error:  # noqa: BLE001 - it names a byte offset; find the line
+                raise UserError(jsonl_error(path, error)) from None
             return frame, _label_column(frame, cfg, path)
         label = _label_column(pd.DataFrame(columns=header), cfg, path)
         columns = [label] if label_only else None
@@ -359,6 +373,74 @@ def _read_table(path: Path, cfg: DataSettings, label_only: bool = False) -> tupl
         raise
     except Exception as error:  # noqa: BLE001 - every parser has its own error types
         raise UserError(f"cannot read {path} as {fmt.upper()} ({error}); fix the file or convert it.") from error
+
+
+def jsonl_error(path: Path, error: Exception) -> str:
+    """What is wrong with a JSON-lines file pandas could not parse, by its line number (pandas
+    names a byte offset, and within a chunk when it reads in chunks): the first line that is
+    not JSON, or not a JSON object."""
+    import json
+
+    where = None
+    try:
+        with _open_text(path) as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as bad:
+                    where = (f"line {number} of {path} is not valid JSON ({bad.msg} at column "
+                             f"{bad.colno})")
+                    break
+                if not isinstance(value, dict):
+                    where = (f"line {number} of {path} holds a JSON {type(value).__name__}, not "
+                             "an object with the columns as keys")
+                    break
+    except (OSError, ValueError, EOFError):  # an unreadable or damaged archive: pandas' words
+        where = None
+    if where is None:
+        return f"cannot read {path} as JSONL ({error}); fix the file or convert it."
+    return (f"{where}; each line of a JSON-lines file is one object such as "
+            '{"text": "...", "label": "..."}: fix or remove that line.')
+
+
+def _open_text(path: Path) -> Any:
+    """A text reader of ``path``, decompressed per its suffix (.gz, .bz2, .xz, .zip)."""
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import zipfile
+
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if suffix == ".bz2":
+        return bz2.open(path, "rt", encoding="utf-8")
+    if suffix == ".xz":
+        return lzma.open(path, "rt", encoding="utf-8")
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        names = archive.namelist()
+        if len(names) != 1:
+            raise ValueError("not one file in the archive")
+        return io.TextIOWrapper(archive.open(names[0]), encoding="utf-8")
+    if suffix == ".zst":
+        raise ValueError("zstandard: left to pandas")
+    return open(path, encoding="utf-8")
+
+
+def _labelled(frame: pd.DataFrame, label: str, cfg: DataSettings, path: Path
+              ) -> tuple[pd.DataFrame, int]:
+    """``frame`` without its rows that have no label, per data.unlabelled (refuse: a
+    UserError with their count; drop: left out), and how many were left out. The frame keeps
+    its index, so a row's number in a later message can still be read from it."""
+    keep = labelled_rows(frame[label].tolist(), cfg.task, where=f"column {label!r} of {path}",
+                         unlabelled=getattr(cfg, "unlabelled", "refuse"))
+    if keep is None:
+        return frame, 0
+    return frame.iloc[keep], len(frame) - len(keep)
 
 
 def _find_column(frame: pd.DataFrame, name: str) -> str | None:
@@ -448,22 +530,32 @@ def _group_values(frame: pd.DataFrame, cfg: DataSettings, path: Path) -> np.ndar
                     dtype=object)
 
 
-def _filled(frame: pd.DataFrame, column: str, path: Path) -> list[Any]:
-    """The values of ``column``; an empty cell is an error naming its rows."""
-    values = frame[column].tolist()
-    empty = [i for i, v in enumerate(values) if is_missing(v)]
-    if empty:
-        rows = ", ".join(str(i + 1) for i in empty[:5])
+def _distinct_inputs(columns: dict[str, str], label: str) -> None:
+    """The input columns (``columns``: config key -> the column it resolved to) and the label
+    column are different columns: a pair of a column with itself, or a model reading its own
+    labels as its input, is refused."""
+    first, second = columns.get("data.text_column"), columns.get("data.text_pair_column")
+    if second is not None and second == first:
         raise UserError(
-            f"column {column!r} of {path} is empty in {len(empty)} row(s) (data rows {rows}"
-            f"{' ...' if len(empty) > 5 else ''}); fill them in or remove those rows."
-        )
-    return values
+            f"data.text_pair_column and data.text_column both name the column {first!r}, so "
+            f"every pair would be ({first}, {first}); set data.text_pair_column to the column "
+            "of the second text (e.g. the hypothesis) and data.text_column to the first.")
+    for key, name in columns.items():
+        if name == label:
+            raise UserError(
+                f"column {name!r} would be both an input ({key}) and the labels (data."
+                "label_column), so the model would read each row's label; set "
+                f"{key} or data.label_column to another column.")
 
 
 def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> LabelledData:
     frame, label = _read_table(path, cfg)
+    frame, unlabelled = _labelled(frame, label, cfg, path)
     modality, column = input_column(frame, cfg, path)
+    pair = pair_column_of(cfg) if modality == "text" else None
+    second = None if pair is None else _named_column(frame, pair, "data.text_pair_column", path)
+    _distinct_inputs({f"data.{modality}_column": column,
+                      **({"data.text_pair_column": second} if second is not None else {})}, label)
     groups = _group_values(frame, cfg, path)
     targets, found = encode_targets(
         frame[label].tolist(),
@@ -472,14 +564,11 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
         separator=cfg.label_separator,
         classes=classes,
     )
-    values = _filled(frame, column, path)
     if modality == "text":
-        inputs: list[Any] = [str(v) for v in values]
-        pair = pair_column_of(cfg)
-        if pair is not None:
-            second = _filled(frame, _named_column(frame, pair, "data.text_pair_column", path),
-                             path)
-            inputs = [(a, str(b)) for a, b in zip(inputs, second, strict=True)]
+        inputs: list[Any] = column_texts(frame[column].tolist(), column, str(path))
+        if second is not None:
+            inputs = list(zip(inputs, column_texts(frame[second].tolist(), second, str(path)),
+                              strict=True))
         return LabelledData(
             name=str(cfg.source),
             modality="text",
@@ -488,9 +577,11 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
             targets=targets,
             classes=found,
             groups=groups,
+            unlabelled=unlabelled,
         )
     # Relative image paths are relative to the table, so a data folder can move as a whole.
-    paths = [Path(str(v)).expanduser() for v in values]
+    paths = [Path(v).expanduser() for v in column_image_paths(frame[column].tolist(), column,
+                                                              str(path))]
     paths = [p if p.is_absolute() else path.parent / p for p in paths]
     keep, skipped = drop_bad_images(paths, cfg.on_bad_image, where=str(path))
     return LabelledData(
@@ -503,6 +594,7 @@ def _load_table(path: Path, cfg: DataSettings, classes: list[str] | None) -> Lab
         skipped=len(skipped),
         skipped_files=skipped,
         groups=None if groups is None else groups[keep],
+        unlabelled=unlabelled,
     )
 
 
@@ -530,4 +622,5 @@ def _onto_classes(data: LabelledData, classes: list[str]) -> LabelledData:
         skipped=data.skipped,
         skipped_files=data.skipped_files,
         groups=data.groups,
+        unlabelled=data.unlabelled,
     )

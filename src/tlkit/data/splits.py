@@ -38,6 +38,10 @@ class Splits:
     # where each split came from, and the classes too rare to appear outside training
     origins: dict[str, str] = field(default_factory=dict)
     train_only_classes: list[str] = field(default_factory=list)
+    # rows left out for having no label (data.unlabelled: drop), per file: source, validation, test
+    unlabelled: dict[str, int] = field(default_factory=dict)
+    # inputs shared between the splits (tlkit.data.fingerprint.overlap_of), once a fit counted
+    overlap: dict[str, Any] | None = None
 
     @property
     def classes(self) -> list[str] | None:
@@ -59,6 +63,8 @@ class Splits:
             "skipped_images": self.skipped,
             "origins": self.origins,
             "train_only_classes": self.train_only_classes,
+            "unlabelled_dropped": {"total": sum(self.unlabelled.values()), **self.unlabelled},
+            **({"overlap": self.overlap} if self.overlap is not None else {}),
         }
 
 
@@ -116,6 +122,9 @@ def make_splits(data: LabelledData, cfg: DataSettings) -> Splits:
         skipped_files=list(data.skipped_files),
         origins=origins,
         train_only_classes=sorted(rare),
+        unlabelled={"source": data.unlabelled,
+                    **{k: d.unlabelled for k, d in (("validation", data.val), ("test", data.test))
+                       if d is not None}},
     )
 
 

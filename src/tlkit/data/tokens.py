@@ -14,9 +14,11 @@ seqeval's default mode and the CoNLL evaluation script read it too.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlkit.data.cells import BadCell, word_cell
 from tlkit.data.types import LabelledData
 from tlkit.errors import UserError
 
@@ -36,56 +38,95 @@ class Entity:
 Sentence = tuple[list[str], list[str]]  # words, one tag per word
 
 
-def read_conll(path: Path) -> list[Sentence]:
-    """The sentences of a CoNLL-style file."""
+def read_conll(path: Path, tags: bool = True) -> list[Sentence]:
+    """The sentences of a CoNLL-style file. ``tags=False`` (scoring, which needs no labels)
+    reads the words only, the first column: a words-only file (one word per line) is then
+    valid, and each word's tag is ``O``."""
     sentences: list[Sentence] = []
     words: list[str] = []
-    tags: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                if words:
-                    sentences.append((words, tags))
-                    words, tags = [], []
-                continue
-            if parts[0] == "-DOCSTART-":
-                continue
-            if len(parts) < 2:
-                raise UserError(f"{path} line {number} has a word but no tag ({line.strip()!r}); "
-                                "a CoNLL file has the word first and its tag last on each "
-                                "line, a blank line between sentences")
-            words.append(parts[0])
-            tags.append(parts[-1])
+    tagged: list[str] = []
+    for number, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            if words:
+                sentences.append((words, tagged))
+                words, tagged = [], []
+            continue
+        if parts[0] == "-DOCSTART-":
+            continue
+        if tags and len(parts) < 2:
+            raise UserError(f"{path} line {number} has a word but no tag ({line.strip()!r}); "
+                            "a CoNLL file has the word first and its tag last on each "
+                            "line, a blank line between sentences (to tag the words of a "
+                            "file without tags: tlkit predict RUN --data FILE)")
+        words.append(_word(parts[0], f"{path} line {number}"))
+        tagged.append(parts[-1] if tags else OUTSIDE)
     if words:
-        sentences.append((words, tags))
+        sentences.append((words, tagged))
     return [(w, to_iob2(t, f"{path}, sentence {i + 1}")) for i, (w, t) in enumerate(sentences)]
 
 
-def read_token_jsonl(path: Path) -> list[Sentence]:
-    """The sentences of a JSON-lines file of ``{"tokens": [...], "tags": [...]}``."""
+def read_token_jsonl(path: Path, tags: bool = True) -> list[Sentence]:
+    """The sentences of a JSON-lines file of ``{"tokens": [...], "tags": [...]}``;
+    ``tags=False`` reads the tokens only (a file without tags is then valid)."""
     sentences: list[Sentence] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                raise UserError(f"{path} line {number} is not JSON ({error}); fix that line") \
-                    from None
-            words, tags = row.get("tokens"), row.get("tags", row.get("ner_tags"))
-            if not isinstance(words, list) or not isinstance(tags, list):
-                raise UserError(f"{path} line {number} needs a list 'tokens' and a list 'tags' "
-                                f"(found keys {', '.join(map(str, row))})")
-            if len(words) != len(tags):
-                raise UserError(f"{path} line {number} has {len(words)} tokens but "
-                                f"{len(tags)} tags; give one tag per token")
-            if not words:  # a sentence without words has nothing to tag
-                continue
-            where = f"{path} line {number}"
-            sentences.append(([str(w) for w in words], to_iob2([str(t) for t in tags], where)))
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise UserError(f"{path} line {number} is not JSON ({error}); fix that line") \
+                from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number} is a JSON {type(row).__name__}, not an "
+                            'object; write each sentence as {"tokens": [...], "tags": [...]}')
+        words = row.get("tokens")
+        labels = row.get("tags", row.get("ner_tags")) if tags else \
+            [OUTSIDE] * len(words) if isinstance(words, list) else None
+        if not isinstance(words, list) or not isinstance(labels, list):
+            raise UserError(f"{path} line {number} needs a list 'tokens'"
+                            f"{' and a list ' + repr('tags') if tags else ''} "
+                            f"(found keys {', '.join(map(str, row))})")
+        if len(words) != len(labels):
+            raise UserError(f"{path} line {number} has {len(words)} tokens but "
+                            f"{len(labels)} tags; give one tag per token")
+        if not words:  # a sentence without words has nothing to tag
+            continue
+        where = f"{path} line {number}"
+        sentences.append(([_word(w, f"{where}, token {k + 1}") for k, w in enumerate(words)],
+                          to_iob2([str(t) for t in labels], where)))
     return sentences
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A text file's lines, numbered from 1; a file that is not UTF-8 is a UserError naming
+    the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            yield from enumerate(f, start=1)
+    except UnicodeDecodeError as error:
+        with open(path, "rb") as raw:  # the line, which the decoder's block offset is not
+            bad = next((n for n, b in enumerate(raw, start=1) if not _utf8(b)), "?")
+        raise UserError(f"{path} is not UTF-8 text ({error.reason} on line {bad}); save it as "
+                        "UTF-8") from None
+
+
+def _utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _word(value: object, where: str) -> str:
+    """A word of a token file, through the one policy for text cells (``tlkit.data.cells``)."""
+    try:
+        return word_cell(value)
+    except BadCell as bad:
+        raise UserError(f"{where}: {bad}; each token is one word, written as a string") \
+            from None
 
 
 def to_iob2(tags: list[str], where: str = "the tags") -> list[str]:
@@ -133,19 +174,25 @@ def tag_set(types: list[str]) -> list[str]:
 TOKEN_FILE_SUFFIXES = (*CONLL_SUFFIXES, ".tsv", ".jsonl", ".ndjson")
 
 
-def read_sentences(path: Path) -> list[Sentence]:
-    """A token file's sentences: JSON lines by its suffix (.jsonl, .ndjson), else CoNLL."""
+def read_sentences(path: Path, tags: bool = True) -> list[Sentence]:
+    """A token file's sentences: JSON lines by its suffix (.jsonl, .ndjson), else CoNLL;
+    ``tags=False`` reads the words only (every tag ``O``)."""
     if not path.is_file():
         raise UserError(f"{path}: no such file; give a CoNLL file (one word and its tag per "
                         "line) or JSON lines of {\"tokens\": [...], \"tags\": [...]}")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        sentences = read_token_jsonl(path)
+        sentences = read_token_jsonl(path, tags)
     else:
-        sentences = read_conll(path)
+        sentences = read_conll(path, tags)
     if not sentences:
         raise UserError(f"{path} holds no sentences; a CoNLL file has one word and its tag per "
                         "line and a blank line between sentences")
     return sentences
+
+
+def read_words(path: Path) -> list[list[str]]:
+    """The words of each sentence of a token file, tags or none (what scoring reads)."""
+    return [words for words, _ in read_sentences(path, tags=False)]
 
 
 def to_labelled(name: str, sentences: list[Sentence], classes: list[str] | None = None

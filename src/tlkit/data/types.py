@@ -88,6 +88,8 @@ class LabelledData:
     skipped: int = 0
     skipped_files: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None
+    # rows left out for having no label (data.unlabelled: drop), counted for summary.json
+    unlabelled: int = 0
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets):

@@ -4,12 +4,14 @@ CSS inline, images as data URIs, no script and nothing fetched from anywhere."""
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tlkit import __version__
 from tlkit.errors import UserError
+from tlkit.outputs import page_tag
 
 CSS = """
 :root { --ink: #1f2937; --muted: #5b6678; --line: #dde3ea; --bg: #f6f8fa;
@@ -66,7 +68,7 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
     nav = "".join(f'<a href="#{esc(a)}">{esc(h)}</a>' for a, h, _ in shown)
     body = "".join(f'<section id="{esc(a)}"><h2>{esc(h)}</h2>{b}</section>' for a, h, b in shown)
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    return ("<!DOCTYPE html>\n"
+    return ("<!DOCTYPE html>\n" + page_tag("page") +  # tlkit's mark: the next page may replace it
             '<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
@@ -143,9 +145,10 @@ def fmt(value: object, spec: str = ".4f") -> str:
 
 def write_page(path: Path, text: str) -> Path:
     """Written whole, then renamed: a reader never sees half a page. A place that cannot be
-    written (a read-only run directory, a full disk) is a UserError naming it."""
+    written (a read-only run directory, a full disk) is a UserError naming it. Where a page may
+    be written is the caller's to check first (``tlkit.outputs.check_output``, kind "page")."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # tlkit's pattern for leftovers
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")

@@ -58,8 +58,8 @@ def _headline(metrics: dict[str, Any]) -> list[tuple[str, float]]:
 
 def overview(run: RunData) -> str:
     s = run.summary
-    items = [(f"test {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("test", {}))]
-    items += [(f"val {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("val", {}))
+    items = [(f"test {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("test") or {})]
+    items += [(f"val {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("val") or {})
               if k != "loss"]
     items.append(("epochs run (best epoch)",
                   f"{s.get('epochs_run', '-')} ({s.get('best_epoch', '-')})"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import UserError
+from tlkit.summary_json import read_summary
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,8 @@ def load_run(path: Path) -> RunData:
                else "give the run directory that `tlkit fit --out` wrote")
         raise UserError(f"{path} is not a finished run: it has no summary.json (fit writes it "
                         f"at the end); {how}")
-    summary = _read_json(summary_file)
-    if not isinstance(summary, dict) or "test" not in summary:
-        raise UserError(f"{summary_file} is not the summary of a tlkit run (no test metrics); "
-                        "give the run directory that `tlkit fit --out` wrote")
+    # checked as tlkit.load checks it: a damaged file or field is a UserError naming it
+    summary = read_summary(path)
     plan_text = _read_text(path / "plan.txt")
     return RunData(path=path, summary=summary, config_text=_read_text(path / "config.yaml"),
                    plan_text=plan_text, phases=parse_plan(plan_text),
@@ -73,14 +72,6 @@ def load_run(path: Path) -> RunData:
 
 def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); the run did not finish cleanly, "
-                        "run fit again") from None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

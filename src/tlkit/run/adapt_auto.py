@@ -24,6 +24,7 @@ from tlkit.adapt.label_free import Candidate, choose, oracle
 from tlkit.config import Config, dump_config
 from tlkit.errors import UserError
 from tlkit.rundir import RunDir
+from tlkit.summary_json import read_summary
 
 Event = Callable[[str, dict[str, Any]], None]
 Fit = Callable[..., dict[str, Any]]
@@ -81,7 +82,7 @@ def _trial(cfg: Config, fit: Fit, where: Path | None) -> dict[str, Any]:
         if saved != dump_config(cfg):
             raise UserError(f"{where} holds a run of another config than this trial's; remove "
                             "that folder, or choose another --out")
-        return dict(json.loads(summary.read_text()))
+        return read_summary(where)
     return fit(cfg, where, resume=(where / "checkpoints" / "last.pt").is_file(), test_limit=64)
 
 

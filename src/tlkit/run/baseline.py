@@ -30,6 +30,7 @@ from tlkit.run.fit import fit_run
 from tlkit.run.prepare import class_weights_of, limited, splits_of
 from tlkit.run.inference import test_predictions
 from tlkit.rundir import RunDir
+from tlkit.summary_json import read_summary
 from tlkit.variants import check_comparable, variant
 
 
@@ -75,7 +76,7 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
 
 def _test_metric(run_dir: Path, key: str) -> float | None:
     """A finished run's test metric, from its summary.json."""
-    value = json.loads(RunDir(run_dir).summary.read_text()).get("test", {}).get(key)
+    value = (read_summary(run_dir).get("test") or {}).get(key)
     return None if value is None else float(value)
 
 

@@ -123,7 +123,7 @@ def _held_out_val_outputs(p: Prepared, o: Outputs) -> np.ndarray | None:
         return None
     (x, y), (xv, _) = features(train), features(val)
     return held_out_logits(p.data.task, x, y, xv, o.head_c, o.val_outputs.shape[1],
-                           p.train.class_weights)
+                           p.train.class_weights, balanced=p.train.sample_weights is not None)
 
 
 @diagnostic("adaptation")

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import yaml
 
 from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
-from tlkit.data.sources import with_given_splits
-from tlkit.data.types import PAIR_SEPARATOR, LabelledData, Task, is_pair, split_pair
+from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, with_given_splits
+from tlkit.data.types import PAIR_SEPARATOR, is_pair
 from tlkit.data.packaged import is_packaged
-from tlkit.data.tokens import entities, to_labelled
+from tlkit.data.tokens import entities, read_words, to_labelled
 from tlkit.errors import UserError
 from tlkit.files import atomic_write
 from tlkit.metrics import probabilities, subgroup_metrics
-from tlkit.run.scoring import (Calibration, Scored, Writer, open_out, out_format, records,
-                               score_file)
+from tlkit.run.scoring import (Calibration, Scored, Writer, input_rows, open_out, out_format,
+                               records, score_chunk, score_file)
 from tlkit.rundir import RunDir
 from tlkit.saved import load_model, model_device
 from tlkit.token_rows import predicted, sentence_bounds
@@ -95,94 +95,105 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     return {"run": str(path), "data": spec or "test", "n": len(ds), **metrics}
 
 
-def _pair_of(text: str) -> Any:
-    try:
-        return split_pair(text)
-    except ValueError:
-        raise UserError(f"{text!r} is one text, but the model reads sentence pairs: write each "
-                        f"input as the two texts joined by {PAIR_SEPARATOR.strip()!r}, e.g. "
-                        f"'A man is sleeping.{PAIR_SEPARATOR}A person rests.'") from None
-
-
 def predict_run(path: Path, inputs: Sequence[Any] = (), spec: str | None = None,
-                calibrated: bool = True) -> list[dict[str, Any]]:
-    """Predictions for ``inputs`` (texts or image files) or for a split or packaged set
-    (``spec``), each row with its input, label(s) and probabilities, calibrated as
-    ``tlkit.run.scoring`` says."""
+                calibrated: bool = True, bad_inputs: Literal["raise", "row"] = "raise"
+                ) -> list[dict[str, Any]]:
+    """Predictions for ``inputs`` (texts, sentence pairs or image files) or for a split or
+    packaged set (``spec``), each row with its input, label(s) and probabilities, calibrated as
+    ``tlkit.run.scoring`` says. Each input goes through ``tlkit.data.cells``; one that the
+    model cannot read (an empty text, a list, one text for a pair model, a missing image) is
+    a ``UserError`` naming it (``bad_inputs="raise"``, the command line) or a row with its
+    ``error`` and no prediction (``"row"``, the Python API: every input has its row)."""
     saved = load_model(Path(path) / "model")
     kind = saved.preprocessing.kind
     if saved.task == "token_classification":
-        return _predict_entities(saved, Path(path), inputs, spec, calibrated)
-    if spec is not None:
-        data = data_for(RunDir(path), spec, saved.classes)
-        shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else str(x)
-                 if not isinstance(x, np.ndarray) else f"#{i}" for i, x in enumerate(data.inputs)]
-    else:
-        if not inputs:
-            raise UserError("give inputs to predict (texts or image files) or --data SPEC")
-        items: list[Any] = list(inputs)
-        if saved.pairs is not None:  # a sentence-pair model: each input is "first ||| second"
-            items = [x if is_pair(x) else _pair_of(str(x)) for x in items]
-        shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else x for x in items]
-        if kind == "image":
-            missing = [x for x in items if not Path(x).is_file()]
-            if missing:
-                raise UserError(f"image file(s) not found: {', '.join(missing[:3])}")
-            items = [Path(x) for x in items]
-        n_out = len(saved.classes) if saved.classes else 1
-        dummy = (np.zeros(len(items), dtype=np.int64) if saved.task == "single_label"
-                 else np.zeros((len(items), n_out), dtype=np.float32)
-                 if saved.task == "multi_label" else np.zeros(len(items), dtype=np.float32))
-        data = LabelledData(name="inputs", modality=kind, task=cast(Task, saved.task), inputs=items,
-                            targets=dummy, classes=saved.classes)
-    if data.modality != kind:
-        raise UserError(f"the model takes {kind} but the inputs are {data.modality}")
+        return _predict_entities(saved, Path(path), inputs, spec, calibrated, bad_inputs)
     device = model_device()
     saved.model.to(device)
+    cal = Calibration.of(_summary_of(Path(path)), calibrated)
+    if spec is None:
+        if not inputs:
+            raise UserError("give inputs to predict (texts or image files) or --data SPEC")
+        rows = input_rows(list(inputs), kind, pairs=saved.pairs is not None)
+        if bad_inputs == "raise":
+            _raise_first_bad(rows)
+        scored = score_chunk(saved, rows, cal, 64, device, _mixed_precision_of(Path(path)),
+                             key="input")
+        if bad_inputs == "raise":  # an image that fails to decode: named like a bad cell
+            _raise_first_bad([(r["input"], None, r.get("error")) for r in scored])
+        return scored
+    data = data_for(RunDir(path), spec, saved.classes)
+    shown = [PAIR_SEPARATOR.join(x) if is_pair(x) else str(x)
+             if not isinstance(x, np.ndarray) else f"#{i}" for i, x in enumerate(data.inputs)]
+    if data.modality != kind:
+        raise UserError(f"the model takes {kind} but the inputs are {data.modality}")
     ds = build_dataset(data, saved.preprocessing)
     outputs, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing), 64, device,
                                  _mixed_precision_of(Path(path)))
-    cal = Calibration.of(_summary_of(Path(path)), calibrated)
     return records(outputs, saved.task, saved.classes, cal, shown, key="input")
 
 
+def _raise_first_bad(rows: Sequence[tuple[Any, Any, str | None]]) -> None:
+    """The command line's inputs are typed by the user: the first that cannot be read is a
+    UserError naming it (exit 2), before any is scored."""
+    bad = [(i, r) for i, r in enumerate(rows) if r[2] is not None]
+    if bad:
+        i, (value, _, why) = bad[0]
+        more = f" (and {len(bad) - 1} more input(s))" if len(bad) > 1 else ""
+        raise UserError(f"input {i + 1} ({value!r}) cannot be read: {why}{more}")
+
+
 def _predict_entities(saved: Any, path: Path, inputs: Sequence[Any], spec: str | None,
-                      calibrated: bool) -> list[dict[str, Any]]:
+                      calibrated: bool, bad_inputs: Literal["raise", "row"] = "raise"
+                      ) -> list[dict[str, Any]]:
     """A token-classification model's entities: for each text (split into words at white
     space) or each sentence of a split or token file, the entities with their word span
     (``start``, ``end``: word indices, end exclusive), their character span in the text, and
-    a score (the mean calibrated probability of their words' tags); with each word's tag."""
-    if spec is not None:
+    a score (the mean calibrated probability of their words' tags); with each word's tag.
+    A token file is read for its words only (its tags, if any, play no part: scoring needs no
+    labels); an input that is not a text is handled as ``predict_run``'s ``bad_inputs`` says."""
+    errors: dict[int, dict[str, Any]] = {}
+    if spec is not None and is_unlabelled_source(spec):
+        words = read_words(Path(spec).expanduser())
+        data = to_labelled(spec, [(w, ["O"] * len(w)) for w in words], saved.classes)
+        texts = [" ".join(w) for w in words]
+    elif spec is not None:
         data = data_for(RunDir(path), spec, saved.classes)
         texts = [" ".join(words) for words in data.inputs]
     else:
         if not inputs:
             raise UserError("give texts to tag, or --data SPEC (a split, or a token file)")
-        texts = [str(x) for x in inputs]
-        sentences = [(t.split(), ["O"] * len(t.split())) for t in texts]
-        empty = [t for t, (words, _) in zip(texts, sentences, strict=True) if not words]
-        if empty:
-            raise UserError(f"input {empty[0]!r} has no words to tag; give a text")
-        data = to_labelled("inputs", sentences, saved.classes)
-    device = model_device()
-    saved.model.to(device)
-    outputs, targets = predict_outputs(saved.model, build_dataset(data, saved.preprocessing),
-                                       build_collate(saved.preprocessing), 64, device,
-                                       _mixed_precision_of(path))
-    cal = Calibration.of(_summary_of(path), calibrated)
-    probs = probabilities(outputs / cal.temperature, "token_classification")
-    tags = predicted(outputs, targets, saved.classes)
-    rows = []
-    for text, words, (a, b) in zip(texts, data.inputs, sentence_bounds(targets), strict=True):
-        names = [saved.classes[t] for t in tags[a:b]]
-        score = probs[np.arange(a, b), tags[a:b]]
-        spans = _char_spans(text, words)
-        rows.append({"input": text, "entities": [
-            {"type": e.type, "text": text[spans[e.start][0]:spans[e.end - 1][1]],
-             "start": e.start, "end": e.end, "char_start": spans[e.start][0],
-             "char_end": spans[e.end - 1][1], "score": round(float(score[e.start:e.end].mean()), 6)}
-            for e in entities(names)], "tags": names})
-    return rows
+        rows = input_rows(list(inputs), "text", pairs=False)
+        if bad_inputs == "raise":
+            _raise_first_bad(rows)
+        errors = {i: {"input": value, "error": why}
+                  for i, (value, _, why) in enumerate(rows) if why is not None}
+        texts = [item for _, item, why in rows if why is None]
+        data = to_labelled("inputs", [(t.split(), ["O"] * len(t.split())) for t in texts],
+                           saved.classes)
+    tagged: list[dict[str, Any]] = []
+    if texts:
+        device = model_device()
+        saved.model.to(device)
+        outputs, targets = predict_outputs(saved.model, build_dataset(data, saved.preprocessing),
+                                           build_collate(saved.preprocessing), 64, device,
+                                           _mixed_precision_of(path))
+        cal = Calibration.of(_summary_of(path), calibrated)
+        probs = probabilities(outputs / cal.temperature, "token_classification")
+        tags = predicted(outputs, targets, saved.classes)
+        for text, words_of, (a, b) in zip(texts, data.inputs, sentence_bounds(targets),
+                                          strict=True):
+            names = [saved.classes[t] for t in tags[a:b]]
+            score = probs[np.arange(a, b), tags[a:b]]
+            spans = _char_spans(text, cast(list[str], words_of))
+            tagged.append({"input": text, "entities": [
+                {"type": e.type, "text": text[spans[e.start][0]:spans[e.end - 1][1]],
+                 "start": e.start, "end": e.end, "char_start": spans[e.start][0],
+                 "char_end": spans[e.end - 1][1],
+                 "score": round(float(score[e.start:e.end].mean()), 6)}
+                for e in entities(names)], "tags": names})
+    good = iter(tagged)
+    return [errors[i] if i in errors else next(good) for i in range(len(tagged) + len(errors))]
 
 
 def _char_spans(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
@@ -222,11 +233,7 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
         else:
             atomic_write(out, lambda tmp: tmp.write_text(dumps_jsonl(rows)))
         return Scored(rows=len(rows))
-    cfg = _run_config(RunDir(path)) if RunDir(path).config.is_file() else None
-    text_column = cfg.data.text_column if cfg is not None else None
-    image_column = cfg.data.image_column if cfg is not None else None
-    if saved.pairs is not None:  # the columns it trained on, also for a moved model/ folder
-        text_column = text_column or saved.pairs.get("text_column")
+    columns = input_columns(Path(path))
     cal = Calibration.of(_summary_of(Path(path)), calibrated)
     device = model_device()
     saved.model.to(device)
@@ -235,9 +242,8 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
 
     def run(stream: Any) -> Scored:
         writer = Writer(stream, fmt, saved.task, saved.classes)
-        done = score_file(saved, source, writer, cal, text_column, image_column, 64, device,
-                          mixed, progress,
-                          pair_column=saved.pairs["text_pair_column"] if saved.pairs else None)
+        done = score_file(saved, source, writer, cal, columns.text, columns.image, 64, device,
+                          mixed, progress, pair_column=columns.pair)
         writer.close()
         return done
 
@@ -253,13 +259,49 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
     return result[0]
 
 
-def _summary_of(path: Path) -> dict[str, Any]:
-    f = RunDir(path).summary
+class InputColumns(NamedTuple):
+    """The columns a run reads its inputs from in a table or a DataFrame."""
+
+    kind: str  # the model's inputs: "text" or "image"
+    text: str | None  # data.text_column (None: the usual names are looked for)
+    image: str | None  # data.image_column (likewise)
+    pair: str | None  # a sentence-pair model's second column, else None
+
+    @property
+    def first(self) -> list[str]:
+        """The first input column's candidates, in order."""
+        named = self.image if self.kind == "image" else self.text
+        return [named] if named else list(IMAGE_COLUMNS if self.kind == "image"
+                                          else TEXT_COLUMNS)
+
+
+def input_columns(path: Path) -> InputColumns:
+    """The columns the run in ``path`` reads its inputs from: its config's data.text_column
+    or data.image_column, and a pair model's two columns from its model.json (so that they
+    hold for a model/ folder moved without its config too)."""
+    cfg = _run_config(RunDir(path)) if RunDir(path).config.is_file() else None
+    text = cfg.data.text_column if cfg is not None else None
+    image = cfg.data.image_column if cfg is not None else None
     try:
-        got = json.loads(f.read_text()) if f.is_file() else {}
+        meta = json.loads((Path(path) / "model" / "model.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    return got if isinstance(got, dict) else {}
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    prep = meta.get("preprocessing")
+    kind = str(prep.get("kind", "text")) if isinstance(prep, dict) else "text"
+    pairs = meta.get("pairs")
+    if not isinstance(pairs, dict):
+        return InputColumns(kind, text, image, None)
+    return InputColumns(kind, text or pairs.get("text_column"), image,
+                        pairs.get("text_pair_column"))
+
+
+def _summary_of(path: Path) -> dict[str, Any]:
+    """The run's summary.json, checked (a damaged one is a UserError naming the field: its
+    calibration is never dropped without a word)."""
+    from tlkit.summary_json import read_summary
+
+    return read_summary(path)
 
 
 def dumps_jsonl(rows: list[dict[str, Any]]) -> str:

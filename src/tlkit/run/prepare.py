@@ -23,7 +23,14 @@ from tlkit.cache import CacheHook, cache_for
 from tlkit.config import Config, dump_config
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
 from tlkit.data.collate import TextCollate, tokenize
-from tlkit.data.fingerprint import differences, fingerprint
+from tlkit.data.fingerprint import (
+    check_identical,
+    describe_overlap,
+    differences,
+    fingerprint,
+    identical_inputs,
+    overlap_of,
+)
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
@@ -77,6 +84,9 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
         raise UserError(f"--out {out} is a file; give a directory")
     if dist.is_main:  # the others wait for rank 0, which claims the folder
         check_writable(run.path, "run")
+    if not (resume and run.last.is_file()):  # a run that started was let through then
+        # splits given as the same data: refused before anything is written or trained
+        check_identical(cfg.data, cfg.diagnostics.allow_overlap)
     if resume and not run.last.is_file():
         # Killed before its first checkpoint (or never started): resuming is starting. So a run
         # killed at any moment continues with the same command.
@@ -86,13 +96,28 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
         return run, False, dist, True
     elif resume:
         saved = run.config.read_text() if run.config.is_file() else None
-        if saved is not None and saved != dump_config(cfg):
+        # where a run is tracked is not what it computes: a resume may log elsewhere, or
+        # nowhere (tracking.mlflow removed when its server is gone)
+        if saved is not None and _untracked(saved) != _untracked(dump_config(cfg)):
             raise UserError(f"the config differs from the one {out} was started with "
                             f"({run.config}); resume with that config, or start a new --out")
     elif run.path.is_dir() and (run.last.is_file() or run.summary.is_file()):
         raise UserError(f"{out} already holds a run; add --resume to continue it, or choose "
                         "another --out (nothing was changed)")
     return run, resume, dist, False
+
+
+def _untracked(text: str) -> Any:
+    """A config as dump_config writes it, without its tracking section."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(raw, dict):
+        raw.pop("tracking", None)
+    return raw
 
 
 def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
@@ -103,6 +128,10 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     t_start = time.perf_counter()
     event("stage", {"what": f"loading data {cfg.data.source}"})
     data, splits = splits_of(cfg)
+    if any(splits.unlabelled.values()):  # data.unlabelled: drop
+        event("stage", {"what": "rows without a label left out (data.unlabelled: drop): "
+                                + ", ".join(f"{n} of data.{k}" for k, n in
+                                            splits.unlabelled.items() if n)})
     if splits.train_only_classes:
         event("stage", {"what": f"{len(splits.train_only_classes)} class(es) with a single "
                                 "example stay in training only (no stratified cut can hold them): "
@@ -112,8 +141,10 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
         event("stage", {"what": "no test split (data.test_fraction is 0): the run reports its "
                                 "validation metrics"})
     splits = limited(splits, test_limit, cfg.data.seed)
+    count_overlap(cfg, splits, event)
     length = length_of(len(splits.train), tc.loop_settings)
     check_length(tc, length)  # before the model loads
+    class_weights_of(tc.class_weights, splits.train)  # named classes checked: before it too
     if dist.is_main:
         same_data(run, splits, resume)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
@@ -131,6 +162,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
                                    cfg.diagnostics.check_preprocessing,
                                    lambda m: event("stage", {"what": m}))
     event("stage", {"what": length.describe()})
+    say_unused(cfg, data.modality, asm, event)
     if dist.is_main:
         run.write_text(run.config, dump_config(given or cfg))
         run.write_text(run.plan, format_plan(asm.plan, length) + "\n")
@@ -182,6 +214,89 @@ def training_data(cfg: Config, modality: str, splits: Any, prep: Any, collate: A
                      splits.classes, lengths, class_weights_of(tc.class_weights, splits.train),
                      balanced_weights(splits.train) if tc.sampler == "balanced" else None,
                      default_workers() if workers == "auto" else workers)
+
+
+def count_overlap(cfg: Config, splits: Any, event: Event) -> None:
+    """The inputs the splits share, counted into ``splits.overlap`` (summary.json's
+    data.overlap) and said in the log where there are any."""
+    splits.overlap = overlap_of(splits, identical_inputs(cfg.data))
+    said = describe_overlap(splits.overlap)
+    if said is not None:
+        event("stage", {"what": said})
+
+
+def say_unused(cfg: Config, modality: str, asm: Assembled, event: Event) -> None:
+    unused = unused_settings(cfg, modality, asm)
+    if unused:
+        event("stage", {"what": "settings this run does not use: " + "; ".join(unused)
+                                + " (remove them, or choose what uses them)"})
+
+
+def _differs(section: Any, key: str) -> bool:
+    """Whether a config section's ``key`` differs from its default."""
+    return bool(getattr(section, key) != type(section).model_fields[key].get_default(
+        call_default_factory=True))
+
+
+def unused_settings(cfg: Config, modality: str, asm: Assembled) -> list[str]:
+    """The settings this run's path never reads, where the config gives them another value than
+    the default: "key value (why)". They are said, not refused: a config compared across
+    strategies (``compare``, ``freeze_strategy: auto``) carries every strategy's settings, and
+    one written for text may be run on images. (What a solved head does not read the loop says
+    when it solves: ``tlkit.train.head_solver.unread_by_solver``.)"""
+    tc, d, ad = cfg.transfer_config, cfg.data, cfg.adaptation
+    n = len(asm.groups)
+    phases = list(asm.plan.phases)
+    said: list[str] = []
+
+    def say(section: Any, name: str, key: str, why: str) -> None:
+        if _differs(section, key):
+            value = getattr(section, key)
+            said.append(f"{name}.{key} {value} ({why})")
+
+    if not any(r.trainable for ph in phases for r in ph.rows[:n]):
+        why = f"freeze_strategy {tc.freeze_strategy} trains no backbone group"
+        for key in ("backbone_lr", "lr_decay_per_layer", "l2sp_lambda"):
+            say(tc, "transfer_config", key, why)
+    elif any(r.adapters_only for ph in phases for r in ph.rows[:n]):
+        say(tc, "transfer_config", "l2sp_lambda",
+            "LoRA's base weights stay frozen and its adapters have no pretrained value: the "
+            "penalty stays 0")
+    if max(sum(r.trainable for r in ph.rows[:n]) for ph in phases) == 1:
+        say(tc, "transfer_config", "lr_decay_per_layer",
+            "only the top group trains, at backbone_lr itself")
+    if all(asm.plan.frozen_below(ph) == 0 for ph in phases):
+        say(tc.cache, "transfer_config.cache", "max_mb",
+            "no layer is frozen below a trained one: nothing is cached")
+    if tc.freeze_strategy != "top_n_unfrozen":
+        say(tc, "transfer_config", "top_n", "only freeze_strategy top_n_unfrozen reads it")
+    if not any(ph.converge_head for ph in phases):
+        say(tc, "transfer_config", "head_solver",
+            f"freeze_strategy {tc.freeze_strategy} has no head-only phase to solve")
+    if not (len(phases) == 1 and phases[0].converge_head and tc.head_solver == "convex"):
+        say(tc, "transfer_config", "head_refit", "only a head solved as the whole run "
+            "(all_frozen, head_solver convex) is refitted")
+    if tc.head.type == "linear":
+        say(tc.head, "transfer_config.head", "hidden_size", "a linear head has no hidden layer")
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               for m in asm.model.backbone.modules()):
+        say(tc, "transfer_config", "freeze_norm_stats", "the backbone has no BatchNorm layer")
+    if modality == "text":
+        for key in ("image_size", "augment", "on_bad_image"):
+            say(d, "data", key, "the data is text")
+    else:
+        for key in ("max_length", "group_by_length"):
+            say(d, "data", key, "the data is images")
+        say(tc, "transfer_config", "pooling", "it pools a text model's tokens; the data is "
+            "images")
+    if ad.method in ("none", "adabn", "auto"):
+        say(ad, "adaptation", "weight", f"adaptation method {ad.method} adds no alignment "
+            "loss" + (" (auto weighs by auto_weights)" if ad.method == "auto" else ""))
+    if ad.method not in ("dann", "auto"):
+        say(ad, "adaptation", "dann_gamma", f"only method dann reads it, not {ad.method}")
+    if ad.method != "auto":
+        say(ad, "adaptation", "auto_weights", f"only method auto reads it, not {ad.method}")
+    return said
 
 
 def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module | None:
@@ -254,9 +369,36 @@ def class_weights_of(spec: Any, train: Any) -> list[float] | None:
         return [len(tags) / (present * c) if c else 1.0 for c in counts.tolist()]
     unknown = sorted(set(spec) - set(classes))
     if unknown:
-        raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, unknown[:5]))}, "
-                        f"not among the classes ({', '.join(classes[:10])}); fix the names")
-    return [float(spec.get(c, 1.0)) for c in classes]
+        folded = {c.casefold(): c for c in classes}
+        named = [repr(u) + (f" (did you mean {folded[u.casefold()]!r}?)"
+                            if u.casefold() in folded else "") for u in unknown[:5]]
+        raise UserError(f"transfer_config.class_weights names {', '.join(named)}, "
+                        f"not among the classes ({', '.join(classes[:10])}"
+                        f"{', ...' if len(classes) > 10 else ''}); fix the names (they are "
+                        "matched exactly, case included)")
+    weights = [float(spec.get(c, 1.0)) for c in classes]
+    tags = (np.concatenate([*train.targets, np.zeros(0, np.int64)])
+            if train.task == "token_classification" else train.targets)
+    counts = np.bincount(np.asarray(tags, dtype=np.int64), minlength=len(classes))
+    absent = [c for c in spec if counts[classes.index(c)] == 0]
+    if absent:
+        raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, absent[:5]))}, "
+                        "absent from the training split (only the validation or test set holds "
+                        "examples of it): its weight would change nothing; remove it")
+    counted = [c for c, w, k in zip(classes, weights, counts.tolist(), strict=True) if w > 0 and k]
+    if len(counted) < 2:
+        zero = [c for c, w in zip(classes, weights, strict=True) if w == 0]
+        left = (f"only {counted[0]!r} keeps a positive weight" if counted
+                else "no class keeps a positive weight")
+        raise UserError(
+            f"transfer_config.class_weights gives {', '.join(map(repr, zero[:5]))}"
+            f"{' ...' if len(zero) > 5 else ''} weight 0: {left} among the {len(classes)} "
+            "classes in training, so the loss would count "
+            + ("one class alone and the model would learn to predict it always"
+               if counted else "no example and the model would learn nothing")
+            + "; give the classes that should count a positive weight (a class not named "
+            "weighs 1)")
+    return weights
 
 
 def balanced_weights(train: Any) -> list[float]:

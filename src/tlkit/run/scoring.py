@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from tlkit.data import build_collate, build_dataset
+from tlkit.data.cells import BadCell, image_cell, pair_cell, pair_of, text_cell
 from tlkit.data.images import IMAGE_EXTENSIONS
-from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, table_format
-from tlkit.data.targets import is_missing
-from tlkit.data.types import LabelledData, Modality, Task, is_pair
+from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, jsonl_error, table_format
+from tlkit.data.types import PAIR_SEPARATOR, LabelledData, Modality, Task, is_pair
 from tlkit.device import autocast
 from tlkit.errors import UserError
 from tlkit.metrics import probabilities
@@ -53,12 +53,23 @@ class Calibration:
 
     @staticmethod
     def of(summary: dict[str, Any], calibrated: bool) -> Calibration:
-        s = summary.get("scoring") if calibrated else None
-        if not isinstance(s, dict):
+        """The calibration in a run's summary (``tlkit.summary_json.read_summary``); none when
+        not ``calibrated`` or where fit fitted none (regression, no validation split). A
+        ``scoring`` section that is not what fit writes is a UserError, never raw
+        probabilities without a word."""
+        if not calibrated or summary.get("scoring") is None:
             return Calibration()
-        t = s.get("thresholds")
-        return Calibration(float(s.get("temperature", 1.0)),
-                           tuple(float(v) for v in t) if isinstance(t, list) else None)
+        from tlkit.summary_json import Scoring
+
+        try:
+            s = Scoring.model_validate(summary["scoring"])
+        except ValueError as e:  # pydantic's ValidationError
+            why = str(e).strip().splitlines()[-1].strip()[:200]
+            raise UserError(f"summary.json's scoring section is damaged ({why}); restore the "
+                            "run's summary.json, or score uncalibrated with --no-calibration "
+                            "(calibrated=False)") from None
+        return Calibration(s.temperature if s.temperature is not None else 1.0,
+                           tuple(s.thresholds) if s.thresholds is not None else None)
 
 
 @dataclass
@@ -73,13 +84,15 @@ class Scored:
 # reading: chunks of (id, input or None, reason it cannot be scored or None)
 # --------------------------------------------------------------------------------------------------
 
-Row = tuple[str, Any, str | None]
+Row = tuple[Any, Any, str | None]
 
 
 def read_chunks(path: Path, kind: str, text_column: str | None, image_column: str | None,
                 chunk: int = CHUNK, pair_column: str | None = None) -> Iterator[list[Row]]:
     """The inputs of ``path`` (a table or a folder of images) in chunks, in file order; with
-    ``pair_column`` (a sentence-pair model) each input is the pair of the two columns."""
+    ``pair_column`` (a sentence-pair model) each input is the pair of the two columns. Every
+    cell goes through ``tlkit.data.cells`` (as training's do): one that is not an input of
+    the model's kind is a row with its reason, never its ``repr``."""
     if path.is_dir():
         if kind != "image":
             raise UserError(f"{path} is a folder; the model takes text: give a CSV, JSONL or "
@@ -92,12 +105,15 @@ def read_chunks(path: Path, kind: str, text_column: str | None, image_column: st
     fmt = table_format(path)
     first = True
     row = 0
-    column = id_column = None
+    column = id_column = second = None
     for frame in _frames(path, fmt, chunk):
         if first:
             column = _input_column(list(frame.columns), kind, text_column, image_column, path)
             second = (_input_column(list(frame.columns), "pair", pair_column, None, path)
                       if pair_column else None)
+            if second is not None and second == column:
+                raise UserError(f"the model reads pairs of two columns, but both are {column!r} "
+                                f"in {path}; give the second text in its own column")
             id_column = next((c for c in frame.columns if str(c).lower() in ID_COLUMNS), None)
             first = False
         values = frame[column].tolist()
@@ -106,19 +122,57 @@ def read_chunks(path: Path, kind: str, text_column: str | None, image_column: st
         out: list[Row] = []
         for i, v in enumerate(values):
             rid = str(ids[i]) if ids is not None else str(row + i + 1)
-            if is_missing(v) or (isinstance(v, str) and not v.strip()):
-                out.append((rid, None, f"empty {'text' if kind == 'text' else 'image path'}"))
-            elif seconds is not None:
-                w = seconds[i]
-                out.append((rid, (str(v), str(w)), None) if not is_missing(w) and str(w).strip()
-                           else (rid, None, f"empty {second}"))
-            elif kind == "image":
-                p = Path(str(v)).expanduser()
-                out.append((rid, p if p.is_absolute() else path.parent / p, None))
-            else:
-                out.append((rid, str(v), None))
+            try:
+                item: Any = (pair_of(v, seconds[i], ("text", f"second text ({second})"))
+                             if seconds is not None else input_item(v, kind, False, path.parent))
+            except BadCell as bad:
+                out.append((rid, None, str(bad)))
+                continue
+            out.append((rid, item, None))
         row += len(values)
         yield out
+
+
+def input_item(value: Any, kind: str, pairs: bool, base: Path | None = None) -> Any:
+    """One input cell as the model of ``kind`` reads it: a text, a sentence pair (``pairs``),
+    or an existing image file (a relative path is relative to ``base``, else to the current
+    folder); :class:`tlkit.data.cells.BadCell` with the reason otherwise."""
+    if kind == "image":
+        p = Path(image_cell(value)).expanduser()
+        p = p if p.is_absolute() or base is None else base / p
+        if not p.is_file():
+            raise BadCell(f"no such image file: {p}")
+        return p
+    return pair_cell(value) if pairs else text_cell(value)
+
+
+def input_rows(values: Sequence[Any], kind: str, pairs: bool) -> list[Row]:
+    """Rows of inputs given as values (the API's list, the command line's arguments), each
+    named by what the model read (the text, the pair written ``first ||| second``, the path),
+    or, for one that cannot be read, by the value as given, with the reason."""
+    out: list[Row] = []
+    for v in values:
+        try:
+            item = input_item(v, kind, pairs)
+        except BadCell as bad:
+            out.append((_as_given(v), None, str(bad)))
+            continue
+        shown = (PAIR_SEPARATOR.join(item) if is_pair(item) else
+                 str(v) if kind == "image" else item)
+        out.append((shown, item, None))
+    return out
+
+
+def _as_given(value: Any) -> Any:
+    """A value that cannot be read, as its row names it: itself, but a string that is not
+    valid Unicode (a lone surrogate) with that character escaped, so that any table can hold
+    it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _frames(path: Path, fmt: str, chunk: int) -> Iterator[Any]:
@@ -138,6 +192,8 @@ def _frames(path: Path, fmt: str, chunk: int) -> Iterator[Any]:
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - every parser has its own error types
+        if fmt == "jsonl":  # pandas names a byte offset within the chunk; say the file's line
+            raise UserError(jsonl_error(path, error)) from None
         raise UserError(f"cannot read {path} as {fmt.upper()} ({error}); fix the file or "
                         "convert it") from None
 
@@ -174,8 +230,10 @@ def _folder_chunks(root: Path, chunk: int) -> Iterator[list[Row]]:
 
 
 def score_chunk(saved: Any, rows: list[Row], cal: Calibration, batch_size: int,
-                device: torch.device, mixed_precision: bool) -> list[dict[str, Any]]:
-    """One output record per row, in the rows' order."""
+                device: torch.device, mixed_precision: bool, key: str = "id"
+                ) -> list[dict[str, Any]]:
+    """One output record per row, in the rows' order, each named by its row's id under
+    ``key``; a row that cannot be scored is a record with its ``error``."""
     kind = saved.preprocessing.kind
     good = [i for i, r in enumerate(rows) if r[2] is None]
     if kind == "text":  # batches of like length pad little; the order is restored below
@@ -196,19 +254,19 @@ def score_chunk(saved: Any, rows: list[Row], cal: Calibration, batch_size: int,
             except Exception as error:  # noqa: BLE001 - any decoder's failure: the row's error
                 why = str(error) if isinstance(error, UserError) else \
                     f"{type(error).__name__}: {error}"
-                out[good[j]] = _error_record(rows[good[j]][0], why)
+                out[good[j]] = _error_record(rows[good[j]][0], why, key)
         if not items:
             continue
         inputs, _ = collate(items)
         with torch.inference_mode(), autocast(device, mixed_precision):
             logits = saved.model(to_device(inputs, device)).float().cpu().numpy()
         for i, record in zip(kept, records(logits, saved.task, saved.classes, cal,
-                                           [rows[i][0] for i in kept])):
+                                           [rows[i][0] for i in kept], key)):
             out[i] = record
     saved.model.train(was_training)
     for i, r in enumerate(rows):
         if r[2] is not None:
-            out[i] = _error_record(r[0], r[2])
+            out[i] = _error_record(r[0], r[2], key)
     return [out[i] for i in range(len(rows))]
 
 
@@ -227,7 +285,7 @@ def _unlabelled(inputs: list[Any], saved: Any, kind: str) -> LabelledData:
 
 
 def records(outputs: np.ndarray, task: str, classes: list[str] | None, cal: Calibration,
-            ids: Sequence[str], key: str = "id") -> list[dict[str, Any]]:
+            ids: Sequence[Any], key: str = "id") -> list[dict[str, Any]]:
     """Output records of a batch of model outputs: label(s) and probabilities, calibrated."""
     names = classes or []
     if task == "single_label":
@@ -245,8 +303,8 @@ def records(outputs: np.ndarray, task: str, classes: list[str] | None, cal: Cali
             for i, o in enumerate(outputs)]
 
 
-def _error_record(rid: str, reason: str) -> dict[str, Any]:
-    return {"id": rid, "error": reason}
+def _error_record(rid: Any, reason: str, key: str = "id") -> dict[str, Any]:
+    return {key: rid, "error": reason}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,11 +327,18 @@ def open_out(path: Path, fmt: str) -> Any:
     return open(path, "w", encoding="utf-8", newline="")
 
 
-def check_out_file(path: Path) -> None:
+def check_out_file(path: Path, *, inputs: Sequence[Path] = (), own: Path | None = None,
+                   overwrite: bool = False) -> None:
     """Refuse, before any work, an ``--out`` that cannot be written: a folder, or a file in a
-    folder that does not exist or is not writable."""
+    folder that does not exist or is not writable; and, by the output rule
+    (``tlkit.outputs.check_output``), one of ``inputs`` (the --data file, the run), a file
+    inside a run directory (``own``, the run predicting, takes new files), or an existing file
+    (predictions carry no mark of tlkit's: replaced only with ``overwrite``)."""
     import os
 
+    from tlkit.outputs import check_output
+
+    check_output(path, "predictions", inputs=inputs, own=own, overwrite=overwrite)
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give a file name ending in .csv, .jsonl or "
                         ".parquet")

@@ -117,19 +117,41 @@ def _loss_of(task: str, outputs: np.ndarray, y: np.ndarray) -> float:
     return float(torch.nn.functional.cross_entropy(out, torch.from_numpy(y).long()))
 
 
+def loss_weights(task: str, y: np.ndarray, class_weights: Any = None, balanced: bool = False
+                 ) -> dict[int, float] | None:
+    """Each class's weight in the solver's loss (single-label): ``class_weights`` (the
+    config's, per class index), times, with ``balanced`` (``sampler: balanced``), n / (classes *
+    the class's count in ``y``), so that each class counts equally, as the balanced sampler
+    draws each class equally often in expectation. None: every example weighs 1."""
+    if task != "single_label" or (class_weights is None and not balanced):
+        return None
+    n_classes = int(max(len(class_weights or ()), int(y.max(initial=-1)) + 1))
+    weights = {i: 1.0 for i in range(n_classes)}
+    for i, w in enumerate(class_weights or ()):
+        weights[i] = float(w)
+    if balanced and len(y):
+        counts = np.bincount(y.astype(np.int64), minlength=n_classes)
+        present = int(np.count_nonzero(counts))
+        for i, c in enumerate(counts.tolist()):
+            if c:
+                weights[i] *= len(y) / (present * c)
+    return weights
+
+
 def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
           val_y: np.ndarray, n_out: int, seed: int = 0,
-          class_weights: Any = None, refit: bool = False
+          class_weights: Any = None, refit: bool = False, balanced: bool = False
           ) -> tuple[np.ndarray, np.ndarray, Solution]:
     """The head (weight, bias on the raw features) at the strength the validation loss (or
     cross-validation, where validation is too small) prefers. ``refit``: the head is then fitted
     on the training and validation splits together (all the labels; the cross-validation runs
-    over both), as scikit-learn's ``LogisticRegressionCV`` refits on all its data."""
-    weights = (None if class_weights is None or task != "single_label"
-               else {i: float(w) for i, w in enumerate(class_weights)})
+    over both), as scikit-learn's ``LogisticRegressionCV`` refits on all its data.
+    ``balanced`` (``sampler: balanced``): each class weighs the same in the loss in all
+    (``loss_weights``), what balanced sampling gives SGD in expectation."""
     both = refit and len(val_y) > 0
     all_x = np.concatenate([train_x, val_x]) if both else train_x
     all_y = np.concatenate([train_y, val_y]) if both else train_y
+    weights = loss_weights(task, all_y, class_weights, balanced)
     mean, std = all_x.mean(0), all_x.std(0) + 1e-6
     z, zv, za = (train_x - mean) / std, (val_x - mean) / std, (all_x - mean) / std
     if len(val_y) >= MIN_VAL:
@@ -203,15 +225,46 @@ def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray
 
 
 def held_out_logits(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
-                    c: float, n_out: int, class_weights: Any = None) -> np.ndarray:
+                    c: float, n_out: int, class_weights: Any = None, balanced: bool = False
+                    ) -> np.ndarray:
     """The validation outputs of the head fitted at ``c`` on the training split alone: what a
     head refitted on training + validation would output on examples it has not seen (for a
     temperature fitted on validation)."""
-    weights = (None if class_weights is None or task != "single_label"
-               else {i: float(w) for i, w in enumerate(class_weights)})
+    weights = loss_weights(task, train_y, class_weights, balanced)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     w, b = _fit(task, (train_x - mean) / std, train_y, c, n_out, weights)
     return ((val_x - mean) / std) @ w.T + b
+
+
+# What SGD training reads and a solved head does not (when the solve is the whole run):
+# the key, and why it does nothing there.
+UNREAD_BY_SOLVER = (
+    ("head_lr", "no SGD step is taken"),
+    ("weight_decay", "the L2 strength is chosen on validation or by cross-validation"),
+    ("epochs", "the solve is one full-batch fit to convergence"),
+    ("early_stopping_patience", "there is one fit, no epochs to stop"),
+    ("model_selection", "there is one fit, no epochs to choose from"),
+    ("min_steps", "no SGD step is taken"),
+    ("warmup_steps", "no SGD step is taken"),
+    ("warmup_ratio", "no SGD step is taken"),
+    ("scheduler", "no SGD step is taken"),
+    ("gradient_accumulation_steps", "no SGD step is taken"),
+    ("max_grad_norm", "no gradient is clipped"),
+    ("freeze_norm_stats", "the features are computed once, with every layer frozen"),
+)
+
+
+def unread_by_solver(settings: Any, dropout: float | None = None) -> list[str]:
+    """The settings (a ``LoopSettings``; and the head's ``dropout``) that a head solved as the
+    whole run does not read, where they differ from their defaults: "key value (why)"."""
+    from tlkit.config import TransferConfig  # the defaults
+
+    fields = TransferConfig.model_fields
+    said = [f"{key} {getattr(settings, key)} ({why})" for key, why in UNREAD_BY_SOLVER
+            if getattr(settings, key) != fields[key].get_default()]
+    if dropout is not None and dropout != fields["dropout"].get_default():
+        said.append(f"dropout {dropout:g} (the solver fits the linear head without dropout)")
+    return said
 
 
 def set_head(linear: nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:

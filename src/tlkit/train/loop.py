@@ -34,7 +34,7 @@ from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
 from tlkit.tensors import to_device
 from tlkit.train.loader import batch_stream
-from tlkit.train.head_solver import features, linear_of, set_head, solve
+from tlkit.train.head_solver import features, linear_of, set_head, solve, unread_by_solver
 from tlkit.train.hooks import RunIO, Step, with_method
 from tlkit.plan.length import Length, length_of
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
@@ -359,13 +359,24 @@ def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Ph
     # token classification, whose held-out validation outputs are per word)
     tokens = run.data.task == "token_classification"
     refit = run.settings.head_refit and len(run.asm.plan.phases) == 1 and not tokens
+    # sampler balanced: each class weighs the same in the solver's loss (what the sampler
+    # gives SGD in expectation)
     w, b, sol = solve("single_label" if tokens else run.data.task, x, y, xv, yv,
                       linear.out_features, run.settings.seed, run.data.class_weights,
-                      refit=refit)
+                      refit=refit, balanced=run.data.sample_weights is not None)
     set_head(linear, w, b)
+    balanced = ", each class weighted equally (sampler balanced)" \
+        if run.data.sample_weights is not None else ""
     run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
                                    f"convergence on the cached features (L2 strength C "
-                                   f"{sol.c:g}, chosen on {sol.chosen_on})"})
+                                   f"{sol.c:g}, chosen on {sol.chosen_on}{balanced})"})
+    unread = unread_by_solver(run.settings, next(
+        (m.p for m in model.head.modules() if isinstance(m, torch.nn.Dropout)), None)) \
+        if len(run.asm.plan.phases) == 1 else []
+    if unread:  # the solve is the whole run: SGD's settings do nothing
+        run.io.event("stage", {"what": "settings this run does not use (the head is solved, "
+                                       "not trained by SGD; head_solver sgd would use them): "
+                                       + "; ".join(unread)})
     train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
                              run.settings.batch_size, run.settings.mixed_precision, run.dist)
     n = len(feed.cached["train"])
