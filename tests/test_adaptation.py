@@ -137,7 +137,7 @@ def test_pretrain_continues_masked_lm_training_and_writes_a_backbone(
     moved = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters())
              if not torch.equal(a, b)]
     assert moved, "the written backbone holds the continued-pretrained weights"
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UserError, match="holds a finished pretraining; choose another --out"):
         pretrain(validate(raw), tmp_path / "out")
 
 

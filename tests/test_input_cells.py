@@ -586,3 +586,22 @@ def test_property_batch_scoring_and_training_data_take_any_cells(
     # loaded: every cell was a text, each read as its own NFC text
     assert all(isinstance(c, (str, bytes)) for c in cells)
     assert data.inputs == [_text_or_none(c) for c in stored]
+
+
+def test_an_unlabelled_target_table_reads_its_cells_like_training_data(tmp_path: Path) -> None:
+    """adaptation.target and pretrain's unlabelled pool: 'NA', 'None' and 'nan' are texts (as
+    in training tables), an empty cell is a gap left out, and a cell that is not a text is an
+    error naming its rows (before: CSV gaps by pandas' NA list, other cells dropped silently)."""
+    from types import SimpleNamespace
+
+    from tlkit.adapt.target import load_unlabelled
+
+    (tmp_path / "t.csv").write_text("text\nNA\nNone\n\nnan\ngood film\n")
+    cfg = SimpleNamespace(source=str(tmp_path / "t.csv"), text_column=None, image_column=None,
+                          text_pair_column=None, label_column=None)
+    assert load_unlabelled(cfg).inputs == ["NA", "None", "nan", "good film"]
+    (tmp_path / "t.jsonl").write_text('{"text": "ok"}\n{"text": ["a", "b"]}\n{"text": null}\n'
+                                      '{"text": 5}\n')
+    cfg.source = str(tmp_path / "t.jsonl")
+    with pytest.raises(UserError, match=r"data row 2: not a text: a list.*data row 4: not a text"):
+        load_unlabelled(cfg)

@@ -145,6 +145,25 @@ def test_fit_with_the_same_file_for_every_split_exits_2_and_writes_nothing(
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
+@pytest.mark.parametrize("command", [["plan"], ["advise", "--table-only"],
+                                     ["compare", "--no-advise", "--strategies", "all_frozen"],
+                                     ["rank", "--backbones", "minilm-l6"], ["probe"]])
+def test_every_command_that_measures_refuses_the_same_file_for_two_splits(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """plan, advise, compare, rank and probe refuse what fit refuses, before any measuring
+    (before: advise's and compare's trials trained and tested on the same rows)."""
+    data = _csv(tmp_path / "reviews.csv", _rows(40, 0))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("transfer_config:\n  source_model: minilm-l6\n"
+                   f"data:\n  source: {data}\n  test: {data}\n")
+    extra = ["--out", str(tmp_path / "cmp")] if command[0] == "compare" else []
+    code = main([command[0], str(cfg), *command[1:], *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "data.source and data.test name the same file" in err and "allow_overlap" in err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_the_api_refuses_one_dataframe_given_for_two_splits(tmp_path: Path) -> None:
     pd = pytest.importorskip("pandas")
     import tlkit

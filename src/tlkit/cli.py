@@ -32,6 +32,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _splits_apart(cfg)
     from tlkit.assemble import assemble
     from tlkit.data import load_source, make_splits, num_outputs_of
     from tlkit.plan import format_plan
@@ -52,6 +53,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train))
     print(format_plan(asm.plan, length_of(len(splits.train), cfg.transfer_config)))
     return 0
+
+
+def _splits_apart(cfg: Any) -> None:
+    """Refuse, as fit does, a config whose training, validation and test sets are the same
+    data (diagnostics.allow_overlap lets it go on), before a command plans or measures on it."""
+    from tlkit.data.fingerprint import check_identical
+
+    check_identical(cfg.data, cfg.diagnostics.allow_overlap)
 
 
 class Reporter:
@@ -397,6 +406,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from tlkit.diagnose.rank import format_rank, parse_candidates
 
     cfg = load_config(args.config, args.set or [])
+    _splits_apart(cfg)
     _sequence_only(cfg, "rank")
     _check_results(args, cfg, "rank")
     candidates = parse_candidates(args.backbones)
@@ -416,6 +426,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _splits_apart(cfg)
     _sequence_only(cfg, "probe")
     _check_results(args, cfg, "probe")
     from tlkit.diagnose.probe_run import format_probe_run, probe_run
@@ -430,6 +441,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _splits_apart(cfg)
     _sequence_only(cfg, "advise")
     _check_results(args, cfg, "advise")
     from tlkit.advise import format_advice, gather, measure, measure_adaptation, recommend
@@ -453,6 +465,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    _splits_apart(cfg)
     _sequence_only(cfg, "compare")
     from tlkit.compare import compare, format_leaderboard
 

@@ -18,6 +18,7 @@ from tlkit.adapt.label_free import information_maximisation
 from tlkit.adapt.losses import build_adapter
 from tlkit.config import Config
 from tlkit.data import build_dataset, load_source
+from tlkit.data.cells import image_cell, read_cells, text_cell
 from tlkit.data.images import is_image_file
 from tlkit.data.sources import input_column, resolve_source, table_format
 from tlkit.data.types import LabelledData
@@ -117,11 +118,13 @@ def load_unlabelled(data_cfg: Any) -> Any:
     try:
         frame = (pd.read_parquet(path) if fmt == "parquet" else
                  pd.read_json(path, lines=True, dtype=False) if fmt == "jsonl" else
-                 pd.read_csv(path, sep="\t" if fmt == "tsv" else ","))
+                 # as training tables are read: 'NA', 'None' or 'nan' are texts, not gaps
+                 pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
+                             keep_default_na=False, na_values=[""]))
     except Exception as e:  # noqa: BLE001 - every parser has its own errors
         raise UserError(f"cannot read {path} ({e}); fix the file") from None
     modality, column = input_column(frame, data_cfg, path)
-    values = [v for v in frame[column].tolist() if isinstance(v, str) and v.strip()]
+    values = _target_cells(frame[column].tolist(), modality, column, path)
     if not values:
         raise UserError(f"column {column!r} of {path} holds no inputs")
     inputs: list[Any] = values
@@ -130,6 +133,20 @@ def load_unlabelled(data_cfg: Any) -> Any:
                   for p in (Path(v).expanduser() for v in values)]
     return LabelledData(str(path), modality, "single_label", inputs,
                         np.zeros(len(inputs), dtype=np.int64), ["(unlabelled)"])
+
+
+def _target_cells(values: list[Any], modality: str, column: str, path: Path) -> list[str]:
+    """The inputs of an unlabelled target column through the same cell checks as training
+    data (``tlkit.data.cells``): an empty cell is a gap in the pool and is left out; a cell
+    that is not a text or an image path (a number, a list, a dict, undecodable bytes) is an
+    error naming its rows, never read as its repr."""
+    out, _, wrong = read_cells(values, text_cell if modality == "text" else image_cell)
+    if wrong:
+        shown = "; ".join(f"data row {i + 1}: {why}" for i, why in wrong[:5])
+        raise UserError(f"column {column!r} of adaptation.target {path} holds {len(wrong)} "
+                        f"cell(s) that are not {'texts' if modality == 'text' else 'image paths'}"
+                        f" ({shown}{' ...' if len(wrong) > 5 else ''}); fix or remove those rows")
+    return out
 
 
 def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:

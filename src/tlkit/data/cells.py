@@ -116,6 +116,8 @@ def image_cell(value: Any) -> str:
         if not value.strip():
             raise BadCell("empty image path", missing=True)
         _check_unicode(value, "image path")
+        if "\x00" in value:
+            raise BadCell("not an image path: it holds a NUL character, which no file name can")
         return str(value)
     if _is_missing(value):
         raise BadCell("empty image path", missing=True)
@@ -146,8 +148,10 @@ def column_image_paths(values: Sequence[Any], column: str, where: str) -> list[s
     return _column(values, image_cell, column, where, "image path", "data.image_column")
 
 
-def _column(values: Sequence[Any], cell: Callable[[Any], str], column: str, where: str,
-            what: str, key: str) -> list[str]:
+def read_cells(values: Sequence[Any], cell: Callable[[Any], str]
+               ) -> tuple[list[str], list[int], list[tuple[int, str]]]:
+    """``values`` through ``cell``: the values it read (in order, the bad ones left out), the
+    indices of the empty cells, and the other bad cells' indices with the reason."""
     out: list[str] = []
     empty: list[int] = []
     wrong: list[tuple[int, str]] = []
@@ -156,6 +160,12 @@ def _column(values: Sequence[Any], cell: Callable[[Any], str], column: str, wher
             out.append(cell(v))
         except BadCell as bad:
             (empty.append(i) if bad.missing else wrong.append((i, str(bad))))
+    return out, empty, wrong
+
+
+def _column(values: Sequence[Any], cell: Callable[[Any], str], column: str, where: str,
+            what: str, key: str) -> list[str]:
+    out, empty, wrong = read_cells(values, cell)
     if wrong:
         shown = "; ".join(f"data row {i + 1}: {why}" for i, why in wrong[:5])
         also = (f"; it is also empty in {len(empty)} row(s) (data rows {_rows(empty)})"

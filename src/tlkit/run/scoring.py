@@ -140,7 +140,12 @@ def input_item(value: Any, kind: str, pairs: bool, base: Path | None = None) -> 
     if kind == "image":
         p = Path(image_cell(value)).expanduser()
         p = p if p.is_absolute() or base is None else base / p
-        if not p.is_file():
+        try:
+            found = p.is_file()
+        except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+            raise BadCell(f"not an image file's path ({getattr(e, 'strerror', None) or e})"
+                          ) from None
+        if not found:
             raise BadCell(f"no such image file: {p}")
         return p
     return pair_cell(value) if pairs else text_cell(value)
