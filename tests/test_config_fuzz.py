@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tlkit.config import Config, _model_in, load_config, validate
+from tlkit.config import Config, load_config, validate
+from tlkit.config.validation import _model_in
 from tlkit.errors import UserError
 
 _COMMON = dict(deadline=None, database=None, print_blob=True,

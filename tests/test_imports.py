@@ -14,19 +14,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
     ("tlkit.errors", "tlkit.tensors", "tlkit.device", "tlkit.files", "tlkit.metrics",
-     "tlkit.token_rows", "tlkit.distributed", "tlkit.threads", "tlkit.outputs"),
-    ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.lora",
-     "tlkit.strategies"),
+     "tlkit.token_rows", "tlkit.distributed", "tlkit.threads", "tlkit.outputs", "tlkit.events"),
+    ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.strategies"),
     ("tlkit.config",),
     ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.variants", "tlkit.rundir",
      "tlkit.saved", "tlkit.model_json", "tlkit.summary_json", "tlkit.tensorboard",
      "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.adapt", "tlkit.diagnose"),
+    ("tlkit.report",),  # reads run directories; run.after_fit writes a fit's card and report
     ("tlkit.run",),
-    ("tlkit.ecosystem",),
-    ("tlkit.compare", "tlkit.advise", "tlkit.export", "tlkit.report"),
-    ("tlkit.cli", "tlkit.api"),
+    ("tlkit.compare", "tlkit.advise", "tlkit.export"),
+    ("tlkit.cli", "tlkit.api", "tlkit.progress"),  # the edges: only they print progress
 ]
 
 

@@ -201,12 +201,12 @@ def test_export_to_an_existing_folder_or_a_users_file_is_refused_before_the_mode
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: torchscript to an existing folder was a traceback (exit 1); onnx to one said to
     try torchscript."""
-    import tlkit.export
+    import tlkit.export.run
 
     def no_load(*a: object) -> None:
         raise AssertionError("the model loaded before the refusal")
 
-    monkeypatch.setattr(tlkit.export, "load_model", no_load)
+    monkeypatch.setattr(tlkit.export.run, "load_model", no_load)
     folder = run.parent / "exports"
     folder.mkdir()
     line = refused(capsys, "export", run, "--format", fmt, "--out", folder,

@@ -26,7 +26,7 @@ from PIL import Image
 from cli_runner import run_cli
 
 from tlkit.report import write_compare_page, write_rank_page, write_report
-from tlkit.report.rundata import parse_plan
+from tlkit.report.rundata import load_run, parse_plan, plan_from_record
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -326,10 +326,10 @@ def test_fit_no_report_and_a_failing_report_leave_the_fit_alone(
         tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     import tlkit.report
-    import tlkit.run
+    import tlkit.run.after_fit
     from tlkit.cli import main
 
-    monkeypatch.setattr(tlkit.run, "fit_run", _fake_fit(tiny_run))
+    monkeypatch.setattr(tlkit.run.after_fit, "fit_run", _fake_fit(tiny_run))
     cfg = tiny_run / "config.yaml"
     assert main(["fit", str(cfg), "--out", str(tmp_path / "a"), "--no-report"]) == 0
     assert not (tmp_path / "a" / "report.html").exists()
@@ -356,6 +356,48 @@ def test_plan_text_round_trips_with_lora_rows() -> None:
     assert [(b.name, b.n_params, b.trainable, b.adapters_only, b.lr) for b in phase.blocks] == [
         ("embeddings", 1000, False, False, 1e-5), ("layer 0", 2000, True, True, 2e-5),
         ("head", 50, True, False, 1e-3)]
+
+
+def test_plan_json_reads_back_as_the_phases_of_plan_txt_with_exact_rates() -> None:
+    from tlkit.plan.table import GroupRow, Phase, Plan, format_plan, plan_record
+
+    rows = (GroupRow("embeddings", 1000, False, 1.234567e-5, 0.01, 10, n_adapter=8,
+                     adapters_only=True),
+            GroupRow("layer 0", 2000, True, 2.5e-5, 0.01, 20, n_adapter=64, adapters_only=True),
+            GroupRow("head", 50, True, 1e-3, 0.01, 2))
+    plan = Plan("tiny", "lora", (Phase(0, 0, 2, "LoRA adapters", rows),
+                                 Phase(1, 2, 3, "the head alone", rows[:1] + rows[2:])), 3050)
+    record = json.loads(json.dumps(plan_record(plan)))  # as plan.json holds it
+    from_json, from_text = plan_from_record(record), parse_plan(format_plan(plan))
+    assert from_json is not None and len(from_json) == len(from_text) == 2
+    for j, t in zip(from_json, from_text):
+        assert (j.index, j.epochs, j.label) == (t.index, t.epochs, t.label)
+        assert [(b.name, b.n_params, b.trainable, b.adapters_only) for b in j.blocks] == [
+            (b.name, b.n_params, b.trainable, b.adapters_only) for b in t.blocks]
+    assert from_json[0].blocks[0].lr == 1.234567e-5  # the text rounds it to 1.23e-05
+    for bad in (None, [], {"phases": 3}, {"phases": [{"index": 0}]}, "plan"):
+        assert plan_from_record(bad) is None
+
+
+@pytest.mark.slow
+def test_the_report_reads_plan_json_and_a_run_without_one_from_plan_txt(
+        tiny_run: Path, tmp_path: Path) -> None:
+    text_phases = parse_plan((tiny_run / "plan.txt").read_text())
+    assert (tiny_run / "plan.json").is_file() and len(text_phases) == 3
+    phases = load_run(tiny_run).phases
+    assert [(p.index, p.epochs, p.label, [(b.name, b.trainable) for b in p.blocks])
+            for p in phases] == [(p.index, p.epochs, p.label,
+                                  [(b.name, b.trainable) for b in p.blocks])
+                                 for p in text_phases]
+    assert [b.lr for p in phases for b in p.blocks] == pytest.approx(
+        [b.lr for p in text_phases for b in p.blocks], rel=5e-3)
+    # a run directory of an earlier tlkit (no plan.json), or one whose plan.json is damaged
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old, ignore=shutil.ignore_patterns("checkpoints", "model"))
+    (old / "plan.json").unlink()
+    assert load_run(old).phases == text_phases
+    (old / "plan.json").write_text('{"phases": [{"index": 0}]')
+    assert load_run(old).phases == text_phases
 
 
 def _compare_result(tmp_path: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from tlkit.assemble import assemble
 from tlkit.cli import main
 from tlkit.config import TransferConfig, validate
 from tlkit.errors import UserError
-from tlkit.lora import is_adapter_param, lora_spec, merge_lora
+from tlkit.backbones.lora import is_adapter_param, lora_spec, merge_lora
 from tlkit.plan import HEAD
 from tlkit.plan.apply import apply_phase
 from tlkit.regularization import L2SP, l2sp_penalty

@@ -135,7 +135,6 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
     prints tlkit's lines and a progress bar (rich; a notebook shows it as a terminal does)."""
     from tlkit.config import Config, load_config, validate
     from tlkit.outputs import check_output, config_inputs
-    from tlkit.run import fit_run
 
     if isinstance(config, Config):
         cfg, name = config, "run"
@@ -151,25 +150,18 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
     # a user's folder, or another kind of tlkit folder (a compare, a pretraining, an export)
     read = [Path(config)] if isinstance(config, (str, Path)) else []
     check_output(path, "run", flag="out", inputs=[*read, *config_inputs(cfg.model_dump())])
-    from tlkit.cli import tracker
+    from tlkit.distributed import is_main_process
+    from tlkit.tracking import tracker
 
     event = _reporter(path) if progress else (lambda kind, info: None)
-    ml = tracker(cfg, path, event)  # contacted now: a UserError before anything is trained
-    try:
-        fit_run(cfg, path, resume=resume, event=ml or event)
-    except BaseException as e:
-        if ml is not None:  # bounded, and never raises for the service: the error is e
-            ml.finish(None, interrupted=not isinstance(e, Exception))
-        raise
-    if baseline:
-        from tlkit.run.baseline import add_to_summary, baselines
+    # contacted now: a UserError before anything is trained; rank 0 logs, as tlkit fit does
+    ml = tracker(cfg, path, event) if is_main_process() else None
+    from tlkit.run.after_fit import fit_and_finish
 
-        add_to_summary(path, baselines(cfg, path, event=event))
+    logged = fit_and_finish(cfg, path, event=event, tracker=ml, resume=resume,
+                            baseline=baseline, report=False)
     run = Run(path)
-    from tlkit.report.model_card import write_card
-
-    write_card(path)
-    if ml is not None and not ml.finish(run.summary) and not progress:
+    if ml is not None and not logged and not progress:
         import warnings  # with progress, the line was printed; the fit's results stand
 
         warnings.warn(f"MLflow: the run was not logged to {ml.given} ({ml.broken})",
@@ -392,7 +384,7 @@ def _column(frame: Any, wanted: list[str]) -> Any:
 
 
 def _reporter(path: Path) -> Any:
-    from tlkit.cli import Reporter
+    from tlkit.progress import Reporter
 
     rep = Reporter(str(path / "train.log"))
     from rich.console import Console

@@ -31,13 +31,12 @@ import torch
 from tlkit.backbones.base import Backbone
 from tlkit.backbones.packaged import cache_dir
 from tlkit.config import CacheSettings
+from tlkit.data.collate import Collate
 from tlkit.device import autocast, cpu_has_bf16
 from tlkit.distributed import SINGLE, Dist
 from tlkit.plan import Plan
 from tlkit.tensors import to_device
 from tlkit.token_rows import START
-
-Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 
 from tlkit import strategies
 from tlkit.errors import Terminated, UserError, raise_terminated
+from tlkit.progress import Reporter
 
 
 def _quiet_env() -> None:
@@ -63,63 +64,6 @@ def _splits_apart(cfg: Any) -> None:
     check_identical(cfg.data, cfg.diagnostics.allow_overlap)
 
 
-class Reporter:
-    """Progress for people: a bar on a terminal, plain lines otherwise (and always in the log)."""
-
-    def __init__(self, log_path: str | None = None) -> None:
-        self.tty = sys.stderr.isatty()
-        self.log_path = log_path
-        self.progress: Any = None  # a rich Progress while an epoch runs on a terminal
-        self.task: Any = None
-
-    def line(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text)
-        else:
-            print(text, file=sys.stderr, flush=True)
-        if self.log_path:
-            import time as _t
-
-            try:
-                os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-                with open(self.log_path, "a", encoding="utf-8") as f:
-                    f.write(f"{_t.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-            except OSError:
-                # The log copies stderr; a full disk is reported by the next checkpoint write,
-                # which says what was kept. It must not end the run as an internal error.
-                pass
-
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "stage":
-            extra = "  ".join(f"{k}={v}" for k, v in info.items() if k != "what")
-            self.line(f"[tlkit] {info['what']}" + (f"  {extra}" if extra else ""))
-        elif kind == "resumed":
-            self.line(f"[tlkit] resumed at epoch {info['epoch']}, batch {info['batch']}, "
-                      f"step {info['step']}")
-        elif kind == "epoch_start":
-            self.line(f"[tlkit] epoch {info['epoch']} phase {info['phase']}: {info['label']}")
-            if self.tty:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-                self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                                         TextColumn("{task.completed}/{task.total} loss "
-                                                    "{task.fields[loss]:.4f}"),
-                                         TimeRemainingColumn(), transient=True)
-                self.progress.start()
-                self.task = self.progress.add_task("train", total=info["batches"],
-                                                   epoch=info["epoch"], loss=float("nan"))
-        elif kind == "step" and self.progress is not None:
-            self.progress.update(self.task, completed=info["batch"], loss=info["loss"])
-        elif kind == "epoch_end":
-            if self.progress is not None:
-                self.progress.stop()
-                self.progress = None
-            metrics = "  ".join(f"{k}={v:.4f}" for k, v in info.items()
-                                if k.startswith(("train_", "val_")) and isinstance(v, float))
-            self.line(f"[tlkit] epoch {info['epoch']} done  {metrics}  "
-                      f"({info['seconds']:.1f}s)")
-
-
 def cmd_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -136,11 +80,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
         check_baselines(cfg)
     from tlkit.distributed import is_main_process, launched
+    from tlkit.tracking import tracker
 
     # an external service is contacted now, briefly: before the model loads or the run
     # directory is written, so that a fit that could not log is refused before it trains
     ml = tracker(cfg, out, None) if is_main_process() else None
-    from tlkit.run import fit_run
+    from tlkit.run.after_fit import fit_and_finish
 
     if args.tensorboard:
         from tlkit.errors import require
@@ -150,86 +95,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise UserError("--baseline runs on one process: fit on several, then run the "
                         "baseline without torchrun / accelerate launch")
     rep = Reporter(str(out / "train.log"))
-    tb = None
-    if args.tensorboard and is_main_process():
-        from tlkit.tensorboard import TensorBoardLog
-
-        tb = TensorBoardLog(out / "tensorboard", forward=rep)  # writes, then passes on to rep
-    if ml is not None:
-        ml.forward = tb or rep
-    try:
-        summary = fit_run(cfg, out, resume=args.resume, event=ml or tb or rep,
-                          checkpoint_every=args.checkpoint_every)
-    except BaseException as e:
-        if ml is not None:  # bounded, and never raises for the service: the error is e
-            ml.finish(None, interrupted=isinstance(e, (KeyboardInterrupt, Terminated)))
-        raise
-    finally:
-        if tb is not None:
-            tb.close()
-    if not is_main_process():  # one of several processes: rank 0 reports and writes
-        return 0
-    which = "test" if summary["test"] is not None else "val"  # val: no test split
-    shown = {k: round(v, 4) for k, v in summary[which].items() if isinstance(v, float)}
-    rep.line(f"[tlkit] {which if which == 'test' else 'validation (no test split)'} "
-             f"{json.dumps(shown)}")
-    if args.baseline:
-        from tlkit.run.baseline import add_to_summary, baselines
-
-        verdicts = baselines(cfg, out, event=rep)
-        add_to_summary(out, verdicts)
-        if "classical_baseline" in verdicts:
-            c = verdicts["classical_baseline"]
-            rep.line(f"[tlkit] against the classical baseline: {c['text']} ({c['seconds']:.1f} s "
-                     f"against the transfer run's {c['transfer_seconds']:.1f} s)")
-        if "baseline" in verdicts:
-            rep.line(f"[tlkit] against training from scratch: {verdicts['baseline']['text']}")
-    _card_after_fit(out, rep)
-    if not args.no_report:
-        _report_after_fit(out, rep)
     # a service that failed during the run was said in the log; the results stand (exit 0)
-    if ml is not None and ml.finish(json.loads((out / "summary.json").read_text())):
-        rep.line(f"[tlkit] logged to MLflow: {ml.uri}, experiment {ml.experiment}, run "
-                 f"{ml.run_id}")
-    rep.line(f"[tlkit] run directory: {out}")
+    fit_and_finish(cfg, out, event=rep, say=rep.line, tracker=ml, resume=args.resume,
+                   checkpoint_every=args.checkpoint_every,
+                   tensorboard=args.tensorboard and is_main_process(), baseline=args.baseline,
+                   report=not args.no_report)
     return 0
-
-
-def tracker(cfg: Any, out: Path, forward: Any) -> Any:
-    """The tracker the config asks for (``tracking.mlflow``: a ``tlkit.tracking.Tracker``),
-    already contacted (its ``check``: a UserError when it cannot be used), or None."""
-    if cfg.tracking.mlflow is None:
-        return None
-    from tlkit.tracking import MlflowLog
-
-    ml = MlflowLog(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, out,
-                   cfg.model_dump(mode="json"), forward=forward)
-    ml.check()
-    return ml
-
-
-def _card_after_fit(out: Path, rep: Reporter) -> None:
-    """The model card (README.md), whatever --no-report says; like the report, a card that
-    fails is logged, not raised (``tlkit report`` writes it again)."""
-    try:
-        from tlkit.report.model_card import write_card
-
-        write_card(out)
-    except Exception as e:  # noqa: BLE001 - the fit succeeded; say why the card did not
-        rep.line(f"[tlkit] the model card could not be written ({type(e).__name__}: {e}); "
-                 f"run `tlkit report {out}` to try again")
-
-
-def _report_after_fit(out: Path, rep: Reporter) -> None:
-    """The trained run stands whatever happens here: a report that fails is logged, not
-    raised (``tlkit report`` draws it again)."""
-    try:
-        from tlkit.report import write_report
-
-        rep.line(f"[tlkit] report: {write_report(out)}")
-    except Exception as e:  # noqa: BLE001 - the fit succeeded; say why the report did not
-        rep.line(f"[tlkit] the report could not be written ({type(e).__name__}: {e}); "
-                 f"run `tlkit report {out}` to try again")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -9,9 +9,6 @@ from torch import nn
 
 from tlkit.backbones.base import Backbone
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-               nn.modules.instancenorm._InstanceNorm)
-
 
 class TransferModel(nn.Module):
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tlkit.lora import is_adapter_param
+from tlkit.backbones.lora import is_adapter_param
 
 
 def l2sp_penalty(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], lam: float) -> torch.Tensor:

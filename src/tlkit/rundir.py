@@ -47,6 +47,10 @@ class RunDir:
         return self.path / "plan.txt"
 
     @property
+    def plan_json(self) -> Path:  # the same plan as data, for the report
+        return self.path / "plan.json"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 

@@ -18,7 +18,7 @@ from tlkit.data import load_tokenizer
 from tlkit.errors import UserError
 from tlkit.files import deferred_signals, disk_full, write_error
 from tlkit.heads import build_head
-from tlkit.lora import apply_lora_spec, lora_spec
+from tlkit.backbones.lora import apply_lora_spec, lora_spec
 from tlkit.model import TransferModel
 from tlkit.model_json import checked
 

@@ -9,11 +9,10 @@ step it resumed from; TensorBoard reads them together.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Event = Callable[[str, dict[str, Any]], None]
+from tlkit.events import Event
 
 
 class TensorBoardLog:

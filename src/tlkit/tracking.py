@@ -34,12 +34,14 @@ import difflib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from tlkit.errors import UserError, require
+from tlkit.events import Event
 
-Event = Callable[[str, dict[str, Any]], None]
+if TYPE_CHECKING:
+    from tlkit.config import Config
 
 CHECK_SECONDS = 5  # the start's one request: a tracking server answers in milliseconds
 RUN_RETRIES = 2  # then, per request: a server restarting is waited for, a dead one is not
@@ -283,3 +285,14 @@ class MlflowLog:
             mlflow.end_run()
 
         return self._guarded("log the run's results", log)
+
+
+def tracker(cfg: Config, out: Path, forward: Event | None) -> MlflowLog | None:
+    """The tracker the config asks for (``tracking.mlflow``: a ``Tracker``), already contacted
+    (its ``check``: a UserError when it cannot be used), or None."""
+    if cfg.tracking.mlflow is None:
+        return None
+    ml = MlflowLog(cfg.tracking.mlflow.uri, cfg.tracking.mlflow.experiment, out,
+                   cfg.model_dump(mode="json"), forward=forward)
+    ml.check()
+    return ml

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,10 @@ import torch
 from tlkit.backbones.base import ImagePreprocessing, Preprocessing, TextPreprocessing
 from tlkit.data.types import is_pair
 from tlkit.errors import UserError
+
+# What the loop, evaluation and the activation cache call to batch examples: [(input, target)] ->
+# (inputs, targets). ImageCollate and TextCollate are the two kinds.
+Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 # Tokenizers without a known limit report a huge sentinel (int(1e30)); only smaller ones are real.
 _NO_LIMIT = 1_000_000

@@ -3,7 +3,8 @@
 ``tlkit.strategies``."""
 
 from tlkit.plan.rates import discriminative_lrs
-from tlkit.plan.table import HEAD, GroupRow, GroupSize, Phase, Plan, build_plan, format_plan
+from tlkit.plan.table import (HEAD, GroupRow, GroupSize, Phase, Plan, build_plan, format_plan,
+                              plan_record)
 from tlkit.strategies import PhaseSpec, phase_at, selector_count
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "discriminative_lrs",
     "format_plan",
     "phase_at",
+    "plan_record",
     "selector_count",
 ]

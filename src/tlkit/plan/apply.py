@@ -11,7 +11,7 @@ from typing import Any, Literal
 from torch import nn
 
 from tlkit.backbones.base import Backbone, LayerGroup
-from tlkit.lora import is_adapter_param
+from tlkit.backbones.lora import is_adapter_param
 from tlkit.model import TransferModel, frozen_submodules
 from tlkit.plan.table import HEAD, GroupSize, Phase, Plan
 

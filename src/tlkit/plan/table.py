@@ -115,6 +115,24 @@ def _fmt_count(n: int) -> str:
     return f"{n:,}"
 
 
+def _phase_steps(length: Length, phase: Phase) -> tuple[int, int]:
+    """The first and last optimizer step of ``phase`` (counted from 0)."""
+    first = length.steps_of(0, phase.start_epoch)
+    return first, first + length.steps_of(phase.start_epoch, phase.end_epoch) - 1
+
+
+def plan_record(plan: Plan, length: Length | None = None) -> dict[str, Any]:
+    """The plan table as data, as a run directory's plan.json holds it (a reader needs neither
+    torch nor plan.txt's text): ``Plan.to_dict`` (phases indexed from 0, epochs from 0 with
+    ``end_epoch`` exclusive, each phase's rows input -> output with the head last) and, with the
+    run's ``length``, each phase's ``optimizer_steps`` [first, last]."""
+    record = {"format": 1, **plan.to_dict()}
+    if length is not None:
+        for phase, out in zip(plan.phases, record["phases"], strict=True):
+            out["optimizer_steps"] = list(_phase_steps(length, phase))
+    return record
+
+
 def format_plan(plan: Plan, length: Length | None = None) -> str:
     """The plan as text; with the run's ``length`` (known once the data is), each phase's
     optimizer steps too."""
@@ -129,9 +147,8 @@ def format_plan(plan: Plan, length: Length | None = None) -> str:
         epochs = (f"epoch {p.start_epoch}" if p.end_epoch - p.start_epoch == 1
                   else f"epochs {p.start_epoch}-{p.end_epoch - 1}")
         if length is not None:
-            first = length.steps_of(0, p.start_epoch)
-            n = length.steps_of(p.start_epoch, p.end_epoch)
-            epochs += f", optimizer steps {first}-{first + n - 1}"
+            first, last = _phase_steps(length, p)
+            epochs += f", optimizer steps {first}-{last}"
         lines.append("")
         lines.append(f"phase {p.index + 1} ({epochs}): {p.label}  "
                      f"trainable {_fmt_count(p.trainable_params)} / {_fmt_count(plan.total_params)}")

@@ -1,7 +1,8 @@
 """What a report reads from a finished run directory: the files fit wrote, nothing recomputed.
 
-The plan comes back from plan.txt (the text ``tlkit plan`` prints, see tlkit.plan.table), so the
-report needs neither the backbone nor torch.
+The plan comes back from plan.json (the plan table as data, ``tlkit.plan.table.plan_record``), so
+the report needs neither the backbone nor torch. A run directory written before plan.json existed
+has its plan read back from plan.txt's text (what ``tlkit plan`` prints).
 """
 
 from __future__ import annotations
@@ -66,12 +67,27 @@ def load_run(path: Path) -> RunData:
     summary = read_summary(path)
     plan_text = _read_text(path / "plan.txt")
     return RunData(path=path, summary=summary, config_text=_read_text(path / "config.yaml"),
-                   plan_text=plan_text, phases=parse_plan(plan_text),
+                   plan_text=plan_text, phases=read_plan(path, plan_text),
                    metrics=read_metrics(path / "metrics.jsonl"))
+
+
+def read_plan(path: Path, plan_text: str) -> list[PhasePlan]:
+    """The phases of the run at ``path``: from plan.json; from ``plan_text`` (plan.txt) where
+    there is no plan.json (a run of an earlier tlkit) or it cannot be read as one."""
+    phases = plan_from_record(_read_json(path / "plan.json"))
+    return parse_plan(plan_text) if phases is None else phases
 
 
 def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``; None where the file is missing or is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -83,6 +99,27 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+def plan_from_record(record: Any) -> list[PhasePlan] | None:
+    """The phases of a plan.json record (``tlkit.plan.table.plan_record``: phases and epochs
+    counted from 0, ``end_epoch`` exclusive, rows input -> output with the head last), as
+    ``parse_plan`` gives them; None for anything else."""
+    try:
+        return [PhasePlan(int(p["index"]) + 1, (int(p["start_epoch"]), int(p["end_epoch"]) - 1),
+                          str(p["label"]), tuple(_block(r) for r in p["rows"]))
+                for p in record["phases"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _block(row: dict[str, Any]) -> Block:
+    """One row of a plan.json phase (a ``tlkit.plan.table.GroupRow``)."""
+    if not isinstance(row["trainable"], bool) or not isinstance(row["n_params"], int):
+        raise ValueError("not a plan row")
+    trainable = row["trainable"]
+    return Block(str(row["name"]), row["n_params"], trainable, float(row["lr"]),
+                 trainable and row.get("adapters_only") is True)
 
 
 _PHASE = re.compile(r"^phase (\d+) \(epochs? (\d+)(?:-(\d+))?(?:, optimizer steps [^)]*)?\): (.*?)  trainable ")

@@ -23,10 +23,10 @@ from typing import Any
 from tlkit.adapt.label_free import Candidate, choose, oracle
 from tlkit.config import Config, dump_config
 from tlkit.errors import UserError
+from tlkit.events import Event
 from tlkit.rundir import RunDir
 from tlkit.summary_json import read_summary
 
-Event = Callable[[str, dict[str, Any]], None]
 Fit = Callable[..., dict[str, Any]]
 ALIGNING = ("dann", "mmd", "coral")
 RECORD = "adaptation_auto.json"
@@ -41,7 +41,7 @@ def candidates(cfg: Config) -> list[tuple[str, str, float]]:
     return out
 
 
-def with_method(cfg: Config, method: str, weight: float) -> Config:
+def with_adaptation(cfg: Config, method: str, weight: float) -> Config:
     """``cfg`` with this adaptation method (and weight, for the aligning ones)."""
     ad = cfg.adaptation.model_copy(update={"method": method,
                                            **({"weight": weight} if weight else {})})
@@ -51,7 +51,7 @@ def with_method(cfg: Config, method: str, weight: float) -> Config:
 def _trial_config(cfg: Config, method: str, weight: float) -> Config:
     """A trial: the candidate without what does not bear on the choice (calibration, the
     source-task check)."""
-    c = with_method(cfg, method, weight)
+    c = with_adaptation(cfg, method, weight)
     d = c.diagnostics.model_copy(update={"calibration": False, "source_task": None})
     return c.model_copy(update={"diagnostics": d})
 
@@ -66,7 +66,7 @@ def _candidate(name: str, method: str, weight: float, measured: dict[str, Any],
 def source_only(cfg: Config) -> Config:
     """``cfg`` with adaptation method auto replaced by none (source-only training, the target
     still measured): what compare's strategy rows and advise's strategy trials train."""
-    return with_method(cfg, "none", 0.0) if cfg.adaptation.method == "auto" else cfg
+    return with_adaptation(cfg, "none", 0.0) if cfg.adaptation.method == "auto" else cfg
 
 
 def _trial(cfg: Config, fit: Fit, where: Path | None) -> dict[str, Any]:
@@ -162,4 +162,4 @@ def resolve_adaptation(cfg: Config, run: RunDir, resume: bool, fit: Fit, event: 
         record = run_trials(cfg, fit, event)
         run.write_text(path, json.dumps(record, indent=1) + "\n")
     event("stage", {"what": format_record(record)})
-    return with_method(cfg, record["method"], float(record["weight"])), record
+    return with_adaptation(cfg, record["method"], float(record["weight"])), record

@@ -47,7 +47,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,6 +64,7 @@ from tlkit.device import autocast
 from tlkit.diagnose.classical import fit_classical
 from tlkit.distributed import Dist
 from tlkit.errors import UserError
+from tlkit.events import Event
 from tlkit.metrics import compute_metrics, monitor_metric, probabilities
 from tlkit.plan.length import Length, length_of
 from tlkit.regularization import L2SP
@@ -75,8 +75,6 @@ from tlkit.train.feed import Feed
 from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import TrainData, fit
 from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
-
-Event = Callable[[str, dict[str, Any]], None]
 
 # the frozen head, then the fine-tuning candidates in the order taken when trials cannot choose
 CANDIDATES = ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")

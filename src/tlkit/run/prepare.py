@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,14 @@ from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
 from tlkit.errors import UserError
-from tlkit.plan import format_plan
+from tlkit.events import Event
+from tlkit.plan import format_plan, plan_record
 from tlkit.plan.length import length_of
 from tlkit.regularization import L2SP
 from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
 from tlkit.train.loader import default_workers
 from tlkit.train.loop import TrainData
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -166,6 +164,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     if dist.is_main:
         run.write_text(run.config, dump_config(given or cfg))
         run.write_text(run.plan, format_plan(asm.plan, length) + "\n")
+        run.write_json(run.plan_json, plan_record(asm.plan, length))
     # rank 0 reads the checkpoint and sends it to the others (their disk may not hold it)
     state_in = dist.on_main(lambda: load_checkpoint(run.last) if resume else None)
     if dist.is_main and state_in is not None:

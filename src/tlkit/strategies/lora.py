@@ -1,5 +1,6 @@
 """LoRA (Hu et al., 2021) through PEFT: low-rank adapter matrices train beside the layers named in
-``lora.target_modules``, the pretrained weights stay frozen (``tlkit.lora`` injects them)."""
+``lora.target_modules``, the pretrained weights stay frozen (``tlkit.backbones.lora`` injects
+them)."""
 
 from __future__ import annotations
 
@@ -48,13 +49,13 @@ class LoRA(Strategy):
                           adapters_only=True)]
 
     def prepare(self, backbone: Any, groups: list[Any], settings: Any) -> list[Any]:
-        from tlkit.lora import add_lora  # PEFT and torch: imported when LoRA is used
+        from tlkit.backbones.lora import add_lora  # PEFT and torch: imported when LoRA is used
 
         lc = lora_settings(settings)
         return add_lora(backbone, groups, lc.r, lc.alpha, lc.dropout, lc.target_modules)
 
     def notes(self, settings: Any, backbone: Any) -> list[str]:
-        from tlkit.lora import lora_spec  # PEFT and torch: imported when LoRA is used
+        from tlkit.backbones.lora import lora_spec  # PEFT and torch: imported when LoRA is used
 
         lc = lora_settings(settings)
         layers = sorted({n.split(".lora_A")[0] for n, _ in backbone.named_parameters()

@@ -4,13 +4,14 @@ the split and every process gets the whole, gathered in the data's order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 from torch import nn
 
+from tlkit.data.collate import Collate
 from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
@@ -19,8 +20,6 @@ from tlkit.model import TransferModel
 from tlkit.tensors import to_device
 from tlkit.token_rows import TokenLoss
 from tlkit.train.batches import batches_of
-
-Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
 def loss_function(task: str, reduction: str = "mean",

@@ -8,20 +8,19 @@ so one forward serves them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from tlkit.data.collate import Collate
 from tlkit.data.types import Examples
 from tlkit.distributed import Dist
 from tlkit.model import TransferModel
 from tlkit.tensors import to_device
 from tlkit.train.evaluate import evaluate_cached, evaluate_split, example_losses
-
-Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tlkit.events import Event
 from tlkit.model import TransferModel
-
-Event = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import torch
 
 from tlkit.assemble import Assembled
 from tlkit.config import LoopSettings
+from tlkit.data.collate import Collate
 from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
@@ -48,8 +49,6 @@ from tlkit.train.selection import (
     noisy_note,
     within_noise,
 )
-
-Collate = Callable[[list[Any]], tuple[Any, torch.Tensor]]
 
 
 @dataclass

@@ -45,10 +45,6 @@ def _inner(backbone: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else backbone
 
 
-def _prefix(backbone: Backbone) -> str:
-    return "model." if _inner(backbone) is not backbone else ""
-
-
 def default_targets(backbone: Backbone) -> list[str]:
     """Target modules for a backbone kind, in PEFT's terms (full names or dotted suffixes,
     relative to the inner model): a transformer's attention projections; for a CNN its

@@ -1,0 +1,74 @@
+"""``--format hf``: a text run on a transformers backbone as a folder that transformers loads.
+
+``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`` and
+``AutoTokenizer.from_pretrained(folder)`` load it, with ``id2label``. The encoder is the
+backbone's own transformers architecture; its pooling (mean over real tokens, the first token, or
+the pooler) and tlkit's head come in ``modeling_tlkit.py``, copied beside the weights
+(transformers' custom-code mechanism: no stock class pools by the mean). LoRA adapters are merged
+into the weights first: the export needs no PEFT.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tlkit.backbones.lora import merge_lora
+from tlkit.errors import UserError
+from tlkit.export.common import Runner, labels, text_inputs
+
+MODELING = Path(__file__).resolve().parent / "modeling_tlkit.py"  # copied into each export
+
+
+def export_hf(saved: Any, out: Path) -> Runner:
+    """Write ``saved`` (a ``tlkit.saved.SavedModel``) to the folder ``out``; the folder loaded
+    back by transformers, as a runner."""
+    kind, adapter = saved.preprocessing.kind, saved.meta["backbone"].get("adapter")
+    if kind != "text" or adapter != "hf":
+        raise UserError("--format hf exports text runs on a transformers backbone; this run "
+                        f"is {kind} on {adapter}: use --format onnx or torchscript")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tlkit.export.modeling_tlkit import TlkitConfig, TlkitForSequenceClassification
+
+    model = copy.deepcopy(saved.model)
+    if saved.meta.get("lora"):
+        merge_lora(model)  # plain layers: the export needs no PEFT
+    spec, head = saved.meta["backbone"], saved.meta["head"]
+    names = labels(saved)
+    cfg = TlkitConfig(
+        encoder=dict(spec["config"]), pooling=spec["pooling"],
+        add_pooling_layer=spec.get("add_pooling_layer"), head_type=head["type"],
+        head_hidden_size=int(head["hidden_size"]), head_dropout=float(head["dropout"]),
+        task=saved.task, num_labels=len(names), id2label=names,
+        label2id={v: k for k, v in names.items()},
+        problem_type={"single_label": "single_label_classification",
+                      "multi_label": "multi_label_classification"}.get(saved.task,
+                                                                       "regression"),
+        architectures=["TlkitForSequenceClassification"],
+        auto_map={"AutoConfig": "modeling_tlkit.TlkitConfig",
+                  "AutoModelForSequenceClassification":
+                      "modeling_tlkit.TlkitForSequenceClassification"})
+    hf_model = TlkitForSequenceClassification(cfg)
+    hf_model.encoder.load_state_dict(model.backbone.model.state_dict())
+    hf_model.head.load_state_dict(model.head.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    hf_model.save_pretrained(str(out))
+    shutil.copy(MODELING, out / "modeling_tlkit.py")
+    tok = AutoTokenizer.from_pretrained(str(saved.preprocessing.tokenizer))
+    tok.model_max_length = int(saved.preprocessing.max_length)
+    tok.save_pretrained(str(out))
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(out),
+                                                                trust_remote_code=True).eval()
+
+    def run(inputs: Any) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(**text_inputs(inputs)).logits.float().numpy()
+
+    return run
