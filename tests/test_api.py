@@ -85,3 +85,25 @@ def test_fit_takes_a_datasets_dataset_and_a_save_to_disk_folder(tiny_bert_dir: P
     preds = a.predict(["the film was great"])
     assert list(preds.columns) == ["input", "label", "p_neg", "p_pos"]
     assert tlkit.load(tmp_path / "b").evaluate("test")["n"] == b.summary["data"]["sizes"]["test"]
+
+
+def test_fit_with_baseline_refuses_a_config_without_a_test_split_before_training(
+        tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """baseline=True is `tlkit fit --baseline`: a verdict it cannot give (no test split to
+    compare on) is refused before anything trains (before: the fit trained, then failed)."""
+    import pandas as pd
+
+    import tlkit
+    from tlkit.errors import UserError
+
+    frame = pd.DataFrame({"text": [f"{w} film number {i}" for i in range(20)
+                                   for w in ("good",)] + [f"bad film number {i}"
+                                                          for i in range(20)],
+                          "label": ["pos"] * 20 + ["neg"] * 20})
+    config = {"transfer_config": {"source_model": f"hf:{tiny_bert_dir}",
+                                  "freeze_strategy": "all_frozen", "epochs": 1},
+              "data": {"source": frame, "test_fraction": 0},
+              "diagnostics": {"baselines": ["classical"]}}
+    with pytest.raises(UserError, match="--baseline compares test predictions"):
+        tlkit.fit(config, out=tmp_path / "run", progress=False, baseline=True)
+    assert not (tmp_path / "run").exists()
