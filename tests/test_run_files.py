@@ -140,8 +140,8 @@ def test_a_checkpoint_that_changed_after_it_was_written_is_refused(tmp_path: Pat
     import json
 
     from tlkit.errors import UserError
-    from tlkit.train.checkpoint import (load_checkpoint, save_checkpoint, sha256_of,
-                                        sums_path)
+    from tlkit.outputs import sha256_of
+    from tlkit.train.checkpoint import load_checkpoint, save_checkpoint, sums_path
 
     last = tmp_path / "last.pt"
     save_checkpoint(last, _payload(1.0))

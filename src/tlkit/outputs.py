@@ -160,6 +160,7 @@ def _is_description(meta: Any, name: str | None = None) -> bool:
 
 
 def sha256_of(path: Path) -> str:
+    """A file's SHA-256, read in blocks (an export's proof of origin, a checkpoint's checksum)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

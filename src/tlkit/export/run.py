@@ -42,9 +42,8 @@ from tlkit.saved import load_model
 # Two texts of different lengths: the example the graph is traced on has padding, so a branch
 # that skips the attention mask when nothing is padded is never the one recorded.
 _EXAMPLE_TEXTS = ("a short one", "a longer example sentence, so that the other one is padded")
-# The exporter a folder's description names (the name of the package that once wrote them,
-# kept so that the descriptions stay as they were).
-_FOLDER_EXPORTER = "tlkit.ecosystem ({})"
+# The exporter a folder's description names: the package that writes it, and the format.
+_FOLDER_EXPORTER = "tlkit.export ({})"
 
 
 class _ImageModel(nn.Module):

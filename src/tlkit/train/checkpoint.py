@@ -12,7 +12,6 @@ that matches whichever file survived.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -23,18 +22,12 @@ import torch
 
 from tlkit.errors import UserError
 from tlkit.files import atomic_write, unreadable
+from tlkit.outputs import sha256_of
 
 
 def sums_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".sha256")
 
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_sums(path: Path, sums: list[str]) -> None:
