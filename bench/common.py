@@ -175,7 +175,7 @@ def splits_as_tlkit(raw: dict[str, Any], test_limit: int | None) -> Any:
     trains and tests on, built with tlkit's own functions (same seed, same stratification)."""
     from tlkit.config import validate
     from tlkit.data import load_source, make_splits
-    from tlkit.run.prepare import subset as _subset  # what fit_run's test_limit does
+    from tlkit.inputs import subset as _subset  # what fit_run's test_limit does
 
     cfg = validate(raw, "<bench>")
     splits = make_splits(load_source(cfg.data), cfg.data)

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device("cpu")
     log = lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True)  # noqa: E731
     parts = [pooled(prep, k, ds, device, log) for k, ds in
-             (("train", prep.train), ("val", prep.val), ("test", prep.test))]
+             (("train", prep.train_ds), ("val", prep.val_ds), ("test", prep.test_ds))]
     x = np.concatenate([parts[0][0], parts[1][0]]).astype(np.float64)
     y = np.concatenate([parts[0][1], parts[1][1]]).astype(np.int64)
     xt, yt = parts[2][0].astype(np.float64), parts[2][1].astype(np.int64)

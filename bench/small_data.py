@@ -324,7 +324,7 @@ def row_lr_frozen(args: argparse.Namespace) -> dict[str, Any]:
     p = prepare(cfg)  # tlkit's splits, backbone and preprocessing, as fit_run makes them
     log: Callable[[str], None] = lambda s: print(f"    {s}", file=sys.stderr)
     feats = {k: pooled(p, k, ds, device, log)
-             for k, ds in (("train", p.train), ("val", p.val), ("test", p.test))}
+             for k, ds in (("train", p.train_ds), ("val", p.val_ds), ("test", p.test_ds))}
     t_feat = time.perf_counter() - t0
     from sklearn.preprocessing import StandardScaler
 

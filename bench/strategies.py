@@ -171,7 +171,7 @@ def classical_one(raw: dict[str, Any], test_limit: int | None) -> dict[str, Any]
     import resource
 
     from tlkit.config import validate
-    from tlkit.run.baseline import fit_on_splits
+    from tlkit.select.classical import fit_on_splits
 
     cfg = validate(raw, "<bench>")
     t0 = time.perf_counter()

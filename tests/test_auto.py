@@ -12,7 +12,8 @@ import yaml
 
 from tlkit.config import validate
 from tlkit.errors import UserError
-from tlkit.run import auto, fit_run
+from tlkit.run import fit_run
+from tlkit.select import auto, candidates, record
 
 
 
@@ -21,7 +22,7 @@ from tlkit.run import auto, fit_run
 def no_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The random-feature backbone loses to raw pixels on digits (auto would rightly pick the
     pixels' model, tests/test_pixels.py): these tests are about the transfer candidates."""
-    monkeypatch.setattr(auto, "_pixels_win", lambda *a, **k: None)
+    monkeypatch.setattr(auto, "pixels_win", lambda *a, **k: None)
 
 
 def _raw(**tc: Any) -> dict[str, Any]:
@@ -37,12 +38,12 @@ def test_auto_runs_trials_trains_the_pick_and_records_every_trial(tmp_path: Path
     summary = fit_run(validate(_raw(auto_budget=200)), tmp_path / "run",
                       event=lambda kind, info: events.append(str(info.get("what", ""))))
     rec = summary["auto"]
-    assert rec["chosen"] in auto.CANDIDATES and summary["strategy"] == rec["chosen"]
+    assert rec["chosen"] in candidates.candidates() and summary["strategy"] == rec["chosen"]
     tried = {t["strategy"] for t in rec["trials"] if t["rung"] >= 0}
     assert len(tried) >= 2  # a generous budget: fine-tuning candidates ran trials
     assert all(t["val_loss"] is not None for t in rec["trials"] if t["rung"] >= 0)
     # each candidate accounted for, and the classical baseline measured beside them
-    assert {t["strategy"] for t in rec["trials"]} == {*auto.CANDIDATES, "classical"}
+    assert {t["strategy"] for t in rec["trials"]} == {*candidates.candidates(), "classical"}
     assert rec["classical"]["name"] == "pixels + logistic regression"
     assert rec["classical"]["val_loss"] > 0 and isinstance(rec["classical"]["beats_pick"], bool)
     # the pick has the lowest validation loss among those compared at the last rung
@@ -64,7 +65,7 @@ def test_a_small_budget_skips_the_costly_candidates_with_a_reason(tmp_path: Path
     rec = summary["auto"]
     assert rec["chosen"] == "all_frozen"
     skipped = [t for t in rec["trials"] if t["note"].startswith("skipped")]
-    assert {t["strategy"] for t in skipped} == set(auto.CANDIDATES) - {"all_frozen"}
+    assert {t["strategy"] for t in skipped} == set(candidates.candidates()) - {"all_frozen"}
     assert all("budget" in t["note"] for t in skipped)
 
 
@@ -120,11 +121,12 @@ def test_a_validation_split_too_small_to_measure_takes_the_first_candidate_that_
     assert "too few to tell trials apart" in choice.reasons[0]
     assert all(t.rung == -1 for t in choice.trials)  # no trial ran
     # auto's fine-tuning rates where the config leaves them unset; what it sets is kept
-    assert choice.rates["backbone_lr"] == auto.TUNING["image"]["backbone_lr"]
+    assert choice.rates["backbone_lr"] == candidates.TUNING["image"]["backbone_lr"]
     assert "head_lr" not in choice.rates and "epochs" not in choice.rates
     picked = auto.chosen_config(cfg, choice)
     assert picked.transfer_config.head_lr == 1e-2 and picked.transfer_config.epochs == 2
-    assert picked.transfer_config.lr_decay_per_layer == auto.TUNING["image"]["lr_decay_per_layer"]
+    tuned = candidates.TUNING["image"]
+    assert picked.transfer_config.lr_decay_per_layer == tuned["lr_decay_per_layer"]
 
 
 def test_the_head_does_not_depend_on_what_loaded_before_in_the_process():
@@ -155,12 +157,12 @@ def test_the_head_does_not_depend_on_what_loaded_before_in_the_process():
 def test_advise_says_a_fine_tuning_pick_with_autos_rates(monkeypatch: pytest.MonkeyPatch):
     """advise's recommendation reproduces auto's pick when set by hand: the strategy, its own
     keys and the rates auto chose (the keys the config left unset)."""
-    from tlkit import advise
+    from tlkit.select import advise
 
     raw = _raw()
     raw["transfer_config"]["freeze_strategy"] = "all_frozen"
     cfg = validate(raw)
-    pick = auto.Choice("top_n_unfrozen", {"top_n": 2}, 10.0, 1.0, 2.0, "accuracy",
+    pick = record.Choice("top_n_unfrozen", {"top_n": 2}, 10.0, 1.0, 2.0, "accuracy",
                        rates={"backbone_lr": 3e-4, "lr_decay_per_layer": 0.7})
     monkeypatch.setattr(advise, "choose", lambda *a, **k: pick)
     adv = advise.measure(cfg, advise.Advice("all_frozen", {}))
@@ -178,6 +180,6 @@ def test_lp_ft_is_a_candidate_of_a_one_epoch_config_too() -> None:
                                         "pretrained_weights": "none", "freeze_strategy": "auto",
                                         "epochs": 1},
                     "data": {"source": "digits"}})
-    lp = auto.candidate_config(cfg, "lp_ft").transfer_config
+    lp = candidates.candidate_config(cfg, "lp_ft").transfer_config
     assert lp.freeze_strategy == "lp_ft" and lp.epochs == 2
-    assert auto.candidate_config(cfg, "none").transfer_config.epochs == 1
+    assert candidates.candidate_config(cfg, "none").transfer_config.epochs == 1

@@ -10,7 +10,7 @@ import pytest
 from tlkit.config import validate
 from tlkit.errors import UserError
 from tlkit.run import fit_run
-from tlkit.run.prepare import class_weights_of
+from tlkit.inputs import class_weights_of
 
 
 class _Data:

@@ -11,7 +11,7 @@ import pytest
 
 from cli_runner import run_cli
 
-from tlkit.advise import Evidence, recommend
+from tlkit.select.advise import Evidence, recommend
 
 
 TINY = """\

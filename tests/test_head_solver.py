@@ -110,3 +110,29 @@ def test_twenty_validation_examples_are_too_few_to_choose_the_strength_on():
     assert "5-fold cross-validation on the training and validation splits" in sol.chosen_on
     _, _, big = solve("single_label", x[:150], y[:150], x[150:], y[150:], 3, refit=True)
     assert big.chosen_on.startswith("validation")
+
+
+class _Aligning:
+    """A hook whose forward trains the features (domain adaptation's shape)."""
+
+    def forward(self, *a: object) -> None: ...
+
+
+@pytest.mark.parametrize("strategy,solver,hooks,built", [
+    ("all_frozen", "convex", [], True), ("lp_ft", "convex", [], True),
+    ("all_frozen", "sgd", [], False), ("top_n_unfrozen", "convex", [], False),
+    ("all_frozen", "convex", [_Aligning()], False)])
+def test_the_loop_adds_the_convex_head_hook_where_the_plan_and_settings_call_for_it(
+        strategy: str, solver: str, hooks: list, built: bool) -> None:
+    from tlkit.assemble import assemble
+    from tlkit.distributed import SINGLE
+    from tlkit.train.head_solver import ConvexHead
+
+    keys = {"lp_ft": {"lp_epochs": 1}, "top_n_unfrozen": {"top_n": 1}}.get(strategy, {})
+    tc = validate({"transfer_config": {"source_model": "timm:test_efficientnet",
+                                       "pretrained_weights": "none", "freeze_strategy": strategy,
+                                       "head_solver": solver, "epochs": 2, **keys},
+                   "data": {"source": "digits"}}).transfer_config
+    hook = ConvexHead.of(assemble(tc, 10), None, tc.loop_settings, SINGLE, hooks,
+                         lambda kind, info: None)
+    assert (hook is not None) == built

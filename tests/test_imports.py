@@ -17,14 +17,16 @@ LAYERS: list[tuple[str, ...]] = [
      "tlkit.token_rows", "tlkit.distributed", "tlkit.threads", "tlkit.outputs", "tlkit.events"),
     ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.strategies"),
     ("tlkit.config",),
-    ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.variants", "tlkit.rundir",
-     "tlkit.saved", "tlkit.model_json", "tlkit.summary_json", "tlkit.tensorboard",
+    ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.rundir", "tlkit.saved",
+     "tlkit.model_json", "tlkit.summary_json", "tlkit.predictions", "tlkit.tensorboard",
      "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
+    ("tlkit.inputs",),  # a config's data, model, cache and hooks: for fit, auto, the diagnostics
     ("tlkit.adapt", "tlkit.diagnose"),
     ("tlkit.report",),  # reads run directories; run.after_fit writes a fit's card and report
+    ("tlkit.select",),  # what chooses: below run, as a fit resolves auto before it trains
     ("tlkit.run",),
-    ("tlkit.compare", "tlkit.advise", "tlkit.export"),
+    ("tlkit.export",),
     ("tlkit.cli", "tlkit.api", "tlkit.progress"),  # the edges: only they print progress
 ]
 

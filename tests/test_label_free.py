@@ -139,13 +139,14 @@ def test_mixed_precision_on_a_cpu_needs_native_bf16() -> None:
 
 @pytest.mark.slow
 def test_compare_ranks_the_adaptations_and_keeps_their_runs(tmp_path: Path) -> None:
-    from tlkit.compare import compare, format_leaderboard
+    from tlkit.run import fit_run
+    from tlkit.select.compare import compare, format_leaderboard
 
     raw = copy.deepcopy(RAW)
     raw["transfer_config"]["epochs"] = 1
     raw["adaptation"].update(method="auto", auto_weights=[1.0])
     out = tmp_path / "cmp"
-    result = compare(validate(raw), out, ["none"])
+    result = compare(validate(raw), out, ["none"], fit_run)
     board = result["adaptation"]
     assert [t["name"] for t in board["trials"]] == [
         "none", "adabn", "dann weight 1", "mmd weight 1", "coral weight 1"]
@@ -160,18 +161,19 @@ def test_compare_ranks_the_adaptations_and_keeps_their_runs(tmp_path: Path) -> N
     assert "adaptations on the unlabelled target" in text and board["chosen"] in text
     # resumed: the finished trials are read back, not trained again
     stamp = kept.stat().st_mtime_ns
-    again = compare(validate(raw), out, ["none"], resume=True)
+    again = compare(validate(raw), out, ["none"], fit_run, resume=True)
     assert kept.stat().st_mtime_ns == stamp and again["adaptation"] == board
 
 
 @pytest.mark.slow
 def test_advise_adds_the_adaptation_the_label_free_score_picks(tmp_path: Path) -> None:
-    from tlkit.advise import Advice, measure_adaptation
+    from tlkit.run import fit_run
+    from tlkit.select.advise import Advice, measure_adaptation
 
     raw = copy.deepcopy(RAW)
     raw["transfer_config"]["epochs"] = 1
     raw["adaptation"].update(method="auto", auto_weights=[1.0])
-    adv = measure_adaptation(validate(raw), Advice("top_n_unfrozen", {"top_n": 1}))
+    adv = measure_adaptation(validate(raw), Advice("top_n_unfrozen", {"top_n": 1}), fit_run)
     assert adv.adaptation is not None and adv.adaptation["strategy"] == "top_n_unfrozen"
     assert f"adaptation.method={adv.adaptation['method']}" in adv.overrides()
     assert adv.reasons[-1].startswith(f"adaptation {adv.adaptation['chosen']}:")
@@ -179,8 +181,8 @@ def test_advise_adds_the_adaptation_the_label_free_score_picks(tmp_path: Path) -
 
 def test_a_config_with_adaptation_auto_can_be_compared_and_advised() -> None:
     from tlkit.config import AUTO, derive
-    from tlkit.run.adapt_auto import source_only
-    from tlkit.variants import variant
+    from tlkit.select.adapt_auto import source_only
+    from tlkit.select.variants import variant
 
     raw = copy.deepcopy(RAW)
     raw["adaptation"]["method"] = "auto"

@@ -301,7 +301,7 @@ def test_rank_probe_and_advise_check_their_files_before_any_work(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: --json and --html wrote anywhere (the config itself included), after minutes of
     work."""
-    import tlkit.advise
+    import tlkit.select.advise
     import tlkit.diagnose.probe_run
     import tlkit.diagnose.rank
 
@@ -309,7 +309,7 @@ def test_rank_probe_and_advise_check_their_files_before_any_work(
         raise AssertionError("the work started before the refusal")
 
     for module, name in ((tlkit.diagnose.rank, "rank"), (tlkit.diagnose.probe_run, "probe_run"),
-                         (tlkit.advise, "gather")):
+                         (tlkit.select.advise, "gather")):
         monkeypatch.setattr(module, name, no_work)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(CONFIG)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tlkit.adapt.pretrain import batch_bounds
+from tlkit.adapt.pretrain_loop import batch_bounds
 from tlkit.cli import main
 
 

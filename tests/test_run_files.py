@@ -190,7 +190,7 @@ def test_resume_from_an_edited_checkpoint_exits_2(
                                   "null"])
 def test_an_edited_auto_record_is_refused_on_resume(tmp_path: Path, text: str) -> None:
     from tlkit.errors import UserError
-    from tlkit.run.auto import recorded_choice
+    from tlkit.select.record import recorded_choice
 
     record = tmp_path / "auto.json"
     record.write_text(text)

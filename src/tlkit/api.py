@@ -151,7 +151,7 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
     read = [Path(config)] if isinstance(config, (str, Path)) else []
     check_output(path, "run", flag="out", inputs=[*read, *config_inputs(cfg.model_dump())])
     if baseline:  # as tlkit fit --baseline: a verdict it cannot give is refused before training
-        from tlkit.variants import check_baselines
+        from tlkit.select.variants import check_baselines
 
         check_baselines(cfg)
     from tlkit.distributed import is_main_process

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,36 +120,24 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+@dataclass(eq=False)
 class ActivationCache:
     """Computes and holds cached activations per (split, cut), within a memory cap."""
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        n_groups: int,
-        collate: Collate,
-        device: torch.device,
-        autocast: Callable[[], Any],
-        max_bytes: int,
-        disk_dir: Path | None,
-        key: dict[str, Any],
-        batch_size: int = 64,
-        log: Callable[[str], None] = lambda s: None,
-        dist: Dist = SINGLE,
-    ) -> None:
-        self.backbone = backbone
-        self.n_groups = n_groups
-        self.collate = collate
-        self.device = device
-        self.autocast = autocast
-        self.max_bytes = max_bytes
-        self.disk_dir = disk_dir
-        self.key = key
-        self.batch_size = batch_size
-        self.log = log
-        self.dist = dist
-        self._splits: dict[tuple[str, int], CachedSplit | None] = {}
-        self._weights: str | None = None
+    backbone: Backbone
+    n_groups: int
+    collate: Collate
+    device: torch.device
+    autocast: Callable[[], Any]
+    max_bytes: int
+    disk_dir: Path | None
+    key: dict[str, Any]
+    batch_size: int = 64
+    log: Callable[[str], None] = lambda s: None
+    dist: Dist = SINGLE
+    _splits: dict[tuple[str, int], CachedSplit | None] = field(default_factory=dict, init=False,
+                                                                repr=False)
+    _weights: str | None = field(default=None, init=False, repr=False)
 
     def held_bytes(self) -> int:
         return sum(s.nbytes for s in self._splits.values() if s is not None)

@@ -39,11 +39,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tlkit.plan import format_plan
     from tlkit.plan.length import length_of
 
-    if cfg.transfer_config.freeze_strategy == "auto":
-        from tlkit.run.auto import CANDIDATES
+    from tlkit.config import AUTO
+
+    if cfg.transfer_config.freeze_strategy == AUTO:
+        from tlkit.select.candidates import candidates
 
         print("freeze_strategy auto: fit chooses among "
-              f"{', '.join(CANDIDATES)} (the fine-tuning ones at auto's rates where the config "
+              f"{', '.join(candidates())} (the fine-tuning ones at auto's rates where the config "
               "leaves them unset; successive halving on the validation loss where the "
               "validation split can tell trials apart), within "
               f"auto_budget {cfg.transfer_config.auto_budget:g} x the default fit's time; "
@@ -76,7 +78,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # before the log or TensorBoard write anything
         check_output(out, "run", inputs=config_inputs(args.config, cfg))
     if args.baseline:
-        from tlkit.variants import check_baselines
+        from tlkit.select.variants import check_baselines
 
         check_baselines(cfg)
     from tlkit.distributed import is_main_process, launched
@@ -272,14 +274,22 @@ def _sequence_only(cfg: Any, command: str) -> None:
                         "(with --baseline for the verdict) for token classification")
 
 
-def cmd_rank(args: argparse.Namespace) -> int:
+def _diagnostic_config(args: argparse.Namespace, command: str) -> Any:
+    """rank / probe / advise: the config, with its splits apart, a sequence task and the
+    result files checked before anything loads."""
     from tlkit.config import load_config
-    from tlkit.diagnose.rank import format_rank, parse_candidates
 
     cfg = load_config(args.config, args.set or [])
     _splits_apart(cfg)
-    _sequence_only(cfg, "rank")
-    _check_results(args, cfg, "rank")
+    _sequence_only(cfg, command)
+    _check_results(args, cfg, command)
+    return cfg
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from tlkit.diagnose.rank import format_rank, parse_candidates
+
+    cfg = _diagnostic_config(args, "rank")
     candidates = parse_candidates(args.backbones)
     from tlkit.diagnose.rank import rank
 
@@ -294,12 +304,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from tlkit.config import load_config
-
-    cfg = load_config(args.config, args.set or [])
-    _splits_apart(cfg)
-    _sequence_only(cfg, "probe")
-    _check_results(args, cfg, "probe")
+    cfg = _diagnostic_config(args, "probe")
     from tlkit.diagnose.probe_run import format_probe_run, probe_run
 
     result = probe_run(cfg, log=Reporter().line)
@@ -309,20 +314,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from tlkit.config import load_config
-
-    cfg = load_config(args.config, args.set or [])
-    _splits_apart(cfg)
-    _sequence_only(cfg, "advise")
-    _check_results(args, cfg, "advise")
-    from tlkit.advise import format_advice, gather, measure, measure_adaptation, recommend
+    cfg = _diagnostic_config(args, "advise")
+    from tlkit.run import fit_run
+    from tlkit.select.advise import format_advice, gather, measure, measure_adaptation, recommend
 
     rep = Reporter()
     ev = gather(cfg, log=rep.line)
     adv = recommend(ev, cfg.transfer_config)
     if not args.table_only:  # the pick fit's freeze_strategy auto would make, by its trials
         adv = measure(cfg, adv, log=rep.line)
-        adv = measure_adaptation(cfg, adv, log=rep.line)
+        adv = measure_adaptation(cfg, adv, fit_run, log=rep.line)
     print(format_advice(adv, ev, args.config))
     from dataclasses import asdict
 
@@ -338,7 +339,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set or [])
     _splits_apart(cfg)
     _sequence_only(cfg, "compare")
-    from tlkit.compare import compare, format_leaderboard
+    from tlkit.run import fit_run
+    from tlkit.select.compare import compare, format_leaderboard
 
     names = ([s.strip() for s in args.strategies.split(",") if s.strip()]
              if args.strategies else [*strategies.names(), "auto"])
@@ -349,12 +351,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rep = Reporter()
     advice = None
     if not args.no_advise:
-        from tlkit.advise import format_advice, gather, recommend
+        from tlkit.select.advise import format_advice, gather, recommend
 
         ev = gather(cfg, log=rep.line)
         advice = recommend(ev, cfg.transfer_config)
         rep.line(format_advice(advice, ev, args.config))
-    result = compare(cfg, out, names, advice, resume=args.resume,
+    result = compare(cfg, out, names, fit_run, advice, resume=args.resume,
                      test_limit=args.test_limit, log=rep.line)
     text = format_leaderboard(result)
     print(text)

@@ -32,59 +32,35 @@ def check_writable(path: Path, kind: str, flag: str = "--out") -> None:
     check_output(path, kind, flag=flag, nested=True)
 
 
+class RunPath:
+    """A path inside the run directory, as an attribute: ``RunDir(p).summary`` is
+    ``p / "summary.json"``."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, run: Any, owner: Any = None) -> Path:
+        return Path(run.path).joinpath(*self.parts)
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock: FileLock | None = None
 
-    # paths
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def plan(self) -> Path:
-        return self.path / "plan.txt"
-
-    @property
-    def plan_json(self) -> Path:  # the same plan as data, for the report
-        return self.path / "plan.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.safetensors"
-
-    @property
-    def model(self) -> Path:
-        return self.path / "model"
-
-    @property
-    def summary(self) -> Path:
-        return self.path / "summary.json"
-
-    @property
-    def log(self) -> Path:
-        return self.path / "train.log"
-
-    @property
-    def data(self) -> Path:
-        return self.path / "data.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / "predictions.npz"
+    # paths: each a file or folder of the run directory
+    config = RunPath("config.yaml")
+    plan = RunPath("plan.txt")
+    plan_json = RunPath("plan.json")  # the same plan as data, for the report
+    metrics = RunPath("metrics.jsonl")
+    checkpoints = RunPath("checkpoints")
+    last = RunPath("checkpoints", "last.pt")
+    best = RunPath("checkpoints", "best.safetensors")
+    model = RunPath("model")
+    summary = RunPath("summary.json")
+    log = RunPath("train.log")
+    data = RunPath("data.json")
+    predictions = RunPath("predictions.npz")
 
     def lock(self) -> None:
         """Refuse a second writer: two fits in one directory would corrupt each other. The lock

@@ -30,7 +30,9 @@ weights are the ones written, and the pretraining stops when it has not improved
 starting weights, says how far each group moved. AdamW, linear warmup and decay, bf16 autocast
 when ``mixed_precision``, everything seeded by ``transfer_config.seed``; a checkpoint every few
 steps and at each epoch's end, so a run killed at any moment resumes (``--resume``) to the same
-weights.
+weights. The epochs are the training loop's (``tlkit.train.loop.fit``): a hook brings the
+objective's batches, loss, held-out check and AdamW in place of the supervised ones, and the
+loop's schedule, clipping, checkpoints, resume and early stopping do the rest.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,26 +48,26 @@ import numpy as np
 import torch
 
 from tlkit.adapt.contrastive import SIMCSE_TEMPERATURE, delete_words, info_nce
+from tlkit.adapt.pretrain_loop import PretrainHook, batch_bounds, run_on_loop
 from tlkit.adapt.target import load_target
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
 from tlkit.data.types import LabelledData, is_pair
-from tlkit.device import autocast, pick_device
+from tlkit.device import pick_device
 from tlkit.errors import UserError
 from tlkit.outputs import check_output, claim, config_inputs
-from tlkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tlkit.train.schedule import lr_factor
+from tlkit.train.checkpoint import load_checkpoint
 
 # prefixes of masked-LM head weights in the checkpoints of BERT-, RoBERTa- and ELECTRA-style models
 _MLM_HEAD = ("cls.predictions.", "lm_head.", "generator_lm_head.", "generator_predictions.")
-CHECKPOINT_SECONDS = 120.0
 TEXT_LR = 5e-5
 TSDAE_DELETION = 0.6  # Wang et al.'s share of deleted words
 # The fewest examples a batch of each objective may hold: a contrastive one (SimCLR, SimCSE)
 # contrasts each example with the others of its batch (alone it has no negatives, and SimCLR's
 # BatchNorm cannot train on one image); masked-LM and TSDAE learn from one text as well.
 SMALLEST_BATCH = {"simclr": 2, "simcse": 2}
+__all__ = ["backbone_folder", "batch_bounds", "checkpoint_keys", "choose_objective", "pretrain"]
 
 
 def backbone_folder(cfg: Config) -> str:
@@ -258,26 +259,23 @@ def pretrain(cfg: Config, out: Path, log: Callable[[str], None] = lambda s: None
     examples, held, merged = _batching(cfg, modality, examples, held, log)
     obj, start, why = _objective(cfg, modality, device)
     log(f"pretrain: objective {obj.kind} ({why})")
-    bounds = batch_bounds(len(examples), pc.batch_size, obj.min_batch)
-    total = len(bounds) * pc.epochs
-    params = [(n, p) for n, p in obj.model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([
-        {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": pc.weight_decay},
-        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=_lr(pc, modality))
-    state, best_weights = _start(obj, opt, last if resume else None, log)
+    hook = PretrainHook(obj, examples, held, pc.batch_size, tc.seed, _lr(pc, modality),
+                         pc.weight_decay, log)
+    total = len(hook.bounds) * pc.epochs
+    saved = _resumed(last, log) if resume else None
     log(f"pretrain: {obj.kind} on {len(examples):,} {modality}s from {ad.target.source} "
         f"({len(held):,} held out), {pc.epochs} epoch(s), {total} steps")
-    best_weights = _epochs(obj, opt, state, best_weights, (examples, held), cfg, total, last,
-                           checkpoint_every, log)
-    if best_weights is not None:  # the best epoch on the held-out examples, not the last
-        obj.model.load_state_dict(best_weights)
+    state = run_on_loop(hook, cfg, device, last, checkpoint_every, saved)
+    if state.stopped_early and not (saved and saved["state"]["stopped_early"]):
+        log(f"pretrain: the held-out loss has not improved for {state.bad_epochs} epoch(s); "
+            f"stopping, keeping epoch {state.best_epoch}'s weights")
     out.mkdir(parents=True, exist_ok=True)
     use = obj.save(out)
     result = {"from": start if isinstance(start, str) else tc.source_model,
               "objective": obj.kind, "why": why, "examples": len(examples),
               "held_out": len(held), "epochs": pc.epochs, "batch_size": pc.batch_size,
-              "batches_per_epoch": len(bounds), "last_batch_merged": merged, **_record(state),
+              "batches_per_epoch": len(hook.bounds), "last_batch_merged": merged,
+              **hook.record(state),
               "cka_to_start": obj.cka(start, out, held, device, 512), "out": str(out), "use": use}
     (out / "pretrain.json").write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(last.parent)  # finished: the folder is a backbone, not a resumable run
@@ -320,82 +318,17 @@ def _objective(cfg: Config, modality: str, device: torch.device) -> tuple[Any, A
     return _Objective(kind, folder, tok, cfg, device), folder, why
 
 
-def _epochs(obj: _Objective, opt: torch.optim.Optimizer, state: dict[str, Any],
-            best_weights: Any, data: tuple[list[str], list[str]], cfg: Config, total: int,
-            last: Path, checkpoint_every: int | None, log: Callable[[str], None]) -> Any:
-    """The seeded epochs from where ``state`` stands: steps under the schedule, a checkpoint
-    every ``checkpoint_every`` steps (else every couple of minutes) and at each epoch's end,
-    the held-out check after each epoch; returns the best weights."""
-    pc, tc = cfg.adaptation.pretrain, cfg.transfer_config
-    examples, held = data
-    device = next(obj.model.parameters()).device
-    amp = autocast(device, tc.mixed_precision)
-    lr = opt.defaults["lr"]
-    clock = {"t0": time.perf_counter(), "saved": time.perf_counter()}
-
-    def save() -> None:
-        state["seconds"] += time.perf_counter() - clock["t0"]
-        save_checkpoint(last, {"model": obj.model.state_dict(), "optimizer": opt.state_dict(),
-                               "state": state, "rng": rng_state(),
-                               "best_weights": best_weights})
-        clock["t0"] = clock["saved"] = time.perf_counter()
-
-    # each epoch's batches: a last one too small for the objective joins the one before
-    bounds = batch_bounds(len(examples), pc.batch_size, obj.min_batch)
-    obj.train()
-    while state["epoch"] < pc.epochs and not state["stopped_early"]:
-        g = torch.Generator().manual_seed(tc.seed * 7919 + state["epoch"])
-        order = torch.randperm(len(examples), generator=g).tolist()
-        for b in range(state["batch"], len(bounds)):
-            lo, hi = bounds[b]
-            for grp in opt.param_groups:
-                grp["lr"] = lr * lr_factor(state["step"], total, pc.warmup_steps, "linear")
-            with amp:
-                loss = obj.loss([examples[i] for i in order[lo:hi]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in obj.model.parameters() if p.requires_grad], 1.0)
-            opt.step()
-            state["step"] += 1
-            state["batch"] += 1
-            state["running"].append(float(loss.detach()))
-            if state["step"] % 50 == 0 or state["step"] == total:
-                log(f"pretrain: step {state['step']}/{total}  {obj.kind} loss "
-                    f"{np.mean(state['running'][-50:]):.3f}")
-            due = (state["step"] % checkpoint_every == 0 if checkpoint_every
-                   else time.perf_counter() - clock["saved"] >= CHECKPOINT_SECONDS)
-            if due and b + 1 < len(bounds):
-                save()
-        best_weights = _end_epoch(obj, state, held, pc, tc.seed, best_weights, log)
-        save()
-    return best_weights
-
-
-def _start(obj: _Objective, opt: torch.optim.Optimizer, last: Path | None,
-           log: Callable[[str], None]) -> tuple[dict[str, Any], Any]:
-    """Every counter of a pretraining, and the best weights so far: new, or a killed run's
-    (``last``: its checkpoint, whose model, optimizer and random state are restored)."""
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "running": [], "losses": [],
-                             "held_out": [], "best": None, "best_epoch": -1, "bad": 0,
-                             "stopped_early": False, "seconds": 0.0}
-    if last is None or not last.is_file():
-        return state, None
+def _resumed(last: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """A killed run's checkpoint (its model, optimizer, counters and random state, which the
+    loop restores); None where it wrote none."""
+    if not last.is_file():
+        return None
     saved = load_checkpoint(last)
-    obj.model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    set_rng_state(saved["rng"])
+    if "format" not in saved:
+        raise UserError(f"{last} was written by an earlier tlkit, whose pretraining checkpoints "
+                        "this one does not resume; run again with another --out")
     log(f"pretrain: resumed at epoch {saved['state']['epoch']}, step {saved['state']['step']}")
-    return saved["state"], saved["best_weights"]
-
-
-def batch_bounds(n: int, size: int, smallest: int = 1) -> list[tuple[int, int]]:
-    """Each batch's (start, end) over ``n`` examples in batches of ``size``; a last batch of
-    fewer than ``smallest`` joins the one before (9 images at batch 8: one batch of 9)."""
-    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < smallest:
-        bounds[-2:] = [(bounds[-2][0], n)]
-    return bounds
+    return saved
 
 
 def _batching(cfg: Config, modality: str, examples: list[Any], held: list[Any],
@@ -433,15 +366,6 @@ def _batching(cfg: Config, modality: str, examples: list[Any], held: list[Any],
     return examples, held, merged
 
 
-def _record(state: dict[str, Any]) -> dict[str, Any]:
-    """What pretrain.json says of the run's course."""
-    return {"epochs_run": state["epoch"], "steps": state["step"],
-            "stopped_early": state["stopped_early"], "best_epoch": state["best_epoch"],
-            "loss_per_epoch": [round(x, 4) for x in state["losses"]],
-            "held_out_loss_per_epoch": [round(x, 4) for x in state["held_out"]],
-            "seconds": round(state["seconds"], 1)}
-
-
 def _examples(cfg: Config, pc: Any, seed: int) -> tuple[list[Any], list[Any], str]:
     """The target's inputs (texts, a pair giving both, or images), sampled to
     ``max_examples``, the held-out share kept out of training, and their modality."""
@@ -461,34 +385,6 @@ def _examples(cfg: Config, pc: Any, seed: int) -> tuple[list[Any], list[Any], st
     held_idx = set(rng.permutation(len(inputs))[:n_held].tolist())
     return ([t for i, t in enumerate(inputs) if i not in held_idx],
             [t for i, t in enumerate(inputs) if i in held_idx], data.modality)
-
-
-def _end_epoch(obj: _Objective, state: dict[str, Any], held: list[str], pc: Any, seed: int,
-               best_weights: dict[str, torch.Tensor] | None, log: Callable[[str], None]
-               ) -> dict[str, torch.Tensor] | None:
-    """The epoch's mean loss, its held-out loss (fixed masks and dropout), the best weights
-    so far and early stopping; returns the best weights."""
-    state["losses"].append(float(np.mean(state["running"])) if state["running"] else 0.0)
-    state["running"], state["batch"] = [], 0
-    epoch = state["epoch"]
-    state["epoch"] += 1
-    if not held:
-        return None
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed + 1_000_003)
-        value = float(np.mean([obj.evaluate(held[a:b]) for a, b in
-                               batch_bounds(len(held), pc.batch_size, obj.min_batch)]))
-    state["held_out"].append(value)
-    log(f"pretrain: epoch {epoch}  loss {state['losses'][-1]:.4f}  held-out loss {value:.4f}")
-    if state["best"] is None or value < state["best"]:
-        state["best"], state["best_epoch"], state["bad"] = value, epoch, 0
-        return copy.deepcopy({k: v.detach().cpu() for k, v in obj.model.state_dict().items()})
-    state["bad"] += 1
-    if pc.patience is not None and state["bad"] >= pc.patience:
-        state["stopped_early"] = True
-        log(f"pretrain: the held-out loss has not improved for {state['bad']} epoch(s); "
-            f"stopping, keeping epoch {state['best_epoch']}'s weights")
-    return best_weights
 
 
 def _cka(start: str, out: Path, held: list[str], max_length: int, device: torch.device

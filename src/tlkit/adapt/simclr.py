@@ -15,6 +15,7 @@ written is the backbone's weights (``backbone.safetensors``), which ``fit`` load
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,23 @@ def views(x: torch.Tensor) -> torch.Tensor:
     return (out - mean) * contrast + mean + brightness
 
 
+class _Model(nn.ModuleDict):
+    """The backbone and projection head; in training mode the frozen groups' BatchNorm layers
+    stay in eval mode (their statistics fixed), whoever switches the mode (the loop does at
+    each epoch)."""
+
+    def __init__(self, modules: dict[str, nn.Module], frozen_norms: Sequence[nn.Module]
+                 ) -> None:
+        super().__init__(modules)
+        self.frozen_norms = frozen_norms  # a plain list: not submodules a second time
+
+    def train(self, mode: bool = True) -> _Model:
+        super().train(mode)
+        for m in self.frozen_norms:
+            m.eval()
+        return self
+
+
 class SimCLRObjective:
     """The backbone with its top groups trainable, a projection head, and the loss on a batch
     of images."""
@@ -92,15 +110,14 @@ class SimCLRObjective:
                                          m.named_parameters(recurse=False))]
         d = backbone.feature_dim
         projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 128))
-        self.model = nn.ModuleDict({"backbone": backbone, "projection": projection}).to(device)
+        self.model: Any = _Model({"backbone": backbone, "projection": projection},
+                                 self.frozen_norms).to(device)
         self.prep = resolve_preprocessing(backbone.preprocessing, cfg.data)
         self.collate: Any = build_collate(self.prep)
         self.trainable_groups = [g.name for g in groups[len(groups) - top:]]
 
     def train(self) -> None:
         self.model.train()
-        for m in self.frozen_norms:
-            m.eval()
 
     def batch(self, items: list[Any]) -> torch.Tensor:
         """Image inputs (paths, arrays) to the backbone's normalised tensors."""

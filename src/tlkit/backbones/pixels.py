@@ -6,7 +6,7 @@ default) and its pixel values in [0, 1] are the features, ``3 x size x size`` of
 them (standardised, the scaling folded into the head): the classical baseline of
 ``tlkit.diagnose.classical``, as a model that ``fit``, ``predict``, ``evaluate`` and ``export``
 serve like any other. ``freeze_strategy: auto`` picks it where it beats every transfer candidate
-on the run's own data (``tlkit.run.auto``). It has no parameters: only the head trains.
+on the run's own data (``tlkit.select.auto``). It has no parameters: only the head trains.
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tlkit import strategies
+from tlkit.config.keys import strategy_fields
 from tlkit.config.loading import parse_value, parse_yaml
 from tlkit.config.schema import Config
-from tlkit.config.transfer import TransferConfig
 from tlkit.config.validation import validate
 from tlkit.errors import UserError
 
@@ -54,8 +53,8 @@ def derive(cfg: Config, source: str, **sections: dict[str, Any]) -> Config:
 def without_strategy_keys(tc: dict[str, Any]) -> dict[str, Any]:
     """A transfer_config (as a dict) with every strategy's own keys back at their defaults: the
     start of a variant with another strategy."""
-    for _, key in strategies.owned_keys():
-        tc[key] = TransferConfig.model_fields[key].get_default(call_default_factory=True)
+    for key, field in strategy_fields().items():
+        tc[key] = field.get_default(call_default_factory=True)
     return tc
 
 

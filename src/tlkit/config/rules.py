@@ -17,13 +17,12 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
 
 from tlkit import strategies
 
-AUTO = "auto"  # freeze_strategy: chosen by measurement at fit time (tlkit.run.auto)
-
-SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$")
+AUTO = "auto"  # freeze_strategy: chosen by measurement at fit time (tlkit.select.auto)
 
 # A class weight above this overflows the loss of a few thousand examples in float32.
 MAX_CLASS_WEIGHT = 1e6
@@ -32,16 +31,6 @@ MAX_CLASS_WEIGHT = 1e6
 # --------------------------------------------------------------------------------------------------
 # One key's value
 # --------------------------------------------------------------------------------------------------
-
-
-def selector(v: str) -> str:
-    """An ``unfreeze`` entry of ``unfreeze_schedule``."""
-    if not SELECTOR_RE.match(v):
-        raise ValueError(
-            f"unknown selector {v!r}; use last_block, last_two_blocks, last_N_blocks "
-            "(for example last_3_blocks) or all"
-        )
-    return v
 
 
 def regular_expression(v: str) -> str:
@@ -142,8 +131,9 @@ def strategy_fits(freeze_strategy: str, changed: Collection[str], settings: Any)
     strategies.get(freeze_strategy).check(settings)
     for owner, key in strategies.owned_keys():
         if owner != freeze_strategy and key in changed:
+            section = isinstance(getattr(settings, key), BaseModel)  # lora: {r: 16, ...}
             raise ValueError(
-                f"{'the ' + key + ' section' if key == 'lora' else key} is only used by "
+                f"{'the ' + key + ' section' if section else key} is only used by "
                 f"freeze_strategy {owner}, not {freeze_strategy!r}; remove it or set "
                 f"freeze_strategy: {owner}")
 
@@ -233,19 +223,21 @@ def tokens_fit(task: str, freeze_strategy: str, has_target: bool) -> None:
 
 
 def adaptation_trains(method: str, task: str, freeze_strategy: str) -> None:
-    if method == "auto" and task != "single_label":
-        raise ValueError(
-            f"adaptation method auto picks by the target predictions of single-label "
-            f"classes; data.task is {task}: name a method (dann, mmd, coral, "
-            "adabn)")
-    if method == "auto" and freeze_strategy == AUTO:
-        raise ValueError(
-            "adaptation method auto trains each adaptation on the config's strategy; "
-            "freeze_strategy auto would run its own trials inside each: choose a strategy "
-            "(e.g. none or top_n_unfrozen), or name an adaptation method")
-    if method in ("dann", "mmd", "coral") and freeze_strategy in ("all_frozen", AUTO):
+    if method == "auto":
+        if task != "single_label":
+            raise ValueError(f"adaptation method auto picks by the target predictions of "
+                             f"single-label classes; data.task is {task}: name a method (dann, "
+                             "mmd, coral, adabn)")
+        if freeze_strategy == AUTO:
+            raise ValueError("adaptation method auto trains each adaptation on the config's "
+                             "strategy; freeze_strategy auto would run its own trials inside "
+                             "each: choose a strategy (e.g. none or top_n_unfrozen), or name "
+                             "an adaptation method")
+    if method in ("dann", "mmd", "coral") and (
+            freeze_strategy == AUTO or not strategies.trains_backbone(freeze_strategy)):
+        trainers = [n for n in strategies.names() if strategies.trains_backbone(n)]
         raise ValueError(
             f"adaptation method {method} aligns features by training the "
             f"backbone, but freeze_strategy {freeze_strategy} may train "
-            "only the head; choose "
-            "top_n_unfrozen, gradual, none or lora, or adaptation method adabn")
+            f"only the head; choose {', '.join(trainers[:-1])} or {trainers[-1]}, or "
+            "adaptation method adabn")

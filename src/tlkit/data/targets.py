@@ -115,20 +115,18 @@ def same_text_twice(names: set[str]) -> list[str] | None:
 
 
 def check_spellings(names: set[str], where: str) -> None:
-    twice = same_number_twice(names)
-    if twice is not None:
-        shown = " and ".join(repr(n) for n in twice)
-        raise UserError(
-            f"{where} holds labels {shown}: one number written {len(twice)} ways, which would "
-            "train as different classes; write each label one way (e.g. all as "
-            f"{min(twice, key=len)!r}) and run again.")
-    twice = same_text_twice(names)
-    if twice is not None:
-        shown = " and ".join(repr(n) for n in twice)
-        raise UserError(
-            f"{where} holds labels {shown}: one label written {len(twice)} ways (they differ "
-            "only in spaces or Unicode form), which would train as different classes; write "
-            "each label one way and run again.")
+    """Refuse one label written two ways (as a number, or in spaces or Unicode form)."""
+    for find, how, example in (
+            (same_number_twice, "one number written {n} ways", True),
+            (same_text_twice, "one label written {n} ways (they differ only in spaces or "
+                              "Unicode form)", False)):
+        twice = find(names)
+        if twice is not None:
+            shown = " and ".join(repr(n) for n in twice)
+            hint = f" (e.g. all as {min(twice, key=len)!r})" if example else ""
+            raise UserError(f"{where} holds labels {shown}: {how.format(n=len(twice))}, which "
+                            f"would train as different classes; write each label one way{hint} "
+                            "and run again.")
 
 
 def near_spellings(name: str, classes: Sequence[str]) -> list[str]:

@@ -38,16 +38,16 @@ def probe_run(cfg: Config, log: Callable[[str], None] = lambda s: None,
     device = pick_device(tc.device)
     p = prepare(cfg)
     p.backbone.to(device)
-    log(f"probe: features of {len(p.train):,} training and {len(p.val):,} validation examples "
-        f"at each of {p.n_groups} groups")
+    log(f"probe: features of {len(p.train_ds):,} training and {len(p.val_ds):,} validation "
+        f"examples at each of {p.n_groups} groups")
     kw: dict[str, Any] = {"device": device, "mixed_precision": tc.mixed_precision}
-    tr, ty = layer_features(p.backbone, p.train, p.collate, p.n_groups, **kw)
-    va, vy = layer_features(p.backbone, p.val, p.collate, p.n_groups, **kw)
+    tr, ty = layer_features(p.backbone, p.train_ds, p.collate, p.n_groups, **kw)
+    va, vy = layer_features(p.backbone, p.val_ds, p.collate, p.n_groups, **kw)
     names = group_names(p.groups, list(tr))
     rows = probe_layers(tr, ty, va, vy, names, tc.seed)
     result: dict[str, Any] = {
         "source_model": tc.source_model, "data": cfg.data.source, "modality": p.modality,
-        "n_train": len(p.train), "n_val": len(p.val), "n_groups": p.n_groups,
+        "n_train": len(p.train_ds), "n_val": len(p.val_ds), "n_groups": p.n_groups,
         "groups": [g.name for g in p.groups], "probes": rows, "profile": profile(rows),
         "logme": (logme(tr[p.n_groups], ty.astype(np.int64))
                   if cfg.data.task == "single_label" else None)}

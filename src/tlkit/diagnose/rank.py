@@ -95,7 +95,7 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         log(f"rank: {label}")
         t0 = time.perf_counter()
         p = prepare(cfg, name, weights or tc.pretrained_weights, splits=splits)
-        x, y = pooled(p, "train", p.train, device, log)
+        x, y = pooled(p, "train", p.train_ds, device, log)
         t_feat = time.perf_counter() - t0
         src = source_probabilities(name, weights or tc.pretrained_weights, x)
         scores = all_scores(x, y.astype(np.int64), src)
@@ -105,7 +105,7 @@ def rank(cfg: Config, candidates: list[tuple[str, str | None]], probe: bool = Fa
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if probe:
             t1 = time.perf_counter()
-            vx, vy = pooled(p, "val", p.val, device, log)
+            vx, vy = pooled(p, "val", p.val_ds, device, log)
             row["probe_accuracy"] = linear_probe(x, y, vx, vy, tc.seed)["accuracy"]
             row["probe_seconds"] = round(time.perf_counter() - t1, 2)
         rows.append(row)

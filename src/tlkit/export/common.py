@@ -48,6 +48,15 @@ class ExportResult:
     max_abs_diff: float
 
 
+def require_backbone(saved: Any, fmt: str, kind: str, adapter: str, library: str) -> None:
+    """Refuse a run the folder format ``fmt`` cannot hold: it takes ``kind`` runs on an
+    ``adapter`` backbone (``library`` names it for the message)."""
+    got, on = saved.preprocessing.kind, saved.meta["backbone"].get("adapter")
+    if got != kind or on != adapter:
+        raise UserError(f"--format {fmt} exports {kind} runs on a {library} backbone; this run "
+                        f"is {got} on {on}: use --format onnx or torchscript")
+
+
 def default_output(run_dir: Path, fmt: str) -> Path:
     if fmt in FOLDER_FORMATS:
         return Path(run_dir) / "export" / fmt

@@ -20,7 +20,7 @@ import torch
 
 from tlkit.backbones.lora import merge_lora
 from tlkit.errors import UserError
-from tlkit.export.common import Runner, labels, text_inputs
+from tlkit.export.common import Runner, labels, require_backbone, text_inputs
 
 MODELING = Path(__file__).resolve().parent / "modeling_tlkit.py"  # copied into each export
 
@@ -28,10 +28,7 @@ MODELING = Path(__file__).resolve().parent / "modeling_tlkit.py"  # copied into 
 def export_hf(saved: Any, out: Path) -> Runner:
     """Write ``saved`` (a ``tlkit.saved.SavedModel``) to the folder ``out``; the folder loaded
     back by transformers, as a runner."""
-    kind, adapter = saved.preprocessing.kind, saved.meta["backbone"].get("adapter")
-    if kind != "text" or adapter != "hf":
-        raise UserError("--format hf exports text runs on a transformers backbone; this run "
-                        f"is {kind} on {adapter}: use --format onnx or torchscript")
+    require_backbone(saved, "hf", "text", "hf", "transformers")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tlkit.export.modeling_tlkit import TlkitConfig, TlkitForSequenceClassification

@@ -15,16 +15,13 @@ import numpy as np
 import torch
 
 from tlkit.errors import UserError
-from tlkit.export.common import Runner, labels
+from tlkit.export.common import Runner, labels, require_backbone
 
 
 def export_timm(saved: Any, out: Path) -> Runner:
     """Write ``saved`` (a ``tlkit.saved.SavedModel``) to the folder ``out``; the folder loaded
     back by timm, as a runner."""
-    kind, adapter = saved.preprocessing.kind, saved.meta["backbone"].get("adapter")
-    if kind != "image" or adapter != "timm":
-        raise UserError("--format timm exports image runs on a timm backbone; this run is "
-                        f"{kind} on {adapter}: use --format onnx or torchscript")
+    require_backbone(saved, "timm", "image", "timm", "timm")
     import timm
     from timm.models import save_for_hf
 

@@ -14,7 +14,7 @@ from tlkit.report.html import (badge, cards, details, esc, fmt, img, note, page,
 
 
 def write_compare_page(result: dict[str, Any], path: str | Path) -> Path:
-    """``result``: what tlkit.compare.compare returns."""
+    """``result``: what tlkit.select.compare.compare returns."""
     return write_page(Path(path), compare_html(result, Path(path).parent))
 
 

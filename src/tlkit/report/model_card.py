@@ -124,9 +124,14 @@ def _model(s: dict[str, Any], cfg: dict[str, Any], model_json: dict[str, Any]) -
     return "\n".join(lines) + "\n"
 
 
-def _data(s: dict[str, Any]) -> str:
+def _data_sizes(s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """summary.json's data section and its split sizes."""
     d = s.get("data", {})
-    sizes = d.get("sizes", {})
+    return d, d.get("sizes", {})
+
+
+def _data(s: dict[str, Any]) -> str:
+    d, sizes = _data_sizes(s)
     lines = ["## Data and splits", "",
              f"- source: `{d.get('source')}` ({d.get('modality')}, {d.get('num_classes', '-')} "
              f"classes)" if d.get("num_classes") else f"- source: `{d.get('source')}`"]
@@ -229,8 +234,7 @@ def _subgroups(s: dict[str, Any]) -> str:
 
 
 def _limitations(s: dict[str, Any]) -> str:
-    d = s.get("data", {})
-    sizes = d.get("sizes", {})
+    d, sizes = _data_sizes(s)
     lines = ["## Intended use and limitations", "",
              f"- Made for inputs like those of `{d.get('source')}`: it was trained on "
              f"{sizes.get('train', '?'):,} examples and measured on "

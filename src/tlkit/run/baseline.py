@@ -22,16 +22,15 @@ from typing import Any
 import numpy as np
 
 from tlkit.config import Config, derive
-from tlkit.data import has_test_split, num_outputs_of
-from tlkit.diagnose.classical import ClassicalResult, fit_classical
+from tlkit.data import has_test_split
 from tlkit.diagnose.verdict import classical_verdict, per_example_scores, transfer_verdict
 from tlkit.errors import UserError
+from tlkit.predictions import test_predictions
 from tlkit.run.fit import fit_run
-from tlkit.run.prepare import class_weights_of, limited, splits_of
-from tlkit.run.inference import test_predictions
 from tlkit.rundir import RunDir
+from tlkit.select.classical import fit_on_splits
+from tlkit.select.variants import SCRATCH, check_comparable, variant
 from tlkit.summary_json import read_summary
-from tlkit.variants import check_comparable, variant
 
 
 def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
@@ -43,7 +42,7 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     task = cfg.data.task
     transfer_ok = per_example_scores(outputs, targets, task) > 0.5  # right or not
     scratch_ok, accs = [], []
-    scratch = variant(cfg, "scratch")
+    scratch = variant(cfg, SCRATCH)
     for k in range(cfg.diagnostics.baseline_seeds):
         seeded = derive(scratch, f"baseline seed {k}",
                         transfer_config={"seed": cfg.transfer_config.seed + k})
@@ -80,19 +79,6 @@ def _test_metric(run_dir: Path, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def fit_on_splits(cfg: Config, test_limit: int | None = None,
-                  event: Any = lambda k, i: None) -> tuple[ClassicalResult, Any]:
-    """The classical baseline on the splits a fit of ``cfg`` cuts (the test split cut to
-    ``test_limit`` as that fit's), and those splits."""
-    _, splits = splits_of(cfg)
-    splits = limited(splits, test_limit, cfg.data.seed)
-    event("stage", {"what": f"baseline: classical, on {len(splits.train):,} training examples"})
-    result = fit_classical(splits.train, splits.val, splits.test, num_outputs_of(splits.train),
-                           cfg.transfer_config.seed, cfg.diagnostics.classical_image_size,
-                           class_weights_of(cfg.transfer_config.class_weights, splits.train))
-    return result, splits
-
-
 def classical(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
               test_limit: int | None = None) -> dict[str, Any]:
     """The classical baseline on the finished run's splits, with its verdict against the run's
@@ -121,7 +107,7 @@ def baselines(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     chosen = cfg.baselines()
     if "classical" in chosen:  # seconds, where scratch takes a training run: first
         out["classical_baseline"] = classical(cfg, run_dir, event, test_limit)
-    if "scratch" in chosen:
+    if SCRATCH in chosen:
         out["baseline"] = baseline(cfg, run_dir, event, test_limit)
     return out
 

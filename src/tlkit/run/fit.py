@@ -7,12 +7,12 @@ from typing import Any
 
 from tlkit.config import Config
 from tlkit.events import Event
-from tlkit.run.adapt_auto import resolve_adaptation
-from tlkit.run.auto import resolve_auto
 from tlkit.run.finalize import finalize
 from tlkit.run.prepare import open_run, prepare
 from tlkit.run.train import train
 from tlkit.rundir import claim
+from tlkit.select.adapt_auto import resolve_adaptation
+from tlkit.select.auto import resolve_auto
 
 
 def _silent(kind: str, info: dict[str, Any]) -> None:

@@ -27,16 +27,6 @@ from tlkit.token_rows import predicted, sentence_bounds
 from tlkit.train.evaluate import evaluate_split, predict_outputs
 
 
-def test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The test outputs (logits or values) and targets a finished run saved."""
-    f = RunDir(Path(path)).predictions
-    if not f.is_file():
-        raise UserError(f"{path} has no predictions.npz; it was trained by an older tlkit or "
-                        "did not finish; run fit again")
-    with np.load(f) as z:
-        return z["test_outputs"], z["test_targets"]
-
-
 # --------------------------------------------------------------------------------------------------
 # evaluate / predict
 # --------------------------------------------------------------------------------------------------

@@ -10,18 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from tlkit.adapt.alignment import Alignment
 from tlkit.adapt.target import Target, prepare_target
-from tlkit.assemble import Assembled, assemble
-from tlkit.backbones.base import TextPreprocessing
-from tlkit.cache import CacheHook, cache_for
+from tlkit.assemble import Assembled
 from tlkit.config import Config, dump_config
-from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
-from tlkit.data.collate import TextCollate, tokenize
 from tlkit.data.fingerprint import (
     check_identical,
     describe_overlap,
@@ -30,17 +24,15 @@ from tlkit.data.fingerprint import (
     identical_inputs,
     overlap_of,
 )
-from tlkit.data.transforms import resolve_preprocessing
 from tlkit.diagnose.preprocessing import check_preprocessing
 from tlkit.distributed import Dist, launched, setup
 from tlkit.errors import UserError
 from tlkit.events import Event
+from tlkit.inputs import build_inputs, check_length, class_weights_of, limited, load_data
 from tlkit.plan import format_plan, plan_record
 from tlkit.plan.length import length_of
-from tlkit.regularization import L2SP
 from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
-from tlkit.train.loader import default_workers
 from tlkit.train.loop import TrainData
 
 
@@ -125,7 +117,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     tc = cfg.transfer_config
     t_start = time.perf_counter()
     event("stage", {"what": f"loading data {cfg.data.source}"})
-    data, splits = splits_of(cfg)
+    data, splits = load_data(cfg)
     if any(splits.unlabelled.values()):  # data.unlabelled: drop
         event("stage", {"what": "rows without a label left out (data.unlabelled: drop): "
                                 + ", ".join(f"{n} of data.{k}" for k, n in
@@ -146,19 +138,14 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     if dist.is_main:
         same_data(run, splits, resume)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
-    torch.manual_seed(tc.seed)  # the head's initialisation
-    asm = assemble(tc, num_outputs_of(splits.train), modality=data.modality,
-                   max_length=cfg.data.max_length)
-    # The source weights are the pretrained ones: snapshot them now, before a resumed run's
-    # checkpoint is loaded into the model.
-    hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
-    prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
-    collate = build_collate(prep)
-    augment = cfg.data.augment if data.modality == "image" else "none"
-    train_ds = build_dataset(splits.train, prep, augment)
-    findings = check_preprocessing(asm.model.backbone, collate, train_ds,
-                                   cfg.diagnostics.check_preprocessing,
-                                   lambda m: event("stage", {"what": m}))
+
+    def say(msg: str) -> None:
+        event("stage", {"what": msg})
+
+    inputs = build_inputs(cfg, splits, data.modality, dist, log=say)
+    asm = inputs.asm
+    findings = check_preprocessing(asm.model.backbone, inputs.collate, inputs.train_ds,
+                                   cfg.diagnostics.check_preprocessing, say)
     event("stage", {"what": length.describe()})
     say_unused(cfg, data.modality, asm, event)
     if dist.is_main:
@@ -171,48 +158,19 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
         run.truncate_metrics(int(state_in["state"]["epoch"]))
     elif dist.is_main and run.metrics.exists():
         run.metrics.unlink()
-    cache = None
-    if tc.cache.enabled and augment != "none":
-        # Random augmentation gives another input each epoch: a cached activation would be
-        # wrong. Frozen layers then run every epoch, and the log says so.
-        event("stage", {"what": f"data.augment is {augment}: frozen layers run every epoch "
-                                "(the activation cache is off)"})
-    elif tc.cache.enabled:
-        # Without random augmentation the preprocessing is deterministic: cached activations
-        # are exactly what the full forward would compute each epoch.
-        cache = cache_for(asm.model.backbone, len(asm.groups), collate, dist.device,
-                          tc.cache_settings, prep, log=lambda msg: event("stage", {"what": msg}),
-                          dist=dist)
-        hooks.append(CacheHook(cache, asm.plan))
+    for note in inputs.notes:
+        say(note)
+    hooks = list(inputs.hooks)
     target = None
     if cfg.adaptation.target is not None:  # method none: the target is only measured
-        target = prepare_target(cfg, data.modality, splits.classes, prep, asm.model.backbone,
-                                len(asm.groups), train_ds, collate, dist.device, event)
+        target = prepare_target(cfg, data.modality, splits.classes, inputs.prep,
+                                asm.model.backbone, len(asm.groups), inputs.train_ds,
+                                inputs.collate, dist.device, event)
         if target.loss is not None:
             hooks.append(Alignment(target.loss, target.train, cfg.adaptation.weight, tc.seed))
-    return Prepared(
-        cfg, run, dist, event, t_start, data, splits, asm, prep,
-        training_data(cfg, data.modality, splits, prep, collate, train_ds),
-        None if splits.test is None else build_dataset(splits.test, prep), findings, cache,
-        hooks, target, state_in,
-        _pretrained_copy(cfg, asm, dist), test_limit)
-
-
-def training_data(cfg: Config, modality: str, splits: Any, prep: Any, collate: Any,
-                  train_ds: Any) -> TrainData:
-    """What the loop trains on: the datasets, the collate, and per training example its length
-    (texts: batches of like length), class weights and sampling weights."""
-    tc = cfg.transfer_config
-    lengths = None
-    if modality == "text" and cfg.data.group_by_length:
-        assert isinstance(collate, TextCollate) and isinstance(prep, TextPreprocessing)
-        enc = tokenize(collate.tokenizer, train_ds.inputs, prep.max_length)
-        lengths = [len(x) for x in enc["input_ids"]]
-    workers = cfg.data.workers
-    return TrainData(train_ds, build_dataset(splits.val, prep), collate, splits.train.task,
-                     splits.classes, lengths, class_weights_of(tc.class_weights, splits.train),
-                     balanced_weights(splits.train) if tc.sampler == "balanced" else None,
-                     default_workers() if workers == "auto" else workers)
+    return Prepared(cfg, run, dist, event, t_start, data, splits, asm, inputs.prep,
+                    inputs.training_data(), inputs.test_ds, findings, inputs.cache, hooks,
+                    target, state_in, _pretrained_copy(cfg, asm, dist), test_limit)
 
 
 def count_overlap(cfg: Config, splits: Any, event: Event) -> None:
@@ -267,8 +225,6 @@ def unused_settings(cfg: Config, modality: str, asm: Assembled) -> list[str]:
     if all(asm.plan.frozen_below(ph) == 0 for ph in phases):
         say(tc.cache, "transfer_config.cache", "max_mb",
             "no layer is frozen below a trained one: nothing is cached")
-    if tc.freeze_strategy != "top_n_unfrozen":
-        say(tc, "transfer_config", "top_n", "only freeze_strategy top_n_unfrozen reads it")
     if not any(ph.converge_head for ph in phases):
         say(tc, "transfer_config", "head_solver",
             f"freeze_strategy {tc.freeze_strategy} has no head-only phase to solve")
@@ -326,93 +282,3 @@ def same_data(run: RunDir, splits: Any, resume: bool) -> None:
                             "start a new run in another --out (nothing was changed)")
         return
     run.write_json(run.data, now)
-
-
-def check_length(tc: Any, length: Any) -> None:
-    """Refuse a warmup longer than the run: the rate would never reach its peak and the run
-    would learn next to nothing while exiting 0."""
-    if tc.warmup_steps > length.total_steps:
-        raise UserError(
-            f"transfer_config.warmup_steps is {tc.warmup_steps:,}, more than the run's "
-            f"{length.total_steps:,} optimizer steps ({length.describe().split(': ', 1)[1]}): the "
-            "learning rate would never reach its peak; set warmup_steps below "
-            f"{length.total_steps:,}, or use warmup_ratio (a share of the steps)")
-
-
-def splits_of(cfg: Config) -> tuple[Any, Any]:
-    """The loaded source and its splits, as a fit of ``cfg`` cuts them."""
-    data = load_source(cfg.data)
-    return data, make_splits(data, cfg.data)
-
-
-def limited(splits: Any, test_limit: int | None, seed: int) -> Any:
-    """``splits`` with the test split cut to ``test_limit`` examples (stratified, seeded), as
-    ``fit_run(..., test_limit=...)`` evaluates."""
-    if test_limit is not None and splits.test is not None and len(splits.test) > test_limit:
-        splits.test = subset(splits.test, test_limit, seed)
-    return splits
-
-
-def class_weights_of(spec: Any, train: Any) -> list[float] | None:
-    """The single-label loss's class weights: ``auto`` weighs each class by n / (classes *
-    its count) (scikit-learn's "balanced"; a class without training examples weighs 1), a
-    mapping names the classes to weigh (the others weigh 1)."""
-    if spec == "none" or train.task not in ("single_label", "token_classification"):
-        return None
-    classes = list(train.classes)
-    if spec == "auto":  # token classification: over the words
-        tags = (np.concatenate(list(train.targets)) if train.task == "token_classification"
-                else train.targets)
-        counts = np.bincount(tags, minlength=len(classes))
-        present = int(np.count_nonzero(counts))
-        return [len(tags) / (present * c) if c else 1.0 for c in counts.tolist()]
-    unknown = sorted(set(spec) - set(classes))
-    if unknown:
-        folded = {c.casefold(): c for c in classes}
-        named = [repr(u) + (f" (did you mean {folded[u.casefold()]!r}?)"
-                            if u.casefold() in folded else "") for u in unknown[:5]]
-        raise UserError(f"transfer_config.class_weights names {', '.join(named)}, "
-                        f"not among the classes ({', '.join(classes[:10])}"
-                        f"{', ...' if len(classes) > 10 else ''}); fix the names (they are "
-                        "matched exactly, case included)")
-    weights = [float(spec.get(c, 1.0)) for c in classes]
-    tags = (np.concatenate([*train.targets, np.zeros(0, np.int64)])
-            if train.task == "token_classification" else train.targets)
-    counts = np.bincount(np.asarray(tags, dtype=np.int64), minlength=len(classes))
-    absent = [c for c in spec if counts[classes.index(c)] == 0]
-    if absent:
-        raise UserError(f"transfer_config.class_weights names {', '.join(map(repr, absent[:5]))}, "
-                        "absent from the training split (only the validation or test set holds "
-                        "examples of it): its weight would change nothing; remove it")
-    counted = [c for c, w, k in zip(classes, weights, counts.tolist(), strict=True) if w > 0 and k]
-    if len(counted) < 2:
-        zero = [c for c, w in zip(classes, weights, strict=True) if w == 0]
-        left = (f"only {counted[0]!r} keeps a positive weight" if counted
-                else "no class keeps a positive weight")
-        raise UserError(
-            f"transfer_config.class_weights gives {', '.join(map(repr, zero[:5]))}"
-            f"{' ...' if len(zero) > 5 else ''} weight 0: {left} among the {len(classes)} "
-            "classes in training, so the loss would count "
-            + ("one class alone and the model would learn to predict it always"
-               if counted else "no example and the model would learn nothing")
-            + "; give the classes that should count a positive weight (a class not named "
-            "weighs 1)")
-    return weights
-
-
-def balanced_weights(train: Any) -> list[float]:
-    """The balanced sampler's weight of each training example: 1 / its class's count, so each
-    class is drawn equally often."""
-    counts = np.bincount(train.targets)
-    return [1.0 / counts[t] for t in train.targets]
-
-
-def subset(data: Any, n: int, seed: int) -> Any:
-    """A subset of ``n`` examples, stratified for single-label data."""
-    idx = np.arange(len(data))
-    strat = data.targets if data.task == "single_label" else None
-    try:
-        keep, _ = train_test_split(idx, train_size=n, stratify=strat, random_state=seed)
-    except ValueError:  # too few of some class to stratify
-        keep, _ = train_test_split(idx, train_size=n, random_state=seed)
-    return data.subset(np.sort(keep), name=data.name)

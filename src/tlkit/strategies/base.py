@@ -5,8 +5,11 @@ A phase is a range of epochs with a fixed set of trainable groups. Groups are co
 In an ``adapters_only`` phase (LoRA) a "trainable" group trains only its adapter matrices; its
 pretrained weights stay frozen.
 
-A strategy reads its settings through ``settings``: the validated ``transfer_config`` while the
-config is checked, its ``PlanSettings`` view afterwards (the same attribute names).
+A strategy declares its own transfer_config keys in ``Settings`` (a pydantic model: each key's
+type, default, bounds and why), which the config merges into the flat ``transfer_config``
+(``tlkit.config.keys``) and accepts under that strategy only. It reads its settings through
+``settings``: the validated ``transfer_config`` while the config is checked, its
+``PlanSettings`` view afterwards (the same attribute names, its own keys among them).
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from tlkit.errors import UserError
+
+
+# the rows of the concept's strategy table (``Strategy.role``; tlkit.select.advise reads them)
+FEATURE_EXTRACTION = "feature extraction"
+PARTIAL = "partial fine-tuning"
+FULL = "full fine-tuning"
 
 
 @dataclass(frozen=True)
@@ -29,17 +40,39 @@ class PhaseSpec:
     converge_head: bool = False
 
 
+class StrategySettings(BaseModel):
+    """A strategy's own keys (none here): a subclass declares each as a pydantic field, with its
+    default (what the key is when the config leaves it out) and its bounds."""
+
+    # as every section of the config: no unknown key, no NaN or infinity
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
 class Strategy:
     """A freeze strategy: the interface every file in ``tlkit.strategies`` implements.
 
-    ``name`` is the value of ``transfer_config.freeze_strategy``; ``keys`` are the
+    ``name`` is the value of ``transfer_config.freeze_strategy``; ``Settings`` declares the
     transfer_config keys that only this strategy reads (the config refuses them under another
     strategy). ``phases`` is the one method a strategy must give; the others default to doing
     nothing."""
 
     name: str = ""
     summary: str = ""  # one line, for `tlkit --help`, `compare` and the docs
-    keys: tuple[str, ...] = ()
+    Settings: type[StrategySettings] = StrategySettings  # its own keys (a subclass), if any
+    # freeze_strategy auto's candidates (tlkit.select.auto) in this order, the order taken when
+    # trials cannot choose; None: not a candidate
+    auto_rank: int | None = None
+    # False where no backbone group ever trains (feature extraction): auto solves its head
+    # without a trial and gives it no fine-tuning rates; adaptation auto has nothing to align
+    trains_backbone: bool = True
+    # its row of the concept's strategy table (FEATURE_EXTRACTION, PARTIAL, FULL), which advise
+    # reads; "" for a strategy the table does not name
+    role: str = ""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The transfer_config keys that only this strategy reads."""
+        return tuple(self.Settings.model_fields)
 
     def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
         """The phases, in epoch order, for a backbone of ``n_groups`` layer groups."""
@@ -62,6 +95,11 @@ class Strategy:
         """Turn ``tc`` (another config's transfer_config, as a dict) into this strategy's
         variant for ``compare``: set the keys this strategy needs. ``own`` is the original
         validated transfer_config, ``rates`` its diagnostics section."""
+        return None
+
+    def fit_settings(self, tc: dict[str, Any]) -> None:
+        """Adjust ``tc`` (a transfer_config as a dict, with the length freeze_strategy auto
+        gives every candidate) where this strategy cannot run at that length."""
         return None
 
 

@@ -6,10 +6,34 @@ rebuilt (``tlkit.plan.apply``)."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, Strategy, selector_count
+from tlkit.strategies.base import PhaseSpec, Strategy, StrategySettings, selector_count
+
+SELECTOR_RE = re.compile(r"^(last_block|last_two_blocks|last_(\d+)_blocks|all)$")
+
+
+class UnfreezeStep(BaseModel):
+    """From the start of ``epoch`` (counted from 0), the selected top groups train too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    epoch: int = Field(ge=0)
+    unfreeze: str
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        if not SELECTOR_RE.match(v):
+            raise ValueError(
+                f"unknown selector {v!r}; use last_block, last_two_blocks, last_N_blocks "
+                "(for example last_3_blocks) or all"
+            )
+        return v
 
 
 def default_schedule(epochs: int) -> list[dict[str, Any]]:
@@ -25,7 +49,9 @@ def default_schedule(epochs: int) -> list[dict[str, Any]]:
 class Gradual(Strategy):
     name = "gradual"
     summary = "gradual unfreezing: the head first, then groups from the top down on a schedule"
-    keys = ("unfreeze_schedule",)
+
+    class Settings(StrategySettings):
+        unfreeze_schedule: list[UnfreezeStep] = Field(default_factory=list)
 
     def check(self, settings: Any) -> None:
         schedule = settings.unfreeze_schedule

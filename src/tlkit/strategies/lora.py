@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tlkit.strategies.base import PhaseSpec, Strategy
+from tlkit.strategies.base import PhaseSpec, Strategy, StrategySettings
 
 
 class LoraSettings(BaseModel):
@@ -41,7 +41,10 @@ def lora_settings(settings: Any) -> LoraSettings:
 class LoRA(Strategy):
     name = "lora"
     summary = "LoRA (PEFT): low-rank adapters and the head train, the base weights stay frozen"
-    keys = ("lora",)
+    auto_rank = 4
+
+    class Settings(StrategySettings):
+        lora: LoraSettings | None = None  # null: the defaults
 
     def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
         return [PhaseSpec(0, settings.epochs, n_groups,

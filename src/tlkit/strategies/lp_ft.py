@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, Strategy
+from tlkit.strategies.base import PhaseSpec, Strategy, StrategySettings
 
 
 def lp_epochs_of(settings: Any) -> int:
@@ -18,7 +20,12 @@ def lp_epochs_of(settings: Any) -> int:
 class LinearProbeThenFineTune(Strategy):
     name = "lp_ft"
     summary = "linear probe, then fine-tune everything from the probed head"
-    keys = ("lp_epochs",)
+    auto_rank = 2
+
+    class Settings(StrategySettings):
+        # epochs of the linear probe (phase 1, head only) before fine-tuning everything;
+        # null: half the epochs.
+        lp_epochs: int | None = Field(default=None, ge=1)
 
     def check(self, settings: Any) -> None:
         lp = lp_epochs_of(settings)
@@ -48,6 +55,12 @@ class LinearProbeThenFineTune(Strategy):
 
     def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
         tc["lp_epochs"] = own.lp_epochs if own.freeze_strategy == self.name else None
+
+    def fit_settings(self, tc: dict[str, Any]) -> None:
+        # a probe epoch, then at least one of tuning (auto's length may be 1 epoch)
+        tc["epochs"] = max(tc["epochs"], 2)
+        if tc.get("lp_epochs") and tc["lp_epochs"] >= tc["epochs"]:
+            tc["lp_epochs"] = None
 
 
 STRATEGY = LinearProbeThenFineTune()

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from tlkit.errors import UserError
-from tlkit.strategies.base import PhaseSpec, Strategy
+from tlkit.strategies.base import PARTIAL, PhaseSpec, Strategy, StrategySettings
 
 
 class TopNUnfrozen(Strategy):
     name = "top_n_unfrozen"
     summary = "the top top_n groups train, the lower ones stay frozen"
+    auto_rank = 1  # the cheapest fine-tuning candidate: its frozen bottom is cached
+    role = PARTIAL
+
+    class Settings(StrategySettings):
+        top_n: int = Field(default=2, ge=0, description="trainable top groups for top_n_unfrozen")
 
     def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
         top_n = settings.top_n
@@ -23,7 +30,7 @@ class TopNUnfrozen(Strategy):
         return [PhaseSpec(0, settings.epochs, top_n, f"top {top_n} groups unfrozen")]
 
     def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
-        return None  # top_n as the config has it
+        tc["top_n"] = own.top_n  # as the config has it (its strategy's, or auto's candidate's)
 
 
 STRATEGY = TopNUnfrozen()

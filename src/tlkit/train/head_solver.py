@@ -14,6 +14,10 @@ the chosen strength, on the training split, or, when the solved head is the whol
 user gave (the cross-validation then runs over both). The log says which. Features
 are standardised for the solver and the scaling is folded into the head's weights, so the head
 takes the raw features as before.
+
+``ConvexHead`` is where the training loop hands such a phase to the solver: a phase hook
+(``epoch_start``, ``tlkit.train.hooks``) that the loop builds for itself when the plan has a phase
+that converges its head (``converge_head``) and the settings say ``head_solver: convex``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
+from tlkit.assemble import Assembled
+from tlkit.distributed import Dist
+from tlkit.events import Event
+from tlkit.plan import Phase, Plan
 from tlkit.threads import one_blas_thread
 from tlkit.token_rows import KEPT, TAG
+from tlkit.train.feed import Feed
+from tlkit.train.hooks import Solved, with_method
 
 # Inverse L2 strengths tried (sklearn's C; ridge uses alpha = 1 / C).
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -281,3 +291,75 @@ def features(cached: Any) -> tuple[np.ndarray, np.ndarray]:
         kept = y[:, KEPT] > 0
         return x[kept], y[kept, TAG]
     return x, y
+
+
+@dataclass
+class ConvexHead:
+    """The phase hook that fits a linear probe's head to convergence: at the start of a phase
+    that converges its head (all_frozen, lp_ft's first phase), on features cached for train and
+    val, the convex solver fits the head in place of the phase's SGD epochs."""
+
+    model: Any  # the TransferModel
+    n_groups: int  # the backbone's layer groups: the cut where every one of them is frozen
+    plan: Plan
+    data: Any  # the loop's TrainData
+    settings: Any  # its LoopSettings
+    dist: Dist
+    event: Event
+
+    @classmethod
+    def of(cls, asm: Assembled, data: Any, settings: Any, dist: Dist, hooks: Any,
+           event: Event) -> ConvexHead | None:
+        """The hook, where the run can use it: ``head_solver: convex``, a phase that converges
+        the head, a linear head, one process, and no hook whose forward trains the features
+        (domain adaptation)."""
+        if (settings.head_solver != "convex"
+                or not any(p.converge_head for p in asm.plan.phases)
+                or linear_of(asm.model.head) is None or dist.enabled
+                or with_method(hooks, "forward")):
+            return None
+        return cls(asm.model, len(asm.groups), asm.plan, data, settings, dist, event)
+
+    def epoch_start(self, feed: Feed, epoch: int, phase: Phase) -> Solved | None:
+        """The phase solved (its metrics row's ``head_solver`` entry, the training loss and
+        the phase's end), or None where it does not apply. The loop moves the optimizer's
+        step count on by the phase's steps, so the schedule of a later phase is the one
+        planned."""
+        if not phase.converge_head or feed.cut != self.n_groups \
+                or not {"train", "val"} <= set(feed.cached):
+            return None
+        model, data, s = self.model, self.data, self.settings
+        linear = linear_of(model.head)
+        assert linear is not None  # checked by ``of``
+        x, y = features(feed.cached["train"])
+        xv, yv = features(feed.cached["val"])
+        # The solved head is the whole run: fitted on every label, validation's included (not
+        # for token classification, whose held-out validation outputs are per word).
+        whole = phase.start_epoch == 0 and all(p.end_epoch <= phase.end_epoch
+                                               for p in self.plan.phases)
+        tokens = data.task == "token_classification"
+        # sampler balanced: each class weighs the same in the solver's loss (what the sampler
+        # gives SGD in expectation)
+        w, b, sol = solve("single_label" if tokens else data.task, x, y, xv, yv,
+                          linear.out_features, s.seed, data.class_weights,
+                          refit=s.head_refit and whole and not tokens,
+                          balanced=data.sample_weights is not None)
+        set_head(linear, w, b)
+        balanced = ", each class weighted equally (sampler balanced)" \
+            if data.sample_weights is not None else ""
+        self.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
+                                     f"convergence on the cached features (L2 strength C "
+                                     f"{sol.c:g}, chosen on {sol.chosen_on}{balanced})"})
+        unread = unread_by_solver(s, next(
+            (m.p for m in model.head.modules() if isinstance(m, nn.Dropout)), None)) \
+            if whole else []
+        if unread:  # the solve is the whole run: SGD's settings do nothing
+            self.event("stage", {"what": "settings this run does not use (the head is solved, "
+                                         "not trained by SGD; head_solver sgd would use them): "
+                                 + "; ".join(unread)})
+        train, _ = feed.evaluate(model, "train", data.task, data.classes, s.batch_size,
+                                 s.mixed_precision, self.dist)
+        n = len(feed.cached["train"])
+        return Solved({"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on,
+                                       **({"val_in_fit": True} if sol.val_in_fit else {})}},
+                      train["loss"] * n, n, phase.end_epoch)

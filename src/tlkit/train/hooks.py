@@ -16,6 +16,21 @@ A hook is any object with some of these attributes (duck-typed; each is optional
 - ``parameters()``: parameters it trains, at the head's rate (DANN's domain classifier).
 - ``state_dict()`` / ``load_state_dict(state)``: its state, saved in every checkpoint.
 - ``to(device)``.
+- ``epoch_start(feed, epoch, phase) -> Solved | None``: before an epoch's first batch, may fit
+  the phase whole instead of its SGD epochs (the convex head, ``tlkit.train.head_solver``):
+  the loop then records the solve's epoch and goes on at the phase's end.
+
+Continued pretraining (``tlkit.adapt.pretrain_loop``) trains an objective in place of the task,
+through four more points, each optional:
+
+- ``optimizer() -> Optimizer``: the hook's own optimizer in place of the plan's (each group with
+  ``initial_lr``, which the schedule multiplies, and ``group``, its name in the metrics).
+- ``batches(epoch) -> [[index, ...], ...]``: the epoch's batches in place of the seeded shuffle.
+- ``batch_loss(model, indices, step) -> tensor``: a batch's loss in place of the supervised
+  forward and loss (the loop then builds no inputs).
+- ``validate(model) -> (metrics, per-example losses or None) | None``: the epoch's validation in
+  place of the supervised one; None: nothing to validate on (no best epoch, no early stopping).
+  Without per-example losses only a strict improvement makes a best epoch.
 """
 
 from __future__ import annotations
@@ -54,6 +69,17 @@ class RunIO:
     event: Event = lambda kind, info: None
     checkpoint_every: int | None = None
     checkpoint_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A phase fitted whole at its start (``epoch_start``): what its metrics row adds, its
+    training loss (summed over examples, and their count), and the epoch the loop goes on at."""
+
+    row: dict[str, Any]
+    loss_sum: float
+    loss_count: int
+    next_epoch: int
 
 
 NO_IO = RunIO(save_last=lambda p: None, save_best=lambda m, s: None, load_best=lambda m: None,

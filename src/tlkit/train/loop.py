@@ -7,11 +7,14 @@ end of the epoch, evaluate, follow early stopping. Every counter and random stat
 ``TrainState`` and the checkpoint, so a run killed anywhere resumes to the same result.
 
 Strategies plug in through the hook points of ``tlkit.train.hooks`` (the cache, L2-SP, domain
-adaptation); the run directory through ``RunIO``.
+adaptation, the convex head); the run directory through ``RunIO``. Continued pretraining
+(``tlkit.adapt.pretrain``) runs here too: its hook brings the objective's batches, loss, held-out
+check and optimizer in place of the supervised ones.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +29,6 @@ from tlkit.data.types import Examples
 from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
-from tlkit.metrics import monitor_metric
 from tlkit.plan import Phase, phase_at
 from tlkit.plan.apply import apply_phase, norm_stats_mode
 from tlkit.train.batches import epoch_batches
@@ -35,20 +37,13 @@ from tlkit.train.evaluate import loss_function, output_for_loss
 from tlkit.train.feed import Feed
 from tlkit.tensors import to_device
 from tlkit.train.loader import batch_stream
-from tlkit.train.head_solver import features, linear_of, set_head, solve, unread_by_solver
-from tlkit.train.hooks import RunIO, Step, with_method
+from tlkit.train.head_solver import ConvexHead
+from tlkit.train.hooks import RunIO, Solved, Step, with_method
 from tlkit.plan.length import Length, length_of
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor, rewarm_factor
-from tlkit.train.selection import (
-    at_least_as_good,
-    improves,
-    monitored,
-    noise_of,
-    noisy_note,
-    within_noise,
-)
+from tlkit.train.selection import judge, noisy_note
 
 
 @dataclass
@@ -148,6 +143,9 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     model.to(device)
     for h in with_method(hooks, "to"):
         h.to(device)
+    # the convex head: a phase hook the loop adds itself where the plan and settings call for it
+    solver = ConvexHead.of(asm, data, settings, dist, hooks, io.event)
+    hooks = [*hooks, *([solver] if solver is not None else [])]
     optimizer = make_optimizer(model, asm.groups, plan, hooks, settings)
     state = TrainState()
     if resume is not None:
@@ -165,7 +163,7 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     dist.seed_per_process()
     norm_stats = norm_stats_mode(settings.freeze_norm_stats, plan)
     run = _Run(asm, data, settings, io, hooks, dist, optimizer,
-               length_of(len(data.train), settings),
+               _length(len(data.train), settings, hooks),
                loss_function(data.task, weight=data.class_weights).to(device),
                last_save=time.perf_counter(),
                rewarm=norm_stats == "all" and any(
@@ -185,17 +183,14 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     while epoch < settings.epochs and not state.stopped_early:
         run.t0 = time.perf_counter()
         phase = plan.phases[phase_at(list(plan.phases), epoch)]
-        apply_phase(model, asm.groups, phase, norm_stats)
-        for r in phase.rows:
-            if r.trainable:
-                state.unfrozen_at.setdefault(r.name, state.step)
-        set_phase_rates(optimizer, phase)
+        _enter_phase(run, state, phase, norm_stats)
         feed = _feed(run, phase, splits)
         if dist.enabled:  # DDP around what this phase trains, wrapped anew when that changes
             run.parallel = parallel_for(run.parallel, model, feed, phase.index, hooks, dist)
-        solved = _solved_head(run, state, feed, epoch, phase) if state.batch_in_epoch == 0 \
-            else None
-        if solved is not None:  # the phase's convex problem, solved: the phase is done
+        solved = _epoch_start(run, feed, epoch, phase) if state.batch_in_epoch == 0 else None
+        if solved is not None:  # a hook fitted the phase whole (the convex head): it is done
+            state.loss_sum, state.loss_count = solved.loss_sum, solved.loss_count
+            state.step += run.length.steps_of(epoch, solved.next_epoch)
             epoch = _end_epoch(run, state, feed, epoch, phase, solved)
             continue
         if state.batch_in_epoch == 0:
@@ -207,6 +202,40 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     io.load_best(model)  # the best epoch's weights, not the last
     dist.broadcast_module(model)  # rank 0 alone reads the run directory
     return state
+
+
+def _length(n_train: int, settings: LoopSettings, hooks: Sequence[Any]) -> Length:
+    """The run's length; where a hook brings its own batches (continued pretraining), one pass
+    of them per epoch."""
+    own = with_method(hooks, "batches")
+    if not own:
+        return length_of(n_train, settings)
+    per = len(own[0].batches(0))
+    steps = math.ceil(per / settings.gradient_accumulation_steps)
+    total = steps * settings.epochs
+    return Length(n_train, settings.batch_size, per, 1, steps, settings.epochs,
+                  max(settings.warmup_steps, int(round(settings.warmup_ratio * total))))
+
+
+def _enter_phase(run: _Run, state: TrainState, phase: Phase, norm_stats: Any) -> None:
+    """The phase's trainable groups, BatchNorm modes and rates: requires_grad flips, nothing is
+    rebuilt. A phase without rows (continued pretraining's objective) trains what its model
+    has set trainable."""
+    if phase.rows:
+        apply_phase(run.asm.model, run.asm.groups, phase, norm_stats)
+    for r in phase.rows:
+        if r.trainable:
+            state.unfrozen_at.setdefault(r.name, state.step)
+    set_phase_rates(run.optimizer, phase)
+
+
+def _epoch_start(run: _Run, feed: Feed, epoch: int, phase: Phase) -> Solved | None:
+    """What the first hook that fits the phase whole (``epoch_start``) made of it, if any."""
+    for h in with_method(run.hooks, "epoch_start"):
+        solved = h.epoch_start(feed, epoch, phase)
+        if solved is not None:
+            return solved
+    return None
 
 
 def _feed(run: _Run, phase: Phase, splits: dict[str, Examples]) -> Feed:
@@ -224,10 +253,11 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     model, s, dist = run.asm.model, run.settings, run.dist
     model.train()
     passes = run.length.passes  # several at small data (min_steps), each in its own order
-    batches = [batch for p in range(passes)
-               for batch in epoch_batches(len(run.data.train), s.batch_size, s.seed,
-                                          epoch * passes + p, run.data.lengths,
-                                          weights=run.data.sample_weights)]
+    own = with_method(run.hooks, "batches")  # a hook's own batches (continued pretraining)
+    batches = own[0].batches(epoch) if own else [
+        batch for p in range(passes)
+        for batch in epoch_batches(len(run.data.train), s.batch_size, s.seed, epoch * passes + p,
+                                   run.data.lengths, weights=run.data.sample_weights)]
     run.optimizer.zero_grad(set_to_none=True)
     names = run.loss_names()
     # this step's loss and hook terms (summed over samples) and its sample count, over the
@@ -239,7 +269,9 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     # share (a last batch smaller than the processes) still joins the average, with a stand-in
     # example weighted 0.
     shares = [dist.share(batch) or batch[:1] for batch in batches]
-    stream = None if "train" in feed.cached else batch_stream(
+    # the inputs are built here unless cached, or read by a hook's own loss
+    own_loss = with_method(run.hooks, "batch_loss")
+    stream = None if "train" in feed.cached or own_loss else batch_stream(
         run.data.train, run.data.collate, shares, state.batch_in_epoch, s.seed, epoch,
         run.data.workers)
     for b in range(state.batch_in_epoch, run.n_batches):
@@ -276,26 +308,13 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
     through DDP; ``step.size`` 0: ``mine`` is a stand-in weighted 0); returns the task loss and
     each hook's term, as floats."""
     model, s, dist = run.asm.model, run.settings, run.dist
-    if built is None:
-        inputs, targets = feed.batch("train", mine)
-    else:  # collated by the batch stream (tlkit.train.loader)
-        inputs, targets = to_device(built[0], dist.device), to_device(built[1], dist.device)
-    forward = with_method(run.hooks, "forward")
     own: dict[int, torch.Tensor] = {}
-    if forward:  # a hook that adds a loss of its own to the forward (domain adaptation)
-        out, own[id(forward[0])] = forward[0].forward(model, feed, inputs, step)
-    else:
+    objective = with_method(run.hooks, "batch_loss")
+    if objective:  # continued pretraining: the objective's loss on these examples
         with step.autocast():
-            out = (feed.forward(model, inputs) if run.parallel is None else
-                   run.parallel(inputs, sync=_ends_step(run, step.batch), stand_in=not step.size))
-    loss = run.loss_fn(output_for_loss(out, run.data.task), targets)
-    if not torch.isfinite(loss):
-        raise UserError(
-            f"the training loss became {loss.item()} at epoch {step.epoch}, batch {step.batch} "
-            f"(optimizer step {step.optimizer_step}); likely causes: "
-            f"a learning rate too high (head_lr {s.head_lr}, backbone_lr {s.backbone_lr}) or "
-            "bad targets. The last good checkpoint is kept; lower the rates and run again"
-        )
+            loss = objective[0].batch_loss(model, mine, step)
+    else:
+        loss = _task_loss(run, feed, mine, step, built, own)
     # Hooks' terms (L2-SP's penalty, the alignment loss) add to what is backpropagated;
     # train_loss stays the task loss, comparable across strategies.
     total = loss * (step.size * dist.world / global_size) if dist.enabled else loss
@@ -313,6 +332,34 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
         terms[h.loss_name] = float(term.detach())
     (total / s.gradient_accumulation_steps).backward()
     return float(loss.detach()), terms
+
+
+def _task_loss(run: _Run, feed: Feed, mine: list[int], step: Step,
+               built: tuple[Any, torch.Tensor] | None, own: dict[int, torch.Tensor]
+               ) -> torch.Tensor:
+    """The supervised loss of the examples ``mine``; a hook's forward (domain adaptation) puts
+    its own term in ``own``."""
+    model, s, dist = run.asm.model, run.settings, run.dist
+    if built is None:
+        inputs, targets = feed.batch("train", mine)
+    else:  # collated by the batch stream (tlkit.train.loader)
+        inputs, targets = to_device(built[0], dist.device), to_device(built[1], dist.device)
+    forward = with_method(run.hooks, "forward")
+    if forward:  # a hook that adds a loss of its own to the forward (domain adaptation)
+        out, own[id(forward[0])] = forward[0].forward(model, feed, inputs, step)
+    else:
+        with step.autocast():
+            out = (feed.forward(model, inputs) if run.parallel is None else
+                   run.parallel(inputs, sync=_ends_step(run, step.batch), stand_in=not step.size))
+    loss = run.loss_fn(output_for_loss(out, run.data.task), targets)
+    if not torch.isfinite(loss):
+        raise UserError(
+            f"the training loss became {loss.item()} at epoch {step.epoch}, batch {step.batch} "
+            f"(optimizer step {step.optimizer_step}); likely causes: "
+            f"a learning rate too high (head_lr {s.head_lr}, backbone_lr {s.backbone_lr}) or "
+            "bad targets. The last good checkpoint is kept; lower the rates and run again"
+        )
+    return loss
 
 
 def _optimizer_step(run: _Run, state: TrainState, sums: list[float], names: list[str]) -> None:
@@ -338,89 +385,39 @@ def _ends_step(run: _Run, b: int) -> bool:
     return (b + 1) % run.settings.gradient_accumulation_steps == 0 or b + 1 == run.n_batches
 
 
-def _solved_head(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase
-                 ) -> dict[str, Any] | None:
-    """When the phase is a linear probe (``converge_head``: all_frozen, lp_ft's first phase) on
-    features cached for train and val, fit the head to convergence with the convex solver (``tlkit.train.head_solver``) instead of SGD
-    epochs. Returns what the solver chose (for the metrics row), or None when it does not
-    apply. The optimizer's step count moves on by the phase's steps, so the schedule of a
-    later phase is the one planned."""
-    model, n_groups = run.asm.model, len(run.asm.groups)
-    linear = linear_of(model.head)
-    if (run.settings.head_solver != "convex" or not phase.converge_head or linear is None
-            or run.dist.enabled
-            or feed.cut != n_groups or not {"train", "val"} <= set(feed.cached)
-            or with_method(run.hooks, "forward")):
-        return None
-    x, y = features(feed.cached["train"])
-    xv, yv = features(feed.cached["val"])
-    # the solved head is the whole run: fitted on every label, validation's included (not for
-    # token classification, whose held-out validation outputs are per word)
-    tokens = run.data.task == "token_classification"
-    refit = run.settings.head_refit and len(run.asm.plan.phases) == 1 and not tokens
-    # sampler balanced: each class weighs the same in the solver's loss (what the sampler
-    # gives SGD in expectation)
-    w, b, sol = solve("single_label" if tokens else run.data.task, x, y, xv, yv,
-                      linear.out_features, run.settings.seed, run.data.class_weights,
-                      refit=refit, balanced=run.data.sample_weights is not None)
-    set_head(linear, w, b)
-    balanced = ", each class weighted equally (sampler balanced)" \
-        if run.data.sample_weights is not None else ""
-    run.io.event("stage", {"what": f"phase {phase.index + 1}: the linear head fitted to "
-                                   f"convergence on the cached features (L2 strength C "
-                                   f"{sol.c:g}, chosen on {sol.chosen_on}{balanced})"})
-    unread = unread_by_solver(run.settings, next(
-        (m.p for m in model.head.modules() if isinstance(m, torch.nn.Dropout)), None)) \
-        if len(run.asm.plan.phases) == 1 else []
-    if unread:  # the solve is the whole run: SGD's settings do nothing
-        run.io.event("stage", {"what": "settings this run does not use (the head is solved, "
-                                       "not trained by SGD; head_solver sgd would use them): "
-                                       + "; ".join(unread)})
-    train, _ = feed.evaluate(model, "train", run.data.task, run.data.classes,
-                             run.settings.batch_size, run.settings.mixed_precision, run.dist)
-    n = len(feed.cached["train"])
-    state.loss_sum, state.loss_count = train["loss"] * n, n
-    state.step += run.length.steps_of(epoch, phase.end_epoch)
-    return {"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on,
-                            **({"val_in_fit": True} if sol.val_in_fit else {})},
-            "next_epoch": phase.end_epoch}
-
-
 def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phase,
-               solved: dict[str, Any] | None = None) -> int:
+               solved: Solved | None = None) -> int:
     """Validation, the epoch's metrics row, the best weights, early stopping and the
-    checkpoint; returns the next epoch (the phase's end when its head was ``solved``)."""
-    s, model = run.settings, run.asm.model
-    val, losses = feed.evaluate(model, "val", run.data.task, run.data.classes, s.batch_size,
-                                s.mixed_precision, run.dist)
+    checkpoint; returns the next epoch (the phase's end when a hook ``solved`` it)."""
+    s, own = run.settings, with_method(run.hooks, "validate")
+    # the metrics and each example's loss; a hook's own check (continued pretraining's held-out
+    # objective loss; None: nothing held out) in place of the val split's
+    checked: tuple[dict[str, Any], Any] | None = own[0].validate(run.asm.model) if own else \
+        feed.evaluate(run.asm.model, "val", run.data.task, run.data.classes, s.batch_size,
+                      s.mixed_precision, run.dist)
     state.seconds += time.perf_counter() - run.t0
     count = max(1, state.loss_count)
+    val = checked[0] if checked is not None else {}
     row = {"epoch": epoch, "phase": phase.index + 1, "train_loss": state.loss_sum / count,
            **{name: state.extra_sums.get(name, 0.0) / count for name in run.loss_names()},
-           "val_loss": val["loss"],
+           **({"val_loss": val["loss"]} if checked is not None else {}),
            **{f"val_{k}": v for k, v in val.items()
               if k != "loss" and isinstance(v, (int, float))},
            "lr": {g["group"]: g["lr"] for g in run.optimizer.param_groups},
            "trainable_params": phase.trainable_params, "seconds": round(state.seconds, 3)}
-    # the best weights: a new best value; or a later epoch within the noise (a paired standard
-    # error) of the best value whose task metric is at least the kept epoch's. Patience resets
-    # on a strict improvement only.
-    monitor, mode = monitored(run.data.task, s.model_selection)
-    value, metric = val[monitor], val[monitor_metric(run.data.task)[0]]
-    new_best = improves(value, state.best_value, mode)
-    as_good = within_noise(value, state.best_value,
-                           noise_of(losses, state.best_losses, monitor), mode)
-    metric_kept = at_least_as_good(metric, state.best_metric, monitor_metric(run.data.task)[1])
-    if new_best:
-        state.best_value, state.best_losses, state.bad_epochs = value, losses.tolist(), 0
-    else:
-        state.bad_epochs += 1
-    if new_best or (as_good and metric_kept):
-        state.best_epoch, state.best_metric = epoch, metric
-        run.io.save_best(model, state)
-    next_epoch = epoch + 1 if solved is None else solved["next_epoch"]
+    if checked is not None:  # the best weights; patience resets on a strict improvement only
+        value, metric, new_best, keep = judge(*checked, state, run.data.task, s.model_selection)
+        if new_best:
+            state.best_value, state.bad_epochs = value, 0
+            state.best_losses = None if checked[1] is None else checked[1].tolist()
+        else:
+            state.bad_epochs += 1
+        if keep:
+            state.best_epoch, state.best_metric = epoch, metric
+            run.io.save_best(run.asm.model, state)
+    next_epoch = epoch + 1 if solved is None else solved.next_epoch
     if solved is not None:
-        row["head_solver"] = solved["head_solver"]
+        row.update(solved.row)
     phases = list(run.asm.plan.phases)
     if s.early_stopping_patience and state.bad_epochs >= s.early_stopping_patience:
         # Patience runs out within a phase: a phase with a successor ends there (the linear
@@ -440,3 +437,4 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
     run.io.save_last(run.snapshot(state))
     run.io.event("epoch_end", row)
     return next_epoch
+

@@ -1,4 +1,4 @@
-"""AdamW from the plan: every group at its planned rate from the start."""
+"""AdamW from the plan: every group at its planned rate from the start (or a hook's own)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ def make_optimizer(model: TransferModel, groups: list[LayerGroup], plan: Plan,
                    hooks: Sequence[Any], settings: LoopSettings) -> torch.optim.Optimizer:
     """Every group is in the optimizer from the start; frozen ones have no gradient and AdamW
     skips them, so a phase change only flips requires_grad and the moments carry over. A hook's
-    own parameters (DANN's domain classifier) train at the head's rate and weight decay."""
+    own parameters (DANN's domain classifier) train at the head's rate and weight decay. A
+    hook with an optimizer of its own (continued pretraining's objective) brings it instead."""
+    own = with_method(hooks, "optimizer")
+    if own:
+        optimizer: torch.optim.Optimizer = own[0].optimizer()
+        return optimizer
     pg = optimizer_groups(model, groups, plan.phases[-1])
     for h in with_method(hooks, "parameters"):
         params = list(h.parameters())

@@ -61,6 +61,24 @@ def improves(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def judge(val: dict[str, Any], losses: np.ndarray | None, kept: Any, task: str, on: str
+          ) -> tuple[float, float, bool, bool]:
+    """An epoch against the kept one (``kept``: the loop's state, its ``best_value``,
+    ``best_losses`` and ``best_metric``): the epoch's monitored value and task metric, whether
+    the value strictly improves on the best (what resets patience), and whether the epoch takes
+    the kept one's place: a new best value, or a value within the noise (a paired standard
+    error) of the best with a task metric at least the kept epoch's. Without each example's
+    loss (``losses`` None: an objective's held-out value) there is no noise to measure, and
+    only a strict improvement counts."""
+    monitor, mode = monitored(task, on)
+    value, metric = val[monitor], val[monitor_metric(task)[0]]
+    new_best = improves(value, kept.best_value, mode)
+    as_good = losses is not None and within_noise(
+        value, kept.best_value, noise_of(losses, kept.best_losses, monitor), mode) \
+        and at_least_as_good(metric, kept.best_metric, monitor_metric(task)[1])
+    return value, metric, new_best, new_best or as_good
+
+
 def noisy_because(n_val: int, n_classes: int | None) -> str | None:
     """Why a validation split of ``n_val`` examples is too small to choose an epoch on, or
     None when it is not."""

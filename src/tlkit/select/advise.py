@@ -35,9 +35,12 @@ from tlkit.config import AUTO, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
-from tlkit.run.adapt_auto import ALIGNING, format_record, run_trials, source_only
-from tlkit.run.auto import PIXELS, Choice, choose, chosen_config, format_choice
-from tlkit.variants import variant
+from tlkit.select.adapt_auto import ALIGNING, Fit, format_record, run_trials, source_only
+from tlkit.select.auto import choose, chosen_config
+from tlkit.select.candidates import PIXELS, frozen_head
+from tlkit.select.record import Choice, format_choice
+from tlkit.select.variants import variant
+from tlkit.strategies.base import FEATURE_EXTRACTION, FULL, PARTIAL
 
 SMALL, LARGE = 1000, 10000
 FAR_PAD = 1.5
@@ -88,16 +91,23 @@ def probe_noise(accuracy: float, n: int) -> float:
 
 
 def recommend(ev: Evidence, tc: Any) -> Advice:
-    """The strategy and its settings for this evidence; ``tc`` supplies the config's rates.
-
-    One function on purpose (over 80 lines): it is the concept's table read top to bottom, each
-    branch with the reason it gives the user beside it."""
-    reasons: list[str] = []
+    """The strategy and its settings for this evidence; ``tc`` supplies the config's rates:
+    the concept's table read top to bottom, each branch with the reason it gives the user."""
     size = "small" if ev.n_train < SMALL else "large" if ev.n_train > LARGE else "medium"
-    reasons.append(f"{ev.n_train:,} training labels: {size} data "
-                   f"(the concept's table: small < {SMALL:,}, large > {LARGE:,})")
+    reasons = [f"{ev.n_train:,} training labels: {size} data "
+               f"(the concept's table: small < {SMALL:,}, large > {LARGE:,})"]
+    similar, above = _similarity(ev, reasons)
+    strategy, settings = _table(ev, tc, size, similar, above, reasons)
+    if ev.logme is not None:
+        reasons.append(f"LogME of the frozen features: {ev.logme:.3f} (for comparing backbones "
+                       "with `tlkit rank`; it does not change the strategy)")
+    return Advice(strategy, settings, reasons, similar, size)
 
-    # similarity from the layer profile
+
+def _similarity(ev: Evidence, reasons: list[str]) -> tuple[bool, int | None]:
+    """Whether the domain counts as similar (from the layer profile of linear probes and the
+    divergence to the reference), and how many top groups are specific to the source (None
+    when no lower group probes better than the top one); the reasons appended."""
     top = ev.probes[-1]
     best = max(ev.probes, key=lambda r: r["accuracy"])
     noise = probe_noise(best["accuracy"], ev.n_val)
@@ -123,11 +133,16 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
                        f"({'far apart' if far else 'close'}: the threshold is {FAR_PAD})")
     similar = not lower_better and not far
     reasons.append(f"domain: {'similar' if similar else 'different'}")
+    return similar, above if lower_better else None
 
+
+def _table(ev: Evidence, tc: Any, size: str, similar: bool, above: int | None,
+           reasons: list[str]) -> tuple[str, dict[str, Any]]:
+    """The concept table's cell for this size and similarity (the text-transformer refinement
+    first): the strategy in that row (``Strategy.role``) and its settings."""
     settings: dict[str, Any] = {}
-    text_transformer = ev.modality == "text"
-    if text_transformer and ev.n_train >= 100:
-        strategy = "none"
+    full, partial = strategies.with_role(FULL), strategies.with_role(PARTIAL)
+    if ev.modality == "text" and ev.n_train >= 100:
         reasons.append(
             "text transformer with 100 labels or more: fine-tune every layer at a small rate "
             "with warmup and discriminative rates (BERT's recipe; Mosbach et al., 2021 and "
@@ -137,42 +152,37 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
             settings["l2sp_lambda"] = 0.1
             reasons.append("small data: L2-SP (0.1) holds the weights near the pretrained ones "
                            "against forgetting")
-    elif size == "small":
-        if similar:
-            strategy = "all_frozen"
-            reasons.append("small data, similar domain: feature extraction (the table)")
-        else:
-            strategy = "top_n_unfrozen"
-            settings["top_n"] = max(1, above) if lower_better else max(1, ev.n_groups // 4)
-            reasons.append(
-                "small data, different domain: features from the lower layers (the table): "
-                f"they stay frozen, the top {settings['top_n']} group(s) retrain")
-    elif size == "medium":
-        if similar:
-            strategy = "top_n_unfrozen"
-            settings["top_n"] = max(1, ev.n_groups // 4)
-            reasons.append(f"medium data, similar domain: between feature extraction and full "
-                           f"fine-tuning: the top {settings['top_n']} group(s) train")
-        else:
-            strategy = "top_n_unfrozen"
-            settings["top_n"] = max(2, above + 1, ev.n_groups // 4)
-            reasons.append(
-                f"medium data, different domain: retrain the source-specific top "
-                f"{max(above, 1)} group(s) and one below them ({settings['top_n']} in all)")
+        return full, settings
+    if size == "small" and similar:
+        reasons.append("small data, similar domain: feature extraction (the table)")
+        return strategies.with_role(FEATURE_EXTRACTION), settings
+    if size == "small":
+        settings["top_n"] = max(1, above) if above is not None else max(1, ev.n_groups // 4)
+        reasons.append(
+            "small data, different domain: features from the lower layers (the table): "
+            f"they stay frozen, the top {settings['top_n']} group(s) retrain")
+        return partial, settings
+    if size == "medium" and similar:
+        settings["top_n"] = max(1, ev.n_groups // 4)
+        reasons.append(f"medium data, similar domain: between feature extraction and full "
+                       f"fine-tuning: the top {settings['top_n']} group(s) train")
+        return partial, settings
+    if size == "medium":
+        n_above = above or 0
+        settings["top_n"] = max(2, n_above + 1, ev.n_groups // 4)
+        reasons.append(
+            f"medium data, different domain: retrain the source-specific top "
+            f"{max(n_above, 1)} group(s) and one below them ({settings['top_n']} in all)")
+        return partial, settings
+    if similar:
+        settings["lr_decay_per_layer"] = min(tc.lr_decay_per_layer, 0.5)
+        reasons.append("large data, similar domain: fine-tune all with small rates for the "
+                       "lower layers (the table)")
     else:
-        strategy = "none"
-        if similar:
-            settings["lr_decay_per_layer"] = min(tc.lr_decay_per_layer, 0.5)
-            reasons.append("large data, similar domain: fine-tune all with small rates for the "
-                           "lower layers (the table)")
-        else:
-            settings["lr_decay_per_layer"] = max(tc.lr_decay_per_layer, 0.8)
-            reasons.append("large data, different domain: fine-tune all, larger rates reaching "
-                           "further down (the table)")
-    if ev.logme is not None:
-        reasons.append(f"LogME of the frozen features: {ev.logme:.3f} (for comparing backbones "
-                       "with `tlkit rank`; it does not change the strategy)")
-    return Advice(strategy, settings, reasons, similar, size)
+        settings["lr_decay_per_layer"] = max(tc.lr_decay_per_layer, 0.8)
+        reasons.append("large data, different domain: fine-tune all, larger rates reaching "
+                       "further down (the table)")
+    return full, settings
 
 
 def _stages(log: Any) -> Any:
@@ -185,7 +195,7 @@ def _stages(log: Any) -> Any:
 
 def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
     """The advice by measurement: ``fit``'s ``freeze_strategy: auto`` trials on the config's
-    splits (tlkit.run.auto), the table's pick kept as a reason. The recommendation is then the
+    splits (tlkit.select.auto), the table's pick kept as a reason. The recommendation is then the
     strategy ``fit`` with auto would train, with its rates and length."""
     auto_cfg = derive(source_only(cfg), "advise", transfer_config={"freeze_strategy": AUTO})
 
@@ -201,7 +211,8 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
         # said plainly, first: the cheaper alternative won on validation
         reasons.insert(0, f"consider not transferring at all: {choice.classical['said']}")
     rates = (f"rates: head_lr {picked.head_lr:g}"
-             + ("" if choice.chosen in ("all_frozen", PIXELS) else
+             + ("" if choice.chosen == PIXELS or not strategies.trains_backbone(choice.chosen)
+                else
                 f", backbone_lr {picked.backbone_lr:g} x {picked.lr_decay_per_layer:g}^(L - l)")
              + f"; {picked.epochs} epochs, at least {picked.min_steps} optimizer steps, warmup "
                f"{picked.warmup_steps} steps or {picked.warmup_ratio:g} of them")
@@ -209,23 +220,23 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
     # pixels' model the all_frozen head on source_model pixels
     strategy, settings = choice.chosen, {**choice.settings, **choice.rates}
     if choice.chosen == PIXELS:
-        strategy, settings = "all_frozen", {"source_model": "pixels",
-                                            "pretrained_weights": "packaged"}
+        strategy, settings = frozen_head(), {"source_model": "pixels",
+                                             "pretrained_weights": "packaged"}
     return Advice(strategy, settings, reasons, adv.similar, adv.size,
                   table=adv.strategy if adv.strategy != choice.chosen else None,
                   trials=choice.to_dict(), length=rates)
 
 
-def measure_adaptation(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
+def measure_adaptation(cfg: Config, adv: Advice, fit: Fit, log: Any = lambda s: None
+                       ) -> Advice:
     """With ``adaptation.method: auto``: the adaptations (none, AdaBN, DANN, MMD, CORAL at each
     weight) trained on the recommended strategy and ranked by the label-free score, as ``fit``
-    with adaptation auto chooses (tlkit.run.adapt_auto); the pick joins the recommendation."""
+    with adaptation auto chooses (tlkit.select.adapt_auto), each trained by ``fit``
+    (``tlkit.run.fit_run``); the pick joins the recommendation."""
     if cfg.adaptation.method != "auto":
         return adv
-    from tlkit.run import fit_run
-
     on = variant(cfg, adv.strategy, adv.settings)
-    record = run_trials(on, fit_run, _stages(log))
+    record = run_trials(on, fit, _stages(log))
     reason = f"adaptation {record['chosen']}: {record['why']}"
     return replace(adv, adaptation=record, reasons=[*adv.reasons, reason])
 

@@ -13,7 +13,7 @@ output folder, so a finished run is kept and an interrupted compare picks up whe
 With ``adaptation.method: auto`` the strategies train source-only (the target measured, not
 adapted to), and a second board ranks the adaptations (none, AdaBN, DANN, MMD and CORAL at each of
 ``adaptation.auto_weights``) on the config's own strategy by the label-free score, as ``fit``
-would choose among them (``tlkit.run.adapt_auto``); their runs are kept under ``adaptation/``.
+would choose among them (``tlkit.select.adapt_auto``); their runs are kept under ``adaptation/``.
 
 The leaderboard gives each run's test metric with a 95% interval (a bootstrap over the test
 examples), its margin over the baseline with the verdict (positive transfer, no measurable
@@ -35,18 +35,21 @@ from tlkit.diagnose.probe import text_table
 from tlkit.diagnose.verdict import paired_bootstrap, transfer_verdict
 from tlkit.errors import UserError
 from tlkit.outputs import check_output, claim, config_inputs
-from tlkit.run import fit_run, test_predictions
-from tlkit.run.adapt_auto import format_record, run_trials, source_only
-from tlkit.run.baseline import fit_on_splits
+from tlkit.predictions import test_predictions
+from tlkit.select.adapt_auto import Fit, format_record, run_trials, source_only
+from tlkit.select.classical import fit_on_splits
+from tlkit.select.variants import SCRATCH, check_comparable, variant
 from tlkit.summary_json import read_summary
-from tlkit.variants import check_comparable, variant
 
 Log = Callable[[str], None]
 
 
-def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
+def compare(cfg: Config, out: Path, names: list[str], fit: Fit, advice: Any | None = None,
             resume: bool = False, test_limit: int | None = None,
             log: Log = lambda s: None, event: Any = lambda k, i: None) -> dict[str, Any]:
+    """Every strategy in ``names``, the scratch baseline and the classical one under one budget
+    (the module's docstring), each run trained by ``fit`` (``tlkit.run.fit_run``) into ``out``;
+    the leaderboard."""
     known = [*strategies.names(), AUTO]
     unknown = [s for s in names if s not in known]
     if unknown:
@@ -61,7 +64,7 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
         raise UserError(f"{out} is not empty; add --resume to finish that compare, or choose "
                         "another --out (nothing was changed)")
     claim(out, "compare")
-    runs = [*names, "scratch"]
+    runs = [*names, SCRATCH]
     settings: dict[str, dict[str, Any]] = {}
     strategy_of = {s: s for s in runs}
     picked = None
@@ -88,14 +91,14 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
             log(f"compare: {s}: finished before, kept ({run_dir})")
         else:
             log(f"compare: {s} ({runs.index(s) + 1} of {len(runs)})")
-            fit_run(configs[s], run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
-                    event=event, test_limit=test_limit)
+            fit(configs[s], run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
+                event=event, test_limit=test_limit)
             from tlkit.report.model_card import write_card
 
             write_card(run_dir)  # each variant is a run directory like fit's, card included
         results[s] = {"summary": read_summary(run_dir), "pred": test_predictions(run_dir)}
 
-    scratch_pred = results["scratch"]["pred"]
+    scratch_pred = results[SCRATCH]["pred"]
     scratch_ok = scratch_pred[0].argmax(1) == scratch_pred[1]
     rows = [_row(cfg, s, results[s], scratch_ok, out, strategy_of[s], settings.get(s, {}),
                  s == picked) for s in runs]
@@ -106,10 +109,10 @@ def compare(cfg: Config, out: Path, names: list[str], advice: Any | None = None,
     adaptation = None
     if cfg.adaptation.method == "auto":  # the adaptations ranked without the target's labels
         log("compare: adaptations on the unlabelled target")
-        adaptation = run_trials(cfg, fit_run, event, where=out / "adaptation")
+        adaptation = run_trials(cfg, fit, event, where=out / "adaptation")
     result: dict[str, Any] = {
         "source_model": cfg.transfer_config.source_model, "data": cfg.data.source,
-        "n_train": results["scratch"]["summary"]["data"]["sizes"]["train"],
+        "n_train": results[SCRATCH]["summary"]["data"]["sizes"]["train"],
         "n_test": int(len(scratch_ok)), "epochs": cfg.transfer_config.epochs,
         "leaderboard": rows, "best": best["row"],
         **({"adaptation": adaptation} if adaptation is not None else {}),
@@ -142,7 +145,7 @@ def _row(cfg: Config, name: str, result: dict[str, Any], scratch_ok: np.ndarray,
         # auto's row: the strategy its trials picked
         **({"chosen": summ["auto"]["chosen"]} if "auto" in summ else {}),
     }
-    if name != "scratch":
+    if name != SCRATCH:
         v = transfer_verdict(correct, [scratch_ok], resamples=resamples, seed=seed)
         row.update(margin=v["margin"], margin_low=v["low"], margin_high=v["high"],
                    verdict=v["verdict"])
@@ -182,7 +185,7 @@ def format_leaderboard(result: dict[str, Any]) -> str:
         name += f" -> {r['chosen']}" if r.get("chosen") else ""
         name += f" ({r['name']})" if r["strategy"] == "classical" else ""
         name += "  <- advise" if r["advised"] else ""
-        vs = ("-" if r["strategy"] == "scratch"
+        vs = ("-" if r["strategy"] == SCRATCH
               else f"{100 * r['margin']:+.1f} [{100 * r['margin_low']:+.1f}, "
                    f"{100 * r['margin_high']:+.1f}]")
         body.append([str(i + 1), name, f"{r['test_accuracy']:.4f}",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tlkit import strategies
 from tlkit.adapt.label_free import Candidate, choose, oracle
 from tlkit.config import Config, dump_config
 from tlkit.errors import UserError
@@ -36,7 +37,7 @@ def candidates(cfg: Config) -> list[tuple[str, str, float]]:
     """(name, method, weight) of each candidate the config allows."""
     ad = cfg.adaptation
     out = [("none", "none", 0.0), ("adabn", "adabn", 0.0)]
-    if cfg.transfer_config.freeze_strategy != "all_frozen":
+    if strategies.trains_backbone(cfg.transfer_config.freeze_strategy):
         out += [(f"{m} weight {w:g}", m, float(w)) for m in ALIGNING for w in ad.auto_weights]
     return out
 

@@ -7,30 +7,31 @@ from __future__ import annotations
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import AUTO, Config, validate, without_strategy_keys
+from tlkit.config import AUTO, Config, validate
 from tlkit.data import has_test_split
 from tlkit.errors import UserError
+from tlkit.inputs import config_for
+from tlkit.strategies.base import FULL
+
+SCRATCH = "scratch"  # the same architecture from random initialisation
 
 
 def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) -> Config:
     """The config with ``strategy`` in place of its own (``scratch``: random initialisation,
-    everything trains at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
+    full fine-tuning at ``diagnostics.scratch_lr``); ``settings`` are transfer_config keys
     to set as well (an advice's). Each strategy sets the keys it needs (``Strategy.variant``)."""
-    raw = cfg.model_dump(mode="json")
+    reason = f"compare: {strategy}"
     if strategy == AUTO:  # the candidates read the strategies' keys the config gives
+        raw = cfg.model_dump(mode="json")
         raw["transfer_config"]["freeze_strategy"] = AUTO
-        return validate(raw, f"compare: {strategy}")
-    tc = without_strategy_keys(raw["transfer_config"])
-    d = cfg.diagnostics
-    if strategy == "scratch":
-        tc.update(pretrained_weights="none", freeze_strategy="none", l2sp_lambda=0.0,
-                  backbone_lr=d.scratch_lr or 10 * cfg.transfer_config.backbone_lr,
-                  lr_decay_per_layer=1.0)
-    else:
-        tc["freeze_strategy"] = strategy
-        strategies.get(strategy).variant(tc, cfg.transfer_config, d)
-    tc.update(settings or {})
-    return validate(raw, f"compare: {strategy}")
+        return validate(raw, reason)
+    if strategy == SCRATCH:
+        d = cfg.diagnostics
+        return config_for(cfg, strategies.with_role(FULL), {
+            "pretrained_weights": "none", "l2sp_lambda": 0.0, "lr_decay_per_layer": 1.0,
+            "backbone_lr": d.scratch_lr or 10 * cfg.transfer_config.backbone_lr,
+            **(settings or {})}, reason=reason)
+    return config_for(cfg, strategy, settings, reason=reason, variant=True)
 
 
 def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
@@ -48,7 +49,7 @@ def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
 
 def check_baselines(cfg: Config) -> None:
     """Refuse, before anything trains, a --baseline the config cannot give a verdict on."""
-    if "scratch" in cfg.baselines():
+    if SCRATCH in cfg.baselines():
         check_comparable(cfg, "--baseline", tokens=True)
     elif not has_test_split(cfg.data):
         raise UserError("--baseline compares test predictions, but data.test_fraction is 0 and "

@@ -1,0 +1,108 @@
+"""freeze_strategy auto's budget: what the default fit costs (``forward_seconds``), what each
+candidate's training would cost (``estimate``: the part of the network each phase runs, a
+backward pass counted as two forwards), and successive halving over the candidates whose
+training fits (``halving``; Jamieson & Talwalkar, 2016; Li et al., 2017)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from tlkit.assemble import Assembled
+from tlkit.device import autocast
+from tlkit.errors import UserError
+from tlkit.events import Event
+from tlkit.plan.length import Length, length_of
+from tlkit.select.candidates import candidate_config, frozen_head
+from tlkit.select.record import Trial, describe, score
+from tlkit.select.trials import Base, run_trial, trial_inputs
+from tlkit.train.feed import Feed
+
+RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
+BACKWARD = 2.0  # a backward pass costs about two forwards
+
+
+def forward_seconds(base: Base, n: int = 48) -> float:
+    """Seconds of one no-grad forward per training example (after a warm-up batch)."""
+    asm = trial_inputs(base, candidate_config(base.cfg, frozen_head()), hooks=False).asm
+    model, device = asm.model.to(base.dist.device).eval(), base.dist.device
+    feed = Feed({"train": base.data.train}, base.data.collate, device)
+    idx = list(range(min(n, len(base.data.train))))
+    mp = base.cfg.transfer_config.mixed_precision
+    with torch.no_grad(), autocast(device, mp):
+        feed.forward(model, feed.batch("train", idx[:4])[0])
+        t0 = time.perf_counter()
+        for i in range(0, len(idx), 16):
+            feed.forward(model, feed.batch("train", idx[i:i + 16])[0])
+    return (time.perf_counter() - t0) / max(1, len(idx))
+
+
+def estimate(base: Base, strategy: str, per_example: float) -> tuple[str | None, float]:
+    """(why the candidate cannot run here, or None; the seconds of its full training)."""
+    cfg = candidate_config(base.cfg, strategy, rates=base.rates)
+    try:
+        asm = trial_inputs(base, cfg, hooks=False).asm
+    except UserError as e:  # LoRA on a backbone without its target modules, say
+        return str(e), 0.0
+    length = length_of(len(base.data.train), cfg.transfer_config.loop_settings)
+    return None, cost(asm, length, per_example, len(base.data.val))
+
+
+def cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> float:
+    """Estimated seconds of training ``asm``'s plan: per phase, each epoch's examples through
+    the part above the phase's cut, forward and backward, and a validation pass."""
+    n_groups = len(asm.groups)
+    total = 0.0
+    for ph in asm.plan.phases:
+        cut = asm.plan.frozen_below(ph)
+        if ph.converge_head and cut == n_groups:
+            continue  # the convex solve on cached features
+        share = max(n_groups - cut, 1) / max(n_groups, 1)
+        epochs = ph.end_epoch - ph.start_epoch
+        examples = length.batches_per_epoch * length.batch_size
+        total += epochs * share * per_example * (examples * (1 + BACKWARD) + n_val)
+    return total
+
+
+def epochs_of(base: Base, strategy: str) -> int:
+    return candidate_config(base.cfg, strategy, rates=base.rates).transfer_config.epochs
+
+
+def halving(base: Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
+            losses: dict[str, list[float]], trials: list[Trial], budget: float, t0: float,
+            metric: str, event: Event) -> str | None:
+    """Successive halving over the fine-tuning candidates in ``alive`` (changed in place: what
+    is left when no trial could run): every candidate trains a quarter of the epochs and of
+    ``min_steps``, the better half by validation loss twice as long. The best by validation
+    loss, or None when no trial ran."""
+    tc = base.cfg.transfer_config
+    ran_any: str | None = None
+    for rung, divisor in enumerate(RUNGS):
+        if len(alive) < 2 and (rung > 0 or not alive):
+            break  # one candidate left: its trial would not change the pick among fine-tuners
+        spent = time.perf_counter() - t0
+        # the rung's trials and the costliest survivor's full training must fit what is left
+        while alive and spent + sum(costs[c] / divisor for c in alive) + max(
+                costs[c] for c in alive) > budget:
+            if len(alive) == 1 and rung == 0:
+                return None  # its training fits (checked before), its trial as well does not
+            drop = max(alive, key=lambda c: costs[c])
+            alive.remove(drop)
+            trials.append(Trial(drop, rung, 0, 0, note=f"skipped at rung {rung}: the budget "
+                                                        f"left ({budget - spent:.0f} s) is short"))
+        ran: list[Trial] = []
+        for name in alive:
+            epochs = max(1, round(epochs_of(base, name) / divisor))
+            ran.append(run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung,
+                                 losses))
+            ran[-1].note = f"estimated {costs[name] / divisor:.1f} s"
+            event("stage", {"what": describe(ran[-1], metric)})
+        trials.extend(ran)
+        for t in ran:
+            scores[t.strategy] = score(t)
+        ranked = sorted(alive, key=lambda c: scores[c])
+        ran_any = ranked[0] if ranked else ran_any
+        alive[:] = ranked[:max(1, math.ceil(len(ranked) / 2))]
+    return ran_any
