@@ -209,6 +209,7 @@ def test_the_activation_cache_serves_token_runs_as_the_full_forward_would(
         fit_run(validate(raw), run)
         losses[cache] = [json.loads(x)["val_loss"] for x in (run / "metrics.jsonl").open()]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    del raw["transfer_config"]["top_n"]  # only top_n_unfrozen reads it
     raw["transfer_config"].update(freeze_strategy="all_frozen", cache={"enabled": True})
     said: list[str] = []
     summary = fit_run(validate(raw), tmp_path / "frozen",

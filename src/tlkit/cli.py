@@ -2,6 +2,9 @@
 
 Exit 0 on success; 2 on a user error (one message, no traceback); 1 on an internal error.
 Heavy imports (torch, timm, transformers) happen inside the commands, after the config is valid.
+
+Over 450 lines on purpose: every command's arguments and its few lines of calls sit in this one
+file, so the command-line contract (DESIGN.md) reads in one place; the work is in the library.
 """
 
 from __future__ import annotations

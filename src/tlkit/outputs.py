@@ -28,6 +28,9 @@ It never writes, even with ``--overwrite``:
 
 A refusal is a ``UserError`` (exit 2) naming the path, why, and what to do; nothing has been
 written or loaded when it is raised.
+
+Over 450 lines on purpose: the one rule and each of its cases (markers, a run's own files, an
+export's proof, --overwrite) in one file, so a reader checks a command against all of it.
 """
 
 from __future__ import annotations
