@@ -77,14 +77,15 @@ def test_the_verdict_says_the_classical_baseline_is_better_where_pixels_carry_th
 
 
 def test_a_baseline_without_a_test_split_is_refused_before_anything_trains(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tlkit.cli import main
+
     cfg = tmp_path / "imgs.yaml"
     cfg.write_text(CFG.format(source=template_images(tmp_path / "imgs")).replace(
         "test_fraction: 0.3", "test_fraction: 0"))
-    r = run_cli("fit", str(cfg), "--out", str(tmp_path / "run"), "--baseline",
-                cache=tmp_path / "cache")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "test" in r.stderr
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "run"), "--baseline"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "test" in err
     assert not (tmp_path / "run").exists()
 
 
