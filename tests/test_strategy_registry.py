@@ -167,6 +167,16 @@ def test_a_strategy_cannot_take_a_key_that_is_taken():
     assert "epochs" in TransferConfig.model_fields  # as it was
 
 
+def test_a_strategy_written_with_a_keys_tuple_is_refused_with_the_way_to_declare_them():
+    class OldStyle(BottomHalfFrozen):
+        name = "old_style"
+        keys = ("share",)  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match="class Settings\\(StrategySettings\\)"):
+        strategies.register(OldStyle())
+    assert "old_style" not in strategies.names()
+
+
 # a value other than the default for each built-in strategy's own keys
 OWN_VALUES: dict[str, Any] = {"top_n": 3, "unfreeze_schedule": [{"epoch": 1, "unfreeze": "all"}],
                               "lp_epochs": 1, "lora": {"r": 4}}

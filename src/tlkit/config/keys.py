@@ -48,10 +48,8 @@ def _is_section(annotation: object) -> bool:
 
 
 def _set_fields(model: type[BaseModel], fields: dict[str, FieldInfo]) -> None:
-    # pydantic 2.10 and later keep a model's fields in __pydantic_fields__, earlier ones in
-    # model_fields
-    setattr(model, "__pydantic_fields__" if "__pydantic_fields__" in vars(model)
-            else "model_fields", fields)
+    # pydantic (2.10 and later, pyproject's floor) keeps a model's fields in __pydantic_fields__
+    model.__pydantic_fields__ = fields
     model.model_rebuild(force=True)
 
 

@@ -14,10 +14,11 @@ from tlkit.assemble import Assembled
 from tlkit.device import autocast
 from tlkit.errors import UserError
 from tlkit.events import Event
+from tlkit.inputs import with_model
 from tlkit.plan.length import Length, length_of
-from tlkit.select.candidates import candidate_config, frozen_head
+from tlkit.select.candidates import candidate_config
 from tlkit.select.record import Trial, describe, score
-from tlkit.select.trials import Base, run_trial, trial_inputs
+from tlkit.select.trials import Base, run_trial
 from tlkit.train.feed import Feed
 
 RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
@@ -25,9 +26,9 @@ BACKWARD = 2.0  # a backward pass costs about two forwards
 
 
 def forward_seconds(base: Base, n: int = 48) -> float:
-    """Seconds of one no-grad forward per training example (after a warm-up batch)."""
-    asm = trial_inputs(base, candidate_config(base.cfg, frozen_head()), hooks=False).asm
-    model, device = asm.model.to(base.dist.device).eval(), base.dist.device
+    """Seconds of one no-grad forward per training example (after a warm-up batch), through
+    the base's own model (the frozen head's, which no trial trains: each copies its backbone)."""
+    model, device = base.inputs.asm.model.to(base.dist.device).eval(), base.dist.device
     feed = Feed({"train": base.data.train}, base.data.collate, device)
     idx = list(range(min(n, len(base.data.train))))
     mp = base.cfg.transfer_config.mixed_precision
@@ -43,7 +44,7 @@ def estimate(base: Base, strategy: str, per_example: float) -> tuple[str | None,
     """(why the candidate cannot run here, or None; the seconds of its full training)."""
     cfg = candidate_config(base.cfg, strategy, rates=base.rates)
     try:
-        asm = trial_inputs(base, cfg, hooks=False).asm
+        asm = with_model(base.inputs, cfg, hooks=False).asm
     except UserError as e:  # LoRA on a backbone without its target modules, say
         return str(e), 0.0
     length = length_of(len(base.data.train), cfg.transfer_config.loop_settings)

@@ -72,19 +72,13 @@ def base_for(cfg: Config, dist: Dist, event: Event) -> Base:
     return Base(cfg, inputs, inputs.training_data(), dist, tuning_rates(cfg, data.modality))
 
 
-def trial_inputs(base: Base, cfg: Config, hooks: bool = True) -> Inputs:
-    """The model ``cfg`` assembles on a copy of the base's backbone, with the base's data and
-    cache (and its loop hooks: ``hooks``)."""
-    return with_model(base.inputs, cfg, hooks)
-
-
 def run_trial(base: Base, strategy: str, epochs: int | None, min_steps: int | None,
               rung: int, losses: dict[str, list[float]]) -> Trial:
     """``strategy`` trained for ``epochs`` (None: its full schedule) from the base's backbone;
     its validation loss per example at its best epoch goes in ``losses``."""
     cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True, rates=base.rates)
     tc = cfg.transfer_config
-    inputs = trial_inputs(base, cfg)
+    inputs = with_model(base.inputs, cfg)
     best: dict[str, Any] = {}
 
     def save_best(model: torch.nn.Module, state: Any) -> None:

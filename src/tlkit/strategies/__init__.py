@@ -44,6 +44,10 @@ def register(strategy: Strategy) -> Strategy:
     returns it."""
     if not strategy.name or strategy.name in _REGISTRY:
         raise ValueError(f"a strategy needs a new name; {strategy.name!r} is taken or empty")
+    if not isinstance(getattr(type(strategy), "keys", None), property):
+        # the interface before strategies declared their keys: a tuple the config never read
+        raise ValueError(f"strategy {strategy.name}: declare its keys as fields of a nested "
+                         "`class Settings(StrategySettings)`, not as `keys = (...)`")
     taken = [f"{k} ({owner})" for owner, k in owned_keys() if k in strategy.keys]
     if taken:
         raise ValueError(f"strategy {strategy.name}: keys of another strategy: {', '.join(taken)}")
