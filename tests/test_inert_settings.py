@@ -151,7 +151,7 @@ def test_settings_a_strategy_ignores_are_said(tiny_bert_dir: Path) -> None:
     # tests/test_strategies.py)
     said = _unused(tiny_bert_dir, freeze_strategy="none", head_solver="sgd", head_refit=False)
     assert "transfer_config.head_solver sgd (freeze_strategy none has no head-only phase" in said
-    assert "transfer_config.head_refit False (only a head solved as the whole run" in said
+    assert "transfer_config.head_refit False (only a head solved as the run's last phase" in said
     said = _unused(tiny_bert_dir, freeze_strategy="all_frozen", head_solver="sgd",
                    head_refit=False)
     assert "transfer_config.head_solver" not in said and "head_refit False" in said

@@ -26,6 +26,7 @@ STRATEGY_KEYS = {
     "gradual": "  unfreeze_schedule: [{epoch: 1, unfreeze: last_block}]\n",
     "lora": "  lora: {r: 4, alpha: 8}\n",
     "lp_ft": "  lp_epochs: 1\n",
+    "contrastive": "  contrastive_pairs: 2\n  contrastive_batch_size: 256\n",
 }
 
 IMAGE_DATA = "data:\n  source: digits\n  image_size: 32\n  limit: 120\n"

@@ -22,9 +22,14 @@ def _auto(**tc: Any) -> Any:
 
 
 def test_autos_candidates_and_their_order_come_from_the_registry():
-    assert candidates() == ("all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora")
+    # the built-in ones in their order; a strategy registered with an auto_rank joins them
+    # (contrastive, say) in its place
+    ranked = {n for n in strategies.names() if strategies.get(n).auto_rank is not None}
+    assert set(candidates()) == ranked
+    first = ["all_frozen", "top_n_unfrozen", "lp_ft", "none", "lora"]
+    assert [c for c in candidates() if c in first] == first
     assert frozen_head() == "all_frozen"
-    assert fine_tuners() == ["top_n_unfrozen", "lp_ft", "none", "lora"]
+    assert fine_tuners() == [c for c in candidates() if c != "all_frozen"]
     assert [strategies.with_role(r) for r in (FEATURE_EXTRACTION, PARTIAL, FULL)] == [
         "all_frozen", "top_n_unfrozen", "none"]
 

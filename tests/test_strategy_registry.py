@@ -53,7 +53,7 @@ def _tc(**kw: Any) -> TransferConfig:
 
 def test_the_builtin_strategies_come_from_one_registry():
     assert strategies.names() == ("all_frozen", "top_n_unfrozen", "gradual", "none", "lora",
-                                  "lp_ft")
+                                  "lp_ft", "contrastive")
     help_text = build_parser().format_help()
     for name in strategies.names():
         assert name in help_text  # the command line's help lists each, with its summary
@@ -179,7 +179,9 @@ def test_a_strategy_written_with_a_keys_tuple_is_refused_with_the_way_to_declare
 
 # a value other than the default for each built-in strategy's own keys
 OWN_VALUES: dict[str, Any] = {"top_n": 3, "unfreeze_schedule": [{"epoch": 1, "unfreeze": "all"}],
-                              "lp_epochs": 1, "lora": {"r": 4}}
+                              "lp_epochs": 1, "lora": {"r": 4}, "contrastive_pairs": 8,
+                              "contrastive_loss": "supcon", "contrastive_lr": 1e-5,
+                              "contrastive_epochs": 2, "contrastive_batch_size": 8}
 
 
 @pytest.mark.parametrize("owner,key", strategies.owned_keys())

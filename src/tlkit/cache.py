@@ -17,6 +17,7 @@ another process count.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -138,6 +139,14 @@ class ActivationCache:
     _splits: dict[tuple[str, int], CachedSplit | None] = field(default_factory=dict, init=False,
                                                                 repr=False)
     _weights: str | None = field(default=None, init=False, repr=False)
+
+    def fresh(self, backbone: Backbone) -> ActivationCache:
+        """This cache's settings over ``backbone``, holding nothing: for a model whose layers
+        train before a phase reads them (contrastive), so that its activations, and the weights'
+        fingerprint that keys their disk copy, are computed from the trained weights at first
+        use, never served from the pretrained ones (auto's trials share a cache over the
+        pretrained backbone, which no trial trains)."""
+        return dataclasses.replace(self, backbone=backbone)
 
     def held_bytes(self) -> int:
         return sum(s.nbytes for s in self._splits.values() if s is not None)

@@ -53,12 +53,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
               "validation split can tell trials apart), within "
               f"auto_budget {cfg.transfer_config.auto_budget:g} x the default fit's time; "
               "`tlkit plan --set transfer_config.freeze_strategy=NAME` shows a candidate's plan")
+        data = load_source(cfg.data)
+        if data.modality == "image":  # the size every candidate runs at (the pixels' aside)
+            from tlkit.backbones.registry import load_backbone
+
+            tc = cfg.transfer_config
+            _print_image_size(cfg, make_splits(data, cfg.data),
+                              load_backbone(tc.source_model, tc.pretrained_weights))
         return 0
     # the data first (cheap, and the run's length depends on its size), then the model
-    splits = make_splits(load_source(cfg.data), cfg.data)
+    data = load_source(cfg.data)
+    splits = make_splits(data, cfg.data)
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train))
     print(format_plan(asm.plan, length_of(len(splits.train), cfg.transfer_config)))
+    if data.modality == "image":
+        _print_image_size(cfg, splits, asm.model.backbone)
     return 0
+
+
+def _print_image_size(cfg: Any, splits: Any, backbone: Any) -> None:
+    """The size the images run at, and why (data.image_size, else the images' own size)."""
+    from tlkit.data.resolution import image_size_for
+
+    print(image_size_for(backbone, cfg.data.image_size, splits.train.inputs).describe())
 
 
 def _splits_apart(cfg: Any) -> None:

@@ -23,6 +23,7 @@ from tlkit.cache import ActivationCache, CacheHook, cache_for
 from tlkit.config import Config, TransferConfig, derive, without_strategy_keys
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
 from tlkit.data.collate import TextCollate, tokenize
+from tlkit.data.resolution import image_size_for
 from tlkit.data.transforms import resolve_preprocessing
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
@@ -124,17 +125,26 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
     diagnostics) the datasets are not augmented and no cache or hook is made. ``log`` is what
     the cache says while it computes."""
     tc = cfg.transfer_config
+    augment = cfg.data.augment if training and modality == "image" else "none"
+    if training and tc.freeze_strategy in strategies.names():  # before the model loads
+        why = strategies.get(tc.freeze_strategy).refuses(splits.train.task, modality, augment)
+        if why is not None:
+            raise UserError(why)
     t0 = time.perf_counter()
     torch.manual_seed(tc.seed)  # the head's initialisation (and a random backbone's)
     asm = assemble(tc, num_outputs_of(splits.train), modality=modality,
                    max_length=cfg.data.max_length)
     load_seconds = time.perf_counter() - t0
-    prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data)
-    augment = cfg.data.augment if training and modality == "image" else "none"
+    # an image run without data.image_size follows its training images (tlkit.data.resolution)
+    size = (image_size_for(asm.model.backbone, cfg.data.image_size, splits.train.inputs)
+            if modality == "image" else None)
+    prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data, size)
     inputs = Inputs(cfg, splits, modality, asm, prep, build_collate(prep), augment,
                     build_dataset(splits.train, prep, augment), build_dataset(splits.val, prep),
                     None if splits.test is None else build_dataset(splits.test, prep), None, [],
                     load_seconds)
+    if size is not None and size.why != "config":
+        inputs.notes.append(size.describe())
     if not training:
         return inputs
     if tc.cache.enabled and augment != "none":
@@ -148,7 +158,7 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
         inputs.cache = cache_for(asm.model.backbone, len(asm.groups), inputs.collate,
                                  dist.device, tc.cache_settings, prep,
                                  log=log or (lambda s: None), dist=dist)
-    inputs.hooks = hooks_for(tc, asm, inputs.cache)
+    inputs.hooks = hooks_for(tc, asm, inputs.cache, inputs)
     return inputs
 
 
@@ -160,15 +170,24 @@ def with_model(base: Inputs, cfg: Config, hooks: bool = True) -> Inputs:
     asm = assemble(cfg.transfer_config, num_outputs_of(base.splits.train), base.modality,
                    base.cfg.data.max_length, backbone=copy.deepcopy(base.backbone))
     return replace(base, cfg=cfg, asm=asm,
-                   hooks=hooks_for(cfg.transfer_config, asm, base.cache) if hooks else [])
+                   hooks=hooks_for(cfg.transfer_config, asm, base.cache, base) if hooks else [])
 
 
-def hooks_for(tc: TransferConfig, asm: Assembled, cache: ActivationCache | None) -> list[Any]:
+def hooks_for(tc: TransferConfig, asm: Assembled, cache: ActivationCache | None,
+              inputs: Inputs | None = None) -> list[Any]:
     """The loop hooks of the model's own training: L2-SP (the source weights are the
-    pretrained ones, snapshot before a resumed run's checkpoint loads) and the activation
-    cache. (The target's alignment, ``tlkit.adapt``, is added by ``run/prepare.py``.)"""
+    pretrained ones, snapshot before a resumed run's checkpoint loads), the strategy's own
+    (``Strategy.hooks``, on ``inputs``' data) and the activation cache. (The target's alignment,
+    ``tlkit.adapt``, is added by ``run/prepare.py``.)"""
     hooks: list[Any] = [L2SP(asm.model.backbone, tc.l2sp_lambda)] if tc.l2sp_lambda > 0 else []
+    if inputs is not None and tc.freeze_strategy in strategies.names():
+        hooks += strategies.get(tc.freeze_strategy).hooks(asm.model, tc, inputs)
     if cache is not None:
+        cuts = [asm.plan.frozen_below(p) for p in asm.plan.phases]
+        if any(later > cut for i, cut in enumerate(cuts) for later in cuts[i + 1:]):
+            # a phase reads activations above layers an earlier phase trained (contrastive's
+            # head on the trained body): computed afresh from this model's trained weights
+            cache = cache.fresh(asm.model.backbone)
         hooks.append(CacheHook(cache, asm.plan))
     return hooks
 

@@ -162,3 +162,17 @@ def open_rgb(item: ImageInput | Image.Image) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # Files were checked when the data loaded; this one changed or vanished since.
         raise UserError(f"image {item} can no longer be read ({error}); restore it or reload the data.") from error
+
+
+def shorter_side(item: ImageInput | Image.Image) -> int | None:
+    """An image's shorter side in pixels, from a file's header (no decoding) or an array's
+    shape; None for a file that no longer opens (it was checked when the data loaded)."""
+    if isinstance(item, Image.Image):
+        return min(item.size)
+    if isinstance(item, np.ndarray):
+        return int(min(item.shape[:2])) if item.ndim >= 2 else None
+    try:
+        with Image.open(item) as image:
+            return min(image.size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None

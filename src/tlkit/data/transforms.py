@@ -3,7 +3,8 @@
 Evaluation-style by default (resize, centre crop, normalise): the same transform serves
 training, evaluation and prediction, so a model sees its inputs the same way everywhere. Training
 may add random augmentation (``data.augment``); it draws from torch's global generator, whose state
-every checkpoint saves, so a resumed run draws the same crops and flips.
+every checkpoint saves, so a resumed run draws the same crops and flips. An image run's size is
+data.image_size, else the one ``tlkit.data.resolution`` chooses from the training images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 
 from tlkit.backbones.base import ImagePreprocessing, Preprocessing, TextPreprocessing
 from tlkit.data.images import open_rgb
+from tlkit.data.resolution import ImageSize
 from tlkit.data.types import DataSettings, ImageInput
 from tlkit.errors import UserError
 
@@ -27,11 +29,14 @@ _INTERPOLATION = {
 }
 
 
-def resolve_preprocessing(prep: Preprocessing, cfg: DataSettings) -> Preprocessing:
+def resolve_preprocessing(prep: Preprocessing, cfg: DataSettings,
+                          size: ImageSize | None = None) -> Preprocessing:
     """The backbone's preprocessing with the config's overrides (data.image_size, data.max_length)
-    applied; this is what a run must save for prediction."""
+    applied; this is what a run must save for prediction. ``size``: the image size a run chose
+    (``tlkit.data.resolution``: the config's, else one that follows the training images); without
+    it an image run takes data.image_size, else the backbone's own size."""
     if isinstance(prep, ImagePreprocessing):
-        return _with_image_size(prep, cfg.image_size)
+        return _with_image_size(prep, cfg.image_size if size is None else size.size)
     return _with_max_length(prep, cfg.max_length)
 
 

@@ -88,8 +88,8 @@ def check_images(batch: torch.Tensor, prep: ImagePreprocessing) -> list[Finding]
             "resolution",
             f"the images are {height}x{width} pixels but the backbone was pretrained on "
             f"{size}x{size}; its features are tuned to that scale",
-            f"set data.image_size: {size} (or remove data.image_size); a smaller size trains "
-            "faster but usually transfers worse"))
+            f"set data.image_size: {size} to run at that scale; a smaller size trains faster "
+            "(for small images it is the default: README, Image size)"))
     if channels != 3:
         findings.append(_warn(
             "channels", f"the images have {channels} channel(s), the backbone takes 3 (RGB)",

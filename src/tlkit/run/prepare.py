@@ -228,9 +228,9 @@ def unused_settings(cfg: Config, modality: str, asm: Assembled) -> list[str]:
     if not any(ph.converge_head for ph in phases):
         say(tc, "transfer_config", "head_solver",
             f"freeze_strategy {tc.freeze_strategy} has no head-only phase to solve")
-    if not (len(phases) == 1 and phases[0].converge_head and tc.head_solver == "convex"):
-        say(tc, "transfer_config", "head_refit", "only a head solved as the whole run "
-            "(all_frozen, head_solver convex) is refitted")
+    if not (phases[-1].converge_head and tc.head_solver == "convex"):
+        say(tc, "transfer_config", "head_refit", "only a head solved as the run's last phase "
+            "(all_frozen or contrastive, head_solver convex) is refitted")
     if tc.head.type == "linear":
         say(tc.head, "transfer_config.head", "hidden_size", "a linear head has no hidden layer")
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)

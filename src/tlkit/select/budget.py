@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
+from tlkit import strategies
 from tlkit.assemble import Assembled
 from tlkit.device import autocast
 from tlkit.errors import UserError
@@ -23,6 +25,8 @@ from tlkit.train.feed import Feed
 
 RUNGS = (4, 2)  # the trials' schedules: a quarter, then half of the full one
 BACKWARD = 2.0  # a backward pass costs about two forwards
+# the least the default fit counts for in the budget (small data: auto.py's docstring)
+FLOOR_SECONDS = 30.0
 
 
 def forward_seconds(base: Base, n: int = 48) -> float:
@@ -40,20 +44,36 @@ def forward_seconds(base: Base, n: int = 48) -> float:
     return (time.perf_counter() - t0) / max(1, len(idx))
 
 
-def estimate(base: Base, strategy: str, per_example: float) -> tuple[str | None, float]:
-    """(why the candidate cannot run here, or None; the seconds of its full training)."""
+def estimate(base: Base, strategy: str, per_example: float, n_train: int | None = None,
+             n_val: int | None = None) -> tuple[str | None, float]:
+    """(why the candidate cannot run here, or None; the seconds of its full training on
+    ``n_train`` training and ``n_val`` validation examples, the run's splits by default)."""
     cfg = candidate_config(base.cfg, strategy, rates=base.rates)
     try:
         asm = with_model(base.inputs, cfg, hooks=False).asm
     except UserError as e:  # LoRA on a backbone without its target modules, say
         return str(e), 0.0
-    length = length_of(len(base.data.train), cfg.transfer_config.loop_settings)
-    return None, cost(asm, length, per_example, len(base.data.val))
+    tc = cfg.transfer_config
+    why = strategies.get(tc.freeze_strategy).refuses(base.data.task, base.modality,
+                                                     base.inputs.augment)
+    if why is not None:  # contrastive on multi-label data, say
+        return why, 0.0
+    n_train = len(base.data.train) if n_train is None else n_train
+    length = length_of(n_train, tc.loop_settings)
+    own = strategies.get(tc.freeze_strategy)
+    # a strategy's own batches (contrastive's pairs), for the same share of the labels
+    labels = np.asarray(base.splits.train.targets)[:n_train]
+    hooked = {ph.index: own.epoch_examples(ph.index, labels, tc.plan_settings)
+              for ph in asm.plan.phases}
+    return None, cost(asm, length, per_example, len(base.data.val) if n_val is None else n_val,
+                      hooked)
 
 
-def cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> float:
-    """Estimated seconds of training ``asm``'s plan: per phase, each epoch's examples through
-    the part above the phase's cut, forward and backward, and a validation pass."""
+def cost(asm: Assembled, length: Length, per_example: float, n_val: int,
+         hooked: dict[int, int | None] | None = None) -> float:
+    """Estimated seconds of training ``asm``'s plan: per phase, each epoch's examples (the
+    loop's batches, or ``hooked[phase]``: a strategy's own) through the part above the phase's
+    cut, forward and backward, and a validation pass."""
     n_groups = len(asm.groups)
     total = 0.0
     for ph in asm.plan.phases:
@@ -62,7 +82,7 @@ def cost(asm: Assembled, length: Length, per_example: float, n_val: int) -> floa
             continue  # the convex solve on cached features
         share = max(n_groups - cut, 1) / max(n_groups, 1)
         epochs = ph.end_epoch - ph.start_epoch
-        examples = length.batches_per_epoch * length.batch_size
+        examples = (hooked or {}).get(ph.index) or length.batches_per_epoch * length.batch_size
         total += epochs * share * per_example * (examples * (1 + BACKWARD) + n_val)
     return total
 

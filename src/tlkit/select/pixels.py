@@ -48,7 +48,7 @@ def pixels_win(base: Base, event: Event, trials: list[Trial]) -> str | None:
     event("stage", {"what": "freeze_strategy auto: raw pixels against the pretrained features "
                             "(out-of-fold, the same folds)"})
     t0 = time.perf_counter()
-    x_pixels = np.concatenate([_pixel_features(base, split) for split in
+    x_pixels = np.concatenate([pixel_features(base, split) for split in
                                (base.splits.train, base.splits.val)])
     seed = base.cfg.transfer_config.seed
     mine, c_px = out_of_fold("single_label", x_pixels, y, base.n_out, seed)
@@ -80,7 +80,7 @@ def _brier(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (p ** 2).sum(1)
 
 
-def _pixel_features(base: Base, split: Any) -> np.ndarray:
+def pixel_features(base: Base, split: Any) -> np.ndarray:
     from tlkit.backbones.pixels import PixelsBackbone
 
     bb = PixelsBackbone()

@@ -24,6 +24,10 @@ class Trial:
     val_metric: float | None = None
     seconds: float = 0.0
     note: str = ""
+    # k-fold cross-validation (fewer validation examples than the trials need): k, the number
+    # of examples, each out-of-fold score's mean and standard error (accuracy, brier, loss;
+    # the first two for single-label data), each fold's seconds
+    cv: dict[str, Any] | None = None
 
 
 @dataclass
@@ -41,6 +45,9 @@ class Choice:
     classical: dict[str, Any] | None = None
     # the fine-tuning rates and length auto set (the keys the user's config left unset)
     rates: dict[str, Any] = field(default_factory=dict)
+    # the rule that decided (a k-fold rule of rule.py, or the validation trials' rule); None in
+    # a record written before it was kept
+    rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +81,8 @@ def format_choice(choice: Choice) -> str:
         lines.append(f"  {t.strategy:<15} {t.rung if t.rung >= 0 else '-':>4} {t.epochs:>6} "
                      f"{t.steps:>6} {loss:>9} {met:>13} {t.seconds:>8.1f}  {t.note}")
     lines += [f"  - {r}" for r in choice.reasons]
+    if choice.rule:
+        lines.append(f"  rule: {choice.rule}")
     return "\n".join(lines)
 
 

@@ -53,10 +53,6 @@ class Base:
         return num_outputs_of(self.inputs.splits.train)
 
     @property
-    def n_test(self) -> int:
-        return 0 if self.inputs.splits.test is None else len(self.inputs.splits.test)
-
-    @property
     def load_seconds(self) -> float:  # loading the backbone
         return self.inputs.load_seconds
 

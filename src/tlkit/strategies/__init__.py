@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tlkit.errors import UserError
-from tlkit.strategies import all_frozen, gradual, lora, lp_ft, none, top_n_unfrozen
+from tlkit.strategies import all_frozen, contrastive, gradual, lora, lp_ft, none, top_n_unfrozen
 from tlkit.strategies.base import PhaseSpec, Strategy, StrategySettings, phase_at, selector_count
 
 BUILTIN: tuple[Strategy, ...] = (
@@ -22,6 +22,7 @@ BUILTIN: tuple[Strategy, ...] = (
     none.STRATEGY,
     lora.STRATEGY,
     lp_ft.STRATEGY,
+    contrastive.STRATEGY,
 )
 
 _REGISTRY: dict[str, Strategy] = {s.name: s for s in BUILTIN}

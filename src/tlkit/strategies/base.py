@@ -97,6 +97,24 @@ class Strategy:
         validated transfer_config, ``rates`` its diagnostics section."""
         return None
 
+    def refuses(self, task: str, modality: str, augment: str = "none") -> str | None:
+        """Why this strategy cannot train a ``task`` on ``modality`` data (``augment``: the
+        training images' random augmentation), naming what to use instead; None where it can."""
+        return None
+
+    def hooks(self, model: Any, settings: Any, inputs: Any) -> list[Any]:
+        """Loop hooks (``tlkit.train.hooks``) this strategy's training needs besides its plan,
+        for ``model`` (the TransferModel) trained on ``inputs`` (``tlkit.inputs.Inputs``: the
+        splits, the training dataset as the model sees it, its collate): contrastive's pair
+        objective. Raises UserError where ``refuses`` gives a reason."""
+        return []
+
+    def epoch_examples(self, phase: int, labels: Any, settings: Any) -> int | None:
+        """Examples the strategy's own hook runs forward and backward in one epoch of phase
+        ``phase`` (counted from 0) on training ``labels``, for freeze_strategy auto's cost
+        estimate; None: the loop's own batches (one pass over the training split)."""
+        return None
+
     def fit_settings(self, tc: dict[str, Any]) -> None:
         """Adjust ``tc`` (a transfer_config as a dict, with the length freeze_strategy auto
         gives every candidate) where this strategy cannot run at that length."""

@@ -223,6 +223,13 @@ def fit_at(task: str, x: Any, y: np.ndarray, c: float, n_out: int,
     return _fit(task, x, y, c, n_out, weights)
 
 
+def folds_of(task: str, y: np.ndarray, k: int, seed: int
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training part, held-out part) index pairs of ``out_of_fold``'s k folds for the same
+    ``(task, y, k, seed)``: candidates trained on these parts pair up with its outputs."""
+    return _folds(task, y, min(k, len(y)), seed)
+
+
 def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """k folds, stratified by class for single-label targets where every class has two
     examples or more (so each class is in most training parts)."""
@@ -333,16 +340,17 @@ class ConvexHead:
         assert linear is not None  # checked by ``of``
         x, y = features(feed.cached["train"])
         xv, yv = features(feed.cached["val"])
-        # The solved head is the whole run: fitted on every label, validation's included (not
-        # for token classification, whose held-out validation outputs are per word).
-        whole = phase.start_epoch == 0 and all(p.end_epoch <= phase.end_epoch
-                                               for p in self.plan.phases)
+        # The solved head is the run's last training (the whole run, or contrastive's head on
+        # the trained body): fitted on every label, validation's included (not for token
+        # classification, whose held-out validation outputs are per word).
+        last = all(p.end_epoch <= phase.end_epoch for p in self.plan.phases)
+        whole = phase.start_epoch == 0 and last
         tokens = data.task == "token_classification"
         # sampler balanced: each class weighs the same in the solver's loss (what the sampler
         # gives SGD in expectation)
         w, b, sol = solve("single_label" if tokens else data.task, x, y, xv, yv,
                           linear.out_features, s.seed, data.class_weights,
-                          refit=s.head_refit and whole and not tokens,
+                          refit=s.head_refit and last and not tokens,
                           balanced=data.sample_weights is not None)
         set_head(linear, w, b)
         balanced = ", each class weighted equally (sampler balanced)" \

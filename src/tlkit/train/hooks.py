@@ -31,6 +31,11 @@ through four more points, each optional:
 - ``validate(model) -> (metrics, per-example losses or None) | None``: the epoch's validation in
   place of the supervised one; None: nothing to validate on (no best epoch, no early stopping).
   Without per-example losses only a strict improvement makes a best epoch.
+
+A hook with ``acts(epoch) -> bool`` brings its batches, loss and validation only in the epochs
+where it acts, and the loop's own serve the others (contrastive's pair objective acts in its
+first phase; the head is then solved on the trained features). Its batches set the run's
+length over the epochs where it acts.
 """
 
 from __future__ import annotations
@@ -89,3 +94,10 @@ NO_IO = RunIO(save_last=lambda p: None, save_best=lambda m, s: None, load_best=l
 def with_method(hooks: Any, method: str) -> list[Any]:
     """The hooks that implement ``method``, in order."""
     return [h for h in hooks if callable(getattr(h, method, None))]
+
+
+def acting(hooks: Any, method: str, epoch: int) -> list[Any]:
+    """The hooks that implement ``method`` and act in ``epoch`` (``acts``; one without it
+    always does), in order."""
+    return [h for h in with_method(hooks, method)
+            if not callable(getattr(h, "acts", None)) or h.acts(epoch)]

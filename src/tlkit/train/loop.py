@@ -38,7 +38,7 @@ from tlkit.train.feed import Feed
 from tlkit.tensors import to_device
 from tlkit.train.loader import batch_stream
 from tlkit.train.head_solver import ConvexHead
-from tlkit.train.hooks import RunIO, Solved, Step, with_method
+from tlkit.train.hooks import RunIO, Solved, Step, acting, with_method
 from tlkit.plan.length import Length, length_of
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
@@ -205,15 +205,16 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
 
 
 def _length(n_train: int, settings: LoopSettings, hooks: Sequence[Any]) -> Length:
-    """The run's length; where a hook brings its own batches (continued pretraining), one pass
-    of them per epoch."""
-    own = with_method(hooks, "batches")
+    """The run's length; where a hook brings its own batches (continued pretraining,
+    contrastive's pairs), one pass of them per epoch where it acts."""
+    own = acting(hooks, "batches", 0)
     if not own:
         return length_of(n_train, settings)
     per = len(own[0].batches(0))
     steps = math.ceil(per / settings.gradient_accumulation_steps)
-    total = steps * settings.epochs
-    return Length(n_train, settings.batch_size, per, 1, steps, settings.epochs,
+    epochs = sum(1 for e in range(settings.epochs) if acting(own, "batches", e))
+    total = steps * epochs
+    return Length(n_train, settings.batch_size, per, 1, steps, epochs,
                   max(settings.warmup_steps, int(round(settings.warmup_ratio * total))))
 
 
@@ -253,7 +254,7 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     model, s, dist = run.asm.model, run.settings, run.dist
     model.train()
     passes = run.length.passes  # several at small data (min_steps), each in its own order
-    own = with_method(run.hooks, "batches")  # a hook's own batches (continued pretraining)
+    own = acting(run.hooks, "batches", epoch)  # a hook's own (continued pretraining, pairs)
     batches = own[0].batches(epoch) if own else [
         batch for p in range(passes)
         for batch in epoch_batches(len(run.data.train), s.batch_size, s.seed, epoch * passes + p,
@@ -270,7 +271,7 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     # example weighted 0.
     shares = [dist.share(batch) or batch[:1] for batch in batches]
     # the inputs are built here unless cached, or read by a hook's own loss
-    own_loss = with_method(run.hooks, "batch_loss")
+    own_loss = acting(run.hooks, "batch_loss", epoch)
     stream = None if "train" in feed.cached or own_loss else batch_stream(
         run.data.train, run.data.collate, shares, state.batch_in_epoch, s.seed, epoch,
         run.data.workers)
@@ -309,7 +310,7 @@ def _backward(run: _Run, feed: Feed, mine: list[int], global_size: int, step: St
     each hook's term, as floats."""
     model, s, dist = run.asm.model, run.settings, run.dist
     own: dict[int, torch.Tensor] = {}
-    objective = with_method(run.hooks, "batch_loss")
+    objective = acting(run.hooks, "batch_loss", step.epoch)
     if objective:  # continued pretraining: the objective's loss on these examples
         with step.autocast():
             loss = objective[0].batch_loss(model, mine, step)
@@ -389,7 +390,7 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
                solved: Solved | None = None) -> int:
     """Validation, the epoch's metrics row, the best weights, early stopping and the
     checkpoint; returns the next epoch (the phase's end when a hook ``solved`` it)."""
-    s, own = run.settings, with_method(run.hooks, "validate")
+    s, own = run.settings, acting(run.hooks, "validate", epoch)
     # the metrics and each example's loss; a hook's own check (continued pretraining's held-out
     # objective loss; None: nothing held out) in place of the val split's
     checked: tuple[dict[str, Any], Any] | None = own[0].validate(run.asm.model) if own else \

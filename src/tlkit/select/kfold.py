@@ -1,0 +1,212 @@
+"""freeze_strategy auto below ``MIN_TRIAL_VAL`` validation examples: every candidate scored by
+k-fold cross-validation over the training and validation examples together, the same folds
+for all, and the pick by the decision rule (rule.py).
+
+The candidates, in order of cost: the frozen head (its convex solve, out of fold on the cached
+pooled features: seconds), the raw pixels for single-label images (the same solve on 16 x 16
+pixels), then the fine-tuning candidates of the registry (``auto_rank``) whose k fold trials and
+full training fit what is left of the budget. A fold trial trains the candidate as the pick's
+fit would (auto's rates and length, ``candidate_config``) on the other k - 1 folds, cut into
+training and validation in the run's proportions (its best epoch is chosen on that inner
+validation part, never on the held-out fold), and scores the held-out fold; each fold has its
+own activation cache, shared by every candidate's trial on that fold."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from tlkit.cache import cache_for
+from tlkit.data import build_dataset
+from tlkit.data.types import LabelledData
+from tlkit.events import Event
+from tlkit.inputs import Inputs, with_model
+from tlkit.select.budget import estimate
+from tlkit.select.candidates import PIXELS, candidate_config, frozen_head
+from tlkit.select.pixels import pixel_features
+from tlkit.select.record import Trial
+from tlkit.select.rule import RULE, SAID, Scored, decide, mean_se, scored
+from tlkit.select.trials import Base
+from tlkit.train.evaluate import example_losses, predict_outputs
+from tlkit.train.head_solver import features, folds_of, out_of_fold
+from tlkit.train.hooks import NO_IO, RunIO
+from tlkit.train.loop import fit
+
+K = 5  # folds
+
+
+def together(base: Base) -> LabelledData:
+    """The training and validation splits as one set (training first)."""
+    tr, va = base.splits.train, base.splits.val
+    return LabelledData(f"{tr.name}+validation", tr.modality, tr.task, [*tr.inputs, *va.inputs],
+                        np.concatenate([tr.targets, va.targets]), tr.classes)
+
+
+def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
+               per_example: float, trials: list[Trial], event: Event
+               ) -> tuple[str, list[str], str]:
+    """The pick by ``RULE`` among the candidates scored out of fold (``costs``: the fine-tuning
+    candidates whose full training fits the budget, in order, and its seconds); why; the rule."""
+    data = together(base)
+    task, y, seed = data.task, data.targets, base.cfg.transfer_config.seed
+    parts = folds_of(task, y, K, seed)
+    k, n = len(parts), len(y)
+    rule = f"{RULE}: {SAID[RULE]}"
+    if n < 4:
+        return frozen_head(), [f"{n} labelled examples are too few to cross-validate: the "
+                               "frozen head's convex solve is the pick"], rule
+    event("stage", {"what": f"freeze_strategy auto: {len(base.data.val)} validation examples, "
+                            f"fewer than the trials need: every candidate scored by {k}-fold "
+                            f"cross-validation over the {n} training and validation examples"})
+    cands: list[Scored] = []
+
+    def add(name: str, outputs: np.ndarray, seconds: list[float], note: str) -> None:
+        s = scored(name, outputs, y, task, example_losses(outputs, y, task))
+        cands.append(s)
+        trials.append(_trial(s, k, seconds, note))
+        event("stage", {"what": f"auto: {name}: {trials[-1].note}"})
+
+    head, convex = frozen_head(), convex_inputs(base)
+    caches: dict[int, Any] = {}
+    if convex is not None:
+        for name, x in convex:
+            s0 = time.perf_counter()
+            out, c = out_of_fold(task, x, y, base.n_out, seed, folds=K)
+            on = "16 x 16 pixels" if name == PIXELS else "the cached pooled features"
+            add(name, out, [round(time.perf_counter() - s0, 2)],
+                f"its convex solve on {on} (C {c:g})")
+    else:  # no cached features (the cache off, or augmented images): the head trains per fold
+        add(head, *trained_out_of_fold(base, head, data, parts, caches), "trained on each fold")
+    for name, full in costs.items():
+        fold_cost = estimate(base, name, per_example, *_inner_sizes(base, n - n // k))[1] \
+            + per_example * n
+        left = budget - (time.perf_counter() - t0)
+        if k * fold_cost + full > left:
+            trials.append(Trial(name, -1, 0, 0, note=(
+                f"skipped: its {k} fold trials (about {k * fold_cost:.0f} s) and its training "
+                f"(about {full:.0f} s) do not fit the budget left ({left:.0f} s; raise "
+                "auto_budget to try it)")))
+            continue
+        add(name, *trained_out_of_fold(base, name, data, parts, caches), f"estimated {k * fold_cost:.1f} s")
+    chosen, why = decide(cands)
+    return chosen, [f"{why}; {k}-fold cross-validation over the {n} training and validation "
+                    "examples (fewer than the trials need on validation), the same folds for "
+                    "every candidate"], rule
+
+
+def _trial(s: Scored, k: int, seconds: list[float], note: str) -> Trial:
+    """The record of one candidate's cross-validation: the mean and standard error of each
+    out-of-fold score, k, and the folds' seconds."""
+    cv: dict[str, Any] = {"k": k, "examples": len(s.loss)}
+    for what, x in (("accuracy", s.correct), ("brier", s.brier), ("loss", s.loss)):
+        if x is not None:
+            cv[what], cv[f"{what}_se"] = (round(v, 6) for v in mean_se(x))
+    cv["fold_seconds"] = seconds
+    said = ", ".join(f"{w} {cv[w]:.4f} +- {cv[w + '_se']:.4f}" for w in ("accuracy", "brier",
+                                                                          "loss") if w in cv)
+    return Trial(s.name, -1, 0, 0, float(cv["loss"]), cv.get("accuracy"),
+                 round(sum(seconds), 2), note=f"{k}-fold out-of-fold over {cv['examples']} "
+                                              f"examples: {said} (mean +- standard error); "
+                                              f"{note}", cv=cv)
+
+
+def convex_inputs(base: Base) -> list[tuple[str, np.ndarray]] | None:
+    """(candidate, features of the training then validation examples) for the candidates the
+    convex solver fits: the frozen head on the cached pooled features, and for single-label
+    images the raw pixels; None without cached features."""
+    if base.cache is None:
+        return None
+    n = base.cache.n_groups
+    got = [base.cache.get(s, getattr(base.data, s), n) for s in ("train", "val")
+           if len(getattr(base.data, s))]
+    if any(g is None for g in got):
+        return None
+    out = [(frozen_head(), np.concatenate([features(g)[0] for g in got if g is not None]))]
+    if base.modality == "image" and base.data.task == "single_label":
+        out.append((PIXELS, np.concatenate([pixel_features(base, s) for s in
+                                            (base.splits.train, base.splits.val) if len(s)])))
+    return out
+
+
+def _inner_sizes(base: Base, n_part: int) -> tuple[int, int]:
+    """(training, validation) sizes of a fold's training part of ``n_part`` examples: the
+    run's proportions."""
+    n_tr, n_val = len(base.data.train), len(base.data.val)
+    inner = min(n_part - 1, max(1, round(n_part * n_val / max(1, n_tr + n_val)))) if n_val else 0
+    return n_part - inner, inner
+
+
+def trained_out_of_fold(base: Base, name: str, data: LabelledData,
+              parts: list[tuple[np.ndarray, np.ndarray]], caches: dict[int, Any]
+              ) -> tuple[np.ndarray, list[float]]:
+    """``name``'s out-of-fold outputs (a fold trial per part) and each fold's seconds."""
+    outputs: np.ndarray | None = None
+    seconds = []
+    for i, (tr, te) in enumerate(parts):
+        s0 = time.perf_counter()
+        out = fold_outputs(base, name, data.subset(tr), data.subset(te), caches, i)
+        if outputs is None:
+            outputs = np.zeros((len(data), *out.shape[1:]), dtype=np.float64)
+        outputs[te] = out
+        seconds.append(round(time.perf_counter() - s0, 2))
+    assert outputs is not None
+    return outputs, seconds
+
+
+def fold_outputs(base: Base, name: str, part: LabelledData, held: LabelledData,
+                 caches: dict[int, Any] | None = None, fold: int = 0) -> np.ndarray:
+    """Candidate ``name`` trained as the pick's fit would train it on ``part`` (cut into
+    training and validation in the run's proportions), its outputs on ``held``."""
+    cfg = candidate_config(base.cfg, name, rates=base.rates)
+    n_tr, n_val = _inner_sizes(base, len(part))
+    idx = np.arange(len(part))
+    strat = part.targets if part.task == "single_label" else None
+    seed = base.cfg.data.seed
+    try:
+        tr, va = train_test_split(idx, test_size=n_val, stratify=strat, random_state=seed) \
+            if n_val else (idx, idx[:0])
+    except ValueError:  # too few of some class to stratify
+        tr, va = train_test_split(idx, test_size=n_val, random_state=seed)
+    caches = {} if caches is None else caches
+    if fold not in caches:
+        caches[fold] = _cache(base.inputs)
+    inputs = _fold_inputs(base.inputs, part.subset(np.sort(tr)), part.subset(np.sort(va)),
+                          caches[fold])
+    inputs = with_model(inputs, cfg)
+    best: dict[str, Any] = {}
+
+    def save_best(model: torch.nn.Module, state: Any) -> None:
+        best["weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def load_best(model: torch.nn.Module) -> None:
+        if "weights" in best:
+            model.load_state_dict(best["weights"])
+
+    tc = cfg.transfer_config
+    io = RunIO(save_last=NO_IO.save_last, save_best=save_best, load_best=load_best,
+               log_epoch=NO_IO.log_epoch)
+    fit(inputs.asm, inputs.training_data(), tc.loop_settings, io, hooks=inputs.hooks,
+        dist=base.dist)
+    out, _ = predict_outputs(inputs.asm.model, build_dataset(held, inputs.prep), inputs.collate,
+                             tc.batch_size, base.dist.device, tc.mixed_precision)
+    return out.astype(np.float64)
+
+
+def _cache(base: Inputs) -> Any:
+    """A fold's own activation cache (in memory: fold subsets are not worth a disk copy)."""
+    if base.cache is None:
+        return None
+    return cache_for(base.backbone, base.n_groups, base.collate, base.cache.device,
+                     base.tc.cache_settings.model_copy(update={"disk": False}), base.prep,
+                     dist=base.cache.dist)
+
+
+def _fold_inputs(base: Inputs, train: LabelledData, val: LabelledData, cache: Any) -> Inputs:
+    splits = replace(base.splits, train=train, val=val, test=None)
+    return replace(base, splits=splits, train_ds=build_dataset(train, base.prep, base.augment),
+                   val_ds=build_dataset(val, base.prep), test_ds=None, cache=cache)

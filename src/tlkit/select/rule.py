@@ -1,0 +1,160 @@
+"""freeze_strategy auto's decision rule between candidates scored by k-fold cross-validation
+(kfold.py): pure functions of each candidate's out-of-fold scores per example, the same
+examples and folds for every candidate, so the scores pair up.
+
+``RULE`` is the rule auto uses; ``RULES`` holds it and the rules it was measured against, by
+bench/auto_rule.py: many small label draws (100 labels, and 8 and 16 per class) from four
+packaged sets, each candidate's out-of-fold scores and its test accuracy, and each rule's mean
+test accuracy and regret against the per-draw best candidate (bench/README.md).
+
+Candidates come in order of cost (the frozen head, the raw pixels, then the fine-tuning
+candidates by ``auto_rank``); a tie goes to the earlier, cheaper one."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tlkit.metrics import probabilities
+
+
+@dataclass
+class Scored:
+    """One candidate's out-of-fold scores, per example: its loss (the task's: log loss for
+    single-label), and for single-label data whether its top class is the label and its Brier
+    score (the squared distance of its probabilities to the one-hot label, 0 to 2)."""
+
+    name: str
+    loss: np.ndarray
+    correct: np.ndarray | None = None
+    brier: np.ndarray | None = None
+
+
+def scored(name: str, outputs: np.ndarray, targets: np.ndarray, task: str,
+           loss: np.ndarray) -> Scored:
+    """``Scored`` from out-of-fold ``outputs`` (logits) and each example's ``loss``."""
+    if task != "single_label":
+        return Scored(name, np.asarray(loss, dtype=np.float64))
+    y = np.asarray(targets).astype(np.int64)
+    p = probabilities(np.asarray(outputs, dtype=np.float64), "single_label")
+    correct = (p.argmax(1) == y).astype(np.float64)
+    p[np.arange(len(y)), y] -= 1.0
+    return Scored(name, np.asarray(loss, dtype=np.float64), correct, (p ** 2).sum(1))
+
+
+def mean_se(x: np.ndarray) -> tuple[float, float]:
+    """The mean and its standard error (0 for a single example)."""
+    x = np.asarray(x, dtype=np.float64)
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    return float(x.mean()), se
+
+
+Rule = Callable[[list[Scored]], tuple[str, str]]
+
+
+def _lowest(cands: list[Scored], key: Callable[[Scored], np.ndarray], what: str
+            ) -> tuple[str, str]:
+    """The candidate with the lowest mean of ``key`` (a tie: the earlier, cheaper one)."""
+    means = [float(key(c).mean()) for c in cands]
+    i = int(np.argmin(means))  # the first of equal means
+    others = ", ".join(f"{c.name} {m:.4f}" for c, m in zip(cands, means, strict=True) if c is not
+                       cands[i])
+    return cands[i].name, f"{cands[i].name} has the lowest mean out-of-fold {what} " \
+                          f"({means[i]:.4f}; {others or 'no other candidate'})"
+
+
+def by_accuracy(cands: list[Scored]) -> tuple[str, str]:
+    """The highest mean out-of-fold accuracy; equal accuracies: the cheaper candidate. Without
+    accuracies (multi-label, regression): the lowest loss."""
+    acc = [float(c.correct.mean()) for c in cands if c.correct is not None]
+    if len(acc) < len(cands):
+        return by_loss(cands)
+    name = cands[int(np.argmax(acc))].name  # the first of equal accuracies
+    return name, _said(cands, name, "accuracy", lambda c: c.correct, higher=True)
+
+
+def by_accuracy_then_brier(cands: list[Scored]) -> tuple[str, str]:
+    """The highest mean out-of-fold accuracy; equal accuracies: the lower Brier score."""
+    if any(c.correct is None or c.brier is None for c in cands):
+        return by_loss(cands)
+    acc = [float(c.correct.mean()) for c in cands if c.correct is not None]
+    best = max(acc)
+    tied = [c for c, a in zip(cands, acc, strict=True) if a == best]
+    name = _lowest(tied, lambda c: c.brier if c.brier is not None else c.loss, "")[0]
+    return name, _said(cands, name, "accuracy", lambda c: c.correct, higher=True) + (
+        f"; {len(tied)} candidates tied on accuracy, the lowest Brier score breaks the tie"
+        if len(tied) > 1 else "")
+
+
+def by_brier(cands: list[Scored]) -> tuple[str, str]:
+    """The lowest mean out-of-fold Brier score (a proper score, bounded); without one, loss."""
+    if any(c.brier is None for c in cands):
+        return by_loss(cands)
+    return _lowest(cands, lambda c: c.brier if c.brier is not None else c.loss, "Brier score")
+
+
+def by_loss(cands: list[Scored]) -> tuple[str, str]:
+    """The lowest mean out-of-fold loss (log loss for single-label data)."""
+    return _lowest(cands, lambda c: c.loss, "loss")
+
+
+def over_the_cheapest(margin: float) -> Rule:
+    """The cheapest candidate unless another's Brier score (loss where there is none) is lower
+    by more than ``margin`` paired standard errors; then the lowest of those that are."""
+
+    def rule(cands: list[Scored]) -> tuple[str, str]:
+        def key(c: Scored) -> np.ndarray:
+            return c.brier if c.brier is not None and all(
+                d.brier is not None for d in cands) else c.loss
+
+        first, ahead = cands[0], []
+        for c in cands[1:]:
+            d = key(first) - key(c)
+            gain, se = mean_se(d)
+            if gain > margin * se:
+                ahead.append(c)
+        if not ahead:
+            return first.name, (f"no candidate beats the cheapest, {first.name}, by more than "
+                                f"{margin:g} paired standard errors")
+        name, why = _lowest(ahead, key, "score of those beating the cheapest")
+        return name, f"{why}, each by more than {margin:g} paired standard errors"
+
+    return rule
+
+
+def _said(cands: list[Scored], name: str, what: str, key: Callable[[Scored], np.ndarray | None],
+          higher: bool) -> str:
+    vals = {c.name: float(np.asarray(key(c)).mean()) for c in cands}
+    others = ", ".join(f"{n} {v:.4f}" for n, v in vals.items() if n != name)
+    return (f"{name} has the {'highest' if higher else 'lowest'} mean out-of-fold {what} "
+            f"({vals[name]:.4f}; {others or 'no other candidate'})")
+
+
+RULES: dict[str, Rule] = {
+    "accuracy": by_accuracy,
+    "accuracy_then_brier": by_accuracy_then_brier,
+    "brier": by_brier,
+    "log_loss": by_loss,
+    "margin_1se": over_the_cheapest(1.0),
+    "margin_2se": over_the_cheapest(2.0),  # the pixels' test before k-fold (a default protected)
+}
+SAID = {
+    "accuracy": "the highest mean out-of-fold accuracy, a tie to the cheaper candidate",
+    "accuracy_then_brier": "the highest mean out-of-fold accuracy, a tie to the lower Brier "
+                           "score",
+    "brier": "the lowest mean out-of-fold Brier score, a tie to the cheaper candidate",
+    "log_loss": "the lowest mean out-of-fold log loss",
+    "margin_1se": "the cheapest candidate unless another's Brier score is lower by more than "
+                  "1 paired standard error",
+    "margin_2se": "the cheapest candidate unless another's Brier score is lower by more than "
+                  "2 paired standard errors",
+}
+RULE = "brier"  # measured best: bench/auto_rule.py (README, freeze_strategy auto)
+
+
+def decide(cands: list[Scored], rule: str = RULE) -> tuple[str, str]:
+    """The pick among ``cands`` (in order of cost) by ``rule``, and why."""
+    return RULES[rule](cands)

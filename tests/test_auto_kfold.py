@@ -1,0 +1,179 @@
+"""freeze_strategy auto below 20 validation examples: every candidate scored by k-fold
+cross-validation over the training and validation examples (the same folds for all), the pick
+by the measured rule (tlkit.select.rule), the scores and the rule in the record; and the budget
+counting training work only, not the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from test_classical import template_images
+from tlkit import strategies
+from tlkit.config import validate
+from tlkit.distributed import setup
+from tlkit.run import fit_run
+from tlkit.select import auto, candidates, kfold, record, rule
+from tlkit.select.trials import Base
+from tlkit.strategies import PhaseSpec, Strategy
+
+
+@pytest.fixture(autouse=True)
+def _tiny_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models fit in milliseconds: these tests set auto_budget for them, so the floor a
+    default fit counts for (30 s, for real small data) is off here; its own test below."""
+    monkeypatch.setattr(auto, "FLOOR_SECONDS", 0.0)
+
+
+def _raw(source: Any, **tc: Any) -> dict[str, Any]:
+    return {"transfer_config": {"source_model": "timm:test_efficientnet",
+                                "pretrained_weights": "none", "freeze_strategy": "auto",
+                                "epochs": 2, "batch_size": 16, "cache": {"disk": False}, **tc},
+            "data": {"source": str(source), "image_size": 32, "val_fraction": 0.1,
+                     "test_fraction": 0.3},
+            "diagnostics": {"check_preprocessing": "off"}}
+
+
+def _quiet(kind: str, info: dict[str, Any]) -> None:
+    pass
+
+
+@pytest.mark.slow  # the fit and the pick's fit on 100 images: about 5 s
+def test_kfold_picks_the_pixels_where_the_random_features_cannot_separate(tmp_path: Path):
+    # a linear function of the pixels is the label; a random network's pooled features carry
+    # next to nothing of it (test_classical.template_images): the pixels must win out of fold
+    events: list[str] = []
+    summary = fit_run(validate(_raw(template_images(tmp_path / "imgs", n=140), auto_budget=1)),
+                      tmp_path / "run",
+                      event=lambda kind, info: events.append(str(info.get("what", ""))))
+    rec = summary["auto"]
+    assert summary["data"]["sizes"]["val"] < auto.MIN_TRIAL_VAL
+    assert rec["chosen"] == "pixels", rec["reasons"]
+    cv = {t["strategy"]: t["cv"] for t in rec["trials"] if t.get("cv")}
+    assert set(cv) == {"all_frozen", "pixels"}  # auto_budget 1: no fine-tuning fits
+    for c in cv.values():  # the record: mean and standard error of each score, k, seconds
+        assert c["k"] == kfold.K and c["examples"] == 98
+        assert {"accuracy", "accuracy_se", "brier", "brier_se", "loss", "loss_se",
+                "fold_seconds"} <= set(c)
+    assert cv["pixels"]["accuracy"] > cv["all_frozen"]["accuracy"] + 0.1
+    assert rec["rule"].startswith(rule.RULE)
+    assert json.loads((tmp_path / "run" / "auto.json").read_text())["rule"] == rec["rule"]
+    # the log says each candidate's cross-validated scores and the rule
+    assert any("auto: pixels: 5-fold out-of-fold over 98 examples: accuracy" in e for e in events)
+    assert any(f"rule: {rule.RULE}" in e for e in events)
+    assert summary["test"]["accuracy"] >= 0.8
+
+
+class Toy(Strategy):
+    """A fine-tuning candidate from the registry (as contrastive is, or any later one): k-fold
+    takes it up without naming it."""
+
+    name = "toy_tuner"
+    summary = "a toy auto candidate"
+    auto_rank = 50
+
+    def phases(self, n_groups: int, settings: Any) -> list[PhaseSpec]:
+        return [PhaseSpec(0, settings.epochs, 1, "the top group")]
+
+
+@pytest.mark.slow  # five fold trials of a fine-tuning candidate: about 8 s
+def test_a_registered_fine_tuner_whose_folds_fit_gets_k_fold_trials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    strategies.register(Toy())
+    # the registry's last fine-tuner only (the toy), to keep the test short
+    monkeypatch.setattr(auto, "fine_tuners", lambda: candidates.fine_tuners()[-1:])
+    try:
+        cfg = validate(_raw(template_images(tmp_path / "imgs", n=60), auto_budget=1000,
+                            epochs=1, min_steps=4))
+        choice = auto.choose(cfg, setup("cpu"), _quiet)
+    finally:
+        strategies.unregister("toy_tuner")
+    cv = {t.strategy: t.cv for t in choice.trials if t.cv}
+    assert set(cv) == {"all_frozen", "pixels", "toy_tuner"}
+    assert len(cv["toy_tuner"]["fold_seconds"]) == kfold.K
+    # the same examples for every candidate: the scores pair up
+    assert len({c["examples"] for c in cv.values()}) == 1
+    assert choice.chosen in cv
+
+
+def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
+    y = np.zeros(10)
+    head = rule.Scored("all_frozen", y + 0.5, (np.arange(10) < 8).astype(float), y + 0.4)
+    px = rule.Scored("pixels", y + 0.6, (np.arange(10) < 7).astype(float), y + 0.3)
+    chosen, why = rule.decide([head, px])
+    assert chosen == "pixels" and "lowest mean out-of-fold Brier score" in why
+    same = rule.Scored("pixels", y + 0.6, (np.arange(10) < 9).astype(float), y + 0.4)
+    assert rule.decide([head, same])[0] == "all_frozen"  # a tie: the cheaper
+    # without Brier scores (regression, multi-label): the lower loss
+    assert rule.decide([rule.Scored("a", y + 0.5), rule.Scored("b", y + 0.2)])[0] == "b"
+    # the rules it was measured against are there to measure again
+    assert rule.decide([head, px], "accuracy")[0] == "all_frozen"
+
+
+@pytest.mark.slow  # two choices (data, model, out-of-fold solves): about 4 s
+def test_the_budget_counts_the_training_and_validation_splits_not_the_test_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # the same labelled data with a small and a large test file: the same budget, the same
+    # candidates tried
+    monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.05)
+    monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
+    monkeypatch.setattr(auto, "against_pick", lambda *a, **k: None)
+    imgs = template_images(tmp_path / "imgs", n=260)
+    import pandas as pd
+
+    files = sorted(str(p) for p in imgs.rglob("*.png"))
+    rows = pd.DataFrame({"image": files, "label": [Path(f).parent.name for f in files]}
+                        ).sample(frac=1.0, random_state=0)
+    rows.iloc[:60].to_csv(tmp_path / "labels.csv", index=False)
+    got = []
+    for n_test in (4, 200):
+        rows.iloc[60:60 + n_test].to_csv(tmp_path / "test.csv", index=False)
+        raw = _raw(tmp_path / "labels.csv", auto_budget=40)
+        raw["data"].pop("test_fraction")
+        raw["data"]["test"] = str(tmp_path / "test.csv")
+        choice = auto.choose(validate(raw), setup("cpu"), _quiet)
+        got.append((choice.default_seconds, choice.budget_seconds,
+                    sorted(t.strategy for t in choice.trials if t.note.startswith("skipped"))))
+    assert got[0] == got[1]
+    assert got[0][0] == pytest.approx(1.0 + 0.05 * 60)  # loading + 60 training examples
+
+
+def test_an_auto_json_without_the_cross_validated_fields_is_still_read(tmp_path: Path):
+    old = {"chosen": "top_n_unfrozen", "settings": {"top_n": 2}, "budget_seconds": 10.0,
+           "spent_seconds": 1.0, "default_seconds": 2.0, "metric": "accuracy",
+           "trials": [{"strategy": "all_frozen", "rung": -1, "epochs": 0, "steps": 0,
+                       "val_loss": 0.5, "val_metric": 0.8, "seconds": 0.1, "note": ""}],
+           "reasons": ["..."], "classical": None, "rates": {}}
+    f = tmp_path / "auto.json"
+    f.write_text(json.dumps(old))
+    choice = record.recorded_choice(f)
+    assert choice.chosen == "top_n_unfrozen" and choice.rule is None
+    assert choice.trials[0].cv is None
+    # a new record round-trips its scores and rule
+    choice.rule = "brier: ..."
+    choice.trials[0].cv = {"k": 5, "accuracy": 0.8, "accuracy_se": 0.04, "fold_seconds": [0.1]}
+    f.write_text(record.choice_json(choice))
+    again = record.recorded_choice(f)
+    assert again.rule == choice.rule and again.trials[0].cv == choice.trials[0].cv
+    assert "rule: brier" in record.format_choice(again)
+
+
+@pytest.mark.slow  # one choice on 60 images, no fine-tuning candidate: about 3 s
+def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    # small data: a default fit of 4 s gets the trials 4 x 30 s at auto_budget 5, not 4 x 4 s
+    monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
+    monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.05)
+    monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
+    monkeypatch.setattr(auto, "against_pick", lambda *a, **k: None)
+    monkeypatch.setattr(auto, "fine_tuners", lambda: [])
+    events: list[str] = []
+    raw = _raw(template_images(tmp_path / "imgs", n=60), auto_budget=5)
+    choice = auto.choose(validate(raw), setup("cpu"),
+                         lambda kind, info: events.append(str(info.get("what", ""))))
+    assert choice.default_seconds < 30 and choice.budget_seconds == pytest.approx(4 * 30.0)
+    assert any("counted as 30 s" in e for e in events)
