@@ -239,7 +239,8 @@ def _tlkit_row(args: argparse.Namespace, row: str) -> dict[str, Any]:
         "seconds": seconds, "test_accuracy": summary["test"]["accuracy"],
         "macro_f1": summary["test"]["f1_macro"], "n_train": sizes["train"],
         "n_val": sizes["val"], "n_test": sizes["test"], "input_size": size, "config": raw}
-    if isinstance(summary.get("auto"), dict):
+    if isinstance(summary.get("auto"), dict):  # its record (scores, rule) in the JSON too
+        out["auto"] = summary["auto"]
         out["auto_chosen"] = summary["auto"].get("chosen")
     return out
 

@@ -18,7 +18,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.model_selection import train_test_split
 
 from tlkit.cache import cache_for
@@ -31,10 +30,9 @@ from tlkit.select.candidates import PIXELS, candidate_config, frozen_head
 from tlkit.select.pixels import pixel_features
 from tlkit.select.record import Trial
 from tlkit.select.rule import RULE, SAID, Scored, decide, mean_se, scored
-from tlkit.select.trials import Base
+from tlkit.select.trials import Base, memory_io
 from tlkit.train.evaluate import example_losses, predict_outputs
 from tlkit.train.head_solver import features, folds_of, out_of_fold
-from tlkit.train.hooks import NO_IO, RunIO
 from tlkit.train.loop import fit
 
 K = 5  # folds
@@ -178,19 +176,8 @@ def fold_outputs(base: Base, name: str, part: LabelledData, held: LabelledData,
     inputs = _fold_inputs(base.inputs, part.subset(np.sort(tr)), part.subset(np.sort(va)),
                           caches[fold])
     inputs = with_model(inputs, cfg)
-    best: dict[str, Any] = {}
-
-    def save_best(model: torch.nn.Module, state: Any) -> None:
-        best["weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def load_best(model: torch.nn.Module) -> None:
-        if "weights" in best:
-            model.load_state_dict(best["weights"])
-
     tc = cfg.transfer_config
-    io = RunIO(save_last=NO_IO.save_last, save_best=save_best, load_best=load_best,
-               log_epoch=NO_IO.log_epoch)
-    fit(inputs.asm, inputs.training_data(), tc.loop_settings, io, hooks=inputs.hooks,
+    fit(inputs.asm, inputs.training_data(), tc.loop_settings, memory_io(), hooks=inputs.hooks,
         dist=base.dist)
     out, _ = predict_outputs(inputs.asm.model, build_dataset(held, inputs.prep), inputs.collate,
                              tc.batch_size, base.dist.device, tc.mixed_precision)

@@ -68,13 +68,9 @@ def base_for(cfg: Config, dist: Dist, event: Event) -> Base:
     return Base(cfg, inputs, inputs.training_data(), dist, tuning_rates(cfg, data.modality))
 
 
-def run_trial(base: Base, strategy: str, epochs: int | None, min_steps: int | None,
-              rung: int, losses: dict[str, list[float]]) -> Trial:
-    """``strategy`` trained for ``epochs`` (None: its full schedule) from the base's backbone;
-    its validation loss per example at its best epoch goes in ``losses``."""
-    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True, rates=base.rates)
-    tc = cfg.transfer_config
-    inputs = with_model(base.inputs, cfg)
+def memory_io() -> RunIO:
+    """A trial's run directory: none; its best epoch's weights kept in memory (the loop loads
+    them back at the end), nothing written."""
     best: dict[str, Any] = {}
 
     def save_best(model: torch.nn.Module, state: Any) -> None:
@@ -84,10 +80,20 @@ def run_trial(base: Base, strategy: str, epochs: int | None, min_steps: int | No
         if "weights" in best:
             model.load_state_dict(best["weights"])
 
-    io = RunIO(save_last=NO_IO.save_last, save_best=save_best, load_best=load_best,
-               log_epoch=NO_IO.log_epoch)
+    return RunIO(save_last=NO_IO.save_last, save_best=save_best, load_best=load_best,
+                 log_epoch=NO_IO.log_epoch)
+
+
+def run_trial(base: Base, strategy: str, epochs: int | None, min_steps: int | None,
+              rung: int, losses: dict[str, list[float]]) -> Trial:
+    """``strategy`` trained for ``epochs`` (None: its full schedule) from the base's backbone;
+    its validation loss per example at its best epoch goes in ``losses``."""
+    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, trial=True, rates=base.rates)
+    tc = cfg.transfer_config
+    inputs = with_model(base.inputs, cfg)
     t0 = time.perf_counter()
-    state = fit(inputs.asm, base.data, tc.loop_settings, io, hooks=inputs.hooks, dist=base.dist)
+    state = fit(inputs.asm, base.data, tc.loop_settings, memory_io(), hooks=inputs.hooks,
+                dist=base.dist)
     seconds = time.perf_counter() - t0
     row = next(r for r in state.history if r["epoch"] == state.best_epoch)
     if state.best_losses is not None:
