@@ -19,9 +19,11 @@ Candidates (cheap ones, so that many draws fit on a shared 2-core CPU):
   own path) and the raw pixels (the same solve on tlkit's 16 x 16 pixels); the test accuracy
   is the solve at the strength the out-of-fold fit chose, refitted on all the draw's labels;
 - text (Rotten Tomatoes; 20 Newsgroups, 4 classes: comp.graphics, rec.autos, sci.med,
-  talk.politics.misc), MiniLM, fewer draws: the frozen head, and ``top_n_unfrozen`` at auto's
-  rates and length trained per fold by ``tlkit.select.kfold`` (a tlkit run of the draw's files),
-  its test accuracy from the same training on all the draw's labels.
+  talk.politics.misc), MiniLM, fewer draws: the frozen head (on the features as its head reads
+  them: unit length, ``head.normalize`` auto), and the fine-tuning candidates of
+  ``--text-candidates`` (default ``top_n_unfrozen`` and ``contrastive``) at auto's rates and
+  length, trained per fold by ``tlkit.select.kfold`` (a tlkit run of the draw's files), each
+  one's test accuracy from the same training on all the draw's labels.
 
     nice -n 5 .venv/bin/python bench/auto_rule.py --json /tmp/auto_rule.json
     .venv/bin/python bench/auto_rule.py --draws 3 --text-draws 1 --sets digits   # a smoke run
@@ -159,12 +161,15 @@ def _text_pool(name: str, seed: int) -> tuple[list[str], np.ndarray, list[str], 
             [classes[c] for c in sorted(set(y.tolist()))])
 
 
-def text_draws(name: str, draws: int, seed: int, folder: Path) -> list[dict[str, Any]]:
-    """Draws of a text set: the frozen head and top_n_unfrozen, through auto's own k-fold."""
+def text_draws(name: str, draws: int, seed: int, folder: Path,
+               tuners: tuple[str, ...] = ("top_n_unfrozen", "contrastive"),
+               budgets: list[int] | None = None) -> list[dict[str, Any]]:
+    """Draws of a text set: the frozen head and ``tuners``, through auto's own k-fold."""
     import pandas as pd
 
     from tlkit.config import validate
     from tlkit.distributed import setup
+    from tlkit.heads import head_inputs, normalizes
     from tlkit.select.kfold import K, convex_inputs, fold_outputs, together, trained_out_of_fold
     from tlkit.select.rule import scored
     from tlkit.select.trials import base_for
@@ -178,7 +183,7 @@ def text_draws(name: str, draws: int, seed: int, folder: Path) -> list[dict[str,
     pd.DataFrame({"text": xt, "label": [label[int(c)] for c in yt]}).to_csv(
         folder / f"{name}-test.csv", index=False)
     rows = []
-    for labels in _budgets(len(names)):
+    for labels in budgets or _budgets(len(names)):
         for d in range(draws):
             idx = _draw(y, labels, seed + 1000 * d + labels)
             src = folder / f"{name}-{labels}-{d}.csv"
@@ -193,18 +198,21 @@ def text_draws(name: str, draws: int, seed: int, folder: Path) -> list[dict[str,
             data, tst = together(base), base.splits.test
             convex = convex_inputs(base)
             assert convex is not None
-            xt_f = features(base.cache.get("test", base.inputs.test_ds, base.cache.n_groups))[0]
+            xt_f = head_inputs(features(base.cache.get("test", base.inputs.test_ds,
+                                                       base.cache.n_groups))[0],
+                               normalizes(base.inputs.asm.model.head))
             s, acc = convex_candidate("all_frozen", convex[0][1], data.targets, xt_f,
                                       tst.targets, base.n_out, seed)
             cands, test = [s], {"all_frozen": acc}
             from tlkit.train.head_solver import folds_of
 
             parts = folds_of("single_label", data.targets, K, seed)
-            out, _ = trained_out_of_fold(base, "top_n_unfrozen", data, parts, {})
-            cands.append(scored("top_n_unfrozen", out, data.targets, "single_label",
-                                example_losses(out, data.targets, "single_label")))
-            test["top_n_unfrozen"] = float((fold_outputs(base, "top_n_unfrozen", data, tst)
-                                            .argmax(1) == tst.targets).mean())
+            for tuner in tuners:
+                out, _ = trained_out_of_fold(base, tuner, data, parts, {})
+                cands.append(scored(tuner, out, data.targets, "single_label",
+                                    example_losses(out, data.targets, "single_label")))
+                test[tuner] = float((fold_outputs(base, tuner, data, tst).argmax(1)
+                                     == tst.targets).mean())
             rows.append({"set": name, "labels": labels, "draw": d, "cands": cands,
                          "test": test})
             print(f"  {name} {labels} labels draw {d}: {test} "
@@ -249,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default=",".join([*IMAGE_SETS, *TEXT_SETS]))
     p.add_argument("--draws", type=int, default=30, help="draws per image cell")
     p.add_argument("--text-draws", type=int, default=4, help="draws per text cell")
+    p.add_argument("--text-candidates", default="top_n_unfrozen,contrastive",
+                   help="fine-tuning candidates of the text draws, comma-separated")
+    p.add_argument("--text-budgets", default="",
+                   help="labels per text draw, comma-separated (default: 100, 8 and 16 a "
+                        "class where under 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write every draw's figures here")
     args = p.parse_args(argv)
@@ -262,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in IMAGE_SETS:
                 rows += image_draws(name, IMAGE_SETS[name], args.draws, args.seed)
             elif args.text_draws > 0:
-                rows += text_draws(name, args.text_draws, args.seed, Path(tmp))
+                rows += text_draws(name, args.text_draws, args.seed, Path(tmp),
+                                   tuple(args.text_candidates.split(",")),
+                                   [int(b) for b in args.text_budgets.split(",") if b] or None)
     table = evaluate(rows)
     print(report(table))
     print(f"{len(rows)} draws in {time.perf_counter() - t0:.0f} s")

@@ -64,7 +64,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # the data first (cheap, and the run's length depends on its size), then the model
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
-    asm = assemble(cfg.transfer_config, num_outputs_of(splits.train))
+    asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task)
     print(format_plan(asm.plan, length_of(len(splits.train), cfg.transfer_config)))
     if data.modality == "image":
         _print_image_size(cfg, splits, asm.model.backbone)

@@ -133,7 +133,7 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
     t0 = time.perf_counter()
     torch.manual_seed(tc.seed)  # the head's initialisation (and a random backbone's)
     asm = assemble(tc, num_outputs_of(splits.train), modality=modality,
-                   max_length=cfg.data.max_length)
+                   max_length=cfg.data.max_length, task=splits.train.task)
     load_seconds = time.perf_counter() - t0
     # an image run without data.image_size follows its training images (tlkit.data.resolution)
     size = (image_size_for(asm.model.backbone, cfg.data.image_size, splits.train.inputs)
@@ -168,7 +168,8 @@ def with_model(base: Inputs, cfg: Config, hooks: bool = True) -> Inputs:
     (``hooks``; not for a model that is only measured)."""
     torch.manual_seed(cfg.transfer_config.seed)  # the head's initialisation, as fit's
     asm = assemble(cfg.transfer_config, num_outputs_of(base.splits.train), base.modality,
-                   base.cfg.data.max_length, backbone=copy.deepcopy(base.backbone))
+                   base.cfg.data.max_length, backbone=copy.deepcopy(base.backbone),
+                   task=base.splits.train.task)
     return replace(base, cfg=cfg, asm=asm,
                    hooks=hooks_for(cfg.transfer_config, asm, base.cache, base) if hooks else [])
 

@@ -33,6 +33,7 @@ class Head(_Part):
     hidden_size: int = Field(ge=1, le=65_536)
     dropout: float = Field(ge=0, lt=1)
     num_outputs: int = Field(ge=1, le=1_000_000)
+    normalize: bool = False  # unit-length features before the layers (older files: absent)
 
 
 class Backbone(_Part):

@@ -133,7 +133,7 @@ def _build(folder: Path, meta: dict[str, Any]) -> tuple[TransferModel, Preproces
         apply_lora_spec(backbone, meta["lora"])
     h = meta["head"]
     head = build_head(backbone.feature_dim, h["num_outputs"], h["type"], h["hidden_size"],
-                      h["dropout"])
+                      h["dropout"], normalize=bool(h.get("normalize", False)))
     return TransferModel(backbone, head), prep
 
 

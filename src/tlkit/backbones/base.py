@@ -78,6 +78,10 @@ class Backbone(nn.Module):
     # How the backbone was built, enough for ``tlkit predict`` to build it again offline
     # (architecture only: the weights come from the run directory's model.safetensors).
     spec: dict[str, Any]
+    # Whether the pooled embedding was trained to be compared by cosine similarity (a
+    # sentence-transformers model that ends with its Normalize module): head.normalize auto
+    # reads it.
+    cosine: bool = False
 
     def forward(self, inputs: Any) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -3,6 +3,8 @@ vector per sequence (mean over real tokens, the first token, or the model's pool
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +28,28 @@ def words_of(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     and it is predicted O, see tlkit.token_rows)."""
     flat = hidden.reshape(-1, hidden.shape[-1])
     return flat[positions.clamp(min=0)]
+
+
+def cosine_trained(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is a sentence-transformers model whose modules end with
+    ``Normalize`` (its embeddings were trained to be compared by cosine): read from its
+    ``modules.json`` in the folder, or in the local hub cache for a hub id (never downloaded)."""
+    path = Path(name_or_path) / "modules.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name_or_path, "modules.json")
+        except Exception:  # noqa: BLE001 - not a hub id, or no cache: not known to be cosine
+            return False
+        if not isinstance(found, str):
+            return False
+        path = Path(found)
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))
+        return any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 class HFBackbone(Backbone):
@@ -88,6 +112,7 @@ class HFBackbone(Backbone):
         )
         self.spec = {"adapter": "hf", "config": config.to_dict(), "pooling": pooling,
                      "add_pooling_layer": extra.get("add_pooling_layer")}
+        self.cosine = pooling == "mean" and cosine_trained(name_or_path)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], tokenizer: str, max_length: int) -> "HFBackbone":

@@ -36,6 +36,11 @@ SEED_MAX = 2**32 - 1
 class HeadConfig(Strict):
     type: Literal["linear", "mlp"] = "linear"
     hidden_size: int = Field(default=256, ge=1, le=65536)
+    # scale each pooled feature vector to unit length before the head's layers: true, false,
+    # or auto: where the head is solved on features compared by cosine (contrastive's trained
+    # backbone; a sentence-transformers encoder, trained with its Normalize module, under
+    # all_frozen's convex solve); measured in bench/README.md's few_shot section
+    normalize: bool | Literal["auto"] = "auto"
 
 
 class LayerGroupPattern(Strict):
@@ -184,7 +189,8 @@ class TransferConfig(Strict):
     @property
     def head_settings(self) -> "HeadSettings":
         return HeadSettings(type=self.head.type, hidden_size=self.head.hidden_size,
-                            dropout=self.dropout)
+                            dropout=self.dropout, normalize=self.head.normalize,
+                            freeze_strategy=self.freeze_strategy, head_solver=self.head_solver)
 
 
 class View(BaseModel):
@@ -246,5 +252,8 @@ class HeadSettings(View):
     type: Literal["linear", "mlp"]
     hidden_size: int
     dropout: float
+    normalize: bool | Literal["auto"] = False
+    freeze_strategy: str = "all_frozen"  # normalize auto reads these two
+    head_solver: Literal["convex", "sgd"] = "convex"
 
 

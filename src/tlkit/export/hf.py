@@ -42,6 +42,7 @@ def export_hf(saved: Any, out: Path) -> Runner:
         encoder=dict(spec["config"]), pooling=spec["pooling"],
         add_pooling_layer=spec.get("add_pooling_layer"), head_type=head["type"],
         head_hidden_size=int(head["hidden_size"]), head_dropout=float(head["dropout"]),
+        head_normalize=bool(head.get("normalize", False)),
         task=saved.task, num_labels=len(names), id2label=names,
         label2id={v: k for k, v in names.items()},
         problem_type={"single_label": "single_label_classification",

@@ -24,7 +24,8 @@ class TlkitConfig(PretrainedConfig):
     def __init__(self, encoder: dict[str, Any] | None = None, pooling: str = "mean",
                  add_pooling_layer: bool | None = None, head_type: str = "linear",
                  head_hidden_size: int = 256, head_dropout: float = 0.0,
-                 task: str = "single_label", **kwargs: Any) -> None:
+                 task: str = "single_label", head_normalize: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder or {}
         self.pooling = pooling
@@ -32,7 +33,13 @@ class TlkitConfig(PretrainedConfig):
         self.head_type = head_type
         self.head_hidden_size = head_hidden_size
         self.head_dropout = head_dropout
+        self.head_normalize = head_normalize
         self.task = task
+
+
+class Normalize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, dim=-1)
 
 
 class TlkitForSequenceClassification(PreTrainedModel):
@@ -47,11 +54,14 @@ class TlkitForSequenceClassification(PreTrainedModel):
                  else {"add_pooling_layer": config.add_pooling_layer})
         self.encoder = AutoModel.from_config(enc_config, **extra)
         width, n = int(enc_config.hidden_size), int(config.num_labels or 1)
+        # the pooled vector scaled to unit length first, where the run's head did (no weights)
+        first = [Normalize()] if getattr(config, "head_normalize", False) else []
         if config.head_type == "linear":
-            self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(width, n))
+            self.head = nn.Sequential(*first, nn.Dropout(config.head_dropout),
+                                      nn.Linear(width, n))
         else:
             h = int(config.head_hidden_size)
-            self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(width, h),
+            self.head = nn.Sequential(*first, nn.Dropout(config.head_dropout), nn.Linear(width, h),
                                       nn.GELU(), nn.Dropout(config.head_dropout),
                                       nn.Linear(h, n))
         self.post_init()

@@ -69,7 +69,9 @@ def export_peft(saved: Any, out: Path, run_config: dict[str, Any]) -> Runner:
         "labels": labels(saved), "base_model": base_path,
         "how": "PeftModel.from_pretrained(AutoModel.from_pretrained(base_model), folder); pool "
                "last_hidden_state (mean over attention_mask, or the first token), then the head "
-               "(Dropout, Linear: keys 1.weight / 1.bias)"}, indent=2) + "\n")
+               + ("(the pooled vector scaled to unit length, Dropout, Linear: keys 2.weight / "
+                  "2.bias)" if saved.meta["head"].get("normalize") else
+                  "(Dropout, Linear: keys 1.weight / 1.bias)")}, indent=2) + "\n")
 
     loaded = PeftModel.from_pretrained(AutoModel.from_pretrained(base_path, **extra),
                                        str(out)).eval()

@@ -26,6 +26,10 @@ def export_timm(saved: Any, out: Path) -> Runner:
     from timm.models import save_for_hf
 
     head = saved.meta["head"]
+    if head.get("normalize"):
+        raise UserError("--format timm needs a plain linear head (timm's classifier is one "
+                        "layer); this run's head scales the features to unit length first "
+                        "(head.normalize): use --format onnx or torchscript")
     if head["type"] != "linear":
         raise UserError("--format timm needs a linear head (timm's classifier is one layer); "
                         "this run has an MLP head: use --format onnx or torchscript")

@@ -22,6 +22,7 @@ from tlkit.diagnose.calibration import calibration_report, fit_temperature, tune
 from tlkit.diagnose.forgetting import forgetting
 from tlkit.metrics import probabilities, subgroup_metrics
 from tlkit.run.prepare import Prepared
+from tlkit.heads import head_inputs, normalizes
 from tlkit.saved import save_model
 from tlkit.train.evaluate import evaluate_cached, evaluate_split
 from tlkit.train.head_solver import features, held_out_logits
@@ -122,6 +123,8 @@ def _held_out_val_outputs(p: Prepared, o: Outputs) -> np.ndarray | None:
     if train is None or val is None:
         return None
     (x, y), (xv, _) = features(train), features(val)
+    norm = normalizes(p.asm.model.head)
+    x, xv = head_inputs(x, norm), head_inputs(xv, norm)
     return held_out_logits(p.data.task, x, y, xv, o.head_c, o.val_outputs.shape[1],
                            p.train.class_weights, balanced=p.train.sample_weights is not None)
 
@@ -204,7 +207,8 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
     p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
     tc = p.cfg.transfer_config
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
-            "num_outputs": num_outputs_of(p.splits.train)}
+            "num_outputs": num_outputs_of(p.splits.train),
+            **({"normalize": True} if normalizes(p.asm.model.head) else {})}
     p.asm.model.cpu()
     # sentence pairs (a table's two columns, or a packaged pair set): predict reads both
     pairs = len(p.splits.train) > 0 and is_pair(p.splits.train.inputs[0])

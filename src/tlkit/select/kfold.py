@@ -32,6 +32,7 @@ from tlkit.select.record import Trial
 from tlkit.select.rule import RULE, SAID, Scored, decide, mean_se, scored
 from tlkit.select.trials import Base, memory_io
 from tlkit.train.evaluate import example_losses, predict_outputs
+from tlkit.heads import head_inputs, normalizes
 from tlkit.train.head_solver import features, folds_of, out_of_fold
 from tlkit.train.loop import fit
 
@@ -124,7 +125,8 @@ def convex_inputs(base: Base) -> list[tuple[str, np.ndarray]] | None:
            if len(getattr(base.data, s))]
     if any(g is None for g in got):
         return None
-    out = [(frozen_head(), np.concatenate([features(g)[0] for g in got if g is not None]))]
+    x = np.concatenate([features(g)[0] for g in got if g is not None])
+    out = [(frozen_head(), head_inputs(x, normalizes(base.inputs.asm.model.head)))]
     if base.modality == "image" and base.data.task == "single_label":
         out.append((PIXELS, np.concatenate([pixel_features(base, s) for s in
                                             (base.splits.train, base.splits.val) if len(s)])))

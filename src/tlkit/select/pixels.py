@@ -34,6 +34,7 @@ def pixels_win(base: Base, event: Event, trials: list[Trial]) -> str | None:
     model on the pixels beats them clearly, the pretrained network is not what the data needs."""
     if base.modality != "image" or base.data.task != "single_label" or base.cache is None:
         return None
+    from tlkit.heads import head_inputs, normalizes
     from tlkit.train.head_solver import features, out_of_fold
 
     n = base.cache.n_groups
@@ -41,7 +42,8 @@ def pixels_win(base: Base, event: Event, trials: list[Trial]) -> str | None:
     if any(g is None for g in got):
         return None
     pairs = [features(g) for g in got if g is not None]
-    x_frozen = np.concatenate([x for x, _ in pairs])
+    x_frozen = head_inputs(np.concatenate([x for x, _ in pairs]),
+                           normalizes(base.inputs.asm.model.head))
     y = np.concatenate([t for _, t in pairs])
     if len(y) < 20:
         return None

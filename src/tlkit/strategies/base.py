@@ -115,6 +115,12 @@ class Strategy:
         estimate; None: the loop's own batches (one pass over the training split)."""
         return None
 
+    def normalizes_head(self, backbone: Any, solved: bool) -> str | None:
+        """Why ``head.normalize: auto`` scales the features to unit length before the head
+        under this strategy on ``backbone`` (``solved``: the convex solver fits the head);
+        None where it does not."""
+        return None
+
     def fit_settings(self, tc: dict[str, Any]) -> None:
         """Adjust ``tc`` (a transfer_config as a dict, with the length freeze_strategy auto
         gives every candidate) where this strategy cannot run at that length."""

@@ -35,6 +35,7 @@ from torch import nn
 from tlkit.assemble import Assembled
 from tlkit.distributed import Dist
 from tlkit.events import Event
+from tlkit.heads import L2Normalize, head_inputs, normalizes
 from tlkit.plan import Phase, Plan
 from tlkit.threads import one_blas_thread
 from tlkit.token_rows import KEPT, TAG
@@ -64,10 +65,11 @@ class Solution:
 
 
 def linear_of(head: nn.Module) -> nn.Linear | None:
-    """The head's only linear layer, when the head is dropout + linear (tlkit's linear head)."""
+    """The head's only linear layer, when the head is dropout + linear (tlkit's linear head;
+    its features scaled to unit length first, or not)."""
     layers = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    others = [m for m in head.modules()
-              if not isinstance(m, (nn.Linear, nn.Dropout, nn.Sequential, nn.Identity))]
+    others = [m for m in head.modules() if not isinstance(
+        m, (nn.Linear, nn.Dropout, nn.Sequential, nn.Identity, L2Normalize))]
     return layers[0] if len(layers) == 1 and not others else None
 
 
@@ -340,6 +342,8 @@ class ConvexHead:
         assert linear is not None  # checked by ``of``
         x, y = features(feed.cached["train"])
         xv, yv = features(feed.cached["val"])
+        norm = normalizes(model.head)  # the linear layer reads unit-length features
+        x, xv = head_inputs(x, norm), head_inputs(xv, norm)
         # The solved head is the run's last training (the whole run, or contrastive's head on
         # the trained body): fitted on every label, validation's included (not for token
         # classification, whose held-out validation outputs are per word).
