@@ -114,6 +114,36 @@ def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
     assert rule.decide([head, px], "accuracy")[0] == "all_frozen"
 
 
+def test_calibrated_brier_sees_through_an_overconfident_but_better_candidate():
+    """A fine-tuned head that ranks the classes better but is overconfident (its wrong answers
+    near probability 1) loses on the plain Brier score to a timid head; after each one's own
+    temperature it wins, as its accuracy says."""
+    from tlkit.train.evaluate import example_losses
+
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n)
+
+    def candidate(name: str, accuracy: float, scale: float) -> rule.Scored:
+        right = rng.random(n) < accuracy
+        sign = np.where(right, 1.0, -1.0) * np.where(y == 1, 1.0, -1.0)
+        margin = sign * scale * (0.5 + rng.random(n))
+        out = np.stack([-margin / 2, margin / 2], axis=1)
+        return rule.scored(name, out, y, "single_label", example_losses(out, y, "single_label"))
+
+    timid, confident = candidate("all_frozen", 0.62, 0.3), candidate("contrastive", 0.70, 25.0)
+    assert confident.correct.mean() > timid.correct.mean()
+    assert rule.decide([timid, confident], "brier")[0] == "all_frozen"
+    chosen, why = rule.decide([timid, confident], "calibrated_brier")
+    assert chosen == "contrastive" and "temperature" in why
+    # a temperature on the grid divides the logits: the score is the same
+    t = rule.TEMPERATURES
+    scaled = confident.outputs * (t[40] / t[30])
+    a, _ = rule.calibrated_brier(confident.outputs, y)
+    b, _ = rule.calibrated_brier(scaled, y)
+    np.testing.assert_allclose(a.mean(), b.mean(), rtol=1e-9)
+
+
 @pytest.mark.slow  # two choices (data, model, out-of-fold solves): about 4 s
 def test_the_budget_counts_the_training_and_validation_splits_not_the_test_split(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

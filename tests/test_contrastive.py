@@ -138,6 +138,22 @@ def test_the_plan_trains_the_body_then_solves_the_head(tmp_path: Path,
     assert "contrastive: the backbone trains on pairs" in out
     assert "the head solved on the trained features" in out
     assert "contrastive_lr 2e-05" in out
+    # phase 1's table shows what trains: every body group at contrastive_lr, the head frozen
+    phase1 = out.split("phase 1")[1].split("phase 2")[0]
+    rows = [line.split() for line in phase1.splitlines()[2:] if line.strip()
+            and not line.lstrip().startswith("total")]
+    assert rows and all(r[2] == ("frozen" if r[0] == "head" else "trainable") for r in rows)
+    assert all(r[3] == "2e-05" for r in rows if r[0] != "head")
+    # the training length counts the pair batches the loop will run, not passes of the split
+    from tlkit.config import load_config
+    from tlkit.inputs import load_data
+
+    raw = load_config(cfg)
+    train = load_data(raw)[1].train
+    n = len(pair_batches(train.targets, 4, 16, raw.transfer_config.seed, 0))  # TC: 4 pairs
+    assert (f"training length: {n} optimizer steps = 1 epoch x {n} steps (batches of 16 pairs"
+            in out)
+    assert "(min_steps)" not in out
 
 
 @pytest.mark.slow

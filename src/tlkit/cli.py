@@ -40,7 +40,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tlkit.assemble import assemble
     from tlkit.data import load_source, make_splits, num_outputs_of
     from tlkit.plan import format_plan
-    from tlkit.plan.length import length_of
+    from tlkit.plan.length import length_for
 
     from tlkit.config import AUTO
 
@@ -65,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task)
-    print(format_plan(asm.plan, length_of(len(splits.train), cfg.transfer_config)))
+    print(format_plan(asm.plan, length_for(splits.train, cfg.transfer_config)))
     if data.modality == "image":
         _print_image_size(cfg, splits, asm.model.backbone)
     return 0

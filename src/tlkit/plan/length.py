@@ -25,6 +25,8 @@ class Length:
     steps_per_epoch: int  # optimizer steps per epoch
     epochs: int
     warmup: int  # warmup steps
+    # what a step's batch is, where a strategy brings its own (contrastive's pair batches)
+    unit: str = ""
 
     @property
     def batches_per_epoch(self) -> int:
@@ -38,6 +40,10 @@ class Length:
         return self.steps_per_epoch * (end_epoch - start_epoch)
 
     def describe(self) -> str:
+        if self.unit:
+            return (f"training length: {self.total_steps:,} optimizer steps = {self.epochs} "
+                    f"epoch{'s' if self.epochs != 1 else ''} x {self.steps_per_epoch:,} steps "
+                    f"({self.unit}); warmup {self.warmup:,} steps")
         per = (f"{self.passes} passes over {self.n_train:,} training examples per epoch (min_steps)"
                if self.passes > 1 else f"one pass over {self.n_train:,} training examples per epoch")
         return (f"training length: {self.total_steps:,} optimizer steps = {self.epochs} epochs x "
@@ -65,3 +71,27 @@ def length_of(n_train: int, settings: Any) -> Length:
     warmup = max(settings.warmup_steps, int(round(settings.warmup_ratio * total)))
     return Length(n_train, settings.batch_size, per_pass, passes, steps_per_epoch,
                   settings.epochs, warmup)
+
+
+def hooked_length(n_train: int, settings: Any, batches: int, epochs: int, unit: str = ""
+                  ) -> Length:
+    """The length where a hook brings its own ``batches`` per epoch (continued pretraining,
+    contrastive's pairs) in ``epochs`` epochs: one pass of them an epoch, no min_steps."""
+    steps = math.ceil(batches / settings.gradient_accumulation_steps)
+    total = steps * epochs
+    return Length(n_train, settings.batch_size, batches, 1, steps, epochs,
+                  max(settings.warmup_steps, int(round(settings.warmup_ratio * total))), unit)
+
+
+def length_for(train: Any, tc: Any) -> Length:
+    """The length the loop will train ``tc`` (a TransferConfig) on the ``train`` split (its
+    size and targets): the strategy's own batches where it brings them (``own_batches``),
+    else ``length_of``; what the plan and the log print."""
+    from tlkit import strategies
+
+    own = (strategies.get(tc.freeze_strategy).own_batches(train.targets, tc)
+           if tc.freeze_strategy in strategies.names() else None)
+    if own is None:
+        return length_of(len(train), tc.loop_settings)
+    batches, epochs, unit = own
+    return hooked_length(len(train), tc.loop_settings, batches, epochs, unit)

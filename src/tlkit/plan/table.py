@@ -100,10 +100,11 @@ def build_plan(
         rows = [
             GroupRow(g.name, g.n_params,
                      l > n - spec.trainable_top and (g.n_adapter > 0 or not spec.adapters_only),
-                     lrs[l - 1], bwd, g.n_params - g.n_decay, g.n_adapter, spec.adapters_only)
+                     lrs[l - 1] if spec.lr is None else spec.lr, bwd, g.n_params - g.n_decay,
+                     g.n_adapter, spec.adapters_only)
             for l, g in enumerate(groups, start=1)
         ]
-        rows.append(GroupRow(HEAD, head.n_params, True, head_lr, weight_decay,
+        rows.append(GroupRow(HEAD, head.n_params, spec.head_trains, head_lr, weight_decay,
                              head.n_params - head.n_decay))
         phases.append(Phase(i, spec.start_epoch, spec.end_epoch, spec.label, tuple(rows),
                             spec.converge_head))

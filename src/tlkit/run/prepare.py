@@ -30,7 +30,7 @@ from tlkit.errors import UserError
 from tlkit.events import Event
 from tlkit.inputs import build_inputs, check_length, class_weights_of, limited, load_data
 from tlkit.plan import format_plan, plan_record
-from tlkit.plan.length import length_of
+from tlkit.plan.length import length_for
 from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
 from tlkit.train.loop import TrainData
@@ -132,7 +132,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
                                 "validation metrics"})
     splits = limited(splits, test_limit, cfg.data.seed)
     count_overlap(cfg, splits, event)
-    length = length_of(len(splits.train), tc.loop_settings)
+    length = length_for(splits.train, tc)
     check_length(tc, length)  # before the model loads
     class_weights_of(tc.class_weights, splits.train)  # named classes checked: before it too
     if dist.is_main:

@@ -38,6 +38,10 @@ class PhaseSpec:
     adapters_only: bool = False  # LoRA: only the adapter parameters of those groups train
     # a linear probe: the head alone, to convergence (the convex solver on cached features)
     converge_head: bool = False
+    # one rate for every trained backbone group in place of the discriminative ones, and
+    # whether the head trains (contrastive's phase 1: the body at contrastive_lr, no head)
+    lr: float | None = None
+    head_trains: bool = True
 
 
 class StrategySettings(BaseModel):
@@ -119,6 +123,12 @@ class Strategy:
         """Why ``head.normalize: auto`` scales the features to unit length before the head
         under this strategy on ``backbone`` (``solved``: the convex solver fits the head);
         None where it does not."""
+        return None
+
+    def own_batches(self, labels: Any, settings: Any) -> tuple[int, int, str] | None:
+        """Where this strategy's hook brings its own batches (``hooks``): (batches per epoch,
+        epochs it acts, what a batch is) on training ``labels``, for the printed training
+        length; None: the loop's own batches."""
         return None
 
     def fit_settings(self, tc: dict[str, Any]) -> None:

@@ -247,15 +247,16 @@ class Contrastive(Strategy):
             raise UserError(f"contrastive_epochs {ce} must be below epochs {settings.epochs}, "
                             "so that the head gets its phase")
         return [PhaseSpec(0, ce, n_groups, "contrastive: the backbone trains on pairs drawn "
-                                           "from the labels, the head does not"),
+                                           "from the labels, the head does not",
+                          lr=settings.contrastive_lr, head_trains=False),
                 PhaseSpec(ce, settings.epochs, 0, "the head solved on the trained features",
                           converge_head=True)]
 
     def notes(self, settings: Any, backbone: Any) -> list[str]:
         pairs = settings.contrastive_pairs or "up to 40 (SetFit's count)"
         return [f"contrastive (SetFit, Tunstall et al., 2022): phase 1 trains every group at "
-                f"contrastive_lr {settings.contrastive_lr:g} (not the rates above) on "
-                f"{pairs} pairs per "
+                f"contrastive_lr {settings.contrastive_lr:g} (weight decay "
+                f"{BODY_WEIGHT_DECAY:g} on matrices) on {pairs} pairs per "
                 "training example per epoch, half of "
                 f"one class and half of two, in batches of {settings.contrastive_batch_size} "
                 f"pairs, {settings.contrastive_loss} loss on the pooled embedding; phase 2 "
@@ -274,6 +275,13 @@ class Contrastive(Strategy):
         if why is not None:
             raise UserError(why)
         return [PairObjective(model, inputs.train_ds, inputs.collate, train.targets, settings)]
+
+    def own_batches(self, labels: Any, settings: Any) -> tuple[int, int, str] | None:
+        batches = pair_batches(np.asarray(labels), settings.contrastive_pairs,
+                               settings.contrastive_batch_size, settings.seed, 0)
+        return (len(batches), settings.contrastive_epochs,
+                f"batches of {settings.contrastive_batch_size} pairs drawn from the "
+                f"{len(labels):,} training labels, then the head solved once")
 
     def epoch_examples(self, phase: int, labels: Any, settings: Any) -> int | None:
         if phase != 0:

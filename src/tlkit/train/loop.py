@@ -14,7 +14,6 @@ check and optimizer in place of the supervised ones.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ from tlkit.tensors import to_device
 from tlkit.train.loader import batch_stream
 from tlkit.train.head_solver import ConvexHead
 from tlkit.train.hooks import RunIO, Solved, Step, acting, with_method
-from tlkit.plan.length import Length, length_of
+from tlkit.plan.length import Length, hooked_length, length_of
 from tlkit.train.optimizer import make_optimizer, set_phase_rates
 from tlkit.train.parallel import Parallel, parallel_for
 from tlkit.train.schedule import lr_factor, rewarm_factor
@@ -210,12 +209,8 @@ def _length(n_train: int, settings: LoopSettings, hooks: Sequence[Any]) -> Lengt
     own = acting(hooks, "batches", 0)
     if not own:
         return length_of(n_train, settings)
-    per = len(own[0].batches(0))
-    steps = math.ceil(per / settings.gradient_accumulation_steps)
-    epochs = sum(1 for e in range(settings.epochs) if acting(own, "batches", e))
-    total = steps * epochs
-    return Length(n_train, settings.batch_size, per, 1, steps, epochs,
-                  max(settings.warmup_steps, int(round(settings.warmup_ratio * total))))
+    return hooked_length(n_train, settings, len(own[0].batches(0)),
+                         sum(1 for e in range(settings.epochs) if acting(own, "batches", e)))
 
 
 def _enter_phase(run: _Run, state: TrainState, phase: Phase, norm_stats: Any) -> None:
