@@ -89,8 +89,12 @@ def length_for(train: Any, tc: Any) -> Length:
     else ``length_of``; what the plan and the log print."""
     from tlkit import strategies
 
-    own = (strategies.get(tc.freeze_strategy).own_batches(train.targets, tc)
-           if tc.freeze_strategy in strategies.names() else None)
+    strategy = (strategies.get(tc.freeze_strategy) if tc.freeze_strategy in strategies.names()
+                else None)
+    # a task the strategy refuses gets the loop's length here; the refusal, with its reason,
+    # comes where the model is built
+    own = (strategy.own_batches(train.targets, tc) if strategy is not None
+           and strategy.refuses(train.task, getattr(train, "modality", "")) is None else None)
     if own is None:
         return length_of(len(train), tc.loop_settings)
     batches, epochs, unit = own
