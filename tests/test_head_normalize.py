@@ -105,6 +105,7 @@ def cosine_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert_no_dropout_di
     return tmp / "run"
 
 
+@pytest.mark.slow  # a tiny BERT fit: about 3 s
 def test_the_saved_model_predict_and_the_plan_say_the_head_normalizes(cosine_run: Path) -> None:
     from tlkit.run import predict_run
     from tlkit.saved import load_model
