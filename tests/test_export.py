@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,21 +235,26 @@ def _tlkit_probabilities(run: Path, texts: list[str]) -> np.ndarray:
     return np.array([list(r["probabilities"].values()) for r in rows])
 
 
-@pytest.mark.slow
-def test_hf_export_loads_in_transformers_and_agrees(text_run, capsys):
+def hf_export_probabilities(folder: Path, texts: list[str]) -> tuple[np.ndarray, Any]:
+    """The probabilities of an exported hf folder loaded as a user would
+    (``AutoModelForSequenceClassification``, ``trust_remote_code``), and the model."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    code, out, err = cli(capsys, "export", str(text_run), "--format", "hf")
-    assert code == 0, err
-    _assert_agrees(out)
-    folder = text_run / "export" / "hf"
     model = AutoModelForSequenceClassification.from_pretrained(str(folder),
                                                                trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(str(folder))
-    texts = ["the film was great", "a dull and long plot, really quite awful", "fine"]
     with torch.no_grad():
         logits = model(**tok(texts, padding=True, truncation=True, return_tensors="pt")).logits
-    got = _softmax(logits.numpy())
+    return _softmax(logits.numpy()), model
+
+
+@pytest.mark.slow
+def test_hf_export_loads_in_transformers_and_agrees(text_run, capsys):
+    code, out, err = cli(capsys, "export", str(text_run), "--format", "hf")
+    assert code == 0, err
+    _assert_agrees(out)
+    texts = ["the film was great", "a dull and long plot, really quite awful", "fine"]
+    got, model = hf_export_probabilities(text_run / "export" / "hf", texts)
     assert np.abs(got - _tlkit_probabilities(text_run, texts)).max() <= 1e-4
     assert model.config.id2label == {0: "neg", 1: "pos"}
     assert "trust_remote_code=True" in (text_run / "README.md").read_text()

@@ -61,6 +61,10 @@ def _hs(**kw: object) -> HeadSettings:
 def test_auto_normalizes_where_the_features_are_compared_by_cosine(kw, cosine, normalized) -> None:
     why = head_normalization(_hs(**kw), SimpleNamespace(cosine=cosine))  # type: ignore[arg-type]
     assert (why is not None) == normalized
+    # a token task's rows are per-word states, not sentence vectors: auto leaves them as they are
+    token = head_normalization(_hs(**kw), SimpleNamespace(cosine=cosine),  # type: ignore[arg-type]
+                               "token_classification")
+    assert (token is not None) == (normalized and kw.get("normalize") is True)
 
 
 def test_a_sentence_transformers_folder_with_normalize_is_cosine_trained(tmp_path: Path) -> None:
@@ -134,22 +138,14 @@ def test_the_saved_model_predict_and_the_plan_say_the_head_normalizes(cosine_run
 def test_the_hf_and_onnx_exports_normalize_as_the_run_does(cosine_run: Path,
                                                             capsys: pytest.CaptureFixture[str]
                                                             ) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from test_export import _assert_agrees, _tlkit_probabilities, hf_export_probabilities
 
     from tlkit.cli import main
-    from tlkit.run import predict_run
 
     for fmt in ("hf", "onnx"):
         assert main(["export", str(cosine_run), "--format", fmt]) == 0, capsys.readouterr().err
-        assert "max abs difference from PyTorch" in capsys.readouterr().out
-    folder = cosine_run / "export" / "hf"
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder),
-                                                               trust_remote_code=True).eval()
-    tok = AutoTokenizer.from_pretrained(str(folder))
+        _assert_agrees(capsys.readouterr().out)  # the export's own check: <= 1e-4 on val
     texts = ["the film was great", "a dull plot, the film was poor", "fine"]
-    with torch.no_grad():
-        logits = model(**tok(texts, padding=True, truncation=True, return_tensors="pt")).logits
-    got = torch.softmax(logits, dim=1).numpy()
-    want = np.array([list(r["probabilities"].values())
-                     for r in predict_run(cosine_run, texts, calibrated=False)])
-    assert np.abs(got - want).max() <= 1e-4
+    got, model = hf_export_probabilities(cosine_run / "export" / "hf", texts)
+    assert model.config.head_normalize is True
+    assert np.abs(got - _tlkit_probabilities(cosine_run, texts)).max() <= 1e-4

@@ -12,7 +12,7 @@ from tlkit.backbones import Backbone, LayerGroup, load_backbone
 from tlkit.backbones.groups import groups_from_patterns
 from tlkit.config import HeadSettings, PlanSettings, TransferConfig
 from tlkit.errors import UserError
-from tlkit.heads import build_head, normalizes
+from tlkit.heads import build_head
 from tlkit.model import TransferModel
 from tlkit.plan import GroupSize, Plan, build_plan
 from tlkit.plan.apply import group_sizes, head_size
@@ -52,21 +52,24 @@ def plan_notes(ps: PlanSettings, backbone: Backbone) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def head_normalization(hs: HeadSettings, backbone: Backbone) -> str | None:
+def head_normalization(hs: HeadSettings, backbone: Backbone, task: str | None = None
+                       ) -> str | None:
     """Why the head scales the pooled features to unit length (``head.normalize``), or None
-    where it does not."""
+    where it does not (auto: never for token classification, whose rows are per-word states,
+    not sentence vectors)."""
     if hs.normalize is True:
         return "head.normalize: true"
-    if hs.normalize is False or hs.type != "linear" \
+    if hs.normalize is False or hs.type != "linear" or task == "token_classification" \
             or hs.freeze_strategy not in strategies.names():
         return None
     why = strategies.get(hs.freeze_strategy).normalizes_head(backbone, hs.head_solver == "convex")
     return f"head.normalize auto: {why}" if why else None
 
 
-def build_model(backbone: Backbone, num_outputs: int, hs: HeadSettings) -> TransferModel:
+def build_model(backbone: Backbone, num_outputs: int, hs: HeadSettings,
+                normalize: bool = False) -> TransferModel:
     head = build_head(backbone.feature_dim, num_outputs, hs.type, hs.hidden_size, hs.dropout,
-                      normalize=head_normalization(hs, backbone) is not None)
+                      normalize=normalize)
     return TransferModel(backbone, head)
 
 
@@ -91,13 +94,10 @@ def assemble(tc: TransferConfig, num_outputs: int, modality: str | None = None,
     groups = strategies.get(ps.freeze_strategy).prepare(backbone, layer_groups_for(backbone, tc),
                                                         ps)
     backbone.use_groups(groups)
-    hs = tc.head_settings
-    if task == "token_classification" and hs.normalize == "auto":
-        hs = hs.model_copy(update={"normalize": False})  # per-word states: not sentence vectors
-    model = build_model(backbone, num_outputs, hs)
+    why = head_normalization(tc.head_settings, backbone, task)
+    model = build_model(backbone, num_outputs, tc.head_settings, normalize=why is not None)
     plan = make_plan(ps, backbone, groups, head_size(model.head))
-    if normalizes(model.head):
+    if why is not None:
         plan = dataclasses.replace(plan, notes=plan.notes + (
-            f"the head reads the pooled features scaled to unit length "
-            f"({head_normalization(hs, backbone)}).",))
+            f"the head reads the pooled features scaled to unit length ({why}).",))
     return Assembled(model, groups, plan)

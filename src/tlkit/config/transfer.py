@@ -252,8 +252,8 @@ class HeadSettings(View):
     type: Literal["linear", "mlp"]
     hidden_size: int
     dropout: float
-    normalize: bool | Literal["auto"] = False
-    freeze_strategy: str = "all_frozen"  # normalize auto reads these two
-    head_solver: Literal["convex", "sgd"] = "convex"
+    normalize: bool | Literal["auto"]
+    freeze_strategy: str  # normalize auto reads these two
+    head_solver: Literal["convex", "sgd"]
 
 

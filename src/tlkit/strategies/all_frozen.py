@@ -21,8 +21,9 @@ class AllFrozen(Strategy):
 
     def normalizes_head(self, backbone: Any, solved: bool) -> str | None:
         # the convex solve on a sentence encoder's features, on their own (cosine) geometry:
-        # Rotten Tomatoes, 3 draws, MiniLM, 8 / 16 / 64 labels a class: +1.9 / +0.6 / +0.1
-        # points over the raw pooled features (bench/README.md, few_shot section)
+        # MiniLM, 3 draws, 8 / 16 / 64 labels a class: Rotten Tomatoes +1.9 / +0.6 / +0.1,
+        # 20 Newsgroups +0.7 / +0.4 / +0.5 points over the raw pooled features
+        # (bench/head_geometry.py; bench/README.md, few_shot section)
         if solved and getattr(backbone, "cosine", False):
             return ("the backbone's embeddings were trained to be compared by cosine (its "
                     "sentence-transformers Normalize module)")

@@ -264,9 +264,9 @@ class Contrastive(Strategy):
 
     def normalizes_head(self, backbone: Any, solved: bool) -> str | None:
         # the pair loss trains the cosine geometry; the head on unit-length features: +1.4 /
-        # +0.6 points over the standardised raw features at 8 / 16 labels a class (Rotten
-        # Tomatoes, 3 draws; bench/README.md, few_shot section). SetFit's body ends with the
-        # same Normalize module.
+        # +0.4 points over the standardised raw features at 8 / 16 labels a class (Rotten
+        # Tomatoes, 3 draws, bench/few_shot.py at d8e0caa and a5302c8; bench/README.md).
+        # SetFit's body ends with the same Normalize module.
         return "the contrastive phase trains the features' cosine similarities"
 
     def hooks(self, model: Any, settings: Any, inputs: Any) -> list[Any]:
