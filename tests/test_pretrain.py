@@ -54,10 +54,25 @@ def _raw(bert: Path, **pretrain: object) -> dict:
 @pytest.mark.slow
 def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
         tmp_path: Path, tiny_bert_dir: Path) -> None:
+    import shutil
+
     from tlkit.adapt.pretrain import pretrain
     from tlkit.backbones.hf import HFBackbone
 
-    res = pretrain(validate(_raw(tiny_bert_dir, patience=None)), tmp_path / "out")
+    # a sentence-transformers folder (pooling, then Normalize: cosine-trained, as MiniLM)
+    st = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, st)
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",
+         "type": "sentence_transformers.models.Normalize"}]))
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    (st / "2_Normalize").mkdir()
+    assert HFBackbone(str(st)).cosine
+    res = pretrain(validate(_raw(st, patience=None)), tmp_path / "out")
     assert res["objective"] == "simcse" and res["held_out"] == 10 and res["examples"] == 190
     assert len(res["held_out_loss_per_epoch"]) == 2
     assert res["loss_per_epoch"][-1] < res["loss_per_epoch"][0]
@@ -67,7 +82,10 @@ def test_simcse_pretraining_writes_a_backbone_with_its_held_out_loss_and_cka(
     # a finished pretraining leaves a backbone folder, not its checkpoints
     assert not (tmp_path / "out" / "checkpoints").exists()
     after = HFBackbone(str(tmp_path / "out"))  # fit loads it as source_model: hf:OUT
-    before = HFBackbone(str(tiny_bert_dir))
+    before = HFBackbone(str(st))
+    # SimCSE keeps the cosine geometry: the folder is still a sentence-transformers one, and
+    # head.normalize auto still reads it as cosine-trained
+    assert after.cosine and (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
     assert any(not torch.equal(a, b) for (_, a), (_, b) in
                zip(before.named_parameters(), after.named_parameters()))
 

@@ -115,12 +115,41 @@ def choose_objective(folder: str, requested: str) -> tuple[str, str]:
                       "contrastively): contrastive, unsupervised SimCSE")
 
 
+# sentence-transformers' description of a model beside its transformers weights
+SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json",
+                  "sentence_bert_config.json")
+
+
+def keep_sentence_modules(start: Path, out: Path) -> None:
+    """Where the start is a sentence-transformers folder (``modules.json``), its description
+    and the weightless modules after the encoder (pooling, ``Normalize``) go into ``out`` as
+    they were: SimCSE trains the same cosine geometry, so the pretrained folder stays one (it
+    loads in sentence-transformers, and ``head.normalize: auto`` still reads it as
+    cosine-trained, ``tlkit.backbones.hf.cosine_trained``)."""
+    if not (start / "modules.json").is_file():
+        return
+    try:
+        modules = json.loads((start / "modules.json").read_text(encoding="utf-8"))
+        subfolders = [str(m.get("path", "")) for m in modules if isinstance(m, dict)]
+    except (OSError, ValueError):
+        return
+    for name in SENTENCE_FILES:
+        if (start / name).is_file():
+            shutil.copyfile(start / name, out / name)
+    for sub in subfolders:
+        src = start / sub
+        if sub and src.is_dir() and not (out / sub).exists() \
+                and src.resolve().is_relative_to(start.resolve()):
+            shutil.copytree(src, out / sub)
+
+
 class _Objective:
     """One objective's model and its loss on a batch of texts."""
 
     def __init__(self, kind: str, folder: str, tok: Any, cfg: Config, device: torch.device
                  ) -> None:
         self.kind, self.tok, self.device = kind, tok, device
+        self.folder = Path(folder)
         self.min_batch = SMALLEST_BATCH.get(kind, 1)
         self.max_length = cfg.data.max_length or 128
         pc = cfg.adaptation.pretrain
@@ -218,6 +247,8 @@ class _Objective:
         """The encoder and tokenizer as a transformers folder; returns the config line to use."""
         self.encoder().save_pretrained(out)
         self.tok.save_pretrained(out)
+        if self.kind == "simcse":  # a cosine objective: still a sentence-transformers encoder
+            keep_sentence_modules(self.folder, Path(out))
         return f"source_model: hf:{out}"
 
     def cka(self, start: Any, out: Path, held: list[str], device: torch.device, sample: int
