@@ -26,6 +26,7 @@ Candidates (cheap ones, so that many draws fit on a shared 2-core CPU):
   one's test accuracy from the same training on all the draw's labels.
 
     nice -n 5 .venv/bin/python bench/auto_rule.py --json /tmp/auto_rule.json
+    .venv/bin/python bench/auto_rule.py --rescore /tmp/auto_rule.json   # new rules, same draws
     .venv/bin/python bench/auto_rule.py --draws 3 --text-draws 1 --sets digits   # a smoke run
 """
 
@@ -263,15 +264,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="labels per text draw, comma-separated (default: 100, 8 and 16 a "
                         "class where under 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write every draw's figures here")
+    p.add_argument("--json", help="write every draw's figures here (with each candidate's "
+                                  "out-of-fold outputs, which --rescore reads)")
+    p.add_argument("--rescore", action="append", default=[],
+                   help="no draws: score every rule of RULES on the draws of these --json "
+                        "files (repeatable)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [r for f in args.rescore for r in saved_draws(Path(f))]
     with tempfile.TemporaryDirectory(prefix="tlkit-auto-rule-") as tmp:
-        for name in args.sets.split(","):
+        for name in ([] if args.rescore else args.sets.split(",")):
             if name in IMAGE_SETS:
                 rows += image_draws(name, IMAGE_SETS[name], args.draws, args.seed)
             elif args.text_draws > 0:
@@ -287,9 +292,34 @@ def main(argv: list[str] | None = None) -> int:
                 "oof": {c.name: {"accuracy": None if c.correct is None else
                                  float(c.correct.mean()),
                                  "brier": None if c.brier is None else float(c.brier.mean()),
-                                 "loss": float(c.loss.mean())} for c in r["cands"]}}
-                for r in rows]}, indent=1))
+                                 "loss": float(c.loss.mean())} for c in r["cands"]},
+                "outputs": {c.name: {"outputs": np.asarray(c.outputs).round(6).tolist(),
+                                     "targets": np.asarray(c.targets).tolist()}
+                            for c in r["cands"] if c.outputs is not None}}
+                for r in rows]}))
     return 0
+
+
+def saved_draws(path: Path) -> list[dict[str, Any]]:
+    """The draws of a ``--json`` file, each candidate's ``Scored`` rebuilt from its saved
+    out-of-fold outputs (files written before they were saved cannot be rescored)."""
+    from tlkit.select.rule import scored
+    from tlkit.train.evaluate import example_losses
+
+    rows = []
+    for r in json.loads(path.read_text())["draws"]:
+        if "outputs" not in r:
+            raise SystemExit(f"{path} has no out-of-fold outputs (written before --rescore "
+                             "existed): rerun the draws")
+        cands = []
+        for name in r["oof"]:  # in the order they were scored (the order of cost)
+            o = r["outputs"][name]
+            out, y = np.asarray(o["outputs"]), np.asarray(o["targets"], dtype=np.int64)
+            cands.append(scored(name, out, y, "single_label",
+                                example_losses(out, y, "single_label")))
+        rows.append({k: v for k, v in r.items() if k not in ("oof", "outputs")} |
+                    {"cands": cands})
+    return rows
 
 
 if __name__ == "__main__":

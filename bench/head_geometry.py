@@ -9,7 +9,9 @@ On bench/few_shot.py's files (its test sets and nested label draws, written here
   tlkit's convex solver chooses it;
 - ``--contrastive``: tlkit ``contrastive`` runs with ``head.normalize: false`` (the raw
   geometry), then heads on their trained backbone's features of the run's labels: raw
-  standardised, unit length, and unit length standardised, at C 0.01 to 100.
+  standardised, unit length, and unit length standardised, at C 0.01 to 100 and at C by 5-fold
+  cross-validation over those labels (the labels the body trained on: what tlkit's solver did
+  before ``head_solver.C_AFTER_TRAINING``); test accuracy and Brier score.
 
     .venv/bin/python bench/head_geometry.py --sets rotten_tomatoes,newsgroups20 --shots 8,16,64
     .venv/bin/python bench/head_geometry.py --sets rotten_tomatoes --shots 8,16 --contrastive
@@ -38,8 +40,10 @@ def _standardised(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return (a - m) / s, (b - m) / s
 
 
-def _accuracy(a: np.ndarray, y: np.ndarray, b: np.ndarray, yt: np.ndarray,
-              c: float | None) -> float:
+def _scores(a: np.ndarray, y: Any, b: np.ndarray, yt: Any, c: float | None
+            ) -> tuple[float, float]:
+    """(test accuracy, test Brier score) of a logistic regression at ``c`` (None: C by
+    stratified 5-fold cross-validation on log loss over the labels, refitted on them)."""
     import warnings
 
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -48,7 +52,14 @@ def _accuracy(a: np.ndarray, y: np.ndarray, b: np.ndarray, yt: np.ndarray,
         warnings.simplefilter("ignore")
         m = (LogisticRegressionCV(Cs=list(CS), cv=5, scoring="neg_log_loss", max_iter=3000)
              if c is None else LogisticRegression(C=c, max_iter=3000)).fit(a, y)
-    return float((m.predict(b) == yt).mean())
+    yt = np.asarray(yt)
+    p = m.predict_proba(b)
+    onehot = (yt[:, None] == m.classes_[None, :]).astype(np.float64)
+    return float((m.predict(b) == yt).mean()), float(((p - onehot) ** 2).sum(1).mean())
+
+
+def _accuracy(a: np.ndarray, y: Any, b: np.ndarray, yt: Any, c: float | None) -> float:
+    return _scores(a, y, b, yt, c)[0]
 
 
 def _embed(backbone: Any, tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
@@ -85,7 +96,7 @@ def frozen(name: str, folder: Path, shots: list[int], draws: int) -> list[str]:
             got["unit length, standardised"].append(_accuracy(a, lab.label, b, test.label, None))
         for what, accs in got.items():
             lines.append(f"| {name} | frozen | {k} | {what} | C by 5-fold CV | "
-                         f"{np.mean(accs):.3f} | {' '.join(f'{a:.3f}' for a in accs)} |")
+                         f"{np.mean(accs):.3f} | | {' '.join(f'{a:.3f}' for a in accs)} |")
     return lines
 
 
@@ -100,7 +111,7 @@ def contrastive(name: str, folder: Path, shots: list[int], draws: int) -> list[s
     test = pd.read_csv(folder / "test.csv")
     lines = []
     for k in shots:
-        got: dict[tuple[str, float], list[float]] = {}
+        got: dict[tuple[str, float], list[tuple[float, float]]] = {}
         for d in range(draws):
             src = folder / f"labels-{k}-d{d}.csv"
             raw = {"transfer_config": {"source_model": "minilm-l6",
@@ -116,17 +127,20 @@ def contrastive(name: str, folder: Path, shots: list[int], draws: int) -> list[s
                 lab = pd.read_csv(src)
                 x = _embed(saved.model.backbone, tok, lab.text.astype(str).tolist(), 128)
                 xt = _embed(saved.model.backbone, tok, test.text.astype(str).tolist(), 128)
-            for c in CS[1:]:
+            for c in (*CS[1:], None):  # None: C by 5-fold CV over the labels the body trained on
                 for what, (a, b) in (("standardised", _standardised(x, xt)),
                                      ("unit length", (_unit(x), _unit(xt))),
                                      ("unit length, standardised",
                                       _standardised(_unit(x), _unit(xt)))):
-                    got.setdefault((what, c), []).append(
-                        _accuracy(a, lab.label, b, test.label, c))
+                    got.setdefault((what, -1.0 if c is None else c), []).append(
+                        _scores(a, lab.label, b, test.label, c))
             print(f"  {name} {k} a class, draw {d} done", file=sys.stderr)
-        for (what, c), accs in sorted(got.items()):
-            lines.append(f"| {name} | contrastive body | {k} | {what} | {c:g} | "
-                         f"{np.mean(accs):.3f} | {' '.join(f'{a:.3f}' for a in accs)} |")
+        for (what, c), res in sorted(got.items()):
+            accs = [a for a, _ in res]
+            lines.append(f"| {name} | contrastive body | {k} | {what} | "
+                         f"{'5-fold CV' if c < 0 else f'{c:g}'} | {np.mean(accs):.3f} | "
+                         f"{np.mean([br for _, br in res]):.3f} | "
+                         f"{' '.join(f'{a:.3f}' for a in accs)} |")
     return lines
 
 
@@ -148,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     shots = [int(s) for s in args.shots.split(",")]
     t0 = time.perf_counter()
-    lines = ["| set | features | labels a class | geometry | C | mean accuracy | draws |",
-             "|---|---|---:|---|---:|---:|---|"]
+    lines = ["| set | features | labels a class | geometry | C | mean accuracy | mean Brier "
+             "| draws' accuracy |", "|---|---|---:|---|---:|---:|---:|---|"]
     with tempfile.TemporaryDirectory(prefix="tlkit-head-geometry-data-") as tmp:
         for name in args.sets.split(","):
             folder = Path(tmp) / name

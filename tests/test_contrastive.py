@@ -14,6 +14,7 @@ import torch
 from cli_runner import kill_9_when, run_cli
 from user_runs import cli, config, error_line
 
+from tlkit.train.head_solver import C_AFTER_TRAINING
 from tlkit.strategies.contrastive import (
     cosine_pair_loss, pair_batches, setfit_pairs, supcon_loss,
 )
@@ -183,6 +184,9 @@ def test_phase_two_solves_the_head_on_the_trained_features_not_the_pretrained_on
                 hooks=inputs.hooks)
     assert [r["phase"] for r in state.history] == [1, 2]
     assert "head_solver" in state.history[-1]
+    # its strength is not cross-validated over the labels the body trained on (SetFit's head)
+    solved = state.history[-1]["head_solver"]
+    assert solved["c"] == C_AFTER_TRAINING and solved["standardized"] is False
     assert "val_loss" not in state.history[0]  # no best epoch while the head is untrained
     used = cached.cache.get("train", base.train_ds, n)  # what phase 2 was solved on
     model = inputs.asm.model.eval()

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from tlkit.config import validate
 from tlkit.run import fit_run
-from tlkit.train.head_solver import C_GRID, solve
+from tlkit.train.head_solver import C_AFTER_TRAINING, C_GRID, held_out_logits, solve
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +41,29 @@ def test_a_small_validation_split_chooses_by_cross_validation_and_unseen_classes
     w, b, sol = solve("single_label", x[:50], y[:50], x[50:], y[50:], 4)  # class 3 never seen
     assert "cross-validation" in sol.chosen_on
     assert ((x @ w.T + b).argmax(1) != 3).all()
+
+
+def test_after_a_trained_backbone_few_validation_examples_give_setfits_head_not_a_choice():
+    """Cross-validation over the training examples a backbone has fitted would pick the weakest
+    penalty; with too few validation examples the head is scikit-learn's default on the
+    features as given (SetFit's head), and the run says so."""
+    x, y = _data(60, 1)
+    w, b, sol = solve("single_label", x[:50], y[:50], x[50:], y[50:], 3, refit=True,
+                      trained=True)
+    assert sol.c == C_AFTER_TRAINING and not sol.standardized and not sol.scores
+    assert sol.chosen_on.startswith("no choice: the backbone trained on these training labels")
+    ref = LogisticRegression(C=C_AFTER_TRAINING, max_iter=2000).fit(x, y)  # on every label
+    ours = np.exp(x @ w.T + b)
+    ours /= ours.sum(1, keepdims=True)
+    assert np.abs(ours - ref.predict_proba(x)).max() < 1e-5
+    # its stand-in validation outputs (for the temperature) are fitted the same way
+    held = held_out_logits("single_label", x[:50], y[:50], x[50:], sol.c, 3, standardized=False)
+    ref = LogisticRegression(C=C_AFTER_TRAINING, max_iter=2000).fit(x[:50], y[:50])
+    assert np.abs(held - ref.decision_function(x[50:])).max() < 1e-4
+    # enough validation examples (which the backbone never trained on): chosen on them
+    x, y = _data(300, 2)
+    *_, sol = solve("single_label", x[:200], y[:200], x[200:], y[200:], 3, trained=True)
+    assert sol.chosen_on == "validation" and sol.standardized and sol.c in C_GRID
 
 
 @pytest.mark.parametrize("task", ["multi_label", "regression"])

@@ -43,6 +43,7 @@ class Outputs:
     test_targets: np.ndarray
     val_in_fit: bool = False  # the head was fitted on validation too: its metrics in-sample
     head_c: float | None = None  # that head's L2 strength
+    head_standardized: bool = True  # and whether its features were standardised for the fit
 
 
 Diagnostic = Callable[[Prepared, Outputs], Any]
@@ -126,7 +127,8 @@ def _held_out_val_outputs(p: Prepared, o: Outputs) -> np.ndarray | None:
     norm = normalizes(p.asm.model.head)
     x, xv = head_inputs(x, norm), head_inputs(xv, norm)
     return held_out_logits(p.data.task, x, y, xv, o.head_c, o.val_outputs.shape[1],
-                           p.train.class_weights, balanced=p.train.sample_weights is not None)
+                           p.train.class_weights, balanced=p.train.sample_weights is not None,
+                           standardized=o.head_standardized)
 
 
 @diagnostic("adaptation")
@@ -194,6 +196,7 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
     solved = [r["head_solver"] for r in state.history if r.get("head_solver", {}).get(
         "val_in_fit")]
     o.val_in_fit, o.head_c = bool(solved), solved[-1]["c"] if solved else None
+    o.head_standardized = bool(solved[-1].get("standardized", True)) if solved else True
     if not p.dist.is_main:  # rank 0 measures the rest and writes the run directory
         return {"val": o.val, "test": o.test}
     diagnostics: dict[str, Any] = {}

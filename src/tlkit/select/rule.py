@@ -141,25 +141,30 @@ def by_loss(cands: list[Scored]) -> tuple[str, str]:
     return _lowest(cands, lambda c: c.loss, "loss")
 
 
-def over_the_cheapest(margin: float) -> Rule:
-    """The cheapest candidate unless another's Brier score (loss where there is none) is lower
-    by more than ``margin`` paired standard errors; then the lowest of those that are."""
+def over_the_cheapest(margin: float, favourite: str | None = None) -> Rule:
+    """The cheapest candidate (``favourite``: that one, where it was scored; else the cheapest)
+    unless another's Brier score (loss where there is none) is lower by more than ``margin``
+    paired standard errors; then the lowest of those that are."""
 
     def rule(cands: list[Scored]) -> tuple[str, str]:
         def key(c: Scored) -> np.ndarray:
             return c.brier if c.brier is not None and all(
                 d.brier is not None for d in cands) else c.loss
 
-        first, ahead = cands[0], []
-        for c in cands[1:]:
+        first = next((c for c in cands if c.name == favourite), cands[0])
+        what = "the favourite" if first.name == favourite else "the cheapest"
+        ahead = []
+        for c in cands:
+            if c is first:
+                continue
             d = key(first) - key(c)
             gain, se = mean_se(d)
             if gain > margin * se:
                 ahead.append(c)
         if not ahead:
-            return first.name, (f"no candidate beats the cheapest, {first.name}, by more than "
+            return first.name, (f"no candidate beats {what}, {first.name}, by more than "
                                 f"{margin:g} paired standard errors")
-        name, why = _lowest(ahead, key, "score of those beating the cheapest")
+        name, why = _lowest(ahead, key, f"score of those beating {what}")
         return name, f"{why}, each by more than {margin:g} paired standard errors"
 
     return rule
@@ -181,6 +186,8 @@ RULES: dict[str, Rule] = {
     "log_loss": by_loss,
     "margin_1se": over_the_cheapest(1.0),
     "margin_2se": over_the_cheapest(2.0),  # the pixels' test before k-fold (a default protected)
+    "contrastive_1se": over_the_cheapest(1.0, "contrastive"),
+    "contrastive_2se": over_the_cheapest(2.0, "contrastive"),
 }
 SAID = {
     "accuracy": "the highest mean out-of-fold accuracy, a tie to the cheaper candidate",
@@ -194,6 +201,10 @@ SAID = {
                   "1 paired standard error",
     "margin_2se": "the cheapest candidate unless another's Brier score is lower by more than "
                   "2 paired standard errors",
+    "contrastive_1se": "contrastive where it was scored (else the cheapest candidate) unless "
+                       "another's Brier score is lower by more than 1 paired standard error",
+    "contrastive_2se": "contrastive where it was scored (else the cheapest candidate) unless "
+                       "another's Brier score is lower by more than 2 paired standard errors",
 }
 RULE = "brier"  # measured best: bench/auto_rule.py (README, freeze_strategy auto)
 

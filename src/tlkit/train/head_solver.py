@@ -52,6 +52,16 @@ C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 # (bench/head_strength.py, bench/README.md).
 MIN_VAL = 50
 FOLDS = 5
+# A head solved after a phase that trained the backbone on the training labels (contrastive's
+# second phase) with too few validation examples to choose on: cross-validation over training
+# examples the backbone has fitted is optimistic (it favours the weakest penalty: an
+# overconfident head). The head is then SetFit's: scikit-learn's default strength on the
+# features as the head reads them (unit length under contrastive), not standardised. On
+# contrastive's trained features of Rotten Tomatoes (bench/head_geometry.py --contrastive, 3
+# draws at 8 and at 16 labels a class): test accuracy 0.612 / 0.666 and Brier score 0.485 /
+# 0.465, against 0.612 / 0.664 and 0.567 / 0.516 for the cross-validated strength on the
+# standardised features (what the solver did before).
+C_AFTER_TRAINING = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class Solution:
     # the head is fitted on the validation split too (it was too small to choose on): the
     # validation metrics are then in-sample
     val_in_fit: bool = False
+    # the features were standardised for the fit (folded into the head's weights); a head
+    # solved at the fixed strength after a trained backbone (``C_AFTER_TRAINING``) is not
+    standardized: bool = True
 
 
 def linear_of(head: nn.Module) -> nn.Linear | None:
@@ -152,21 +165,33 @@ def loss_weights(task: str, y: np.ndarray, class_weights: Any = None, balanced: 
 
 def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
           val_y: np.ndarray, n_out: int, seed: int = 0,
-          class_weights: Any = None, refit: bool = False, balanced: bool = False
-          ) -> tuple[np.ndarray, np.ndarray, Solution]:
+          class_weights: Any = None, refit: bool = False, balanced: bool = False,
+          trained: bool = False) -> tuple[np.ndarray, np.ndarray, Solution]:
     """The head (weight, bias on the raw features) at the strength the validation loss (or
     cross-validation, where validation is too small) prefers. ``refit``: the head is then fitted
     on the training and validation splits together (all the labels; the cross-validation runs
     over both), as scikit-learn's ``LogisticRegressionCV`` refits on all its data.
     ``balanced`` (``sampler: balanced``): each class weighs the same in the loss in all
-    (``loss_weights``), what balanced sampling gives SGD in expectation."""
+    (``loss_weights``), what balanced sampling gives SGD in expectation. ``trained``: an
+    earlier phase trained the backbone on the training labels, so cross-validation over them
+    cannot choose the strength: with too few validation examples the head is fitted at
+    ``C_AFTER_TRAINING`` on the features as given (not standardised)."""
     both = refit and len(val_y) > 0
     all_x = np.concatenate([train_x, val_x]) if both else train_x
     all_y = np.concatenate([train_y, val_y]) if both else train_y
     weights = loss_weights(task, all_y, class_weights, balanced)
-    mean, std = all_x.mean(0), all_x.std(0) + 1e-6
+    fixed = trained and len(val_y) < MIN_VAL
+    if fixed:
+        mean, std = np.zeros(all_x.shape[1]), np.ones(all_x.shape[1])
+    else:
+        mean, std = all_x.mean(0), all_x.std(0) + 1e-6
     z, zv, za = (train_x - mean) / std, (val_x - mean) / std, (all_x - mean) / std
-    if len(val_y) >= MIN_VAL:
+    if fixed:
+        best, scores = C_AFTER_TRAINING, {}
+        chosen_on = ("no choice: the backbone trained on these training labels, and "
+                     f"{len(val_y)} validation examples are too few to choose on (SetFit's "
+                     "head, scikit-learn's default, on the features unstandardised)")
+    elif len(val_y) >= MIN_VAL:
         chosen_on = "validation"
         scores = {c: _loss(task, zv, val_y, *_fit(task, z, train_y, c, n_out, weights))
                   for c in C_GRID}
@@ -179,7 +204,7 @@ def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
         chosen_on += "; then fitted on training and validation together (all the labels)"
     w, b = _fit(task, za, all_y, best, n_out, weights)
     # fold the standardisation in: w (x - mean) / std + b = (w / std) x + (b - w mean / std)
-    return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores, both)
+    return w / std, b - (w / std) @ mean, Solution(best, chosen_on, scores, both, not fixed)
 
 
 def cross_validate(task: str, x: Any, y: np.ndarray, n_out: int, seed: int = 0,
@@ -244,13 +269,16 @@ def _folds(task: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray
 
 
 def held_out_logits(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
-                    c: float, n_out: int, class_weights: Any = None, balanced: bool = False
-                    ) -> np.ndarray:
+                    c: float, n_out: int, class_weights: Any = None, balanced: bool = False,
+                    standardized: bool = True) -> np.ndarray:
     """The validation outputs of the head fitted at ``c`` on the training split alone: what a
     head refitted on training + validation would output on examples it has not seen (for a
-    temperature fitted on validation)."""
+    temperature fitted on validation); ``standardized`` as the solve was."""
     weights = loss_weights(task, train_y, class_weights, balanced)
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    if standardized:
+        mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    else:
+        mean, std = np.zeros(train_x.shape[1]), np.ones(train_x.shape[1])
     w, b = _fit(task, (train_x - mean) / std, train_y, c, n_out, weights)
     return ((val_x - mean) / std) @ w.T + b
 
@@ -350,12 +378,15 @@ class ConvexHead:
         last = all(p.end_epoch <= phase.end_epoch for p in self.plan.phases)
         whole = phase.start_epoch == 0 and last
         tokens = data.task == "token_classification"
+        # an earlier phase trained the backbone on these training labels (contrastive)
+        trained = any(p.end_epoch <= phase.start_epoch and any(r.trainable for r in p.rows[:-1])
+                      for p in self.plan.phases)
         # sampler balanced: each class weighs the same in the solver's loss (what the sampler
         # gives SGD in expectation)
         w, b, sol = solve("single_label" if tokens else data.task, x, y, xv, yv,
                           linear.out_features, s.seed, data.class_weights,
                           refit=s.head_refit and last and not tokens,
-                          balanced=data.sample_weights is not None)
+                          balanced=data.sample_weights is not None, trained=trained)
         set_head(linear, w, b)
         balanced = ", each class weighted equally (sampler balanced)" \
             if data.sample_weights is not None else ""
@@ -373,5 +404,6 @@ class ConvexHead:
                                  s.mixed_precision, self.dist)
         n = len(feed.cached["train"])
         return Solved({"head_solver": {"c": sol.c, "chosen_on": sol.chosen_on,
-                                       **({"val_in_fit": True} if sol.val_in_fit else {})}},
+                                       **({"val_in_fit": True} if sol.val_in_fit else {}),
+                                       **({} if sol.standardized else {"standardized": False})}},
                       train["loss"] * n, n, phase.end_epoch)
