@@ -245,8 +245,8 @@ def _same(a: Path, b: Path) -> bool:
 
 def config_inputs(raw: Mapping[str, Any] | None) -> list[Path]:
     """The files and folders a config reads that exist here: its data (source, validation,
-    test; the adaptation target; the diagnostics reference), an hf:FOLDER backbone and a weights
-    file."""
+    test; the adaptation target and its test set; the diagnostics reference), an hf:FOLDER
+    backbone and a weights file."""
     if not isinstance(raw, Mapping):
         return []
     found: list[Any] = []
@@ -259,7 +259,7 @@ def config_inputs(raw: Mapping[str, Any] | None) -> list[Path]:
 
     data = section("data")
     found += [data.get(k) for k in ("source", "validation", "test")]
-    found.append(section("adaptation", "target").get("source"))
+    found += [section("adaptation", "target").get(k) for k in ("source", "test")]
     found.append(section("diagnostics", "reference").get("source"))
     tc = section("transfer_config")
     model = tc.get("source_model")

@@ -58,6 +58,11 @@ class Summary(_Part):
     """The fields of summary.json that tlkit reads back."""
 
     test: dict[str, Any] | None  # present always (None: the run had no test split)
+    # runs with two domains (adapted, or given adaptation.target.test): the test split is the
+    # source domain's, the model meant for the target's (adapted), the target's test metrics
+    test_domain: Literal["source"] | None = None
+    model_domain: Literal["target"] | None = None
+    target_test: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
     task: Literal["single_label", "multi_label", "regression", "token_classification"] | None \
         = None
@@ -81,7 +86,7 @@ class Summary(_Part):
     classical_baseline: dict[str, Any] | None = None
     forgetting: dict[str, Any] | None = None
 
-    @field_validator("val", "test")
+    @field_validator("val", "test", "target_test")
     @classmethod
     def _metrics(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         for key, value in (v or {}).items():

@@ -270,7 +270,7 @@ class MlflowLog:
         def log(mlflow: Any) -> None:
             if self.run_id is None:
                 self._start(mlflow)
-            for split in ("val", "test"):
+            for split in ("val", "test", "target_test"):
                 for k, v in (summary.get(split) or {}).items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         mlflow.log_metric(f"{split}_{k}_final", float(v))

@@ -1,6 +1,8 @@
 """The target side of a run with ``adaptation``: its data through the backbone's preprocessing,
 the alignment loss, and the report after training (proxy A-distance between source and target
-features before and after adaptation; target metrics where the target data has labels)."""
+features before and after adaptation; target metrics where the target data has labels), and the
+labelled target test set (``adaptation.target.test``), read as ``data.test`` is and measured
+as the source's test split is, with intervals."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,12 +22,16 @@ from tlkit.config import Config
 from tlkit.data import build_dataset, load_source
 from tlkit.data.cells import image_cell, read_cells, text_cell
 from tlkit.data.images import is_image_file
-from tlkit.data.sources import input_column, resolve_source, table_format
+from tlkit.data.sources import input_column, load_given, resolve_source, table_format
 from tlkit.data.types import LabelledData
 from tlkit.diagnose.divergence import proxy_a_distance
 from tlkit.diagnose.features import layer_features
 from tlkit.errors import UserError
+from tlkit.inputs import subset
+from tlkit.metrics import bootstrap_intervals
 from tlkit.train.evaluate import evaluate_split, predict_outputs
+
+TEST_KEY = "adaptation.target.test"
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Target:
     seed: int
     pad_before: dict[str, Any] = field(default_factory=dict)
     labelled_is_train: bool = False  # labelled holds the examples of train, in its order
+    test: Any | None = None  # adaptation.target.test as the model sees it, or None
 
     def pad(self, backbone: Any, source: Any, collate: Any, device: torch.device,
             mixed_precision: bool) -> dict[str, Any]:
@@ -77,6 +84,23 @@ class Target:
             probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=1).numpy()
             out["target_im"] = round(information_maximisation(probs), 4)
         return out
+
+    def test_metrics(self, model: Any, collate: Any, device: torch.device, task: str,
+                     classes: list[str] | None, tc: Any, resamples: int) -> dict[str, Any] | None:
+        """The model on the labelled target test set: the metrics the source's test split
+        gets, its size, and 95% bootstrap intervals of the headline metrics (as the model card
+        gives the source's); None without one."""
+        if self.test is None:
+            return None
+        m, outputs, targets = evaluate_split(model, self.test, collate, task, tc.batch_size,
+                                             device, classes, tc.mixed_precision,
+                                             return_outputs=True)
+        found = bootstrap_intervals(outputs, targets, task, resamples, seed=0)
+        intervals: dict[str, Any] = {k: [round(lo, 4), round(hi, 4)]
+                                     for k, (lo, hi) in found.items()}
+        return {**m, "n": len(self.test),
+                **({"intervals": {"level": 0.95, "resamples": resamples, **intervals}}
+                   if intervals else {})}
 
     def report(self, model: Any, source: Any, collate: Any, device: torch.device, task: str,
                classes: list[str] | None, tc: Any) -> dict[str, Any]:
@@ -151,7 +175,10 @@ def _target_cells(values: list[Any], modality: str, column: str, path: Path) -> 
 
 def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:
     """The target data and whether its labels name the source's classes (then the target
-    metrics can be reported); a target without usable labels is read as unlabelled."""
+    metrics can be reported); a target without usable labels is read as unlabelled. Its test
+    set is not part of it (``load_target_test``)."""
+    if getattr(data_cfg, "test", None) is not None and hasattr(data_cfg, "model_copy"):
+        data_cfg = data_cfg.model_copy(update={"test": None})
     if classes is not None:
         try:
             return load_source(data_cfg, classes), True
@@ -163,9 +190,29 @@ def load_target(data_cfg: Any, classes: list[str] | None) -> tuple[Any, bool]:
         return load_unlabelled(data_cfg), False
 
 
+def load_target_test(cfg: Config, train: LabelledData, test_limit: int | None = None
+                     ) -> LabelledData | None:
+    """``adaptation.target.test``, read as ``data.test`` is (``load_given``: the same readers,
+    checks and messages, onto the training classes) with the target section's column settings
+    (whose task the config holds to the source's: ``rules.target_test_fits``); cut as the
+    source's test split is under ``test_limit``. None without one. Cheap: a wrong file fails
+    before the model loads."""
+    target = cfg.adaptation.target
+    if target is None or target.test is None:
+        return None
+    data = load_given(target, TEST_KEY, target.test, train, cfg.data.source)
+    if len(data) == 0:
+        raise UserError(f"{TEST_KEY} {target.test} holds no labelled examples; give a file or "
+                        "folder of target examples with their labels, or remove the key")
+    if test_limit is not None and len(data) > test_limit:
+        data = subset(data, test_limit, cfg.data.seed)
+    return cast(LabelledData, data)
+
+
 def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: Any,
                    backbone: Any, n_groups: int, source: Any, collate: Any,
-                   device: torch.device, event: Callable[[str, dict[str, Any]], None]) -> Target:
+                   device: torch.device, event: Callable[[str, dict[str, Any]], None],
+                   test: LabelledData | None = None) -> Target:
     ad = cfg.adaptation
     assert ad.target is not None
     event("stage", {"what": f"loading target data {ad.target.source}"})
@@ -184,7 +231,8 @@ def prepare_target(cfg: Config, modality: str, classes: list[str] | None, prep: 
                (train if used is data else build_dataset(data, prep)) if labelled else None,
                build_adapter(ad.method, backbone.feature_dim, ad.dann_gamma), n_groups,
                min(cfg.diagnostics.sample, len(source), len(train)), cfg.transfer_config.seed,
-               labelled_is_train=labelled and used is data)
+               labelled_is_train=labelled and used is data,
+               test=None if test is None else build_dataset(test, prep))
     event("stage", {"what": "adaptation: proxy A-distance of the pretrained features"})
     t.pad_before = t.pad(backbone.to(device), source, collate, device,
                          cfg.transfer_config.mixed_precision)

@@ -222,6 +222,15 @@ def tokens_fit(task: str, freeze_strategy: str, has_target: bool) -> None:
                          "data.task token_classification: remove the adaptation section")
 
 
+def target_test_fits(test: str | None, target_task: str, task: str) -> None:
+    """adaptation.target.test is scored by the model, so its labels are read as the model's
+    task reads them."""
+    if test is not None and target_task != task:
+        raise ValueError(f"adaptation.target.test is scored by the model of data.task {task}, "
+                         f"but adaptation.target.task is {target_task} (the default is "
+                         f"single_label): set adaptation.target.task: {task}")
+
+
 def adaptation_trains(method: str, task: str, freeze_strategy: str) -> None:
     if method == "auto":
         if task != "single_label":

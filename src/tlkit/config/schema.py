@@ -139,7 +139,11 @@ class AdaptationConfig(Strict):
     method: Literal["none", "dann", "mmd", "coral", "adabn", "auto"] = "none"
     # Unlabelled target inputs (any data source; labels, where it has them, are used only to
     # report the target metrics after training). With method none the target is only
-    # measured: proxy A-distance and, with labels, its metrics.
+    # measured: proxy A-distance and, with labels, its metrics. Its `test` key: a labelled
+    # target-domain test file or folder, read as data.test is (the target's column settings,
+    # labels among the source's classes), never used to train or choose; summary.json's
+    # target_test (with 95% intervals), the report and the model card give its metrics, and
+    # the source's test split is then named the source domain test.
     target: DataConfig | None = None
     weight: float = Field(default=1.0, ge=0, le=1000)
     dann_gamma: float = Field(default=10.0, gt=0, le=1000)  # DANN's coefficient schedule
@@ -199,6 +203,13 @@ class Config(Strict):
         """What token classification does not do (yet): say so before anything loads."""
         rules.tokens_fit(self.data.task, self.transfer_config.freeze_strategy,
                          self.adaptation.target is not None)
+        return self
+
+    @model_validator(mode="after")
+    def _target_test_fits(self) -> "Config":
+        t = self.adaptation.target
+        if t is not None:
+            rules.target_test_fits(t.test, t.task, self.data.task)
         return self
 
     @model_validator(mode="after")

@@ -73,22 +73,10 @@ def load_source(cfg: DataSettings, classes: list[str] | None = None) -> Labelled
 def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
     """``data`` with the user's own validation and test sets (``data.validation``,
     ``data.test``: files or folders read with the same column settings) in place of the cuts
-    of the fractions. A single-label set whose labels include classes the training source lacks
-    is refused, naming the file, the classes and their near-spellings among the training
-    classes ('Fresh' for 'fresh'): a model cannot learn a class it never trains on."""
+    of the fractions (``load_given``)."""
     given = {k: getattr(cfg, k, None) for k in ("validation", "test")}
-    loaded: dict[str, LabelledData] = {}
-    for split, source in given.items():
-        if source is None:
-            continue
-        other = _same_settings(cfg, source)
-        try:
-            loaded[split] = load_source(other, data.classes)
-        except UnknownLabels as error:
-            raise UserError(_not_in_training(split, source, cfg.source, error)) from None
-        if loaded[split].modality != data.modality:
-            raise UserError(f"data.{split} {source} is {loaded[split].modality} data but "
-                            f"data.source is {data.modality}; give a {split} set of the same kind")
+    loaded = {split: load_given(cfg, f"data.{split}", source, data, str(cfg.source))
+              for split, source in given.items() if source is not None}
     if not loaded:
         return data
     data.val = loaded.get("validation")
@@ -97,20 +85,60 @@ def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
     return data
 
 
-def _not_in_training(split: str, source: str, train: str, error: UnknownLabels) -> str:
+def load_given(cfg: DataSettings, key: str, source: str, train: LabelledData,
+               train_source: str) -> LabelledData:
+    """The set the config key ``key`` names (``data.validation``, ``data.test``,
+    ``adaptation.target.test``): ``source`` read with ``cfg``'s column settings onto the
+    training classes. A single-label set whose labels include classes the training source
+    lacks is refused, naming the file, the classes and their near-spellings among the training
+    classes ('Fresh' for 'fresh'): a model cannot learn a class it never trains on. So is a set
+    of another kind (text for images)."""
+    try:
+        loaded = load_source(_same_settings(cfg, source), train.classes)
+    except UnknownLabels as error:
+        raise UserError(_not_in_training(key, source, train_source, error)) from None
+    except UserError as error:
+        raise UserError(_keyed(str(error), key, source)) from None
+    if loaded.modality != train.modality:
+        raise UserError(f"{key} {source} is {loaded.modality} data but data.source is "
+                        f"{train.modality}; give a {key.rsplit('.', 1)[-1]} set of the same "
+                        "kind")
+    return loaded
+
+
+# The keys a reader's message may name for the file it reads: its column settings. A given set
+# is read as a source of its own (load_source names it data.source), so its messages are
+# renamed to the keys that gave it: its file's key, its section's column keys.
+_COLUMN_KEYS = ("text_column", "text_pair_column", "image_column", "label_column",
+                "group_column", "label_separator", "unlabelled", "on_bad_image")
+
+
+def _keyed(message: str, key: str, source: str) -> str:
+    """``message``, from reading ``source`` as a source, naming ``key`` (and the keys of its
+    section) as the user wrote them."""
+    message = message.replace(f"data.source {source!r}", f"{key} {source!r}")
+    message = message.replace(f"data.source {source}", f"{key} {source}")
+    section = key.rsplit(".", 1)[0]
+    if section != "data":
+        for column in _COLUMN_KEYS:
+            message = message.replace(f"data.{column}", f"{section}.{column}")
+    return message
+
+
+def _not_in_training(key: str, source: str, train: str, error: UnknownLabels) -> str:
     """Why a validation or test set holding classes the training source lacks is refused."""
     what = "label" if len(error.unknown) == 1 else "labels"
     shown = ", ".join(f"{u!r} ({error.counts[u]} row{'s' if error.counts[u] > 1 else ''})"
                       for u in error.unknown[:5]) + (" ..." if len(error.unknown) > 5 else "")
     hints = [h for u in error.unknown[:5] for h in near_spellings(u, error.classes)]
     known = ", ".join(map(repr, error.classes[:20])) + (" ..." if len(error.classes) > 20 else "")
-    return (f"data.{split} {source} holds the {what} {shown}, which the training source "
+    return (f"{key} {source} holds the {what} {shown}, which the training source "
             f"(data.source {train}) does not have: a model cannot learn a class it has no "
             f"training examples of, and every such row would count as wrong. "
             + (f"Note: {'; '.join(hints)}. Write each class one way in both files, or "
                if hints else "Either ")
             + f"add training examples of it to data.source, or remove those rows from "
-            f"data.{split}. The training classes are: {known}.")
+            f"{key}. The training classes are: {known}.")
 
 
 def _same_settings(cfg: DataSettings, source: str) -> DataSettings:

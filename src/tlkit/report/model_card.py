@@ -19,6 +19,9 @@ import numpy as np
 import yaml
 
 from tlkit.files import atomic_write
+from tlkit.metrics import bootstrap_intervals
+from tlkit.report.domains import (adaptation, adapted_note, interval, target_test,
+                                  test_name)
 from tlkit.report.rundata import RunData, load_run
 
 CARD = "README.md"
@@ -88,12 +91,28 @@ def _metadata(run: RunData, cfg: dict[str, Any], model_json: dict[str, Any]) -> 
                           metric_name=name.replace("_", " "))
                for name in _HEADLINE.get(task, ())
                if isinstance(v := (s.get(which) or {}).get(name), (int, float))]
+    results += _target_results(s, _TASK_TYPE.get((modality, task), "other"))
     card = ModelCardData(
         library_name="tlkit", base_model=_base_model(s, model_json), datasets=[source],
         tags=["tlkit", "transfer-learning", modality, str(s.get("strategy", ""))],
         model_name=run.path.name, eval_results=results or None,
         pipeline_tag=_TASK_TYPE.get((modality, task)))
     return f"---\n{card.to_yaml()}\n---\n"
+
+
+def _target_results(s: dict[str, Any], task_type: str) -> list[Any]:
+    """The model-index entries of the target domain test set (adaptation.target.test)."""
+    from huggingface_hub import EvalResult
+
+    t = target_test(s)
+    if t is None:
+        return []
+    where = str(s.get("data", {}).get("origins", {}).get("target_test", "target test"))
+    return [EvalResult(task_type=task_type, dataset_type=where, dataset_name=where,
+                       dataset_split="test", metric_type=name,
+                       metric_value=round(float(v), 4), metric_name=name.replace("_", " "))
+            for name in _HEADLINE.get(s.get("task", "single_label"), ())
+            if isinstance(v := t.get(name), (int, float))]
 
 
 def _title(run: RunData, s: dict[str, Any]) -> str:
@@ -139,8 +158,12 @@ def _data(s: dict[str, Any]) -> str:
     for split in ("train", "val", "test"):
         if split in sizes:
             origin = origins.get("validation" if split == "val" else split)
-            lines.append(f"- {split}: {sizes[split]:,} examples"
-                         f"{' (' + str(origin) + ')' if origin else ''}")
+            lines.append(f"- {test_name(s) if split == 'test' else split}: {sizes[split]:,} "
+                         f"examples{' (' + str(origin) + ')' if origin else ''}")
+    t = target_test(s)
+    if t is not None:
+        lines.append(f"- target domain test: {t.get('n', '?'):,} examples "
+                     f"({origins.get('target_test', 'adaptation.target.test')})")
     rare = d.get("train_only_classes")
     if rare:
         lines.append(f"- classes in the training split only (too few examples to hold some "
@@ -170,25 +193,35 @@ def _training(run: RunData, s: dict[str, Any]) -> str:
 
 def _results(s: dict[str, Any], intervals: dict[str, tuple[float, float]]) -> str:
     lines = ["## Results", "", "| split | metric | value | 95% interval |", "|---|---|---|---|"]
-    for split in ("val", "test"):
-        metrics = s.get(split) or {}
+    target = target_test(s) or {}
+    # the target's intervals were computed by the fit, on outputs it does not keep
+    target_cis = {k: ci for k in target if (ci := interval(target, k))}
+    rows: list[tuple[str, dict[str, Any], dict[str, tuple[float, float]]]] = [
+        ("val", s.get("val") or {}, {}), (test_name(s), s.get("test") or {}, intervals),
+        ("target domain test", target, target_cis)]
+    for split, metrics, cis in rows:
         for name, v in metrics.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or name == "n":
                 continue
-            ci = intervals.get(name) if split == "test" else None
+            ci = cis.get(name)
             shown = f"{ci[0]:.4f} to {ci[1]:.4f}" if ci else ""
             lines.append(f"| {split} | {name} | {v:.4f} | {shown} |")
     if s.get("val_in_fit"):
         lines += ["", "The validation metrics are in-sample: the solved head was refitted on "
                       "training and validation together."]
-    if intervals:
+    if intervals or target:
         lines += ["", f"Intervals: percentile bootstrap over the test examples ({RESAMPLES} "
-                      "resamples of the saved test outputs)."]
+                      "resamples of the saved test outputs"
+                  + ("; the target domain test's over its own examples" if target else "")
+                  + ")."]
+    said = adapted_note(s)
+    if said:
+        lines += ["", said]
     test = s.get("test") or {}
     per_class = test.get("per_class") or test.get("per_type")
     what = "entity type" if "per_type" in test else "class"
     if isinstance(per_class, dict) and 0 < len(per_class) <= 30:
-        lines += ["", f"| {what} (test) | precision | recall | F1 | support |",
+        lines += ["", f"| {what} ({test_name(s)}) | precision | recall | F1 | support |",
                   "|---|---|---|---|---|"]
         for c, m in per_class.items():
             lines.append(f"| {c} | {m.get('precision', 0):.3f} | {m.get('recall', 0):.3f} | "
@@ -216,7 +249,7 @@ def _calibration(s: dict[str, Any]) -> str:
         return ""
     return ("## Calibration\n\n"
             f"Temperature {c['temperature']:.3f} fitted on validation; expected calibration "
-            f"error on test {c.get('ece_before', float('nan')):.4f} before, "
+            f"error on {test_name(s)} {c.get('ece_before', float('nan')):.4f} before, "
             f"{c.get('ece_after', float('nan')):.4f} after scaling.\n")
 
 
@@ -224,7 +257,7 @@ def _subgroups(s: dict[str, Any]) -> str:
     groups = (s.get("test") or {}).get("subgroups")
     if not isinstance(groups, dict) or not groups:
         return ""
-    lines = ["## Subgroups (test)", "", "| group | n | metrics |", "|---|---|---|"]
+    lines = [f"## Subgroups ({test_name(s)})", "", "| group | n | metrics |", "|---|---|---|"]
     for g, m in groups.items():
         if isinstance(m, dict):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items()
@@ -233,15 +266,36 @@ def _subgroups(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _made_for(s: dict[str, Any]) -> str:
+    """The intended-use line of an adapted run: the target domain's inputs, and what measured
+    the model on each domain."""
+    _, sizes = _data_sizes(s)
+    a = adaptation(s)
+    t = target_test(s)
+    on_target = (f"on {t.get('n', '?'):,} labelled target examples" if t is not None else
+                 "not on labelled target examples (give adaptation.target.test to measure it)")
+    return (f"- Made for inputs of the target domain (`{a.get('target', '?')}`), to which it was "
+            f"adapted: it was trained on labelled examples of the source domain "
+            f"(`{s.get('data', {}).get('source')}`), measured on "
+            f"{sizes.get('test') or sizes.get('val', '?')} source domain test examples and "
+            f"{on_target}; "
+            "measure it on your own data (`tlkit evaluate RUN --data YOUR_DATA`) before "
+            "relying on it.")
+
+
 def _limitations(s: dict[str, Any]) -> str:
     d, sizes = _data_sizes(s)
-    lines = ["## Intended use and limitations", "",
-             f"- Made for inputs like those of `{d.get('source')}`: it was trained on "
-             f"{sizes.get('train', '?'):,} examples and measured on "
-             f"{sizes.get('test', sizes.get('val', '?')):,}; on inputs from another source, "
-             "measure it again (`tlkit evaluate RUN --data YOUR_DATA`) before relying on it."
-             if isinstance(sizes.get("train"), int) else
-             f"- Made for inputs like those of `{d.get('source')}`."]
+    if adapted_note(s):  # the source's inputs are not what an adapted model is for
+        made_for = _made_for(s)
+    elif isinstance(sizes.get("train"), int):
+        made_for = (f"- Made for inputs like those of `{d.get('source')}`: it was trained on "
+                    f"{sizes.get('train', '?'):,} examples and measured on "
+                    f"{sizes.get('test', sizes.get('val', '?')):,}; on inputs from another "
+                    "source, measure it again (`tlkit evaluate RUN --data YOUR_DATA`) before "
+                    "relying on it.")
+    else:
+        made_for = f"- Made for inputs like those of `{d.get('source')}`."
+    lines = ["## Intended use and limitations", "", made_for]
     for f in s.get("preprocessing_findings") or []:
         if isinstance(f, dict) and f.get("severity") != "info":
             lines.append(f"- preprocessing check ({f.get('severity')}): {f.get('what')}")
@@ -317,35 +371,4 @@ def _intervals(run_dir: Path, task: str) -> dict[str, tuple[float, float]]:
             out, y = z["test_outputs"], z["test_targets"]
     except (OSError, KeyError, ValueError):
         return {}
-    if len(y) < 2:
-        return {}
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(y), size=(RESAMPLES, len(y)))
-    got: dict[str, tuple[float, float]] = {}
-    if task == "single_label":
-        pred = out.argmax(axis=1)
-        correct = (pred == y).astype(np.float64)
-        got["accuracy"] = _pct(correct[idx].mean(axis=1))
-        k = out.shape[1]
-        f1s = np.array([_macro_f1(pred[i], y[i], k) for i in idx])
-        got["f1_macro"] = _pct(f1s)
-    elif task == "regression":
-        diff = out.reshape(len(y), -1) - y.reshape(len(y), -1)
-        squared, absolute = (diff ** 2).mean(axis=1), np.abs(diff).mean(axis=1)
-        got["rmse"] = _pct(np.sqrt(squared[idx].mean(axis=1)))
-        got["mae"] = _pct(absolute[idx].mean(axis=1))
-    return got
-
-
-def _macro_f1(pred: np.ndarray, y: np.ndarray, k: int) -> float:
-    tp = np.bincount(y[pred == y], minlength=k).astype(float)
-    fp = np.bincount(pred, minlength=k) - tp
-    fn = np.bincount(y, minlength=k) - tp
-    denom = 2 * tp + fp + fn
-    present = denom > 0
-    return float(np.mean(2 * tp[present] / denom[present])) if present.any() else 0.0
-
-
-def _pct(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
+    return bootstrap_intervals(out, y, task, RESAMPLES, seed=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.report import plots
+from tlkit.report.domains import adapted_note, interval, test_name, target_test
 from tlkit.report.html import (badge, cards, details, esc, facts, fmt, img, note, page, pre, table,
                                verdict_kind, write_page)
 from tlkit.report.rundata import RunData, load_run
@@ -16,7 +17,7 @@ SHOWN = {"source_model", "strategy", "task", "data", "skipped_images", "best_epo
          "epochs_run", "stopped_early", "train_seconds", "total_seconds", "test_limit",
          "parameters", "trainable_parameters_last_phase", "val", "test",
          "preprocessing_findings", "calibration", "forgetting", "baseline", "auto",
-         "classical_baseline"}
+         "classical_baseline", "target_test", "test_domain", "model_domain"}
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -32,19 +33,21 @@ def report_html(run: RunData) -> str:
     data = s.get("data") or {}
     subtitle = (f"{s.get('source_model', '?')} · strategy {s.get('strategy', '?')} · "
                 f"{data.get('source', '?')} ({s.get('task', '?')}) · {run.path}")
+    test = test_name(s)
     return page(f"tlkit run report: {run.path.name}", subtitle, [
         ("overview", "Overview", overview(run)),
+        ("target", "Target domain test", target_section(s)),
         ("auto", "freeze_strategy auto: the trials", auto_trials(s)),
         ("stack", "Layer stack per phase", layer_stacks(run)),
         ("curves", "Training and validation curves", training_curves(run)),
         ("lr", "Learning rate of each group", learning_rates(run)),
-        ("confusion", "Confusion matrix (test split)", confusion(s)),
-        ("per-class", "Metrics per class (test split)", per_class(s)),
+        ("confusion", f"Confusion matrix ({test} split)", confusion(s)),
+        ("per-class", f"Metrics per class ({test} split)", per_class(s)),
         ("calibration", "Calibration", calibration(s)),
         ("baseline", "Transfer against training from scratch", baseline(s)),
         ("classical", "Transfer against the classical baseline", classical_baseline(s)),
         ("forgetting", "Forgetting", forgetting(s)),
-        ("subgroups", "Subgroups (test split)", subgroups(s)),
+        ("subgroups", f"Subgroups ({test} split)", subgroups(s)),
         ("preprocessing", "Preprocessing check", findings(s)),
         ("config", "Resolved config", pre(run.config_text, "long") if run.config_text else ""),
         ("more", "Other results", more(s)),
@@ -58,7 +61,10 @@ def _headline(metrics: dict[str, Any]) -> list[tuple[str, float]]:
 
 def overview(run: RunData) -> str:
     s = run.summary
-    items = [(f"test {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("test") or {})]
+    items = [(f"{test_name(s)} {k.replace('_', ' ')}", fmt(v))
+             for k, v in _headline(s.get("test") or {})]
+    items += [(f"target domain test {k.replace('_', ' ')}", fmt(v))
+              for k, v in _headline(target_test(s) or {}) if k != "n"]
     items += [(f"val {k.replace('_', ' ')}", fmt(v)) for k, v in _headline(s.get("val") or {})
               if k != "loss"]
     items.append(("epochs run (best epoch)",
@@ -71,8 +77,15 @@ def overview(run: RunData) -> str:
                       f"{s['total_seconds']:.0f} ({s.get('train_seconds', 0):.0f})"))
     sizes = (s.get("data") or {}).get("sizes") or {}
     parts = [cards(items)]
+    said = adapted_note(s)
+    if said:
+        parts.append(note(said))
     if sizes:
-        parts.append(note("examples: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+        named = {(test_name(s) if k == "test" else k): v for k, v in sizes.items()}
+        target_n = (target_test(s) or {}).get("n")
+        if isinstance(target_n, int):
+            named["target domain test"] = target_n
+        parts.append(note("examples: " + ", ".join(f"{k} {v:,}" for k, v in named.items())
                           + ("; stopped early" if s.get("stopped_early") else "")
                           + (f"; {s['skipped_images']} unreadable images skipped"
                              if s.get("skipped_images") else "")))
@@ -82,6 +95,23 @@ def overview(run: RunData) -> str:
             parts.append(f"<p>{badge(b.get('verdict', '?'), verdict_kind(b.get('verdict')))} "
                          f"{esc(b.get('text', ''))}</p>")
     return "".join(parts)
+
+
+def target_section(s: dict[str, Any]) -> str:
+    """adaptation.target.test's metrics with their 95% intervals."""
+    t = target_test(s)
+    if t is None:
+        return ""
+    rows = [[k.replace("_", " "), fmt(v),
+             f"{fmt(ci[0])} to {fmt(ci[1])}" if (ci := interval(t, k)) else "-"]
+            for k, v in _headline(t) if k != "n"]
+    where = ((s.get("data") or {}).get("origins") or {}).get("target_test", "")
+    resamples = (t.get("intervals") or {}).get("resamples")
+    return (table(["metric", "value", "95% interval"], rows, numeric={1})
+            + note(f"{fmt(t.get('n'))} labelled examples of the target domain "
+                   f"(adaptation.target.test {where}), never used to train or to choose"
+                   + (f"; intervals: percentile bootstrap over them, {resamples} resamples"
+                      if resamples else "") + "."))
 
 
 def layer_stacks(run: RunData) -> str:
@@ -127,7 +157,8 @@ def confusion(s: dict[str, Any]) -> str:
         return ""
     names = classes if len(classes) == len(matrix) else [str(i) for i in range(len(matrix))]
     return (img(plots.to_data_uri(plots.confusion(matrix, names)), "confusion matrix", "square")
-            + note("Counts of test examples; colour: the share of the true class (row)."))
+            + note(f"Counts of {test_name(s)} examples; colour: the share of the true class "
+                   "(row)."))
 
 
 def per_class(s: dict[str, Any]) -> str:
@@ -150,10 +181,11 @@ def calibration(s: dict[str, Any]) -> str:
     rows = [["expected calibration error", fmt(c.get("ece_before")), fmt(c.get("ece_after"))],
             ["negative log-likelihood", fmt(c.get("nll_before")), fmt(c.get("nll_after"))]]
     return (img(plots.to_data_uri(plots.reliability(c)), "reliability diagram")
-            + table(["on the test split", "before", "after temperature scaling"], rows,
-                    numeric={1, 2})
+            + table([f"on the {test_name(s)} split", "before", "after temperature scaling"],
+                    rows, numeric={1, 2})
             + note(f"Temperature {fmt(c.get('temperature'), '.4g')}, fitted on the validation "
-                   "split; the percentages are each bin's share of the test examples."))
+                   f"split; the percentages are each bin's share of the {test_name(s)} "
+                   "examples."))
 
 
 def auto_trials(s: dict[str, Any]) -> str:

@@ -42,10 +42,7 @@ def fit_and_finish(cfg: Config, out: Path, *, event: Event, say: Say | None = No
     if not is_main_process():  # one of several processes: rank 0 reports and writes
         return False
     if say is not None:
-        which = "test" if summary["test"] is not None else "val"  # val: no test split
-        shown = {k: round(v, 4) for k, v in summary[which].items() if isinstance(v, float)}
-        say(f"[tlkit] {which if which == 'test' else 'validation (no test split)'} "
-            f"{json.dumps(shown)}")
+        _say_metrics(summary, say)
     if baseline:
         _baselines(cfg, out, event, say)
     _card(out, say)
@@ -60,6 +57,21 @@ def fit_and_finish(cfg: Config, out: Path, *, event: Event, say: Say | None = No
                 f"run {tracker.run_id}")
         say(f"[tlkit] run directory: {out}")
     return logged
+
+
+def _say_metrics(summary: dict[str, Any], say: Say) -> None:
+    """The closing lines of the metrics: the test split's (the validation split's where there
+    is none), named by its domain where the run has two, and the target domain test set's."""
+    from tlkit.report.domains import adapted_note, headline, target_line, test_name
+
+    which = "test" if summary["test"] is not None else "val"  # val: no test split
+    name = test_name(summary)
+    if which == "val":
+        name = name.replace("test", "validation") + " (no test split)"
+    say(f"[tlkit] {name} {json.dumps(headline(summary[which]))}")
+    for line in (adapted_note(summary), target_line(summary)):
+        if line is not None:
+            say(f"[tlkit] {line}")
 
 
 def _fit(cfg: Config, out: Path, event: Event, tracker: MlflowLog | None, tensorboard: bool,

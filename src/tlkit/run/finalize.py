@@ -139,6 +139,18 @@ def _adaptation(p: Prepared, o: Outputs) -> Any:
                            p.data.task, p.splits.classes, p.cfg.transfer_config)
 
 
+@diagnostic("target_test")
+def _target_test(p: Prepared, o: Outputs) -> Any:
+    """The model on adaptation.target.test, measured as the source's test split is."""
+    if p.target is None or p.target.test is None:
+        return None
+    p.event("stage", {"what": f"evaluating on the target domain test set "
+                              f"(adaptation.target.test, {len(p.target.test):,} examples)"})
+    return p.target.test_metrics(p.asm.model, p.train.collate, p.dist.device, p.data.task,
+                                 p.splits.classes, p.cfg.transfer_config,
+                                 p.cfg.diagnostics.bootstrap)
+
+
 @diagnostic("forgetting")
 def _forgetting(p: Prepared, o: Outputs) -> Any:
     if p.pretrained is None:
@@ -191,7 +203,7 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
     adaptation method auto's picks."""
     for step in AFTER_TRAINING:
         step(p)
-    p.event("stage", {"what": "evaluating on the test split"})
+    p.event("stage", {"what": _evaluating(p)})
     o = outputs(p)
     solved = [r["head_solver"] for r in state.history if r.get("head_solver", {}).get(
         "val_in_fit")]
@@ -225,7 +237,7 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
         "strategy": tc.freeze_strategy,
         **({"auto": auto} if auto is not None else {}),
         "task": p.data.task,
-        "data": p.splits.summary(),
+        "data": _data(p),
         "skipped_images": p.splits.skipped,
         "best_epoch": state.best_epoch,
         "model_selection": selection_summary(tc.model_selection, p.data.task, len(p.train.val),
@@ -242,8 +254,41 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
         # all_frozen's solved head saw the validation split (head_refit): in-sample metrics
         **({"val_in_fit": True} if o.val_in_fit else {}),
         "test": o.test,
+        **domains(p),
         "preprocessing_findings": [f.__dict__ for f in p.findings],
         **diagnostics,
     }
     p.run.write_json(p.run.summary, summary)
     return summary
+
+
+def _evaluating(p: Prepared) -> str:
+    """The log's line before the test split is measured, naming its domain where a run has
+    two."""
+    if not domains(p):
+        return "evaluating on the test split"
+    if not p.adapted:
+        return "evaluating on the source domain test split"
+    there = ("the target domain test set follows" if p.target is not None and p.target.test
+             is not None else "give adaptation.target.test, labelled target data, to measure "
+             "it there")
+    return ("evaluating on the source domain test split (the adapted model is meant for the "
+            f"target domain; {there})")
+
+
+def domains(p: Prepared) -> dict[str, str]:
+    """Which domain the test split measures where a run has two (adapted, or given a target
+    test set): ``test_domain`` source; in an adapted run, ``model_domain`` target (the model is
+    meant for the target domain). Nothing for other runs."""
+    if p.target is None or not (p.adapted or p.target.test is not None):
+        return {}
+    return {"test_domain": "source", **({"model_domain": "target"} if p.adapted else {})}
+
+
+def _data(p: Prepared) -> dict[str, Any]:
+    """summary.json's data section, with where the target's test set came from."""
+    data = p.splits.summary()
+    target = p.cfg.adaptation.target
+    if p.target is not None and p.target.test is not None and target is not None:
+        data["origins"] = {**data["origins"], "target_test": target.test}
+    return data

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from tlkit.adapt.alignment import Alignment
-from tlkit.adapt.target import Target, prepare_target
+from tlkit.adapt.target import Target, load_target_test, prepare_target
 from tlkit.assemble import Assembled
-from tlkit.config import Config, dump_config
+from tlkit.config import AUTO, Config, dump_config
+from tlkit.data import load_source
 from tlkit.data.fingerprint import (
     check_identical,
     describe_overlap,
@@ -59,6 +60,9 @@ class Prepared:
     resume: dict[str, Any] | None  # the checkpoint to continue from
     pretrained: torch.nn.Module | None  # the backbone before training, for forgetting
     test_limit: int | None
+    # adaptation.method is not none in the user's config (auto too, whatever it picks): the
+    # model is meant for the target domain, and the test split is the source domain's
+    adapted: bool = False
 
 
 def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, bool]:
@@ -77,6 +81,9 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
     if not (resume and run.last.is_file()):  # a run that started was let through then
         # splits given as the same data: refused before anything is written or trained
         check_identical(cfg.data, cfg.diagnostics.allow_overlap)
+        if cfg.transfer_config.freeze_strategy == AUTO:
+            # its trials train before prepare reads the target's test set: read it now
+            load_target_test(cfg, load_source(cfg.data))
     if resume and not run.last.is_file():
         # Killed before its first checkpoint (or never started): resuming is starting. So a run
         # killed at any moment continues with the same command.
@@ -127,10 +134,14 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
                                 "example stay in training only (no stratified cut can hold them): "
                                 + ", ".join(splits.train_only_classes[:10])
                                 + (" ..." if len(splits.train_only_classes) > 10 else "")})
+    adapted = (given or cfg).adaptation.method != "none"
     if splits.test is None:
-        event("stage", {"what": "no test split (data.test_fraction is 0): the run reports its "
-                                "validation metrics"})
+        event("stage", {"what": f"no {'source domain ' if adapted else ''}test split "
+                                "(data.test_fraction is 0): the run reports its validation "
+                                "metrics"})
     splits = limited(splits, test_limit, cfg.data.seed)
+    # read as data.test is, before the model loads or anything is written
+    target_test = load_target_test(cfg, data, test_limit)
     count_overlap(cfg, splits, event)
     length = length_for(splits.train, tc)
     check_length(tc, length)  # before the model loads
@@ -165,12 +176,12 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     if cfg.adaptation.target is not None:  # method none: the target is only measured
         target = prepare_target(cfg, data.modality, splits.classes, inputs.prep,
                                 asm.model.backbone, len(asm.groups), inputs.train_ds,
-                                inputs.collate, dist.device, event)
+                                inputs.collate, dist.device, event, target_test)
         if target.loss is not None:
             hooks.append(Alignment(target.loss, target.train, cfg.adaptation.weight, tc.seed))
     return Prepared(cfg, run, dist, event, t_start, data, splits, asm, inputs.prep,
                     inputs.training_data(), inputs.test_ds, findings, inputs.cache, hooks,
-                    target, state_in, _pretrained_copy(cfg, asm, dist), test_limit)
+                    target, state_in, _pretrained_copy(cfg, asm, dist), test_limit, adapted)
 
 
 def count_overlap(cfg: Config, splits: Any, event: Event) -> None:
