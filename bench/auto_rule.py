@@ -112,7 +112,8 @@ def image_features(name: str, size: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def image_draws(name: str, size: int, draws: int, seed: int) -> list[dict[str, Any]]:
+def image_draws(name: str, size: int, draws: int, seed: int,
+                keep: Any = lambda row: None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     f = image_features(name, size, seed)
     print(f"  {name}: features in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -128,6 +129,7 @@ def image_draws(name: str, size: int, draws: int, seed: int) -> list[dict[str, A
                 cands.append(s)
                 test[cand] = acc
             rows.append({"set": name, "labels": labels, "draw": d, "cands": cands, "test": test})
+            keep(rows[-1])
         print(f"  {name} {labels} labels: {draws} draws, {time.perf_counter() - t0:.0f} s",
               file=sys.stderr)
     return rows
@@ -164,7 +166,8 @@ def _text_pool(name: str, seed: int) -> tuple[list[str], np.ndarray, list[str], 
 
 def text_draws(name: str, draws: int, seed: int, folder: Path,
                tuners: tuple[str, ...] = ("top_n_unfrozen", "contrastive"),
-               budgets: list[int] | None = None) -> list[dict[str, Any]]:
+               budgets: list[int] | None = None, keep: Any = lambda row: None
+               ) -> list[dict[str, Any]]:
     """Draws of a text set: the frozen head and ``tuners``, through auto's own k-fold."""
     import pandas as pd
 
@@ -216,6 +219,7 @@ def text_draws(name: str, draws: int, seed: int, folder: Path,
                                      == tst.targets).mean())
             rows.append({"set": name, "labels": labels, "draw": d, "cands": cands,
                          "test": test})
+            keep(rows[-1])
             print(f"  {name} {labels} labels draw {d}: {test} "
                   f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return rows
@@ -275,29 +279,41 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = [r for f in args.rescore for r in saved_draws(Path(f))]
+
+    def keep(row: dict[str, Any]) -> None:  # each draw saved as it ends: a killed run keeps them
+        rows.append(row)
+        if args.json:
+            save(Path(args.json), rows, None)
+
     with tempfile.TemporaryDirectory(prefix="tlkit-auto-rule-") as tmp:
         for name in ([] if args.rescore else args.sets.split(",")):
             if name in IMAGE_SETS:
-                rows += image_draws(name, IMAGE_SETS[name], args.draws, args.seed)
+                image_draws(name, IMAGE_SETS[name], args.draws, args.seed, keep)
             elif args.text_draws > 0:
-                rows += text_draws(name, args.text_draws, args.seed, Path(tmp),
-                                   tuple(args.text_candidates.split(",")),
-                                   [int(b) for b in args.text_budgets.split(",") if b] or None)
+                text_draws(name, args.text_draws, args.seed, Path(tmp),
+                           tuple(args.text_candidates.split(",")),
+                           [int(b) for b in args.text_budgets.split(",") if b] or None, keep)
     table = evaluate(rows)
     print(report(table))
     print(f"{len(rows)} draws in {time.perf_counter() - t0:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "table": table, "draws": [{k: v for k, v in r.items() if k != "cands"} | {
-                "oof": {c.name: {"accuracy": None if c.correct is None else
-                                 float(c.correct.mean()),
-                                 "brier": None if c.brier is None else float(c.brier.mean()),
-                                 "loss": float(c.loss.mean())} for c in r["cands"]},
-                "outputs": {c.name: {"outputs": np.asarray(c.outputs).round(6).tolist(),
-                                     "targets": np.asarray(c.targets).tolist()}
-                            for c in r["cands"] if c.outputs is not None}}
-                for r in rows]}))
+    if args.json and not args.rescore:
+        save(Path(args.json), rows, table)
     return 0
+
+
+def save(path: Path, rows: list[dict[str, Any]], table: dict[str, Any] | None) -> None:
+    """Every draw's figures (each candidate's mean out-of-fold scores and its out-of-fold
+    outputs, which ``--rescore`` reads) and, at the end, the table."""
+    path.write_text(json.dumps({
+        "table": table, "draws": [{k: v for k, v in r.items() if k != "cands"} | {
+            "oof": {c.name: {"accuracy": None if c.correct is None else
+                             float(c.correct.mean()),
+                             "brier": None if c.brier is None else float(c.brier.mean()),
+                             "loss": float(c.loss.mean())} for c in r["cands"]},
+            "outputs": {c.name: {"outputs": np.asarray(c.outputs).round(6).tolist(),
+                                 "targets": np.asarray(c.targets).tolist()}
+                        for c in r["cands"] if c.outputs is not None}}
+            for r in rows]}))
 
 
 def saved_draws(path: Path) -> list[dict[str, Any]]:

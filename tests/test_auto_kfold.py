@@ -114,6 +114,24 @@ def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
     assert rule.decide([head, px], "accuracy")[0] == "all_frozen"
 
 
+def test_a_favourite_is_kept_unless_another_beats_its_brier_score_by_the_margin():
+    """contrastive_1se: the favourite (contrastive) unless another candidate's Brier score is
+    lower by more than one paired standard error; where the favourite was not scored (over
+    budget), the cheapest takes its place."""
+    base = np.random.default_rng(0).uniform(0.2, 0.6, size=40)
+    head = rule.Scored("all_frozen", base, None, base)
+    # worse by 0.005 on average, 0.007 a standard error of the paired differences: noise
+    fav = rule.Scored("contrastive", base, None, base + np.tile([0.05, -0.04], 20))
+    assert rule.decide([head, fav], "contrastive_1se")[0] == "contrastive"
+    assert rule.decide([head, fav], "brier")[0] == "all_frozen"
+    far = rule.Scored("all_frozen", base, None, base - 0.2)  # better by many standard errors
+    chosen, why = rule.decide([far, fav], "contrastive_1se")
+    assert chosen == "all_frozen" and "beating the favourite" in why
+    tuned = rule.Scored("top_n_unfrozen", base, None, base + 0.1)
+    chosen, why = rule.decide([head, tuned], "contrastive_1se")  # no contrastive scored
+    assert chosen == "all_frozen" and "the cheapest, all_frozen" in why
+
+
 def test_calibrated_brier_sees_through_an_overconfident_but_better_candidate():
     """A fine-tuned head that ranks the classes better but is overconfident (its wrong answers
     near probability 1) loses on the plain Brier score to a timid head; after each one's own

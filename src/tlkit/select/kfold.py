@@ -29,7 +29,7 @@ from tlkit.select.budget import estimate
 from tlkit.select.candidates import PIXELS, candidate_config, frozen_head
 from tlkit.select.pixels import pixel_features
 from tlkit.select.record import Trial
-from tlkit.select.rule import RULE, SAID, Scored, decide, mean_se, scored
+from tlkit.select.rule import SAID, Scored, decide, mean_se, rule_for, scored
 from tlkit.select.trials import Base, memory_io
 from tlkit.train.evaluate import example_losses, predict_outputs
 from tlkit.heads import head_inputs, normalizes
@@ -49,13 +49,15 @@ def together(base: Base) -> LabelledData:
 def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
                per_example: float, trials: list[Trial], event: Event
                ) -> tuple[str, list[str], str]:
-    """The pick by ``RULE`` among the candidates scored out of fold (``costs``: the fine-tuning
-    candidates whose full training fits the budget, in order, and its seconds); why; the rule."""
+    """The pick by the modality's rule (``rule_for``) among the candidates scored out of fold
+    (``costs``: the fine-tuning candidates whose full training fits the budget, in order, and
+    its seconds); why; the rule."""
     data = together(base)
     task, y, seed = data.task, data.targets, base.cfg.transfer_config.seed
     parts = folds_of(task, y, K, seed)
     k, n = len(parts), len(y)
-    rule = f"{RULE}: {SAID[RULE]}"
+    rule_name = rule_for(base.modality)
+    rule = f"{rule_name}: {SAID[rule_name]}"
     if n < 4:
         return frozen_head(), [f"{n} labelled examples are too few to cross-validate: the "
                                "frozen head's convex solve is the pick"], rule
@@ -92,7 +94,7 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
                 "auto_budget to try it)")))
             continue
         add(name, *trained_out_of_fold(base, name, data, parts, caches), f"estimated {k * fold_cost:.1f} s")
-    chosen, why = decide(cands)
+    chosen, why = decide(cands, rule_name)
     return chosen, [f"{why}; {k}-fold cross-validation over the {n} training and validation "
                     "examples (fewer than the trials need on validation), the same folds for "
                     "every candidate"], rule

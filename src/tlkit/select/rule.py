@@ -206,7 +206,14 @@ SAID = {
     "contrastive_2se": "contrastive where it was scored (else the cheapest candidate) unless "
                        "another's Brier score is lower by more than 2 paired standard errors",
 }
-RULE = "brier"  # measured best: bench/auto_rule.py (README, freeze_strategy auto)
+RULE = "brier"  # measured best on images: bench/auto_rule.py (README, freeze_strategy auto)
+# a modality's own rule, where the measurement chose another
+RULE_FOR: dict[str, str] = {}
+
+
+def rule_for(modality: str) -> str:
+    """The rule auto uses on data of ``modality``."""
+    return RULE_FOR.get(modality, RULE)
 
 
 def decide(cands: list[Scored], rule: str = RULE) -> tuple[str, str]:
