@@ -165,6 +165,9 @@ def test_phase_two_solves_the_head_on_the_trained_features_not_the_pretrained_on
     from tlkit.cache import CacheHook
     from tlkit.config import load_config
     from tlkit.inputs import build_inputs, config_for, load_data, with_model
+    from dataclasses import replace
+
+    from tlkit.plan.length import length_for
     from tlkit.train.hooks import NO_IO
     from tlkit.train.loop import fit
 
@@ -180,9 +183,15 @@ def test_phase_two_solves_the_head_on_the_trained_features_not_the_pretrained_on
     inputs = with_model(base, raw)
     cached = next(h for h in inputs.hooks if isinstance(h, CacheHook))
     assert cached.cache.backbone is inputs.backbone and cached.cache is not base.cache
-    state = fit(inputs.asm, inputs.training_data(), raw.transfer_config.loop_settings, NO_IO,
+    steps: list[dict] = []
+    io = replace(NO_IO, event=lambda kind, info: steps.append(info) if kind == "step" else None)
+    state = fit(inputs.asm, inputs.training_data(), raw.transfer_config.loop_settings, io,
                 hooks=inputs.hooks)
     assert [r["phase"] for r in state.history] == [1, 2]
+    # phase 1 took the optimizer steps the plan and the log announce (its pair batches)
+    planned = length_for(splits.train, raw.transfer_config)
+    assert len(steps) == planned.steps_per_epoch * raw.transfer_config.contrastive_epochs
+    assert all(s["epoch"] == 0 for s in steps)
     assert "head_solver" in state.history[-1]
     # its strength is not cross-validated over the labels the body trained on (SetFit's head)
     solved = state.history[-1]["head_solver"]
