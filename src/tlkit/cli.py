@@ -39,7 +39,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _splits_apart(cfg)
     from tlkit.assemble import assemble
     from tlkit.data import load_source, make_splits, num_outputs_of
+    from tlkit.adapt.alignment import aligns
     from tlkit.plan import format_plan
+    from tlkit.plan.apply import batchnorm_trains
     from tlkit.plan.length import length_for
 
     from tlkit.config import AUTO
@@ -65,7 +67,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task)
-    print(format_plan(asm.plan, length_for(splits.train, cfg.transfer_config)))
+    tc = cfg.transfer_config
+    batchnorm = not aligns(cfg.adaptation) and batchnorm_trains(
+        asm.model, asm.groups, asm.plan, tc.freeze_norm_stats)
+    print(format_plan(asm.plan, length_for(splits.train, tc, batchnorm)))
     if data.modality == "image":
         _print_image_size(cfg, splits, asm.model.backbone)
     return 0

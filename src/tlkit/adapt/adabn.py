@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tlkit.tensors import to_device
+from tlkit.plan.length import batch_bounds
 
 
 def has_batchnorm(module: nn.Module) -> bool:
@@ -21,7 +22,8 @@ def has_batchnorm(module: nn.Module) -> bool:
 def adabn(backbone: nn.Module, data: Sequence[Any], collate: Callable[[list[Any]], Any],
           device: torch.device, batch_size: int = 64) -> int:
     """Recompute every BatchNorm's running mean and variance over ``data`` (a cumulative
-    average over all its batches); returns how many BatchNorm layers were updated."""
+    average over all its batches); returns how many BatchNorm layers were updated. A last batch
+    of one example joins the one before: alone it has no batch statistics."""
     bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return 0
@@ -33,9 +35,8 @@ def adabn(backbone: nn.Module, data: Sequence[Any], collate: Callable[[list[Any]
         m.momentum = None  # cumulative moving average: every batch counts the same
         m.train()
     try:
-        for start in range(0, len(data), batch_size):
-            inputs, _ = collate([data[i] for i in range(start, min(len(data),
-                                                                  start + batch_size))])
+        for start, end in batch_bounds(len(data), batch_size, 2):
+            inputs, _ = collate([data[i] for i in range(start, end)])
             backbone(to_device(inputs, device))
     finally:
         for m, (mom, tr) in zip(bns, saved):

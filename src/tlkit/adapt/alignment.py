@@ -16,6 +16,15 @@ from tlkit.train.batches import target_indices
 from tlkit.train.feed import Feed
 from tlkit.train.hooks import Step
 
+# the adaptation methods whose loss this hook adds (``tlkit.adapt.losses.build_adapter``)
+ALIGNING = ("dann", "mmd", "coral")
+
+
+def aligns(adaptation: Any) -> bool:
+    """Whether a config's ``adaptation`` section trains with the ``Alignment`` hook: each
+    source batch then runs with a target batch of its size (together, for images)."""
+    return adaptation.target is not None and adaptation.method in ALIGNING
+
 
 class Alignment:
     """The loop's hook for ``adaptation.method`` dann, mmd or coral. The loss's own parameters

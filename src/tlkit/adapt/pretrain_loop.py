@@ -26,21 +26,13 @@ from tlkit.assemble import Assembled
 from tlkit.config import Config, LoopSettings
 from tlkit.distributed import Dist
 from tlkit.plan import Phase, Plan
+from tlkit.plan.length import batch_bounds
 from tlkit.train.checkpoint import save_checkpoint
 from tlkit.train.hooks import RunIO, Step
 from tlkit.train.loop import TrainData, TrainState, fit
 
 CHECKPOINT_SECONDS = 120.0
 LOG_EVERY = 50  # optimizer steps between progress lines (each the mean loss of the last ones)
-
-
-def batch_bounds(n: int, size: int, smallest: int = 1) -> list[tuple[int, int]]:
-    """Each batch's (start, end) over ``n`` examples in batches of ``size``; a last batch of
-    fewer than ``smallest`` joins the one before (9 images at batch 8: one batch of 9)."""
-    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < smallest:
-        bounds[-2:] = [(bounds[-2][0], n)]
-    return bounds
 
 
 class PretrainHook:

@@ -13,7 +13,7 @@ from torch import nn
 from tlkit.backbones.base import Backbone, LayerGroup
 from tlkit.backbones.lora import is_adapter_param
 from tlkit.model import TransferModel, frozen_submodules
-from tlkit.plan.table import HEAD, GroupSize, Phase, Plan
+from tlkit.plan.table import HEAD, GroupRow, GroupSize, Phase, Plan
 
 
 def _no_decay(name: str, p: nn.Parameter, extra: set[str]) -> bool:
@@ -72,8 +72,7 @@ def apply_phase(
     for g in groups:
         row = rows[g.name]
         for q in g.param_names:
-            # adapters_only (LoRA): the adapter matrices train, the pretrained weights do not
-            on = row.trainable and (not row.adapters_only or is_adapter_param(q))
+            on = _trains(row, q)
             params[q].requires_grad_(on)
             if not on:
                 frozen_names.add(q)
@@ -84,6 +83,35 @@ def apply_phase(
         frozen += [m for m in model.backbone.modules()
                    if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     model.set_frozen_norm_modules(frozen)
+
+
+def _trains(row: GroupRow, name: str) -> bool:
+    """Whether parameter ``name`` of the group of ``row`` trains: with adapters_only (LoRA) the
+    adapter matrices train, the pretrained weights do not."""
+    return row.trainable and (not row.adapters_only or is_adapter_param(name))
+
+
+def batchnorm_trains(model: TransferModel, groups: list[LayerGroup], plan: Plan,
+                     freeze_norm_stats: bool | str) -> bool:
+    """Whether a phase's training batches pass a BatchNorm layer in training mode, as
+    ``apply_phase`` sets them: one that normalises by the batch's own statistics, which a
+    batch of one example cannot give (``tlkit.plan.length`` then lets no batch hold one). That
+    is a BatchNorm layer in a group the phase trains, unless every statistic is kept
+    (``norm_stats_mode`` ``all``). Under ``none`` the frozen groups' BatchNorm layers move too,
+    but they lie below the phase's cut, which the activation cache serves: not counted."""
+    if norm_stats_mode(freeze_norm_stats, plan) == "all":
+        return False
+    norms = [m for m in model.backbone.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for phase in plan.phases:
+        if not norms or not phase.rows:
+            continue
+        rows = {r.name: r for r in phase.rows}
+        frozen = {q for g in groups for q in g.param_names if not _trains(rows[g.name], q)}
+        held = {id(m) for f in frozen_submodules(model.backbone, frozen) for m in f.modules()}
+        if any(id(m) not in held for m in norms):
+            return True
+    return False
 
 
 def optimizer_groups(

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tlkit.adapt.alignment import Alignment
+from tlkit.adapt.alignment import Alignment, aligns
 from tlkit.adapt.target import Target, load_target_test, prepare_target
 from tlkit.assemble import Assembled
 from tlkit.config import AUTO, Config, dump_config
@@ -31,6 +31,7 @@ from tlkit.errors import UserError
 from tlkit.events import Event
 from tlkit.inputs import build_inputs, check_length, class_weights_of, limited, load_data
 from tlkit.plan import format_plan, plan_record
+from tlkit.plan.apply import batchnorm_trains
 from tlkit.plan.length import length_for
 from tlkit.rundir import RunDir, check_writable
 from tlkit.train.checkpoint import load_checkpoint
@@ -155,6 +156,12 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
 
     inputs = build_inputs(cfg, splits, data.modality, dist, log=say)
     asm = inputs.asm
+    # where BatchNorm layers train, no batch holds a single example: the loop's length, known
+    # once the model is (a single training example is refused here, before the config, the
+    # plan, the metrics or a checkpoint is written or touched)
+    length = length_for(splits.train, tc, not aligns(cfg.adaptation) and batchnorm_trains(
+        asm.model, asm.groups, asm.plan, tc.freeze_norm_stats))
+    check_length(tc, length)
     findings = check_preprocessing(asm.model.backbone, inputs.collate, inputs.train_ds,
                                    cfg.diagnostics.check_preprocessing, say)
     event("stage", {"what": length.describe()})

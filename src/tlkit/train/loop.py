@@ -29,7 +29,7 @@ from tlkit.device import autocast
 from tlkit.distributed import SINGLE, Dist
 from tlkit.errors import UserError
 from tlkit.plan import Phase, phase_at
-from tlkit.plan.apply import apply_phase, norm_stats_mode
+from tlkit.plan.apply import apply_phase, batchnorm_trains, norm_stats_mode
 from tlkit.train.batches import epoch_batches
 from tlkit.train.checkpoint import rng_state, set_rng_state
 from tlkit.train.evaluate import loss_function, output_for_loss
@@ -162,7 +162,7 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     dist.seed_per_process()
     norm_stats = norm_stats_mode(settings.freeze_norm_stats, plan)
     run = _Run(asm, data, settings, io, hooks, dist, optimizer,
-               _length(len(data.train), settings, hooks),
+               _length(len(data.train), settings, hooks, asm),
                loss_function(data.task, weight=data.class_weights).to(device),
                last_save=time.perf_counter(),
                rewarm=norm_stats == "all" and any(
@@ -203,12 +203,18 @@ def fit(asm: Assembled, data: TrainData, settings: LoopSettings, io: RunIO, *,
     return state
 
 
-def _length(n_train: int, settings: LoopSettings, hooks: Sequence[Any]) -> Length:
+def _length(n_train: int, settings: LoopSettings, hooks: Sequence[Any], asm: Assembled
+            ) -> Length:
     """The run's length; where a hook brings its own batches (continued pretraining,
-    contrastive's pairs), one pass of them per epoch where it acts."""
+    contrastive's pairs), one pass of them per epoch where it acts. Where BatchNorm layers
+    train on the loop's batches, none holds a single example (``tlkit.plan.length``), except
+    under a hook with its own forward (domain alignment: an image batch runs with as many
+    target images, so BatchNorm sees two at least; ``tlkit.adapt.alignment.aligns``)."""
     own = acting(hooks, "batches", 0)
     if not own:
-        return length_of(n_train, settings)
+        batchnorm = not with_method(hooks, "forward") and batchnorm_trains(
+            asm.model, asm.groups, asm.plan, settings.freeze_norm_stats)
+        return length_of(n_train, settings, batchnorm)
     return hooked_length(n_train, settings, len(own[0].batches(0)),
                          sum(1 for e in range(settings.epochs) if acting(own, "batches", e)))
 
@@ -253,7 +259,8 @@ def _train_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int) -> None:
     batches = own[0].batches(epoch) if own else [
         batch for p in range(passes)
         for batch in epoch_batches(len(run.data.train), s.batch_size, s.seed, epoch * passes + p,
-                                   run.data.lengths, weights=run.data.sample_weights)]
+                                   run.data.lengths, weights=run.data.sample_weights,
+                                   smallest=run.length.smallest_batch)]
     run.optimizer.zero_grad(set_to_none=True)
     names = run.loss_names()
     # this step's loss and hook terms (summed over samples) and its sample count, over the
