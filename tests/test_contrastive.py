@@ -16,7 +16,7 @@ from user_runs import cli, config, error_line
 
 from tlkit.train.head_solver import C_AFTER_TRAINING
 from tlkit.strategies.contrastive import (
-    cosine_pair_loss, pair_batches, setfit_pairs, supcon_loss,
+    cosine_pair_loss, loss_for, pair_batches, setfit_pairs, supcon_loss,
 )
 
 
@@ -111,6 +111,11 @@ def test_the_losses_are_lower_for_views_of_one_class_than_of_different_classes()
     assert cosine_pair_loss(a, b, torch.ones(1)) < 0.05 < cosine_pair_loss(a, b, torch.zeros(1))
 
 
+def test_the_loss_auto_is_supcon_for_images_and_setfits_cosine_for_text() -> None:
+    assert loss_for("auto", "image") == "supcon" and loss_for("auto", "text") == "cosine"
+    assert loss_for("cosine", "image") == "cosine" and loss_for("supcon", "text") == "supcon"
+
+
 def test_supcon_without_a_positive_in_the_batch_takes_no_step() -> None:
     emb = torch.randn(3, 8, requires_grad=True)
     loss = supcon_loss(emb, torch.arange(3))
@@ -139,6 +144,8 @@ def test_the_plan_trains_the_body_then_solves_the_head(tmp_path: Path,
     assert "contrastive: the backbone trains on pairs" in out
     assert "the head solved on the trained features" in out
     assert "contrastive_lr 2e-05" in out
+    # contrastive_loss auto on images: the supervised contrastive loss (measured better there)
+    assert "supcon loss (contrastive_loss auto, for image data)" in out
     # phase 1's table shows what trains: every body group at contrastive_lr, the head frozen
     phase1 = out.split("phase 1")[1].split("phase 2")[0]
     rows = [line.split() for line in phase1.splitlines()[2:] if line.strip()
