@@ -114,6 +114,15 @@ def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
     assert rule.decide([head, px], "accuracy")[0] == "all_frozen"
 
 
+def test_each_modality_has_its_measured_rule():
+    # text: the Brier score after each candidate's own temperature (contrastive's SetFit head
+    # is not calibrated; the final model gets a temperature anyway); images: the plain one
+    assert rule.rule_for("text") == "calibrated_brier"
+    assert rule.rule_for("image") == rule.RULE == "brier"
+    assert rule.rule_for("tabular") == rule.RULE
+    assert all(r in rule.RULES and r in rule.SAID for r in rule.RULE_FOR.values())
+
+
 def test_a_favourite_is_kept_unless_another_beats_its_brier_score_by_the_margin():
     """contrastive_1se: the favourite (contrastive) unless another candidate's Brier score is
     lower by more than one paired standard error; where the favourite was not scored (over

@@ -21,7 +21,9 @@ labels, 12 draws each) from digits and Fashion-MNIST with the frozen head and th
 candidates; the lowest Brier score lost 0.50 points of test accuracy on average against the
 per-draw best candidate, the log loss 0.53, the highest accuracy 0.85 (0.65 with ties broken by
 Brier), and the old rule (the frozen head unless another beats its Brier score by two paired
-standard errors) 0.71 (README, freeze_strategy auto).
+standard errors) 0.71 (README, freeze_strategy auto). On text the rule is ``rule.RULE_FOR``'s
+``calibrated_brier`` (the Brier score after each candidate's own temperature): over 12 draws of
+two text sets with ``contrastive`` as a candidate it lost 0.35 points, the plain Brier score 1.03.
 
 From 20 validation examples on, which fine-tuning candidate is by successive halving
 (Jamieson & Talwalkar, 2016; Li et al., 2017): every candidate whose training fits the budget
