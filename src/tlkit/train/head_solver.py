@@ -163,6 +163,14 @@ def loss_weights(task: str, y: np.ndarray, class_weights: Any = None, balanced: 
     return weights
 
 
+def scaling(x: np.ndarray, standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) the solver scales ``x`` by: per feature, or none (0, 1) where the head is
+    fitted on the features as given."""
+    if standardize:
+        return x.mean(0), x.std(0) + 1e-6
+    return np.zeros(x.shape[1]), np.ones(x.shape[1])
+
+
 def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
           val_y: np.ndarray, n_out: int, seed: int = 0,
           class_weights: Any = None, refit: bool = False, balanced: bool = False,
@@ -181,10 +189,7 @@ def solve(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
     all_y = np.concatenate([train_y, val_y]) if both else train_y
     weights = loss_weights(task, all_y, class_weights, balanced)
     fixed = trained and len(val_y) < MIN_VAL
-    if fixed:
-        mean, std = np.zeros(all_x.shape[1]), np.ones(all_x.shape[1])
-    else:
-        mean, std = all_x.mean(0), all_x.std(0) + 1e-6
+    mean, std = scaling(all_x, not fixed)
     z, zv, za = (train_x - mean) / std, (val_x - mean) / std, (all_x - mean) / std
     if fixed:
         best, scores = C_AFTER_TRAINING, {}
@@ -275,10 +280,7 @@ def held_out_logits(task: str, train_x: np.ndarray, train_y: np.ndarray, val_x: 
     head refitted on training + validation would output on examples it has not seen (for a
     temperature fitted on validation); ``standardized`` as the solve was."""
     weights = loss_weights(task, train_y, class_weights, balanced)
-    if standardized:
-        mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    else:
-        mean, std = np.zeros(train_x.shape[1]), np.ones(train_x.shape[1])
+    mean, std = scaling(train_x, standardized)
     w, b = _fit(task, (train_x - mean) / std, train_y, c, n_out, weights)
     return ((val_x - mean) / std) @ w.T + b
 
