@@ -187,11 +187,12 @@ def test_settings_the_model_or_the_data_ignore_are_said(tiny_bert_dir: Path) -> 
 def test_adaptation_settings_its_method_ignores_are_said(tiny_bert_dir: Path) -> None:
     cfg = _config({"source_model": f"hf:{tiny_bert_dir}"},
                   adaptation={"method": "none", "target": {"source": "t.csv"}, "weight": 0.5,
-                              "dann_gamma": 5.0, "auto_weights": [0.3]})
+                              "dann_gamma": 5.0, "auto_weights": [0.3], "auto_budget": 2.0})
     said = "; ".join(unused_settings(cfg, "text", assemble(cfg.transfer_config, 2)))
     assert "adaptation.weight 0.5 (adaptation method none adds no alignment loss)" in said
     assert "adaptation.dann_gamma 5.0 (only method dann reads it" in said
     assert "adaptation.auto_weights [0.3] (only method auto reads it" in said
+    assert "adaptation.auto_budget 2.0 (only method auto reads it" in said
 
 
 def test_default_values_given_explicitly_are_never_said(tiny_bert_dir: Path) -> None:

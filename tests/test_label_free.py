@@ -115,7 +115,9 @@ def test_adaptation_auto_trains_each_candidate_and_keeps_the_pick(tmp_path: Path
 
     raw = copy.deepcopy(RAW)
     raw["transfer_config"]["epochs"] = 1
-    raw["adaptation"].update(method="auto", auto_weights=[1.0])
+    # auto_budget null: every candidate's full schedule (the budgeted choice:
+    # tests/test_adaptation_budget.py)
+    raw["adaptation"].update(method="auto", auto_weights=[1.0], auto_budget=None)
     s = fit_run(validate(raw), tmp_path / "run")
     record = s["adaptation"]["auto"]
     names = [t["name"] for t in record["trials"]]

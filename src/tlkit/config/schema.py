@@ -133,8 +133,8 @@ class AdaptationConfig(Strict):
     ``weight``), so they need trainable backbone layers; ``adabn`` re-estimates the BatchNorm
     statistics on the target after training."""
 
-    # auto: trains each method (none, adabn, and dann, mmd and coral at each of auto_weights)
-    # and keeps the one the label-free score picks (tlkit.adapt.label_free): no target label is
+    # auto: tries each method (none, adabn, and dann, mmd and coral at each of auto_weights) in
+    # short trials inside auto_budget and keeps the one the label-free score picks (tlkit.adapt.label_free): no target label is
     # used to choose; where the target has labels they only report how the pick did
     method: Literal["none", "dann", "mmd", "coral", "adabn", "auto"] = "none"
     # Unlabelled target inputs (any data source; labels, where it has them, are used only to
@@ -150,6 +150,10 @@ class AdaptationConfig(Strict):
     target_limit: int | None = Field(default=None, ge=1)  # target examples used (a sample)
     auto_weights: list[Annotated[float, Field(gt=0, le=1000)]] = Field(
         default_factory=lambda: [0.1, 1.0], min_length=1, max_length=8)
+    # auto's whole fit (short trials by successive halving, then the pick's training) in about
+    # this many times one source-only fit's seconds (tlkit.select.adapt_auto); null: every
+    # candidate trains its full schedule (the slow, exhaustive choice)
+    auto_budget: float | None = Field(default=3.0, ge=1, le=1000)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @model_validator(mode="after")

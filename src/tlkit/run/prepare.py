@@ -269,6 +269,7 @@ def unused_settings(cfg: Config, modality: str, asm: Assembled) -> list[str]:
         say(ad, "adaptation", "dann_gamma", f"only method dann reads it, not {ad.method}")
     if ad.method != "auto":
         say(ad, "adaptation", "auto_weights", f"only method auto reads it, not {ad.method}")
+        say(ad, "adaptation", "auto_budget", f"only method auto reads it, not {ad.method}")
     return said
 
 

@@ -35,7 +35,8 @@ from tlkit.config import AUTO, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
-from tlkit.select.adapt_auto import ALIGNING, Fit, format_record, run_trials, source_only
+from tlkit.select.adapt_auto import (ALIGNING, Fit, choose_adaptation, format_record,
+                                      source_only)
 from tlkit.select.auto import choose, chosen_config
 from tlkit.select.candidates import PIXELS, frozen_head
 from tlkit.select.record import Choice, format_choice
@@ -236,7 +237,7 @@ def measure_adaptation(cfg: Config, adv: Advice, fit: Fit, log: Any = lambda s: 
     if cfg.adaptation.method != "auto":
         return adv
     on = variant(cfg, adv.strategy, adv.settings)
-    record = run_trials(on, fit, _stages(log))
+    record = choose_adaptation(on, fit, _stages(log))
     reason = f"adaptation {record['chosen']}: {record['why']}"
     return replace(adv, adaptation=record, reasons=[*adv.reasons, reason])
 
