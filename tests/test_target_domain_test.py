@@ -164,3 +164,23 @@ def test_the_target_test_set_is_read_with_the_models_task() -> None:
         validate(raw)
     raw["adaptation"]["target"]["task"] = "multi_label"  # type: ignore[index]
     assert validate(raw).adaptation.target.test == "t.csv"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["the same path", "a byte-identical copy"])
+def test_a_target_test_set_that_is_the_source_data_is_refused(
+        tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _adapted(tmp_path)
+    source = tmp_path / "source.csv"
+    test = tmp_path / "target" / "test.csv"
+    if how == "the same path":
+        cfg.write_text(cfg.read_text().replace(f"test: {test}", f"test: {source}"))
+    else:
+        shutil.copy(source, test)
+    code, err = cli(capsys, "fit", cfg, "--out", tmp_path / "run")
+    assert code == 2, err
+    line = error_line(err)
+    assert "data.source and adaptation.target.test" in line
+    assert "labelled rows of the target domain" in line and "allow_overlap" in line
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    code, err = cli(capsys, "plan", cfg)
+    assert code == 2 and "adaptation.target.test" in error_line(err)

@@ -88,7 +88,9 @@ def _splits_apart(cfg: Any) -> None:
     data (diagnostics.allow_overlap lets it go on), before a command plans or measures on it."""
     from tlkit.data.fingerprint import check_identical
 
-    check_identical(cfg.data, cfg.diagnostics.allow_overlap)
+    target = cfg.adaptation.target
+    check_identical(cfg.data, cfg.diagnostics.allow_overlap,
+                    None if target is None else target.test)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

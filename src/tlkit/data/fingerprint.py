@@ -84,6 +84,7 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 # The data keys that name a split's file or folder, in the order of the splits.
 SPLIT_KEYS = (("data.source", "source"), ("data.validation", "validation"), ("data.test", "test"))
+TARGET_TEST = "adaptation.target.test"
 # How each kind of input is compared for the overlap count (summary.json's data.overlap).
 NORMALISATION = {
     "text": "texts compared after Unicode NFC, whitespace collapsed and case folded (pairs "
@@ -188,13 +189,14 @@ def _same(a: tuple[str, Any], b: tuple[str, Any], shown: tuple[str, str]) -> str
         return None
 
 
-def identical_inputs(cfg: Any) -> list[Identical]:
+def identical_inputs(cfg: Any, extra: tuple[tuple[str, str], ...] = ()) -> list[Identical]:
     """The pairs of ``data.source``, ``data.validation`` and ``data.test`` (``cfg`` a data
-    section) that name the same data: one path (however spelled: relative, ``~``, a symbolic
-    link, a hard link), byte-identical files, folders of identical files, or one packaged set.
-    Cheap: paths are compared first, and a file is hashed only when its size matches."""
+    section), and of any ``extra`` (key, value) after them (``adaptation.target.test``), that
+    name the same data: one path (however spelled: relative, ``~``, a symbolic link, a hard
+    link), byte-identical files, folders of identical files, or one packaged set. Cheap: paths
+    are compared first, and a file is hashed only when its size matches."""
     given = [(key, str(getattr(cfg, attr, None))) for key, attr in SPLIT_KEYS
-             if getattr(cfg, attr, None) is not None]
+             if getattr(cfg, attr, None) is not None] + list(extra)
     located = [(key, value, _located(value)) for key, value in given]
     found = []
     for i, (key_a, value_a, loc_a) in enumerate(located):
@@ -207,13 +209,16 @@ def identical_inputs(cfg: Any) -> list[Identical]:
     return found
 
 
-def check_identical(cfg: Any, allow: bool) -> list[Identical]:
+def check_identical(cfg: Any, allow: bool, target_test: str | None = None
+                    ) -> list[Identical]:
     """Refuse (UserError) a config whose splits name the same data, unless ``allow``
-    (``diagnostics.allow_overlap``); returns what is shared."""
-    found = identical_inputs(cfg)
+    (``diagnostics.allow_overlap``); returns what is shared. ``target_test``: the labelled
+    target test (``adaptation.target.test``), which must not be a source split either."""
+    extra = (() if target_test is None else ((TARGET_TEST, str(target_test)),))
+    found = identical_inputs(cfg, extra)
     if found and not allow:
-        splits = sorted({k for f in found for k in (f.first, f.second)},
-                        key=[k for k, _ in SPLIT_KEYS].index)
+        keys = [k for k, _ in SPLIT_KEYS] + [TARGET_TEST]
+        splits = sorted({k for f in found for k in (f.first, f.second)}, key=keys.index)
         tested = ("the run would be validated and tested on the rows it trains on, and its "
                   "metrics would say nothing about new data"
                   if "data.source" in splits else
@@ -224,8 +229,11 @@ def check_identical(cfg: Any, allow: bool) -> list[Identical]:
             + f". So {tested}. "
             "Fix: give validation and test files that hold other rows than data.source (or leave "
             "data.validation / data.test out: tlkit then cuts data.val_fraction / "
-            "data.test_fraction from data.source without overlap); to run anyway, set "
-            "diagnostics.allow_overlap: true (the overlap is still reported). Nothing was written")
+            "data.test_fraction from data.source without overlap"
+            + ("; adaptation.target.test: labelled rows of the target domain, not the source's"
+               if TARGET_TEST in splits else "")
+            + "); to run anyway, set diagnostics.allow_overlap: true (the overlap is still "
+            "reported). Nothing was written")
     return found
 
 

@@ -81,7 +81,9 @@ def open_run(cfg: Config, out: Path, resume: bool) -> tuple[RunDir, bool, Dist, 
         check_writable(run.path, "run")
     if not (resume and run.last.is_file()):  # a run that started was let through then
         # splits given as the same data: refused before anything is written or trained
-        check_identical(cfg.data, cfg.diagnostics.allow_overlap)
+        target = cfg.adaptation.target
+        check_identical(cfg.data, cfg.diagnostics.allow_overlap,
+                        None if target is None else target.test)
         if cfg.transfer_config.freeze_strategy == AUTO:
             # its trials train before prepare reads the target's test set: read it now
             load_target_test(cfg, load_source(cfg.data))
