@@ -222,8 +222,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tlkit.export import TOLERANCE, export_run
 
     r = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None,
-                   data=args.data, check_split=args.check_split, overwrite=args.overwrite)
+                   data=args.data, check_split=args.check_split, overwrite=args.overwrite,
+                   quantize=args.quantize)
     print(f"exported {r.path} ({r.exporter}); description {r.meta_path}")
+    if r.quantized is not None:
+        print(r.quantized.line())
+        return 0
     print(f"max abs difference from PyTorch: {r.max_abs_diff:.3g} on {r.n_checked} examples "
           f"of {r.check_data} (tolerance {TOLERANCE:g})")
     return 0
@@ -560,6 +564,11 @@ def _run_commands(sub: Subparsers) -> None:
                        "(train/val/test) or source (default: val)")
     check.add_argument("--check-split", choices=["train", "val", "test"],
                        help="check on every example of this split of the run's data")
+    sp.add_argument("--quantize", choices=["int8"], default=None,
+                    help="onnx only: quantize the file with ONNX Runtime (text: dynamic; "
+                    "images: static, calibrated on the validation split), checked by accuracy "
+                    "and agreement with PyTorch on the test split (default RUN_DIR/export/"
+                    "model.int8.onnx)")
     _overwrite_flag(sp, "replace the --out file (onnx, torchscript) if it exists and tlkit "
                     "cannot tell it exported it; never a folder, the run, or a file in a run "
                     "directory")

@@ -46,6 +46,7 @@ class ExportResult:
     check_data: str
     n_checked: int
     max_abs_diff: float
+    quantized: Any = None  # quantize.Quantized: the int8 file's check, where --quantize int8
 
 
 def require_backbone(saved: Any, fmt: str, kind: str, adapter: str, library: str) -> None:
@@ -57,10 +58,10 @@ def require_backbone(saved: Any, fmt: str, kind: str, adapter: str, library: str
                         f"is {got} on {on}: use --format onnx or torchscript")
 
 
-def default_output(run_dir: Path, fmt: str) -> Path:
+def default_output(run_dir: Path, fmt: str, quantize: str | None = None) -> Path:
     if fmt in FOLDER_FORMATS:
         return Path(run_dir) / "export" / fmt
-    return Path(run_dir) / "export" / f"model{SUFFIX[fmt]}"
+    return Path(run_dir) / "export" / f"model{'.' + quantize if quantize else ''}{SUFFIX[fmt]}"
 
 
 def description_path(path: Path) -> Path:

@@ -32,6 +32,7 @@ from tlkit.export.common import (CHECK_BATCH, FOLDER_FORMATS, OUTPUT, TEXT_INPUT
 from tlkit.export.hf import export_hf
 from tlkit.export.onnx import export_onnx, needs_external_data, onnx_runner
 from tlkit.export.peft import export_peft
+from tlkit.export.quantize import compare, method_for, quantize, refuse_unless_quantizable
 from tlkit.export.timm import export_timm
 from tlkit.export.torchscript import export_torchscript, torchscript_runner
 from tlkit.outputs import MARKER, check_output, claim, new_id, sha256_of
@@ -123,8 +124,9 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
 
 
 def _export_file(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, check_data: Any,
-                 check_split: str | None) -> ExportResult:
-    """ONNX or TorchScript: one file and its description, checked against the run's model."""
+                 check_split: str | None, int8: bool = False) -> ExportResult:
+    """ONNX or TorchScript: one file and its description, checked against the run's model
+    (``int8``: the ONNX file quantized, checked by its predictions: tlkit.export.quantize)."""
     exported = copy.deepcopy(saved.model)
     if saved.meta.get("lora"):
         merge_lora(exported)  # plain layers: what a runtime without PEFT can run
@@ -137,15 +139,33 @@ def _export_file(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, chec
     direct = fmt == "onnx" and needs_external_data(module)
     written = out if direct else out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
+        quantized = None
         if fmt == "onnx":
             exporter = export_onnx(module, example, names, written)
+            if int8:
+                fp32 = written.with_name(written.name + ".fp32")
+                os.replace(written, fp32)
+                try:
+                    kind = saved.preprocessing.kind
+                    exporter += "; " + quantize(fp32, written, kind, saved,
+                                                data_for(RunDir(run_dir), "val", saved.classes),
+                                                names)
+                finally:
+                    fp32.unlink(missing_ok=True)
             runner = onnx_runner(written, names)
         else:
             exporter = export_torchscript(module, example, written)
             runner = torchscript_runner(written, names)
-        n, diff = check(saved, runner, check_data, None if check_split else CHECK_BATCH)
+        if int8:
+            quantized = compare(saved, runner, check_data, spec,
+                                method_for(saved.preprocessing.kind))
+            n, diff = quantized.n, float("nan")
+        else:
+            n, diff = check(saved, runner, check_data, None if check_split else CHECK_BATCH)
         desc = _description(saved, fmt, out, names, exporter)
-        desc["check"] = {"data": spec, "n": n, "max_abs_diff": diff, "tolerance": TOLERANCE}
+        desc["check"] = ({"data": spec, "n": n, "int8": quantized.to_dict()} if quantized
+                         else {"data": spec, "n": n, "max_abs_diff": diff,
+                               "tolerance": TOLERANCE})
         desc["sha256"] = sha256_of(written)
         desc["id"] = new_id()
         meta_path = description_path(out)
@@ -155,13 +175,18 @@ def _export_file(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, chec
     finally:
         if written != out and written.exists():
             written.unlink()
-    if not diff <= TOLERANCE:
+    if quantized is not None:
+        why = quantized.failure()
+        if why is not None:
+            raise UserError(f"the int8 file {out} is not faithful to the model: {why} "
+                            f"({quantized.line()}); do not trust it: export without --quantize")
+    elif not diff <= TOLERANCE:
         raise UserError(
             f"the exported model differs from PyTorch by up to {diff:.3g} on {n} examples of "
             f"{spec} (tolerance {TOLERANCE:g}); the file is {out}, but do not trust it: try "
             f"--format {'torchscript' if fmt == 'onnx' else 'onnx'}")
     update_card(run_dir, out)  # the card lists the run's exports and how to load each
-    return ExportResult(out, meta_path, exporter, spec, n, diff)
+    return ExportResult(out, meta_path, exporter, spec, n, diff, quantized)
 
 
 def _write_folder(saved: Any, fmt: str, out: Path, run_config: dict[str, Any]) -> Runner:
@@ -210,16 +235,23 @@ def _export_folder(run_dir: Path, saved: Any, fmt: str, out: Path, spec: str, ch
 
 def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
                data: str | None = None, check_split: str | None = None,
-               overwrite: bool = False) -> ExportResult:
+               overwrite: bool = False, quantize: str | None = None) -> ExportResult:
     """Export the model of ``run_dir`` and check it against PyTorch.
 
     The check runs on the first ``CHECK_BATCH`` examples of ``data`` (a split name or a source,
     as ``tlkit predict --data`` takes it; default the validation split), or on every example
     of ``check_split``. Raises UserError if the outputs differ by more than ``TOLERANCE``.
     ``overwrite``: replace an existing file at ``out`` that tlkit cannot prove it exported.
+    ``quantize="int8"`` (ONNX only): the file quantized by ONNX Runtime and checked by its
+    predictions on the test split (or ``data`` / ``check_split``), tlkit.export.quantize.
     """
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else default_output(run_dir, fmt)
+    if quantize is not None and quantize != "int8":
+        raise UserError(f"--quantize {quantize!r} is not supported; use --quantize int8")
+    if quantize is not None and fmt != "onnx":
+        raise UserError(f"--quantize int8 quantizes an ONNX file (ONNX Runtime); use --format "
+                        f"onnx, not {fmt}")
+    out = Path(out) if out is not None else default_output(run_dir, fmt, quantize)
     check_writable(out)
     check_args(run_dir, fmt)
     check_outputs(run_dir, fmt, out, data, overwrite)  # before the model loads
@@ -235,11 +267,15 @@ def export_run(run_dir: Path, fmt: str = "onnx", out: Path | None = None,
         raise UserError("export does not take token-classification runs yet (their outputs are "
                         "per word, gathered at each word's first sub-word); use tlkit predict "
                         "or tlkit.load(RUN_DIR) on this run")
+    if quantize is not None:
+        refuse_unless_quantizable(saved)
     saved.model.to("cpu").eval()
-    spec = check_split or data or "val"
+    spec = check_split or data or ("test" if quantize else "val")
     check_data = data_for(run, spec, saved.classes)
     if check_data.modality != saved.preprocessing.kind:
         raise UserError(f"the model takes {saved.preprocessing.kind} but {spec} holds "
                         f"{check_data.modality}")
-    export = _export_folder if fmt in FOLDER_FORMATS else _export_file
-    return export(run_dir, saved, fmt, out, spec, check_data, check_split)
+    if fmt in FOLDER_FORMATS:
+        return _export_folder(run_dir, saved, fmt, out, spec, check_data, check_split)
+    return _export_file(run_dir, saved, fmt, out, spec, check_data, check_split,
+                        int8=quantize is not None)
