@@ -259,11 +259,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         return 0
     w = max(len(r["name"]) for r in rows)
     print(f"{'name':<{w}}  {'modality':<8}  {'task':<20}  {'classes':>7}  {'train':>7}  "
-          f"{'test':>7}  {'installed':<9}  about")
+          f"{'val':>7}  {'test':>7}  {'installed':<9}  about")
     for r in rows:
-        test = r["test_size"] if r["test_size"] is not None else "split"
-        print(f"{r['name']:<{w}}  {r['modality']:<8}  {r['task']:<20}  {r['num_classes']:>7}  "
-              f"{r['train_size']:>7}  {test:>7}  {'yes' if r['installed'] else 'no':<9}  "
+        # "split": the run cuts the split (data.val_fraction, data.test_fraction)
+        val, test = (r[k] if r[k] is not None else "split" for k in ("val_size", "test_size"))
+        classes = "-" if r["task"] == "regression" else r["num_classes"]
+        print(f"{r['name']:<{w}}  {r['modality']:<8}  {r['task']:<20}  {classes:>7}  "
+              f"{r['train_size']:>7}  {val:>7}  {test:>7}  "
+              f"{'yes' if r['installed'] else 'no':<9}  "
               f"{r['description']}" + ("" if r["installed"] else f"  ({r['install']})"))
     print("\nAlso: a folder with one subfolder per class, or a .csv / .jsonl / .parquet file; "
           "for token_classification a CoNLL or JSON-lines file.")

@@ -64,7 +64,25 @@ def compute_metrics(
         "mse": float(skm.mean_squared_error(targets, y)),
         "mae": float(skm.mean_absolute_error(targets, y)),
         "r2": float(skm.r2_score(targets, y)) if len(targets) > 1 else float("nan"),
+        **correlations(y, targets),
     }
+
+
+def correlations(values: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Pearson's and Spearman's correlation of predicted and true values: what similarity
+    benchmarks (STS-B, SICK-R) report, since a model that ranks pairs right but on another
+    scale has a poor MSE and a good correlation. Several outputs: the mean over them. NaN
+    where a correlation is undefined (under two examples, or a constant side)."""
+    from scipy import stats
+
+    y = np.asarray(values, dtype=np.float64).reshape(len(targets), -1)
+    t = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    got: dict[str, list[float]] = {"pearson": [], "spearman": []}
+    for a, b in zip(y.T, t.T, strict=True):
+        defined = len(a) > 1 and np.ptp(a) > 0 and np.ptp(b) > 0 and np.isfinite(a).all()
+        got["pearson"].append(float(stats.pearsonr(a, b)[0]) if defined else float("nan"))
+        got["spearman"].append(float(stats.spearmanr(a, b)[0]) if defined else float("nan"))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in got.items()}
 
 
 def monitor_metric(task: str) -> tuple[str, str]:

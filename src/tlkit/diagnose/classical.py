@@ -54,7 +54,7 @@ class ClassicalResult:
                classes: list[str] | None) -> dict[str, Any]:
         """What a run records (summary.json): the settings, seconds and metrics."""
         keep = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "hamming_loss", "mse",
-                "mae", "r2")
+                "mae", "r2", "pearson", "spearman")
 
         def metrics(outputs: np.ndarray, data: LabelledData) -> dict[str, float]:
             m = compute_metrics(outputs, data.targets, task, classes)

@@ -34,7 +34,7 @@ _TASK_TYPE = {("text", "single_label"): "text-classification",
               ("image", "regression"): "image-classification",
               ("text", "token_classification"): "token-classification"}
 _HEADLINE = {"single_label": ("accuracy", "f1_macro"), "multi_label": ("f1_micro", "f1_macro"),
-             "regression": ("rmse", "mae"),
+             "regression": ("pearson", "spearman", "mse", "mae"),
              "token_classification": ("entity_f1", "token_accuracy")}
 _EXPORTS = {
     "onnx": "`onnxruntime.InferenceSession(\"{file}\")`; inputs, outputs, preprocessing and labels "
