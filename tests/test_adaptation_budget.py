@@ -12,19 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from test_label_free import RAW as LABEL_FREE_RAW
+
 from tlkit.config import Config, validate
 from tlkit.select.adapt_auto import choose_adaptation, format_record, order
 
-RAW: dict[str, Any] = {
-    "transfer_config": {"source_model": "timm:test_efficientnet", "pretrained_weights": "none",
-                        "freeze_strategy": "none", "head_lr": 1e-2, "backbone_lr": 3e-3,
-                        "epochs": 8, "batch_size": 16, "early_stopping_patience": None,
-                        "min_steps": 0, "device": "cpu"},
-    "data": {"source": "digits", "image_size": 32, "limit": 200},
-    "adaptation": {"method": "auto", "target": {"source": "digits", "image_size": 32},
-                   "target_limit": 96, "auto_weights": [0.1, 1.0]},
-    "diagnostics": {"sample": 60, "check_preprocessing": "off", "calibration": False},
-}
+# test_label_free's tiny CNN on digits, with method auto, 8 epochs of 10 steps
+RAW: dict[str, Any] = copy.deepcopy(LABEL_FREE_RAW)
+RAW["transfer_config"]["epochs"] = 8
+RAW["adaptation"].update(method="auto", auto_weights=[0.1, 1.0])
 
 
 class Scripted:
@@ -86,11 +82,11 @@ def test_short_trials_halve_toward_the_candidate_the_label_free_score_prefers(
     assert record["chosen"] == "mmd weight 1" and record["method"] == "mmd"
     assert record["weight"] == 1.0
     # 8 epochs of 10 steps; the trials run an eighth, a quarter, then half of them
-    steps = [length for c in fit.configs
-             for length in [c.transfer_config.epochs]]
-    assert max(steps) <= 4 and min(steps) == 1
+    assert sorted({c.transfer_config.epochs for c in fit.configs}) == [1, 2, 4]
     rungs = sorted({t["rung"] for t in record["trials"]})
     assert rungs == [0, 1, 2]
+    assert [{t["steps"] for t in record["trials"] if t["rung"] == r} for r in rungs] == [
+        {10}, {20}, {40}]
     # each rung keeps the better half of the aligning candidates, source-only always trains
     at = {r: [t["name"] for t in record["trials"] if t["rung"] == r and "target_im" in t]
           for r in rungs}

@@ -134,15 +134,12 @@ def run_trials(cfg: Config, fit: Fit, event: Event, where: Path | None = None
         event("stage", {"what": f"adaptation auto: training the candidate {name}"})
         s = _trial(_trial_config(cfg, method, weight), fit,
                    None if where is None else where / name.replace(" ", "-"))
-        seconds[name] = round(float(s["total_seconds"]), 1)  # the trial's own fit
-        a = s.get("adaptation") or {}
-        trials.append(_candidate(name, method, weight, a, float(s["val"]["accuracy"])))
+        for c in _candidates_of(s, (name, method, weight)):  # source-only's: AdaBN's too
+            trials.append(c)
+            seconds[c.name] = 0.0 if c.method == "adabn" else round(
+                float(s["total_seconds"]), 1)  # the trial's own fit
         if method == "none":
             n_val = s["data"]["sizes"]["val"]
-            if "adabn" in a:  # the backbone has BatchNorm layers
-                trials.append(_candidate("adabn", "adabn", 0.0, a["adabn"],
-                                         float(s["val"]["accuracy"])))
-                seconds["adabn"] = 0.0
     pick, why = choose(trials, n_val)
     best = oracle(trials)
     record: dict[str, Any] = {
@@ -181,15 +178,15 @@ class _Costs:
     def __init__(self, summary: dict[str, Any], steps: int) -> None:
         train = float(summary["train_seconds"])
         self.fixed = max(0.0, float(summary["total_seconds"]) - train)
-        self.step = {"none": train / max(1, steps)}
-        self.aligned: list[float] = []
+        self.source_step = train / max(1, steps)
+        self.aligned: list[float] = []  # each aligning trial's seconds per step
 
     def per_step(self, method: str) -> float:
         if method == "none":
-            return self.step["none"]
+            return self.source_step
         if self.aligned:
             return sum(self.aligned) / len(self.aligned)
-        return ALIGN_COST * self.step["none"]
+        return ALIGN_COST * self.source_step
 
     def seconds(self, method: str, steps: int) -> float:
         return self.fixed + steps * self.per_step(method)
