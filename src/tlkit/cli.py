@@ -66,7 +66,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # the data first (cheap, and the run's length depends on its size), then the model
     data = load_source(cfg.data)
     splits = make_splits(data, cfg.data)
-    asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task)
+    student = None
+    if cfg.distill is not None:  # a student's plan: its own backbone (tlkit distill)
+        from tlkit.distill.build import student_of
+
+        student = student_of(cfg, splits)
+        print(f"distillation from {cfg.distill.teacher}: the student is {student.said}")
+    asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task,
+                   backbone=None if student is None else student.backbone)
     tc = cfg.transfer_config
     batchnorm = not aligns(cfg.adaptation) and batchnorm_trains(
         asm.model, asm.groups, asm.plan, tc.freeze_norm_stats)
@@ -129,6 +136,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
                    checkpoint_every=args.checkpoint_every,
                    tensorboard=args.tensorboard and is_main_process(), baseline=args.baseline,
                    report=not args.no_report)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlkit.distill.config import student_config
+
+    cfg = student_config(args.run_dir, student=args.student, layers=args.layers,
+                         unlabelled=args.unlabelled, unlabelled_limit=args.unlabelled_limit,
+                         temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
+                         overrides=args.set or [])
+    out = Path(args.out)
+    from tlkit.outputs import check_output
+    from tlkit.outputs import config_inputs as named
+
+    # never the teacher's run directory, nor the data either reads
+    check_output(out, "run", inputs=[Path(args.run_dir), *named(cfg.model_dump())])
+    from tlkit.run.after_fit import fit_and_finish
+
+    rep = Reporter(str(out / "train.log"))
+    fit_and_finish(cfg, out, event=rep, say=rep.line, tracker=None, resume=args.resume,
+                   checkpoint_every=args.checkpoint_every, report=not args.no_report)
     return 0
 
 
@@ -522,7 +552,8 @@ def _config_commands(sub: Subparsers) -> None:
 
 
 def _run_commands(sub: Subparsers) -> None:
-    """The commands on a finished run directory: evaluate, predict, report, export."""
+    """The commands on a finished run directory: evaluate, predict, distill, report,
+    export."""
     sp = sub.add_parser("evaluate", help="metrics of a finished run as JSON")
     sp.add_argument("run_dir")
     sp.add_argument("--data", help="train | val | test (default) of the run's data, or another "
@@ -544,6 +575,7 @@ def _run_commands(sub: Subparsers) -> None:
     _overwrite_flag(sp, "replace the --out file if it exists (never the --data file, nor a "
                     "file in a run directory)")
     sp.set_defaults(func=cmd_predict)
+    _distill_command(sub)
     sp = sub.add_parser("report", help="write RUN_DIR/report.html: one self-contained page with "
                         "the plan, the curves and the diagnostics of a finished run")
     sp.add_argument("run_dir")
@@ -576,6 +608,39 @@ def _run_commands(sub: Subparsers) -> None:
                     "cannot tell it exported it; never a folder, the run, or a file in a run "
                     "directory")
     sp.set_defaults(func=cmd_export)
+
+
+def _distill_command(sub: Subparsers) -> None:
+    """tlkit distill: a student trained on a finished run's outputs."""
+    sp = sub.add_parser("distill", help="train a smaller student on a finished run's outputs "
+                        "(knowledge distillation); writes the student's run directory")
+    sp.add_argument("run_dir", help="the teacher: a finished run directory")
+    sp.add_argument("--out", required=True, help="the student's run directory")
+    sp.add_argument("--student", metavar="NAME", help="a registry backbone (see `tlkit "
+                    "backbones`) as the student, with its pretrained weights (default: a "
+                    "truncated copy of the teacher with its trained weights: half the encoder "
+                    "layers of a transformer, the first block of each stage of a CNN)")
+    sp.add_argument("--layers", type=int, metavar="N", help="encoder layers the truncated "
+                    "transformer student keeps (default: half the teacher's)")
+    sp.add_argument("--unlabelled", metavar="FILE_OR_FOLDER", help="inputs without labels the "
+                    "teacher labels for the student (a table's text or image column, or a "
+                    "folder of images; default: the teacher's adaptation.target, if any)")
+    sp.add_argument("--unlabelled-limit", type=int, metavar="N",
+                    help="use a seeded sample of N unlabelled inputs")
+    sp.add_argument("--temperature", type=float, metavar="T",
+                    help="softmax temperature of the soft targets (default 2)")
+    sp.add_argument("--alpha", type=float, metavar="A", help="weight of the soft targets' loss; "
+                    "1 - A weighs the labels' (default 0.5)")
+    sp.add_argument("--epochs", type=int, help="the student's epochs (default: the teacher's)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a key of the student's config, e.g. --set "
+                    "transfer_config.backbone_lr=5e-5")
+    sp.add_argument("--resume", action="store_true", help="continue the student in --out")
+    sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                    help="write checkpoints/last.pt every STEPS optimizer steps")
+    sp.add_argument("--no-report", action="store_true",
+                    help="do not write OUT/report.html at the end")
+    sp.set_defaults(func=cmd_distill)
 
 
 def _listing_commands(sub: Subparsers) -> None:

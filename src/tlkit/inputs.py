@@ -118,12 +118,14 @@ def load_data(cfg: Config) -> tuple[Any, Any]:
 
 
 def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *,
-                 training: bool = True, log: Log | None = None) -> Inputs:
+                 training: bool = True, log: Log | None = None, backbone: Any = None
+                 ) -> Inputs:
     """The model for ``cfg`` on its data (``load_data`` first), in the order ``fit`` takes:
     the seed, the model (the head's initialisation), the preprocessing and datasets, then
     (``training``) the activation cache and the loop hooks. Outside ``training`` (the
     diagnostics) the datasets are not augmented and no cache or hook is made. ``log`` is what
-    the cache says while it computes."""
+    the cache says while it computes. ``backbone``: the model's backbone in place of the
+    config's source_model (a distilled student's, ``tlkit.distill``)."""
     tc = cfg.transfer_config
     augment = cfg.data.augment if training and modality == "image" else "none"
     if training and tc.freeze_strategy in strategies.names():  # before the model loads
@@ -133,7 +135,8 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
     t0 = time.perf_counter()
     torch.manual_seed(tc.seed)  # the head's initialisation (and a random backbone's)
     asm = assemble(tc, num_outputs_of(splits.train), modality=modality,
-                   max_length=cfg.data.max_length, task=splits.train.task)
+                   max_length=cfg.data.max_length, task=splits.train.task,
+                   backbone=backbone)
     load_seconds = time.perf_counter() - t0
     # an image run without data.image_size follows its training images (tlkit.data.resolution)
     size = (image_size_for(asm.model.backbone, cfg.data.image_size, splits.train.inputs)

@@ -309,6 +309,11 @@ def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any]) -> B
         from tlkit.backbones.timm_backbone import TimmBackbone
 
         b = TimmBackbone(spec["model_name"], cfg_overlay=spec.get("cfg_overlay") or {})
+        if spec.get("blocks_kept"):  # a distilled student's depth (tlkit.distill.student)
+            from tlkit.backbones.timm_backbone import keep_blocks
+
+            keep_blocks(b.model, spec["blocks_kept"])
+            b.spec = {**b.spec, "blocks_kept": spec["blocks_kept"]}
     elif adapter == "hf":
         from tlkit.backbones.hf import HFBackbone
 

@@ -73,6 +73,16 @@ def _create_checked(timm: Any, model_name: str, weights_file: str, kwargs: dict[
     return model
 
 
+def keep_blocks(model: Any, kept: list[list[int]]) -> None:
+    """Keep the blocks ``kept[s]`` of each stage ``s`` of a timm staged CNN (``blocks``, a
+    sequence of stages), in place: a distilled student's depth (``tlkit.distill.student``)."""
+    if len(kept) != len(model.blocks):
+        raise ValueError(f"blocks_kept names {len(kept)} stages, the model has "
+                         f"{len(model.blocks)}")
+    for s, stage in enumerate(model.blocks):
+        model.blocks[s] = torch.nn.Sequential(*[stage[i] for i in kept[s]])
+
+
 # timm families whose forward_features is a plain chain of these attributes, in this order
 _CHAINS = {
     "EfficientNet": ("conv_stem", "bn1", "blocks*", "conv_head", "bn2"),

@@ -24,6 +24,7 @@ from tlkit.config.schema import (
     Config,
     DataConfig,
     DiagnosticsConfig,
+    DistillConfig,
     MlflowConfig,
     PretrainConfig,
     TrackingConfig,
@@ -48,7 +49,7 @@ from tlkit.strategies.gradual import SELECTOR_RE
 __all__ = [
     "AUTO", "MAX_CLASS_WEIGHT", "MAX_YAML_VALUES", "SEED_MAX", "SELECTOR_RE",
     "AdaptationConfig", "CacheConfig", "CacheSettings", "Config", "DataConfig",
-    "DiagnosticsConfig", "DuplicateKey", "HeadConfig", "HeadSettings", "LayerGroupPattern",
+    "DiagnosticsConfig", "DistillConfig", "DuplicateKey", "HeadConfig", "HeadSettings", "LayerGroupPattern",
     "LoopSettings", "MlflowConfig", "PlanSettings", "PretrainConfig", "Strict", "TrackingConfig",
     "TransferConfig", "UnfreezeStep", "View",
     "apply_override", "derive", "dump_config", "load_config", "parse_value", "parse_yaml",

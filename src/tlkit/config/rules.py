@@ -250,3 +250,25 @@ def adaptation_trains(method: str, task: str, freeze_strategy: str) -> None:
             f"backbone, but freeze_strategy {freeze_strategy} may train "
             f"only the head; choose {', '.join(trainers[:-1])} or {trainers[-1]}, or "
             "adaptation method adabn")
+
+
+# the strategies a student trains under: its loss replaces the loop's, so a strategy that
+# solves its head (all_frozen, lp_ft), brings its own objective (contrastive) or chooses by
+# trials (auto) cannot run with it
+DISTILL_STRATEGIES = ("none", "top_n_unfrozen", "gradual", "lora")
+
+
+def distill_fits(strategy: str, task: str, method: str) -> None:
+    """What a distillation (the ``distill`` section) cannot be combined with."""
+    if strategy not in DISTILL_STRATEGIES:
+        raise ValueError(f"distill trains the student on the teacher's outputs, which "
+                         f"freeze_strategy {strategy} cannot (it solves its head, brings its own "
+                         f"objective, or chooses by trials); use one of "
+                         f"{', '.join(DISTILL_STRATEGIES)} (tlkit distill's default: none)")
+    if task not in ("single_label", "multi_label", "regression"):
+        raise ValueError(f"distill covers single_label, multi_label and regression data, not "
+                         f"{task}")
+    if method != "none":
+        raise ValueError(f"distill with adaptation.method {method}: the student learns the "
+                         "adapted teacher's outputs; set adaptation.method: none (give the "
+                         "target's inputs as distill.unlabelled)")

@@ -162,6 +162,30 @@ class AdaptationConfig(Strict):
         return self
 
 
+class DistillConfig(Strict):
+    """Knowledge distillation (Hinton et al., 2015) from a finished run, the teacher, into this
+    run's model, the student (``tlkit distill``): the student trains on the teacher's
+    temperature-softened outputs, computed once, plus the labels. Its data section is the
+    teacher's, so both are measured on the same test split."""
+
+    teacher: str = Field(min_length=1)  # the teacher's run directory (a finished fit)
+    # truncate: a copy of the teacher with fewer layers, initialised from its trained weights
+    # (transformers: ``layers`` of its encoder layers, evenly spaced with the first and the
+    # last, as DistilBERT took every other layer of BERT; timm EfficientNet-family CNNs: the
+    # first block of each stage, the repeated residual blocks dropped); else the student is
+    # transfer_config.source_model, loaded with its pretrained weights
+    student: Literal["truncate", "backbone"] = "truncate"
+    layers: int | None = Field(default=None, ge=1, le=1000)  # truncate, text: default half
+    # the softmax temperature of the soft targets; their loss is scaled by T^2 (Hinton et al.)
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    # the soft targets' weight in the loss; 1 - alpha weighs the labels' loss
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    # unlabelled inputs the teacher labels for the student (a table's input column or a folder
+    # of images), besides the training split: more inputs is where distillation pays
+    unlabelled: DataConfig | None = None
+    unlabelled_limit: int | None = Field(default=None, ge=1)  # a sample of them
+
+
 class MlflowConfig(Strict):
     """Where ``fit`` logs to MLflow: params, per-epoch metrics, the summary, the run directory."""
 
@@ -181,6 +205,7 @@ class Config(Strict):
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    distill: DistillConfig | None = None  # this run is a student (tlkit distill)
 
     @model_validator(mode="after")
     def _sampler_fits(self) -> "Config":
@@ -214,6 +239,13 @@ class Config(Strict):
         t = self.adaptation.target
         if t is not None:
             rules.target_test_fits(t.test, t.task, self.data.task)
+        return self
+
+    @model_validator(mode="after")
+    def _distill_fits(self) -> "Config":
+        if self.distill is not None:
+            rules.distill_fits(self.transfer_config.freeze_strategy, self.data.task,
+                               self.adaptation.method)
         return self
 
     @model_validator(mode="after")

@@ -117,8 +117,31 @@ def _target_results(s: dict[str, Any], task_type: str) -> list[Any]:
 
 def _title(run: RunData, s: dict[str, Any]) -> str:
     source = s.get("data", {}).get("source", "its data")
-    return (f"# {run.path.name}\n\n{s.get('source_model')} adapted to {source} by tlkit "
-            f"(strategy `{s.get('strategy')}`, task {s.get('task')}).\n")
+    title = (f"# {run.path.name}\n\n{s.get('source_model')} adapted to {source} by tlkit "
+             f"(strategy `{s.get('strategy')}`, task {s.get('task')}).\n")
+    return title + _distilled(s)
+
+
+def _distilled(s: dict[str, Any]) -> str:
+    """A student's provenance and how it compares with its teacher (tlkit distill)."""
+    d = s.get("distillation")
+    if not isinstance(d, dict):
+        return ""
+    lines = [f"\nDistilled from `{d.get('teacher')}` (knowledge distillation at temperature "
+             f"{d.get('temperature')}, soft-target weight {d.get('alpha')}); the student is "
+             f"{d.get('student')}."]
+    t = d.get("test")
+    if isinstance(t, dict):
+        diff = t.get("difference", {})
+        lines.append(f"On the same {t.get('examples')} test examples: {t.get('metric')} "
+                     f"{t.get('student', 0):.4f} against the teacher's {t.get('teacher', 0):.4f} "
+                     f"(difference {diff.get('value', 0):+.4f}, 95% interval "
+                     f"{diff.get('low', 0):+.4f} to {diff.get('high', 0):+.4f})"
+                     + (f"; it predicts the teacher's label on "
+                        f"{t['agreement']['value']:.1%} of them (95% interval "
+                        f"{t['agreement']['low']:.1%} to {t['agreement']['high']:.1%})"
+                        if isinstance(t.get("agreement"), dict) else "") + ".")
+    return " ".join(lines) + "\n"
 
 
 def _model(s: dict[str, Any], cfg: dict[str, Any], model_json: dict[str, Any]) -> str:

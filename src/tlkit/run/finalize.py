@@ -163,6 +163,32 @@ def _forgetting(p: Prepared, o: Outputs) -> Any:
                       source_task=d.source_task, source_model=tc.source_model)
 
 
+@diagnostic("distillation")
+def _distillation(p: Prepared, o: Outputs) -> Any:
+    """A student (the config's distill section): its teacher, and the two compared on the
+    same test split (the teacher's outputs through its own preprocessing)."""
+    from tlkit.distill.objective import Distillation
+    from tlkit.distill.teacher import compare, teacher_outputs
+
+    hook = next((h for h in p.hooks if isinstance(h, Distillation)), None)
+    if hook is None:
+        return None
+    d = p.cfg.distill
+    assert d is not None
+    out: dict[str, Any] = {
+        "teacher": hook.source, "student": hook.student_said,
+        "temperature": d.temperature, "alpha": d.alpha,
+        "trained_on": {"labelled": hook.n_train, "unlabelled": hook.unlabelled_count},
+    }
+    if o.test is not None and p.splits.test is not None and len(o.test_targets):
+        p.event("stage", {"what": "distillation: the teacher on the same test split"})
+        teacher = teacher_outputs(hook.saved, p.splits.test, p.cfg.transfer_config.batch_size,
+                                  p.dist.device)
+        out["test"] = compare(o.test_outputs, teacher, o.test_targets, p.data.task,
+                              p.cfg.diagnostics.bootstrap, p.cfg.data.seed)
+    return out
+
+
 @after_training
 def _adabn(p: Prepared) -> None:
     """AdaBN: every BatchNorm's statistics re-estimated on the target."""

@@ -149,6 +149,10 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     length = length_for(splits.train, tc)
     check_length(tc, length)  # before the model loads
     class_weights_of(tc.class_weights, splits.train)  # named classes checked: before it too
+    if cfg.distill is not None:  # the teacher and the unlabelled inputs: before it too
+        from tlkit.distill.build import check_distill
+
+        check_distill(cfg, splits, data.modality)
     if dist.is_main:
         same_data(run, splits, resume)
     event("stage", {"what": f"loading backbone {tc.source_model}", "sizes": splits.sizes()})
@@ -156,7 +160,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     def say(msg: str) -> None:
         event("stage", {"what": msg})
 
-    inputs = build_inputs(cfg, splits, data.modality, dist, log=say)
+    inputs = _inputs(cfg, splits, data.modality, dist, say)
     asm = inputs.asm
     # where BatchNorm layers train, no batch holds a single example: the loop's length, known
     # once the model is (a single training example is refused here, before the config, the
@@ -191,6 +195,21 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     return Prepared(cfg, run, dist, event, t_start, data, splits, asm, inputs.prep,
                     inputs.training_data(), inputs.test_ds, findings, inputs.cache, hooks,
                     target, state_in, _pretrained_copy(cfg, asm, dist), test_limit, adapted)
+
+
+def _inputs(cfg: Config, splits: Any, modality: str, dist: Dist, say: Any) -> Any:
+    """``build_inputs``; for a student (the config's distill section), on its own backbone
+    and head, with the hook that trains it on the teacher's outputs."""
+    if cfg.distill is None:
+        return build_inputs(cfg, splits, modality, dist, log=say)
+    from tlkit.distill.build import distillation_hook, start_head, student_of
+
+    student = student_of(cfg, splits)
+    inputs = build_inputs(cfg, splits, modality, dist, log=say, backbone=student.backbone)
+    if start_head(inputs.asm.model, student.head):
+        student.said += "; its head starts from the teacher's"
+    inputs.hooks.insert(0, distillation_hook(cfg, inputs, student, dist.device, say))
+    return inputs
 
 
 def count_overlap(cfg: Config, splits: Any, event: Event) -> None:
