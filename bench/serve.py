@@ -12,7 +12,10 @@ the split, after one warm-up batch), with the ratios to PyTorch fp32. Inputs are
     .venv/bin/python bench/serve.py                          # fits both examples first
     .venv/bin/python bench/serve.py --run quickstart=runs/quickstart   # an existing run
 
-The distilled student's rows (issue 35, ``tlkit distill``) are not in this version.
+Then the run's distilled student (``tlkit distill RUN``, its defaults: a truncated copy of
+the teacher; ``--unlabelled NAME=FILE`` gives it unlabelled inputs; ``--student NAME=DIR`` an
+existing one): PyTorch fp32 and ONNX int8, on the same test split through its own
+preprocessing, agreement with the teacher's PyTorch fp32 predictions.
 """
 
 from __future__ import annotations
@@ -73,7 +76,10 @@ def _measure(predict: Callable[[Any], np.ndarray], big: list[tuple[Any, Any]],
             "p50_ms": statistics.median(lat), "p95_ms": float(np.percentile(lat, 95)), "n": n}
 
 
-def run_one(name: str, run: Path, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+def _rows_of(run: Path, tag: str, name: str, args: argparse.Namespace, tmp: Path
+             ) -> tuple[dict[str, Callable[[Any], np.ndarray]], Any, Any]:
+    """A run's predictors (PyTorch fp32, then its ONNX exports; ``tag`` prefixes the labels)
+    with the test batches its own preprocessing makes (batch 64, and batch 1)."""
     import torch
 
     from tlkit.export import export_run
@@ -94,26 +100,50 @@ def run_one(name: str, run: Path, args: argparse.Namespace, tmp: Path) -> list[d
         with torch.no_grad():
             return saved.model(x).float().numpy()
 
-    rows = {"PyTorch fp32": torch_predict}
-    for label, quant in (("ONNX fp32", None), ("ONNX int8", "int8")):
-        out = tmp / name / f"model{'.int8' if quant else ''}.onnx"
-        print(f"[bench] serve: {name}, exporting {label}", file=sys.stderr, flush=True)
+    rows: dict[str, Callable[[Any], np.ndarray]] = {f"{tag}PyTorch fp32": torch_predict}
+    exports = (("ONNX fp32", None), ("ONNX int8", "int8")) if not tag else (
+        (("ONNX int8", "int8"),))
+    for label, quant in exports:
+        out = tmp / name / f"{tag.strip(' :')}model{'.int8' if quant else ''}.onnx"
+        print(f"[bench] serve: {name}, exporting {tag}{label}", file=sys.stderr, flush=True)
         export_run(run, "onnx", out, quantize=quant)
-        runner = onnx_runner(out, names)
-        rows[label] = runner
+        rows[f"{tag}{label}"] = onnx_runner(out, names)
+    return rows, big, single
+
+
+def run_one(name: str, run: Path, args: argparse.Namespace, tmp: Path,
+            student: Path | None = None) -> list[dict[str, Any]]:
+    """The run's rows, then its student's (``student``: a ``tlkit distill`` run of it), each
+    on the same test split through its own preprocessing; agreement is with the run's
+    PyTorch fp32 predictions."""
+    plans = [_rows_of(run, "", name, args, tmp)]
+    if student is not None:
+        plans.append(_rows_of(student, "student: ", name, args, tmp))
     results = []
     base_pred = None
-    for label, predict in rows.items():
-        print(f"[bench] serve: {name}, {label}", file=sys.stderr, flush=True)
-        m = _measure(predict, big, single)
-        if base_pred is None:
-            base_pred = m["pred"]
-        results.append({"run": name, "row": label, "n": m["n"],
-                        "accuracy": float((m["pred"] == m["y"]).mean()),
-                        "agreement": float((m["pred"] == base_pred).mean()),
-                        "throughput": m["throughput"], "p50_ms": m["p50_ms"],
-                        "p95_ms": m["p95_ms"]})
+    for rows, big, single in plans:
+        for label, predict in rows.items():
+            print(f"[bench] serve: {name}, {label}", file=sys.stderr, flush=True)
+            m = _measure(predict, big, single)
+            if base_pred is None:
+                base_pred = m["pred"]
+            results.append({"run": name, "row": label, "n": m["n"],
+                            "accuracy": float((m["pred"] == m["y"]).mean()),
+                            "agreement": float((m["pred"] == base_pred).mean()),
+                            "throughput": m["throughput"], "p50_ms": m["p50_ms"],
+                            "p95_ms": m["p95_ms"]})
     return results
+
+
+def _distill(name: str, run: Path, where: Path, unlabelled: str | None) -> Path:
+    """``tlkit distill RUN`` with its defaults (a truncated copy of the teacher), and the
+    unlabelled inputs where given."""
+    out = where / f"{name}-student"
+    print(f"[bench] serve: distilling {name}", file=sys.stderr, flush=True)
+    subprocess.run([str(Path(sys.executable).parent / "tlkit"), "distill", str(run), "--out",
+                    str(out), "--no-report", *(["--unlabelled", unlabelled] if unlabelled
+                                               else [])], check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> str:
@@ -142,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
                    help="an existing run directory (repeatable); default: fit both examples")
+    p.add_argument("--student", action="append", default=[], metavar="NAME=DIR",
+                   help="an existing `tlkit distill` run of run NAME (repeatable); default: "
+                   "distill each run here with tlkit distill's defaults")
+    p.add_argument("--unlabelled", action="append", default=[], metavar="NAME=FILE",
+                   help="unlabelled inputs for the distillation of run NAME (--unlabelled of "
+                   "tlkit distill)")
+    p.add_argument("--no-student", action="store_true", help="no student rows")
     p.add_argument("--latency", type=int, default=200, help="examples timed at batch 1")
     p.add_argument("--limit", type=int, default=None, help="test examples (default: all)")
     p.add_argument("--threads", type=int, default=2)
@@ -157,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         runs = dict(r.split("=", 1) for r in args.run) if args.run else {
             name: str(_fit(name, tmp / "runs")) for name in EXAMPLES}
+        students = dict(r.split("=", 1) for r in args.student)
+        unlabelled = dict(r.split("=", 1) for r in args.unlabelled)
+        for name, run in runs.items():
+            if not args.no_student and name not in students:
+                students[name] = str(_distill(name, Path(run), tmp / "runs",
+                                              unlabelled.get(name)))
         rows = [row for name, run in runs.items()
-                for row in run_one(name, Path(run), args, tmp / "exports")]
+                for row in run_one(name, Path(run), args, tmp / "exports",
+                                   None if args.no_student else Path(students[name]))]
     text = report(rows, args, argv)
     print(text)
     common.save_json(args.json, {"rows": rows, "table": text, "argv": argv})

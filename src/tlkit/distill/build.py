@@ -109,9 +109,10 @@ def distillation_hook(cfg: Any, inputs: Any, student: Student, device: Any,
     train = inputs.splits.train
     pool = unlabelled_of(cfg, inputs.modality)
     t0 = time.perf_counter()
-    outs = [teacher_outputs(student.teacher, train, tc.batch_size, device)]
+    mp = tc.mixed_precision
+    outs = [teacher_outputs(student.teacher, train, tc.batch_size, device, mp)]
     if pool is not None:
-        outs.append(teacher_outputs(student.teacher, pool, tc.batch_size, device))
+        outs.append(teacher_outputs(student.teacher, pool, tc.batch_size, device, mp))
     teacher = np.concatenate(outs)
     log(f"distillation: the teacher's outputs on {len(train):,} training"
         + (f" and {len(pool):,} unlabelled" if pool is not None else "")

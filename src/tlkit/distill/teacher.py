@@ -55,13 +55,15 @@ def check_fits(saved: SavedModel, task: str, classes: list[str] | None, where: s
                         "same order; give the student the teacher's data section")
 
 
-def teacher_outputs(saved: SavedModel, data: Any, batch_size: int, device: Any) -> np.ndarray:
+def teacher_outputs(saved: SavedModel, data: Any, batch_size: int, device: Any,
+                    mixed_precision: bool = False) -> np.ndarray:
     """The teacher's outputs (logits, or values) on ``data`` (examples as loaded, before any
-    preprocessing), in its order, through the teacher's own preprocessing, unaugmented."""
+    preprocessing), in its order, through the teacher's own preprocessing, unaugmented, at
+    the run's precision (the teacher's own, for a student config made from its run)."""
     ds = build_dataset(data, saved.preprocessing)
     saved.model.to(device)
     out, _ = predict_outputs(saved.model, ds, build_collate(saved.preprocessing),
-                             max(batch_size, 64), device)
+                             max(batch_size, 64), device, mixed_precision)
     saved.model.cpu()
     return out
 
