@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from cli_runner import kill_9_when, run_cli
 from user_runs import cli, config, error_line
 
-from tlkit.distill.objective import distill_batches, kd_loss
-from tlkit.distill.student import evenly_spaced, keep_blocks, truncated
+from tlkit.distillation.objective import distill_batches, kd_loss
+from tlkit.distillation.student import evenly_spaced, keep_blocks, truncated
 
 
 @pytest.fixture(autouse=True)
@@ -317,3 +317,17 @@ def test_what_cannot_be_distilled_exits_2_naming_the_fix(
         assert not any((o / name).exists() for name in ("config.yaml", "data.json", "model",
                                                          "checkpoints")), i
     assert sorted((p.name, p.stat().st_mtime_ns) for p in teacher.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_the_api_distills_as_the_command_does(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import tlkit
+
+    teacher = _teacher(tmp_path, capsys, epochs=1, limit=60)
+    run = tlkit.distill(tlkit.load(teacher), tmp_path / "api", epochs=1, temperature=4.0,
+                        progress=False)
+    d = run.summary["distillation"]
+    assert d["temperature"] == 4.0 and d["test"]["examples"] > 0
+    assert (tmp_path / "api" / "model" / "model.json").is_file()
+    assert run.evaluate()["accuracy"] == pytest.approx(d["test"]["student"])

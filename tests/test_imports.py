@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
      "tlkit.tracking"),
     ("tlkit.train", "tlkit.cache"),
     ("tlkit.inputs",),  # a config's data, model, cache and hooks: for fit, auto, the diagnostics
-    ("tlkit.adapt", "tlkit.diagnose", "tlkit.distill"),
+    ("tlkit.adapt", "tlkit.diagnose", "tlkit.distillation"),
     ("tlkit.report",),  # reads run directories; run.after_fit writes a fit's card and report
     ("tlkit.select",),  # what chooses: below run, as a fit resolves auto before it trains
     ("tlkit.run",),

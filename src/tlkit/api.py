@@ -24,7 +24,7 @@ from typing import Any
 
 from tlkit.errors import UserError
 
-__all__ = ["Run", "fit", "load"]
+__all__ = ["Run", "distill", "fit", "load"]
 
 _FRAME_KEYS = ("source", "validation", "test")
 
@@ -171,6 +171,35 @@ def fit(config: Any, out: Path | str | None = None, *, resume: bool = False,
         warnings.warn(f"MLflow: the run was not logged to {ml.given} ({ml.broken})",
                       stacklevel=2)
     return run
+
+
+def distill(run: Run | Path | str, out: Path | str, *, student: str | None = None,
+            layers: int | None = None, unlabelled: Any = None,
+            unlabelled_limit: int | None = None, temperature: float | None = None,
+            alpha: float | None = None, epochs: int | None = None, resume: bool = False,
+            progress: bool = True) -> Run:
+    """Train a smaller student on the finished run ``run``'s outputs (knowledge distillation),
+    as ``tlkit distill`` does, into ``out``; the student's Run (its summary's
+    ``distillation`` compares it with the teacher on the same test split). ``student``: a
+    registry backbone (default: a truncated copy of the teacher); ``unlabelled``: inputs the
+    teacher labels for the student (a file or folder, a DataFrame or a datasets.Dataset)."""
+    from tlkit.distillation.config import student_config
+    from tlkit.outputs import check_output, config_inputs
+
+    teacher = run.path if isinstance(run, Run) else Path(run)
+    pool = None if unlabelled is None else unlabelled if isinstance(unlabelled, (str, Path)) \
+        else _materialised(unlabelled, f"{_kind_of(unlabelled)} given as unlabelled")
+    cfg = student_config(teacher, student=student, layers=layers,
+                         unlabelled=None if pool is None else str(pool),
+                         unlabelled_limit=unlabelled_limit, temperature=temperature,
+                         alpha=alpha, epochs=epochs)
+    path = Path(out)
+    check_output(path, "run", flag="out", inputs=[teacher, *config_inputs(cfg.model_dump())])
+    from tlkit.run.after_fit import fit_and_finish
+
+    event = _reporter(path) if progress else (lambda kind, info: None)
+    fit_and_finish(cfg, path, event=event, resume=resume, report=False)
+    return Run(path)
 
 
 def load(run_dir: Path | str) -> Run:

@@ -68,7 +68,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     splits = make_splits(data, cfg.data)
     student = None
     if cfg.distill is not None:  # a student's plan: its own backbone (tlkit distill)
-        from tlkit.distill.build import student_of
+        from tlkit.distillation.build import student_of
 
         student = student_of(cfg, splits)
         print(f"distillation from {cfg.distill.teacher}: the student is {student.said}")
@@ -142,7 +142,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tlkit.distill.config import student_config
+    from tlkit.distillation.config import student_config
 
     cfg = student_config(args.run_dir, student=args.student, layers=args.layers,
                          unlabelled=args.unlabelled, unlabelled_limit=args.unlabelled_limit,

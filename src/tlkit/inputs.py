@@ -125,7 +125,7 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
     (``training``) the activation cache and the loop hooks. Outside ``training`` (the
     diagnostics) the datasets are not augmented and no cache or hook is made. ``log`` is what
     the cache says while it computes. ``backbone``: the model's backbone in place of the
-    config's source_model (a distilled student's, ``tlkit.distill``)."""
+    config's source_model (a distilled student's, ``tlkit.distillation``)."""
     tc = cfg.transfer_config
     augment = cfg.data.augment if training and modality == "image" else "none"
     if training and tc.freeze_strategy in strategies.names():  # before the model loads

@@ -309,7 +309,7 @@ def backbone_from_spec(spec: dict[str, Any], preprocessing: dict[str, Any]) -> B
         from tlkit.backbones.timm_backbone import TimmBackbone
 
         b = TimmBackbone(spec["model_name"], cfg_overlay=spec.get("cfg_overlay") or {})
-        if spec.get("blocks_kept"):  # a distilled student's depth (tlkit.distill.student)
+        if spec.get("blocks_kept"):  # a distilled student's depth (tlkit.distillation.student)
             from tlkit.backbones.timm_backbone import keep_blocks
 
             keep_blocks(b.model, spec["blocks_kept"])

@@ -75,7 +75,7 @@ def _create_checked(timm: Any, model_name: str, weights_file: str, kwargs: dict[
 
 def keep_blocks(model: Any, kept: list[list[int]]) -> None:
     """Keep the blocks ``kept[s]`` of each stage ``s`` of a timm staged CNN (``blocks``, a
-    sequence of stages), in place: a distilled student's depth (``tlkit.distill.student``)."""
+    sequence of stages), in place: a distilled student's depth (``tlkit.distillation.student``)."""
     if len(kept) != len(model.blocks):
         raise ValueError(f"blocks_kept names {len(kept)} stages, the model has "
                          f"{len(model.blocks)}")

@@ -150,7 +150,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     check_length(tc, length)  # before the model loads
     class_weights_of(tc.class_weights, splits.train)  # named classes checked: before it too
     if cfg.distill is not None:  # the teacher and the unlabelled inputs: before it too
-        from tlkit.distill.build import check_distill
+        from tlkit.distillation.build import check_distill
 
         check_distill(cfg, splits, data.modality)
     if dist.is_main:
@@ -202,7 +202,7 @@ def _inputs(cfg: Config, splits: Any, modality: str, dist: Dist, say: Any) -> An
     and head, with the hook that trains it on the teacher's outputs."""
     if cfg.distill is None:
         return build_inputs(cfg, splits, modality, dist, log=say)
-    from tlkit.distill.build import distillation_hook, start_head, student_of
+    from tlkit.distillation.build import distillation_hook, start_head, student_of
 
     student = student_of(cfg, splits)
     inputs = build_inputs(cfg, splits, modality, dist, log=say, backbone=student.backbone)

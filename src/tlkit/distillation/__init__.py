@@ -1,5 +1,5 @@
 """Knowledge distillation from a finished run (the teacher) into a smaller student, itself an
-ordinary run directory (``tlkit distill``, ``tlkit.distill``).
+ordinary run directory (``tlkit distill``, ``tlkit.distillation``).
 
 - ``student.py``: the truncated copy of the teacher (fewer layers or blocks, its weights);
 - ``teacher.py``: the teacher's saved model, its outputs on the student's inputs, and the

@@ -31,7 +31,7 @@ def student_config(teacher: str | Path, *, student: str | None = None,
     if not config.is_file():
         raise UserError(f"tlkit distill {teacher}: no run directory with a config.yaml there; "
                         "give the --out folder of a finished `tlkit fit`")
-    from tlkit.distill.teacher import finished
+    from tlkit.distillation.teacher import finished
 
     finished(path, str(teacher))  # before anything loads or is written
     if student is None:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from tlkit.data import build_dataset
-from tlkit.distill.objective import Distillation
-from tlkit.distill.student import truncated
-from tlkit.distill.teacher import check_fits, load_teacher, teacher_outputs
+from tlkit.distillation.objective import Distillation
+from tlkit.distillation.student import truncated
+from tlkit.distillation.teacher import check_fits, load_teacher, teacher_outputs
 from tlkit.errors import UserError
 from tlkit.saved import SavedModel
 
@@ -53,7 +53,7 @@ def check_distill(cfg: Any, splits: Any, modality: str) -> None:
     import json
     from pathlib import Path
 
-    from tlkit.distill.teacher import finished
+    from tlkit.distillation.teacher import finished
 
     d = cfg.distill
     path = Path(d.teacher).expanduser()
