@@ -39,11 +39,11 @@ def _run_example(model: str, tmp_path: Path) -> None:
 
 def test_import_tlkit_is_light_and_exports_only_the_public_names() -> None:
     r = subprocess.run([sys.executable, "-c", "import sys, tlkit; print('torch' in sys.modules);"
-                        " print(sorted(tlkit.__all__)); print(callable(tlkit.fit))"],
+                        " print(sorted(tlkit.__all__)); print(callable(tlkit.fit) and callable(tlkit.distill))"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
-    assert lines[0] == "False" and lines[1] == "['Run', '__version__', 'fit', 'load']"
+    assert lines[0] == "False" and lines[1] == "['Run', '__version__', 'distill', 'fit', 'load']"
     assert lines[2] == "True"
 
 

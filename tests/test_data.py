@@ -143,7 +143,8 @@ def test_newsgroups20_loads_its_train_and_test_files() -> None:
 def test_list_packaged_reports_sizes_and_whether_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     infos = {info["name"]: info for info in list_packaged()}
     assert set(infos) == {"boolq", "digits", "fashion_mnist", "newsgroups20", "rotten_tomatoes",
-                          "stsb", "vitaminc", "wnut16"}
+                          "squad", "stsb", "vitaminc", "wnut16"}
+    assert infos["squad"]["task"] == "question_answering"
     assert infos["wnut16"]["task"] == "token_classification"
     assert (infos["fashion_mnist"]["train_size"], infos["fashion_mnist"]["test_size"]) == (60_000, 10_000)
     assert infos["digits"]["installed"] and infos["newsgroups20"]["num_classes"] == 20

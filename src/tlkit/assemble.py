@@ -59,7 +59,8 @@ def head_normalization(hs: HeadSettings, backbone: Backbone, task: str | None = 
     not sentence vectors)."""
     if hs.normalize is True:
         return "head.normalize: true"
-    if hs.normalize is False or hs.type != "linear" or task == "token_classification" \
+    if hs.normalize is False or hs.type != "linear" \
+            or task in ("token_classification", "question_answering") \
             or hs.freeze_strategy not in strategies.names():
         return None
     why = strategies.get(hs.freeze_strategy).normalizes_head(backbone, hs.head_solver == "convex")
@@ -82,8 +83,10 @@ def assemble(tc: TransferConfig, num_outputs: int, modality: str | None = None,
         # must not depend on what loaded before in the process (auto's trials, compare's
         # variants), so the load draws from a copy. A random initialisation (pretrained_weights
         # none) starts from the caller's state all the same.
+        # question answering's head reads every token's state: the backbone does not pool
+        pooling = "tokens" if task == "question_answering" else tc.pooling
         with torch.random.fork_rng(devices=[]):
-            backbone = load_backbone(tc.source_model, tc.pretrained_weights, tc.pooling,
+            backbone = load_backbone(tc.source_model, tc.pretrained_weights, pooling,
                                      max_length)
     if modality is not None and backbone.kind != modality:
         raise UserError(

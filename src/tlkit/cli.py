@@ -106,6 +106,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tlkit.config import load_config
 
     cfg = load_config(args.config, args.set or [])
+    if args.test_limit is not None and args.test_limit < 1:
+        raise UserError(f"--test-limit {args.test_limit}: give at least 1 test example")
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     from tlkit.outputs import check_output
 
@@ -135,7 +137,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     fit_and_finish(cfg, out, event=rep, say=rep.line, tracker=ml, resume=args.resume,
                    checkpoint_every=args.checkpoint_every,
                    tensorboard=args.tensorboard and is_main_process(), baseline=args.baseline,
-                   report=not args.no_report)
+                   report=not args.no_report, test_limit=args.test_limit)
     return 0
 
 
@@ -202,6 +204,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_out_file(out, inputs=[*run_inputs(run), *existing([args.data, *args.inputs])],
                        own=run, overwrite=args.overwrite)
     calibrated = not args.no_calibration
+    if args.question is not None or args.context is not None:  # question answering
+        if args.inputs or args.data is not None:
+            raise UserError("--question and --context ask one question; give them without "
+                            "inputs or --data (a file of questions goes alone in --data)")
+        if out is not None and fmt != "jsonl":
+            raise UserError("a question-answering model's predictions are answers with their "
+                            "spans; write them to a .jsonl file (--out FILE.jsonl)")
+        from tlkit.run import dumps_jsonl, predict_answers
+
+        text = dumps_jsonl(predict_answers(Path(args.run_dir), args.question, args.context))
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            from tlkit.files import atomic_write
+
+            atomic_write(out, lambda tmp: tmp.write_text(text))
+        return 0
     if args.data is not None and not args.inputs and is_unlabelled_source(args.data):
         with _progress("scoring") as advance:
             done = score_run(Path(args.run_dir), args.data, out, calibrated, advance)
@@ -293,13 +312,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for r in rows:
         # "split": the run cuts the split (data.val_fraction, data.test_fraction)
         val, test = (r[k] if r[k] is not None else "split" for k in ("val_size", "test_size"))
-        classes = "-" if r["task"] == "regression" else r["num_classes"]
+        classes = "-" if r["task"] in ("regression", "question_answering") \
+            else r["num_classes"]
         print(f"{r['name']:<{w}}  {r['modality']:<8}  {r['task']:<20}  {classes:>7}  "
               f"{r['train_size']:>7}  {val:>7}  {test:>7}  "
               f"{'yes' if r['installed'] else 'no':<9}  "
               f"{r['description']}" + ("" if r["installed"] else f"  ({r['install']})"))
     print("\nAlso: a folder with one subfolder per class, or a .csv / .jsonl / .parquet file; "
-          "for token_classification a CoNLL or JSON-lines file.")
+          "for token_classification a CoNLL or JSON-lines file; for question_answering a "
+          "SQuAD-format JSON or JSON-lines file.")
     return 0
 
 
@@ -336,6 +357,10 @@ def _sequence_only(cfg: Any, command: str) -> None:
         raise UserError(f"tlkit {command} scores one label per example; data.task "
                         "token_classification is not supported by it yet: use tlkit fit "
                         "(with --baseline for the verdict) for token classification")
+    if cfg.data.task == "question_answering":
+        raise UserError(f"tlkit {command} scores one label per example; data.task "
+                        "question_answering is not supported by it yet: use tlkit fit for "
+                        "question answering")
 
 
 def _diagnostic_config(args: argparse.Namespace, command: str) -> Any:
@@ -470,6 +495,13 @@ def _overwrite_flag(sp: argparse.ArgumentParser, help_: str) -> None:
     sp.add_argument("--overwrite", action="store_true", help=help_)
 
 
+def _test_limit_flag(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--test-limit", type=int, default=None, metavar="N",
+                    help="test on a fixed subset of N test examples (drawn with data.seed, "
+                    "stratified for single-label; summary.json's test_limit says so): faster "
+                    "on a large test set, such as SQuAD's dev questions")
+
+
 def _config_commands(sub: Subparsers) -> None:
     """The commands that read a config: plan, fit, pretrain, rank, probe, advise, compare."""
     def with_config(name: str, help_: str) -> argparse.ArgumentParser:
@@ -488,6 +520,7 @@ def _config_commands(sub: Subparsers) -> None:
     sp.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                     help="write checkpoints/last.pt every STEPS optimizer steps (default: every "
                     "two minutes), and at the end of each epoch")
+    _test_limit_flag(sp)
     sp.add_argument("--baseline", action="store_true",
                     help="also train the baselines of diagnostics.baselines on the same splits "
                     "and give a verdict against each: the same architecture from scratch "
@@ -546,8 +579,7 @@ def _config_commands(sub: Subparsers) -> None:
     sp.add_argument("--resume", action="store_true",
                     help="finish a compare in --out: finished runs are kept")
     sp.add_argument("--no-advise", action="store_true", help="do not run advise first")
-    sp.add_argument("--test-limit", type=int, default=None, metavar="N",
-                    help="test on a stratified subset of N test examples (faster)")
+    _test_limit_flag(sp)
     sp.set_defaults(func=cmd_compare)
 
 
@@ -569,6 +601,9 @@ def _run_commands(sub: Subparsers) -> None:
                     "(train/val/test) or a packaged set")
     sp.add_argument("--out", help="write the predictions here: .csv, .jsonl or .parquet (default: "
                     "JSON lines on stdout)")
+    sp.add_argument("--question", help="question answering: the question to answer about "
+                    "--context (a question-answering run only)")
+    sp.add_argument("--context", help="question answering: the text the answer is a span of")
     sp.add_argument("--no-calibration", action="store_true",
                     help="raw probabilities: no temperature (single-label) and threshold 0.5 "
                     "(multi-label) in place of those fitted on the run's validation split")

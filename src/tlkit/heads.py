@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Task = Literal["single_label", "multi_label", "regression", "token_classification"]
+Task = Literal["single_label", "multi_label", "regression", "token_classification",
+               "question_answering"]
 
 
 class L2Normalize(nn.Module):

@@ -22,6 +22,7 @@ from tlkit.backbones.base import TextPreprocessing
 from tlkit.cache import ActivationCache, CacheHook, cache_for
 from tlkit.config import Config, TransferConfig, derive, without_strategy_keys
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
+from tlkit.data.answers import DOC_STRIDE, WindowDataset
 from tlkit.data.collate import TextCollate, tokenize
 from tlkit.data.resolution import image_size_for
 from tlkit.data.transforms import resolve_preprocessing
@@ -98,7 +99,9 @@ class Inputs:
         length (texts: batches of like length), class weights and sampling weights."""
         cfg, train = self.cfg, self.splits.train
         lengths = None
-        if self.modality == "text" and cfg.data.group_by_length:
+        if isinstance(self.train_ds, WindowDataset):  # question answering: per window
+            lengths = self.train_ds.lengths() if cfg.data.group_by_length else None
+        elif self.modality == "text" and cfg.data.group_by_length:
             assert isinstance(self.collate, TextCollate)
             assert isinstance(self.prep, TextPreprocessing)
             enc = tokenize(self.collate.tokenizer, self.train_ds.inputs, self.prep.max_length)
@@ -142,10 +145,14 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
     size = (image_size_for(asm.model.backbone, cfg.data.image_size, splits.train.inputs)
             if modality == "image" else None)
     prep = resolve_preprocessing(asm.model.backbone.preprocessing, cfg.data, size)
+    # question answering's windows (None outside it: unread)
+    stride = DOC_STRIDE if cfg.data.doc_stride is None else cfg.data.doc_stride
     inputs = Inputs(cfg, splits, modality, asm, prep, build_collate(prep), augment,
-                    build_dataset(splits.train, prep, augment), build_dataset(splits.val, prep),
-                    None if splits.test is None else build_dataset(splits.test, prep), None, [],
-                    load_seconds)
+                    build_dataset(splits.train, prep, augment, doc_stride=stride),
+                    build_dataset(splits.val, prep, doc_stride=stride),
+                    None if splits.test is None else build_dataset(splits.test, prep,
+                                                                   doc_stride=stride),
+                    None, [], load_seconds)
     if size is not None and size.why != "config":
         inputs.notes.append(size.describe())
     if not training:
@@ -155,7 +162,9 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
         # wrong. Frozen layers then run every epoch, and the log says so.
         inputs.notes.append(f"data.augment is {augment}: frozen layers run every epoch (the "
                             "activation cache is off)")
-    elif tc.cache.enabled:
+    elif tc.cache.enabled and splits.train.task != "question_answering":
+        # (Question answering runs uncached: every token's state of every window is far past
+        # any cap, and the windows are scored per question from their dataset.)
         # Without random augmentation the preprocessing is deterministic: cached activations
         # are exactly what the full forward would compute each epoch.
         inputs.cache = cache_for(asm.model.backbone, len(asm.groups), inputs.collate,

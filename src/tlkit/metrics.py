@@ -94,6 +94,8 @@ def monitor_metric(task: str) -> tuple[str, str]:
         return "f1_macro", "max"
     if task == "token_classification":
         return "entity_f1", "max"
+    if task == "question_answering":  # SQuAD's F1 over the questions
+        return "f1", "max"
     return "loss", "min"
 
 

@@ -82,7 +82,8 @@ class ModelJson(_Part):
     backbone: Backbone
     preprocessing: Preprocessing
     head: Head
-    task: Literal["single_label", "multi_label", "regression", "token_classification"]
+    task: Literal["single_label", "multi_label", "regression", "token_classification",
+                  "question_answering"]
     classes: list[str] | None
     lora: dict[str, Any] | None = None
     pairs: Pairs | None = None  # a sentence-pair model: the columns of its two texts
@@ -113,7 +114,10 @@ def _consistent(meta: ModelJson, shapes: dict[str, list[int]]) -> list[str]:
     """Where the file and the weights disagree, each as 'field: what'."""
     out = []
     h = meta.head
-    if meta.task != "regression":
+    if meta.task == "question_answering" and h.num_outputs != 2:
+        out.append(f"head.num_outputs: {h.num_outputs}, but question answering's head has 2 "
+                   "(start, end)")
+    if meta.task not in ("regression", "question_answering"):
         if meta.classes is None:
             out.append(f"classes: missing, but task {meta.task} needs the class names")
         elif len(meta.classes) != h.num_outputs:

@@ -64,8 +64,8 @@ class Summary(_Part):
     model_domain: Literal["target"] | None = None
     target_test: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
-    task: Literal["single_label", "multi_label", "regression", "token_classification"] | None \
-        = None
+    task: Literal["single_label", "multi_label", "regression", "token_classification",
+                  "question_answering"] | None = None
     strategy: str | None = None
     source_model: str | None = None
     data: Data | None = None

@@ -1,5 +1,6 @@
 """Hugging Face transformers text backbones: ``AutoModel`` without any task head, pooled to one
-vector per sequence (mean over real tokens, the first token, or the model's pooler)."""
+vector per sequence (mean over real tokens, the first token, or the model's pooler), or not
+pooled (``tokens``: every token's state, for question answering's start / end head)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import torch
 from tlkit.backbones.base import Backbone, LayerGroup, TextPreprocessing
 from tlkit.backbones.groups import groups_by_generic_rule
 from tlkit.errors import UserError
+
+
+# "tokens" is not a config choice: question answering's runs take it (tlkit.assemble)
+POOLINGS = ("mean", "cls", "pooler", "tokens")
 
 
 def quiet_transformers() -> None:
@@ -67,7 +72,7 @@ class HFBackbone(Backbone):
         from transformers import AutoConfig, AutoModel  # heavy: imported on use
 
         quiet_transformers()
-        if pooling not in ("mean", "cls", "pooler"):
+        if pooling not in POOLINGS:
             raise UserError(f"pooling {pooling!r} is not one of mean, cls, pooler")
         self.pooling = pooling
         extra: dict[str, Any] = {}
@@ -141,6 +146,8 @@ class HFBackbone(Backbone):
         out = self.model(**kwargs)
         if "word_positions" in inputs:  # token classification: one row per word
             return words_of(out.last_hidden_state, inputs["word_positions"])
+        if self.pooling == "tokens":  # question answering: (batch, tokens, width)
+            return out.last_hidden_state
         if self.pooling == "pooler":
             return out.pooler_output
         hidden = out.last_hidden_state
@@ -198,6 +205,8 @@ class HFBackbone(Backbone):
         hidden, mask = state["hidden"], state["attention_mask"]
         if "word_positions" in state:  # token classification: one row per word
             return words_of(hidden, state["word_positions"])
+        if self.pooling == "tokens":
+            return hidden
         if self.pooling == "pooler":
             return self.model.pooler(hidden)
         if self.pooling == "cls":

@@ -205,6 +205,9 @@ def baselines_fit(chosen: Sequence[str] | None, task: str) -> None:
         raise ValueError(
             f"diagnostics.baselines names scratch, whose verdict compares test accuracy of "
             f"single-label runs; data.task is {task}: set baselines: [classical]")
+    if chosen is not None and task == "question_answering":
+        raise ValueError("diagnostics.baselines: data.task question_answering has no "
+                         "baseline yet; remove diagnostics.baselines")
     if chosen is not None and len(set(chosen)) != len(chosen):
         raise ValueError("diagnostics.baselines names a baseline twice; list each once")
 
@@ -220,6 +223,59 @@ def tokens_fit(task: str, freeze_strategy: str, has_target: bool) -> None:
     if has_target:
         raise ValueError("adaptation aligns whole-sequence features; it does not apply to "
                          "data.task token_classification: remove the adaptation section")
+
+
+# question answering's defaults where the config leaves them out (Hugging Face's run_qa)
+QA_DEFAULTS = {"max_length": 384, "doc_stride": 128}
+# the strategies that train a question-answering model: a per-token head trained by SGD
+QA_STRATEGIES = ("none", "top_n_unfrozen", "gradual", "lora", "all_frozen")
+
+
+def stride_fits(doc_stride: int | None, max_length: int | None, task: str) -> None:
+    if task != "question_answering":
+        if doc_stride is not None:
+            raise ValueError(f"data.doc_stride cuts long contexts into windows for data.task "
+                             f"question_answering; task {task} would ignore it: remove it")
+        return
+    if doc_stride is not None and max_length is not None and doc_stride >= max_length // 2:
+        raise ValueError(f"data.doc_stride {doc_stride} must be below half of data.max_length "
+                         f"{max_length} (each window holds the question too, and consecutive "
+                         "windows share doc_stride tokens): lower doc_stride, e.g. "
+                         f"{max_length // 3}")
+
+
+def answers_fit(task: str, freeze_strategy: str, head_solver: str, head_type: str,
+                normalize: Any, pooling: str | None, has_target: bool, distilled: bool) -> None:
+    """What question answering does not do (yet): say so before anything loads."""
+    if task != "question_answering":
+        return
+    if freeze_strategy not in QA_STRATEGIES:
+        raise ValueError(f"freeze_strategy {freeze_strategy} cannot train question answering "
+                         "(a start and an end logit per token, trained by SGD); choose "
+                         f"{', '.join(QA_STRATEGIES[:-1])} or {QA_STRATEGIES[-1]} (with "
+                         "head_solver: sgd)")
+    if freeze_strategy == "all_frozen" and head_solver != "sgd":
+        raise ValueError("freeze_strategy all_frozen (the default) solves its head in closed "
+                         "form on one vector per example (head_solver convex); question "
+                         "answering scores every token: set freeze_strategy: none (full "
+                         "fine-tuning, what question answering usually needs), or keep "
+                         "all_frozen with head_solver: sgd")
+    if head_type != "linear":
+        raise ValueError(f"head.type {head_type}: question answering's head is linear, a "
+                         "start and an end logit per token (as AutoModelForQuestionAnswering's "
+                         "qa_outputs): set head.type: linear")
+    if normalize is True:
+        raise ValueError("head.normalize scales a pooled text vector; question answering's "
+                         "head reads each token's state as it is: remove head.normalize")
+    if pooling is not None:
+        raise ValueError(f"transfer_config.pooling {pooling} pools a text into one vector; "
+                         "question answering reads every token: remove pooling")
+    if has_target:
+        raise ValueError("adaptation aligns whole-sequence features; it does not apply to "
+                         "data.task question_answering: remove the adaptation section")
+    if distilled:
+        raise ValueError("distill trains on a teacher's class outputs; it does not take "
+                         "data.task question_answering yet: remove the distill section")
 
 
 def target_test_fits(test: str | None, target_task: str, task: str) -> None:

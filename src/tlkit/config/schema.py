@@ -17,9 +17,10 @@ from tlkit.config.transfer import SEED_MAX, Strict, TransferConfig
 
 class DataConfig(Strict):
     source: str
-    # token_classification: one tag per word (named entities), from CoNLL or JSON-lines files
-    task: Literal["single_label", "multi_label", "regression",
-                  "token_classification"] = "single_label"
+    # token_classification: one tag per word (named entities), from CoNLL or JSON-lines files;
+    # question_answering: extractive (SQuAD-style), an answer span of a context per question
+    task: Literal["single_label", "multi_label", "regression", "token_classification",
+                  "question_answering"] = "single_label"
     text_column: str | None = None
     # Sentence pairs (entailment, paraphrase, similarity): the column of each example's second
     # text; the tokenizer encodes (text, text_pair) as one pair (CSV/JSONL/Parquet sources).
@@ -35,7 +36,10 @@ class DataConfig(Strict):
     test: str | None = None
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
     image_size: int | None = Field(default=None, ge=8, le=4096)
-    max_length: int | None = Field(default=None, ge=2, le=8192)
+    max_length: int | None = Field(default=None, ge=2, le=8192)  # question_answering: 384
+    # question_answering only: the context tokens two windows of one long context share (the
+    # Hugging Face "doc stride"); default 128
+    doc_stride: int | None = Field(default=None, ge=0, le=8192)
     on_bad_image: Literal["skip", "error"] = "skip"
     label_separator: str = Field(default="|", min_length=1)
     group_by_length: bool = True  # text: batch similar lengths together to cut padding
@@ -51,12 +55,25 @@ class DataConfig(Strict):
     # summary.json's data.unlabelled_dropped), in every source, validation and test set.
     unlabelled: Literal["refuse", "drop"] = "refuse"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _qa_defaults(cls, raw: Any) -> Any:
+        """Question answering's own defaults (Hugging Face's run_qa): windows of 384 tokens
+        sharing 128; written into config.yaml, so a run says what it used."""
+        if isinstance(raw, dict) and raw.get("task") == "question_answering":
+            raw = dict(raw)
+            for key, value in rules.QA_DEFAULTS.items():
+                if raw.get(key) is None:
+                    raw[key] = value
+        return raw
+
     @model_validator(mode="after")
     def _fractions(self) -> "DataConfig":
         rules.fractions_leave_training(self.val_fraction, self.test_fraction, self.validation,
                                        self.test)
         rules.one_second_input(self.text_pair_column, self.image_column)
         rules.separator_fits(self.label_separator, self.task)
+        rules.stride_fits(self.doc_stride, self.max_length, self.task)
         return self
 
 
@@ -232,6 +249,15 @@ class Config(Strict):
         """What token classification does not do (yet): say so before anything loads."""
         rules.tokens_fit(self.data.task, self.transfer_config.freeze_strategy,
                          self.adaptation.target is not None)
+        return self
+
+    @model_validator(mode="after")
+    def _answers_fit(self) -> "Config":
+        """What question answering cannot train with: say so before anything loads."""
+        tc = self.transfer_config
+        rules.answers_fit(self.data.task, tc.freeze_strategy, tc.head_solver, tc.head.type,
+                          tc.head.normalize, tc.pooling, self.adaptation.target is not None,
+                          self.distill is not None)
         return self
 
     @model_validator(mode="after")

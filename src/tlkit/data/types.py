@@ -9,7 +9,10 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
-Task: TypeAlias = Literal["single_label", "multi_label", "regression", "token_classification"]
+from tlkit.qa.squad import QAExample
+
+Task: TypeAlias = Literal["single_label", "multi_label", "regression", "token_classification",
+                          "question_answering"]
 Modality: TypeAlias = Literal["text", "image"]
 # An image is a file path (decoded lazily) or a uint8 array, grey HxW or HxWx3.
 ImageInput: TypeAlias = Path | np.ndarray
@@ -17,7 +20,8 @@ ImageInput: TypeAlias = Path | np.ndarray
 TextPair: TypeAlias = tuple[str, str]
 # A sentence of a token-classification set: its words (a list, never a tuple: a tuple is a pair).
 Words: TypeAlias = list[str]
-Input: TypeAlias = str | TextPair | Words | Path | np.ndarray
+# Extractive question answering: a question, its context and gold answers (tlkit.qa.squad).
+Input: TypeAlias = str | TextPair | Words | Path | np.ndarray | QAExample
 # How a sentence pair is written as one string (predict's command line, a model card's example).
 PAIR_SEPARATOR = " ||| "
 # The second text's column where a pair set names none (a packaged one): the tokenizer's name.
@@ -70,7 +74,8 @@ class LabelledData:
     ``targets`` is int64 class indices (single_label), float32 multi-hot of shape
     (n, len(classes)) (multi_label), float32 values (regression, ``classes`` is None), or an
     object array of each sentence's int64 tag indices (token_classification: ``inputs`` are
-    word lists, ``classes`` the tags).
+    word lists, ``classes`` the tags), or zeros (question_answering: ``inputs`` are
+    ``QAExample`` records, which hold their answers; ``classes`` is None).
     ``test`` is the set's own test split where it ships one, or the user's (``data.test``);
     ``val`` likewise the set's own validation split or the user's (``data.validation``).
     ``skipped`` counts the inputs dropped as unreadable (``skipped_files`` names them) so a run
@@ -147,4 +152,6 @@ def num_outputs_of(data: LabelledData) -> int:
     """Width of the head for loaded data: one output per class, or per regression target."""
     if data.task == "regression":
         return 1 if data.targets.ndim == 1 else int(data.targets.shape[1])
+    if data.task == "question_answering":
+        return 2  # a start and an end logit per token
     return len(data.classes or [])

@@ -240,6 +240,18 @@ def sample_indices(n: int, k: int = SAMPLE_SIZE) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, size=k, replace=False))
 
 
+def _as_text(item: Any, tokenizer: Any) -> Any:
+    """A training input as text: question answering's windows come tokenized, so their
+    tokens (the question and the window's piece of context, without CLS, SEP and padding)
+    are written back; an unknown token stays one."""
+    if not isinstance(item, dict):
+        return item
+    ids = item["input_ids"][item["attention_mask"] > 0].tolist()
+    drop = {getattr(tokenizer, n, None) for n in ("cls_token_id", "sep_token_id",
+                                                  "pad_token_id")}
+    return tokenizer.decode([t for t in ids if t not in drop])
+
+
 def check_preprocessing(backbone: Any, collate: Callable[[list[Any]], Any], dataset: Examples,
                         policy: Policy, log: Callable[[str], None]) -> list[Finding]:
     """Check a fixed sample of ``dataset`` as ``collate`` batches it for ``backbone``; per
@@ -262,7 +274,7 @@ def check_preprocessing(backbone: Any, collate: Callable[[list[Any]], Any], data
         if tokenizer is None:
             return []
         max_length = int(getattr(collate, "max_length", prep.max_length))
-        findings = check_text([item[0] for item in items], tokenizer,
+        findings = check_text([_as_text(item[0], tokenizer) for item in items], tokenizer,
                               embedding_rows(backbone), replace(prep, max_length=max_length))
     warnings = [f for f in findings if f.severity == "warn"]
     if policy == "refuse" and warnings:

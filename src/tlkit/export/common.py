@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tlkit.data import build_collate, build_dataset
+from tlkit.data.answers import doc_stride_of
 from tlkit.errors import UserError
 from tlkit.outputs import check_output, existing, folder_kind, run_inputs
 from tlkit.rundir import RunDir
@@ -138,7 +139,7 @@ def quiet() -> Iterator[None]:
 def check(saved: Any, runner: Runner, data: Any, limit: int | None) -> tuple[int, float]:
     """(examples checked, the largest absolute difference) between ``runner`` and the run's
     PyTorch model on the first ``limit`` examples of ``data`` (every one where None)."""
-    ds: Any = build_dataset(data, saved.preprocessing)
+    ds: Any = build_dataset(data, saved.preprocessing, doc_stride=doc_stride_of(saved.meta))
     collate: Any = build_collate(saved.preprocessing)
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:

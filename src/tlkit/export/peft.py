@@ -31,6 +31,10 @@ def export_peft(saved: Any, out: Path, run_config: dict[str, Any]) -> Runner:
     if saved.meta["backbone"].get("adapter") != "hf":
         raise UserError("--format peft exports LoRA runs on a transformers backbone; use "
                         "--format onnx or torchscript")
+    if saved.task == "question_answering":
+        raise UserError("--format peft writes a pooled head beside the adapters; a "
+                        "question-answering run's head reads every token: use --format hf "
+                        "(the adapters merged into AutoModelForQuestionAnswering)")
     from peft import LoraConfig, PeftModel, get_peft_model
     from safetensors.torch import save_file
     from transformers import AutoModel

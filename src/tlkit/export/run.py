@@ -112,11 +112,16 @@ def _description(saved: Any, fmt: str, path: Path, names: list[str], exporter: s
     n_out = int(saved.meta["head"]["num_outputs"])
     meaning = {"single_label": "logits; softmax gives the class probabilities",
                "multi_label": "logits; sigmoid gives each label's probability",
-               "regression": "the predicted values"}.get(saved.task, "the model's outputs")
+               "regression": "the predicted values",
+               "question_answering": "each token's start and end logits (the answer is the "
+                                     "best span of context tokens)",
+               }.get(saved.task, "the model's outputs")
+    shape: list[Any] = (["batch", "sequence", n_out] if saved.task == "question_answering"
+                        else ["batch", n_out])
     return {
         "format": fmt, "file": path.name, "exporter": exporter, "made_by": "tlkit",
         "inputs": inputs,
-        "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", n_out],
+        "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": shape,
                      "meaning": meaning}],
         "task": saved.task, "labels": saved.classes,
         "preprocessing": prep,

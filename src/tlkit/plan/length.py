@@ -124,10 +124,13 @@ def hooked_length(n_train: int, settings: Any, batches: int, epochs: int, unit: 
                   max(settings.warmup_steps, int(round(settings.warmup_ratio * total))), unit)
 
 
-def length_for(train: Any, tc: Any, batchnorm: bool = False) -> Length:
+def length_for(train: Any, tc: Any, batchnorm: bool = False, examples: int | None = None
+               ) -> Length:
     """The length the loop will train ``tc`` (a TransferConfig) on the ``train`` split (its
     size and targets): the strategy's own batches where it brings them (``own_batches``),
-    else ``length_of`` (``batchnorm``: as there); what the plan and the log print."""
+    else ``length_of`` (``batchnorm``: as there); what the plan and the log print.
+    ``examples``: what the loop counts where it is not the split's rows (question
+    answering's windows)."""
     from tlkit import strategies
 
     strategy = (strategies.get(tc.freeze_strategy) if tc.freeze_strategy in strategies.names()
@@ -137,6 +140,7 @@ def length_for(train: Any, tc: Any, batchnorm: bool = False) -> Length:
     own = (strategy.own_batches(train.targets, tc) if strategy is not None
            and strategy.refuses(train.task, getattr(train, "modality", "")) is None else None)
     if own is None:
-        return length_of(len(train), tc.loop_settings, batchnorm)
+        return length_of(len(train) if examples is None else examples, tc.loop_settings,
+                         batchnorm)
     batches, epochs, unit = own
     return hooked_length(len(train), tc.loop_settings, batches, epochs, unit)

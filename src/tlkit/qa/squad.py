@@ -10,6 +10,8 @@ naming the file, the question (its id, or its line), what is wrong and how to fi
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +38,14 @@ class QAExample:
     impossible: bool
 
 
-def read_qa(path: str | Path, *, allow_impossible: bool = True) -> list[QAExample]:
+def read_qa(path: str | Path, *, allow_impossible: bool = True, questions_only: bool = False
+            ) -> list[QAExample]:
     """The questions of a SQuAD-format JSON file or a JSON lines file. A ``.jsonl`` file is
     JSON lines; any other is told by its content: one JSON value is SQuAD's layout (unless it
     is a single question row), one object a line is JSON lines (``Dataset.to_json`` writes
     those under a ``.json`` name). ``allow_impossible=False`` (SQuAD v1.1) refuses a question
-    without an answer instead of marking it impossible."""
+    without an answer instead of marking it impossible. ``questions_only`` (questions to
+    answer, ``tlkit predict``) reads no answers: every example has none (``impossible``)."""
     path = Path(path)
     text = _text(path)
     if path.suffix.lower() != ".jsonl":
@@ -53,8 +57,8 @@ def read_qa(path: str | Path, *, allow_impossible: bool = True) -> list[QAExampl
                 raise _not_json(path, error) from None
         else:
             if not (isinstance(whole, dict) and "context" in whole and "data" not in whole):
-                return _squad(path, whole, allow_impossible)
-    return _jsonl(path, text, allow_impossible)
+                return _squad(path, whole, allow_impossible, questions_only)
+    return _jsonl(path, text, allow_impossible, questions_only)
 
 
 def read_squad_json(path: str | Path, *, allow_impossible: bool = True) -> list[QAExample]:
@@ -82,12 +86,12 @@ def read_qa_jsonl(path: str | Path, *, allow_impossible: bool = True) -> list[QA
 def packaged_squad_path(split: Literal["train", "dev"]) -> Path:
     """SQuAD v1.1's ``train`` or ``dev`` file as scripts/fetch_data.py keeps it (the venv's
     share/tlkit-data/squad/, ``TLKIT_DATA`` overrides), found like the other fetched sets."""
-    from tlkit.data.packaged import data_folder
-
     if split not in SQUAD_FILES:
         raise UserError(f"SQuAD's packaged splits are {', '.join(map(repr, SQUAD_FILES))}, "
                         f"not {split!r}")
-    path = data_folder() / SQUAD_FILES[split]
+    # tlkit.data.packaged.data_folder's rule, not imported: tlkit.data reads this package
+    folder = Path(os.environ.get("TLKIT_DATA") or Path(sys.prefix) / "share" / "tlkit-data")
+    path = folder / SQUAD_FILES[split]
     if not path.is_file():
         raise UserError(f"packaged data set 'squad' is not fetched here ({path} is missing); "
                         f"fetch it with: {_FETCH}")
@@ -116,7 +120,8 @@ def _not_json(path: Path, error: json.JSONDecodeError, where: str = "") -> UserE
                      "object with \"data\", a JSON lines file one object a line")
 
 
-def _squad(path: Path, whole: Any, allow_impossible: bool) -> list[QAExample]:
+def _squad(path: Path, whole: Any, allow_impossible: bool, questions_only: bool = False
+           ) -> list[QAExample]:
     """SQuAD's layout walked article by article, each question named by its id and place."""
     if not isinstance(whole, dict) or not isinstance(whole.get("data"), list):
         got = "an object without \"data\"" if isinstance(whole, dict) else _kind(whole)
@@ -136,12 +141,13 @@ def _squad(path: Path, whole: Any, allow_impossible: bool) -> list[QAExample]:
                 if isinstance(qa, dict) and isinstance(qa.get("id"), str | int) \
                         and not isinstance(qa.get("id"), bool):
                     at_q = f"question {str(qa['id'])!r} ({at_q})"
-                examples.append((_example(qa, context, path, at_q, allow_impossible, None),
-                                 at_q))
+                examples.append((_example(qa, context, path, at_q, allow_impossible, None,
+                                          questions_only), at_q))
     return _checked(path, examples)
 
 
-def _jsonl(path: Path, text: str, allow_impossible: bool) -> list[QAExample]:
+def _jsonl(path: Path, text: str, allow_impossible: bool, questions_only: bool = False
+           ) -> list[QAExample]:
     """JSON lines, each row named by its line (and its id where it has one)."""
     examples: list[tuple[QAExample, str]] = []
     for number, line in _lines(text):
@@ -156,8 +162,8 @@ def _jsonl(path: Path, text: str, allow_impossible: bool) -> list[QAExample]:
         if "id" in row and isinstance(row["id"], str | int) and not isinstance(row["id"], bool):
             at = f"{at} (id {str(row['id'])!r})"
         context = _text_field(row, "context", path, at, "row")
-        examples.append((_example(row, context, path, at, allow_impossible, f"line {number}"),
-                         at))
+        examples.append((_example(row, context, path, at, allow_impossible, f"line {number}",
+                                  questions_only), at))
     return _checked(path, examples)
 
 
@@ -182,7 +188,7 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _example(qa: Any, context: str, path: Path, at: str, allow_impossible: bool,
-             default_id: str | None) -> QAExample:
+             default_id: str | None, questions_only: bool = False) -> QAExample:
     """One question checked: its id, question, answers (each inside the context and equal to
     its text there) and ``is_impossible``, which must agree with the answers."""
     what = "question" if default_id is None else "row"
@@ -200,6 +206,9 @@ def _example(qa: Any, context: str, path: Path, at: str, allow_impossible: bool,
                             "string (or an integer)")
         qid = str(raw)
     question = _text_field(qa, "question", path, at, what)
+    if questions_only:
+        return QAExample(id=qid, question=question, context=context, answers=(),
+                         impossible=True)
     impossible_flag = qa.get("is_impossible")
     if impossible_flag is not None and not isinstance(impossible_flag, bool):
         raise UserError(f"{path}, {at}: \"is_impossible\" is {_short(impossible_flag)}; it is "

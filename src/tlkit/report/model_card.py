@@ -32,10 +32,12 @@ _TASK_TYPE = {("text", "single_label"): "text-classification",
               ("image", "single_label"): "image-classification",
               ("image", "multi_label"): "image-classification",
               ("image", "regression"): "image-classification",
-              ("text", "token_classification"): "token-classification"}
+              ("text", "token_classification"): "token-classification",
+              ("text", "question_answering"): "question-answering"}
 _HEADLINE = {"single_label": ("accuracy", "f1_macro"), "multi_label": ("f1_micro", "f1_macro"),
              "regression": ("pearson", "spearman", "mse", "mae"),
-             "token_classification": ("entity_f1", "token_accuracy")}
+             "token_classification": ("entity_f1", "token_accuracy"),
+             "question_answering": ("exact_match", "f1")}
 _EXPORTS = {
     "onnx": "`onnxruntime.InferenceSession(\"{file}\")`; inputs, outputs, preprocessing and labels "
             "are in `{file}.json`",
@@ -44,6 +46,10 @@ _EXPORTS = {
     "hf": "`AutoModelForSequenceClassification.from_pretrained(\"{file}\", "
           "trust_remote_code=True)` and `AutoTokenizer.from_pretrained(\"{file}\")` "
           "(transformers; labels in `config.id2label`)",
+    # a question-answering run's hf export: a stock architecture, no custom code
+    "hf_qa": "`AutoModelForQuestionAnswering.from_pretrained(\"{file}\")` and "
+             "`AutoTokenizer.from_pretrained(\"{file}\")` (transformers; start and end logits "
+             "per token)",
     "timm": "`timm.create_model(\"local-dir:{file}\", pretrained=True)`; preprocessing: "
             "`timm.data.resolve_data_config({{}}, model=model)`",
     "peft": "`PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), \"{file}\")` with "
@@ -344,7 +350,9 @@ def _loading(run: RunData, s: dict[str, Any]) -> str:
     if exports:
         lines += ["", "Exports of this run:", ""]
         for fmt, file in exports:
-            how = _EXPORTS.get(fmt, "see `{file}.json`").format(file=file)
+            how = _EXPORTS.get(fmt if fmt != "hf" or run.summary.get("task") !=
+                               "question_answering" else "hf_qa",
+                               "see `{file}.json`").format(file=file)
             lines.append(f"- {fmt}: `{file}`: {how}")
     else:
         lines += ["", "`tlkit export RUN --format onnx|torchscript` writes a file that runs "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tlkit.predictions import test_predictions
 from tlkit.run.fit import fit_run
-from tlkit.run.inference import (dumps_jsonl, evaluate_run, is_unlabelled_source, predict_run,
-                                 score_run)
+from tlkit.run.inference import (dumps_jsonl, evaluate_run, is_unlabelled_source,
+                                 predict_answers, predict_run, score_run)
 
-__all__ = ["dumps_jsonl", "evaluate_run", "fit_run", "is_unlabelled_source", "predict_run",
-           "score_run", "test_predictions"]
+__all__ = ["dumps_jsonl", "evaluate_run", "fit_run", "is_unlabelled_source", "predict_answers",
+           "predict_run", "score_run", "test_predictions"]

@@ -29,7 +29,7 @@ Say = Callable[[str], None]
 def fit_and_finish(cfg: Config, out: Path, *, event: Event, say: Say | None = None,
                    tracker: MlflowLog | None = None, tensorboard: bool = False,
                    baseline: bool = False, report: bool = True, resume: bool = False,
-                   checkpoint_every: int | None = None) -> bool:
+                   checkpoint_every: int | None = None, test_limit: int | None = None) -> bool:
     """Train per ``cfg`` into ``out`` (``fit_run``) and do the steps after it; whether the
     tracker logged everything (False without one, and on a process other than rank 0).
 
@@ -37,14 +37,17 @@ def fit_and_finish(cfg: Config, out: Path, *, event: Event, say: Say | None = No
     people (the metrics, the verdicts, a step that failed, where the run is), None for none;
     ``tracker``: already contacted (``tlkit.tracking.tracker``), fed the events before
     ``event``; ``tensorboard``: also write RUN/tensorboard/; ``baseline``: the baselines of
-    diagnostics.baselines and their verdicts in summary.json; ``report``: report.html."""
-    summary = _fit(cfg, out, event, tracker, tensorboard, resume, checkpoint_every)
+    diagnostics.baselines and their verdicts in summary.json; ``report``: report.html;
+    ``test_limit``: the test split cut to that many examples (a fixed, seeded sample), the
+    baselines' too."""
+    summary = _fit(cfg, out, event, tracker, tensorboard, resume, checkpoint_every,
+                   test_limit)
     if not is_main_process():  # one of several processes: rank 0 reports and writes
         return False
     if say is not None:
         _say_metrics(summary, say)
     if baseline:
-        _baselines(cfg, out, event, say)
+        _baselines(cfg, out, event, say, test_limit)
     _card(out, say)
     if report:
         _report(out, say)
@@ -75,7 +78,8 @@ def _say_metrics(summary: dict[str, Any], say: Say) -> None:
 
 
 def _fit(cfg: Config, out: Path, event: Event, tracker: MlflowLog | None, tensorboard: bool,
-         resume: bool, checkpoint_every: int | None) -> dict[str, Any]:
+         resume: bool, checkpoint_every: int | None, test_limit: int | None = None
+         ) -> dict[str, Any]:
     """``fit_run`` with the events through the tracker, then TensorBoard, then ``event``; the
     tracker ended when the fit raises, the event files closed whatever happens."""
     tb = None
@@ -87,7 +91,7 @@ def _fit(cfg: Config, out: Path, event: Event, tracker: MlflowLog | None, tensor
         tracker.forward = tb or event
     try:
         return fit_run(cfg, out, resume=resume, event=tracker or tb or event,
-                       checkpoint_every=checkpoint_every)
+                       checkpoint_every=checkpoint_every, test_limit=test_limit)
     except BaseException as e:
         if tracker is not None:  # bounded, and never raises for the service: the error is e
             tracker.finish(None, interrupted=isinstance(e, (KeyboardInterrupt, Terminated)))
@@ -97,11 +101,12 @@ def _fit(cfg: Config, out: Path, event: Event, tracker: MlflowLog | None, tensor
             tb.close()
 
 
-def _baselines(cfg: Config, out: Path, event: Event, say: Say | None) -> None:
+def _baselines(cfg: Config, out: Path, event: Event, say: Say | None,
+               test_limit: int | None = None) -> None:
     """The baselines' verdicts, into summary.json and said."""
     from tlkit.run.baseline import add_to_summary, baselines
 
-    verdicts = baselines(cfg, out, event=event)
+    verdicts = baselines(cfg, out, event=event, test_limit=test_limit)
     add_to_summary(out, verdicts)
     if say is None:
         return

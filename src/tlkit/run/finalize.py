@@ -94,7 +94,7 @@ def _calibration(p: Prepared, o: Outputs) -> Any:
 def _scoring(p: Prepared, o: Outputs) -> Any:
     """What ``tlkit predict`` calibrates with (``tlkit.run.scoring``), fitted on validation:
     single-label, the temperature; multi-label, each class's threshold."""
-    if not len(o.val_targets) or p.data.task == "regression":
+    if not len(o.val_targets) or p.data.task in ("regression", "question_answering"):
         return None
     val_outputs = o.val_outputs
     if o.val_in_fit:  # fitted on outputs of examples the head has not seen
@@ -256,6 +256,9 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
     pairs = len(p.splits.train) > 0 and is_pair(p.splits.train.inputs[0])
     save_model(p.run.model, p.asm.model, p.prep, head, p.data.task, p.splits.classes,
                {"source_model": tc.source_model,
+                # question answering: how predict cuts a long context into windows
+                **({"qa": {"doc_stride": p.cfg.data.doc_stride}}
+                   if p.cfg.data.doc_stride is not None else {}),
                 **({"pairs": {"text_column": p.cfg.data.text_column,
                               "text_pair_column": p.cfg.data.text_pair_column
                               or DEFAULT_PAIR_COLUMN}} if pairs else {})})

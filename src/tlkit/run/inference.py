@@ -13,12 +13,15 @@ import yaml
 from tlkit.config import Config, DataConfig, parse_yaml, validate
 from tlkit.data import build_collate, build_dataset, load_source, make_splits
 from tlkit.data.sources import IMAGE_COLUMNS, TEXT_COLUMNS, with_given_splits
+from tlkit.data.answers import WindowDataset, answers_data, doc_stride_of
 from tlkit.data.types import PAIR_SEPARATOR, is_pair
 from tlkit.data.packaged import is_packaged
 from tlkit.data.tokens import entities, read_words, to_labelled
 from tlkit.errors import UserError
 from tlkit.files import atomic_write
 from tlkit.metrics import probabilities, subgroup_metrics
+from tlkit.qa.scoring import answers_of
+from tlkit.qa.squad import QAExample, read_qa
 from tlkit.run.scoring import (Calibration, Scored, Writer, input_rows, open_out, out_format,
                                records, score_chunk, score_file)
 from tlkit.rundir import RunDir
@@ -75,7 +78,7 @@ def evaluate_run(path: Path, spec: str | None = None) -> dict[str, Any]:
     data = data_for(run, spec, saved.classes)
     device = model_device()
     saved.model.to(device)
-    ds = build_dataset(data, saved.preprocessing)
+    ds = build_dataset(data, saved.preprocessing, doc_stride=doc_stride_of(saved.meta))
     metrics, outputs, targets = evaluate_split(
         saved.model, ds, build_collate(saved.preprocessing), saved.task, 64, device,
         saved.classes, _mixed_precision_of(path), return_outputs=True)
@@ -98,6 +101,12 @@ def predict_run(path: Path, inputs: Sequence[Any] = (), spec: str | None = None,
     kind = saved.preprocessing.kind
     if saved.task == "token_classification":
         return _predict_entities(saved, Path(path), inputs, spec, calibrated, bad_inputs)
+    if saved.task == "question_answering":
+        if inputs or spec is None:
+            raise UserError("a question-answering run answers a question about a context: "
+                            "give --question Q --context C, or --data FILE (SQuAD JSON or "
+                            "JSON lines of questions with their contexts)")
+        return _predict_answers(saved, Path(path), _questions(Path(path), spec))
     device = model_device()
     saved.model.to(device)
     cal = Calibration.of(_summary_of(Path(path)), calibrated)
@@ -186,6 +195,48 @@ def _predict_entities(saved: Any, path: Path, inputs: Sequence[Any], spec: str |
     return [errors[i] if i in errors else next(good) for i in range(len(tagged) + len(errors))]
 
 
+def predict_answers(path: Path, question: str | None, context: str | None
+                    ) -> list[dict[str, Any]]:
+    """A question-answering run's answer to ``question`` about ``context`` (``tlkit predict
+    RUN --question Q --context C``), one row as ``_predict_answers`` gives it."""
+    saved = load_model(Path(path) / "model")
+    if saved.task != "question_answering":
+        raise UserError(f"--question and --context ask a question-answering run; {path} is a "
+                        f"{saved.task} run: give its inputs as arguments, or --data")
+    if not (question or "").strip() or not (context or "").strip():
+        raise UserError("give both --question and --context, each a non-empty text")
+    example = QAExample(id="0", question=str(question), context=str(context), answers=(),
+                        impossible=True)
+    return _predict_answers(saved, Path(path), [example])
+
+
+def _questions(path: Path, spec: str) -> list[QAExample]:
+    """The questions of ``predict --data``: a SQuAD JSON or JSON-lines file (answers not
+    read), else a split of the run's data or a packaged set."""
+    if is_unlabelled_source(spec):
+        return read_qa(Path(spec).expanduser(), questions_only=True)
+    return [x for x in data_for(RunDir(path), spec, None).inputs if isinstance(x, QAExample)]
+
+
+def _predict_answers(saved: Any, path: Path, examples: Sequence[QAExample]
+                     ) -> list[dict[str, Any]]:
+    """Each question's answer: the best span over all windows of its context (the run's
+    max_length and doc_stride), as its ``answer`` text, its ``start`` and ``end`` characters
+    in the context (``context[start:end] == answer``; None where no span was found) and its
+    ``score``, the span's probability among the question's best candidate spans."""
+    data = build_dataset(answers_data("inputs", examples), saved.preprocessing,
+                         doc_stride=doc_stride_of(saved.meta))
+    assert isinstance(data, WindowDataset)
+    device = model_device()
+    saved.model.to(device)
+    outputs, _ = predict_outputs(saved.model, data, build_collate(saved.preprocessing), 64,
+                                 device, _mixed_precision_of(path))
+    return [{"id": e.id, "question": e.question, "answer": p.text, "start": p.start,
+             "end": p.end, "score": round(p.probability, 6)}
+            for e, p in zip(examples, answers_of(data.examples, data.windows, outputs),
+                            strict=True)]
+
+
 def _char_spans(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
     """Each word's (start, end) character offsets in ``text``, found left to right."""
     spans, at = [], 0
@@ -213,11 +264,16 @@ def score_run(path: Path, spec: str, out: Path | None, calibrated: bool = True,
 
     fmt = out_format(out) if out is not None else "jsonl"
     saved = load_model(Path(path) / "model")
-    if saved.task == "token_classification":  # a token file (CoNLL, JSON lines): its entities
+    if saved.task in ("token_classification", "question_answering"):
+        # a token file (CoNLL, JSON lines): its entities; a question file: its answers
         if fmt != "jsonl":
-            raise UserError("a token-classification model's predictions are entities per "
-                            "sentence; write them to a .jsonl file (--out FILE.jsonl)")
-        rows = _predict_entities(saved, Path(path), (), spec, calibrated)
+            what = ("entities per sentence" if saved.task == "token_classification"
+                    else "answers with their spans")
+            raise UserError(f"a {saved.task.replace('_', '-')} model's predictions are "
+                            f"{what}; write them to a .jsonl file (--out FILE.jsonl)")
+        rows = (_predict_entities(saved, Path(path), (), spec, calibrated)
+                if saved.task == "token_classification"
+                else _predict_answers(saved, Path(path), _questions(Path(path), spec)))
         if out is None:
             sys.stdout.write(dumps_jsonl(rows))
         else:

@@ -166,7 +166,7 @@ def prepare(cfg: Config, run: RunDir, resume: bool, dist: Dist, event: Event,
     # once the model is (a single training example is refused here, before the config, the
     # plan, the metrics or a checkpoint is written or touched)
     length = length_for(splits.train, tc, not aligns(cfg.adaptation) and batchnorm_trains(
-        asm.model, asm.groups, asm.plan, tc.freeze_norm_stats))
+        asm.model, asm.groups, asm.plan, tc.freeze_norm_stats), len(inputs.train_ds))
     check_length(tc, length)
     findings = check_preprocessing(asm.model.backbone, inputs.collate, inputs.train_ds,
                                    cfg.diagnostics.check_preprocessing, say)
@@ -299,8 +299,11 @@ def _pretrained_copy(cfg: Config, asm: Assembled, dist: Dist) -> torch.nn.Module
     backbone group trains (the model still holds the pretrained weights here; a resumed run's
     checkpoint loads inside fit)."""
     n = len(asm.groups)
+    # (not question answering: its backbone gives every token's state, which the CKA of
+    # pooled features does not compare)
     if (any(r.trainable for ph in asm.plan.phases for r in ph.rows[:n])
-            and cfg.transfer_config.pretrained_weights != "none" and dist.is_main):
+            and cfg.transfer_config.pretrained_weights != "none" and dist.is_main
+            and cfg.data.task != "question_answering"):
         return copy.deepcopy(asm.model.backbone).eval()
     return None
 

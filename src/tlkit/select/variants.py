@@ -49,6 +49,10 @@ def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
 
 def check_baselines(cfg: Config) -> None:
     """Refuse, before anything trains, a --baseline the config cannot give a verdict on."""
+    if cfg.data.task == "question_answering":
+        raise UserError("--baseline has no baseline for data.task question_answering yet (no "
+                        "classical or from-scratch reader is built); run fit without "
+                        "--baseline")
     if SCRATCH in cfg.baselines():
         check_comparable(cfg, "--baseline", tokens=True)
     elif not has_test_split(cfg.data):

@@ -22,12 +22,29 @@ from tlkit.token_rows import TokenLoss
 from tlkit.train.batches import batches_of
 
 
+class SpanLoss(nn.Module):
+    """Question answering's loss (the Hugging Face recipe): the mean of the cross-entropies of
+    the start and the end token, over (batch, tokens, 2) logits and (batch, 2) targets;
+    ``reduction="none"`` gives one value per window."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss(reduction=reduction)
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        start = self.ce(outputs[..., 0], targets[:, 0])
+        end = self.ce(outputs[..., 1], targets[:, 1])
+        return (start + end) / 2
+
+
 def loss_function(task: str, reduction: str = "mean",
                   weight: Sequence[float] | None = None) -> nn.Module:
     """The task's loss; ``weight`` (single-label, token classification): each class's weight
     in the mean."""
     if task == "token_classification":
         return TokenLoss(reduction, weight)
+    if task == "question_answering":
+        return SpanLoss(reduction)
     if task == "single_label":
         return nn.CrossEntropyLoss(
             reduction=reduction,
@@ -66,16 +83,38 @@ def _joined(outs: list[torch.Tensor], tgts: list[torch.Tensor], dist: Dist
     """The batches' outputs and targets as arrays; with several processes, every process's
     block gathered in rank order (the data's order)."""
     if not dist.enabled:
-        return torch.cat(outs).numpy(), torch.cat(tgts).numpy()
-    mine = (torch.cat(outs).numpy(), torch.cat(tgts).numpy()) if outs else None
+        return _per_token_cat([o.numpy() for o in outs]), torch.cat(tgts).numpy()
+    mine = (_per_token_cat([o.numpy() for o in outs]), torch.cat(tgts).numpy()) if outs \
+        else None
     parts = [p for p in dist.gather(mine) if p is not None]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return _per_token_cat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _scored(outputs: np.ndarray, targets: np.ndarray, task: str, classes: list[str] | None
-            ) -> dict[str, Any]:
+# where a batch of windows was shorter than another: a logit no token has (softmax gives 0)
+_NO_TOKEN = -1e9
+
+
+def _per_token_cat(parts: list[np.ndarray]) -> np.ndarray:
+    """The batches' outputs joined; per-token outputs (question answering's (windows, tokens,
+    2), each batch cut to its longest window) padded to the longest with ``_NO_TOKEN``."""
+    if not parts or parts[0].ndim != 3:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)),
+                                  constant_values=_NO_TOKEN) for p in parts])
+
+
+def _scored(outputs: np.ndarray, targets: np.ndarray, task: str, classes: list[str] | None,
+            data: Any = None) -> dict[str, Any]:
+    """The loss and the task's metrics; question answering's are scored per question by the
+    windows' dataset ``data`` (``tlkit.data.answers.WindowDataset.score``), which holds the
+    questions and where each window's tokens lie in its context."""
     out, tgt = output_for_loss(torch.from_numpy(outputs), task), torch.from_numpy(targets)
     loss = float(loss_function(task)(out, tgt))
+    if task == "question_answering":
+        if not callable(getattr(data, "score", None)):
+            raise ValueError("question answering is scored from its windows' dataset")
+        return {"loss": loss, **data.score(outputs)}
     return {"loss": loss, **compute_metrics(outputs, targets, task, classes)}
 
 
@@ -104,7 +143,7 @@ def evaluate_cached(model: TransferModel, cached: Any, task: str, batch_size: in
         tgts.append(targets.cpu())
     model.train(was_training)
     outputs, targets_np = _joined(outs, tgts, dist)
-    metrics = _scored(outputs, targets_np, task, classes)
+    metrics = _scored(outputs, targets_np, task, classes, getattr(cached, "data", None))
     return (metrics, outputs, targets_np) if return_outputs else metrics
 
 
@@ -133,5 +172,5 @@ def evaluate_split(
     as (metrics, outputs, targets), for measures beyond the metrics (e.g. per subgroup)."""
     outputs, targets = predict_outputs(model, data, collate, batch_size, device, mixed_precision,
                                        dist=dist)
-    metrics = _scored(outputs, targets, task, classes)
+    metrics = _scored(outputs, targets, task, classes, data)
     return (metrics, outputs, targets) if return_outputs else metrics
