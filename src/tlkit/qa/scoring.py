@@ -25,8 +25,11 @@ def answers_of(examples: Sequence[QAExample], windows: Windows, outputs: Any,
     if logits.ndim != 3 or logits.shape[-1] != 2:
         raise ValueError(f"question answering's outputs are (windows, tokens, 2), not "
                          f"{logits.shape}")
+    # SQuAD v2.0-style data (a question marked unanswerable): the empty answer where the
+    # null score (the CLS token's) beats every span
     return best_spans(examples, windows, logits[..., 0], logits[..., 1],
-                      max_answer_length=max_answer_length)
+                      max_answer_length=max_answer_length,
+                      version_2=any(e.impossible for e in examples))
 
 
 def answer_scores(examples: Sequence[QAExample], windows: Windows, outputs: Any
