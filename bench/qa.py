@@ -109,15 +109,22 @@ def squad_records(split: str, ids: list[str]) -> list[dict[str, Any]]:
     return [rows[i] for i in ids]
 
 
+def _encode(examples: list[dict[str, Any]], tok: Any, max_length: int, stride: int,
+            pad: bool) -> Any:
+    """run_qa.py's tokenisation of both feature functions: question then context, only the
+    context cut, windows of ``max_length`` sharing ``stride`` tokens, with their offsets."""
+    questions = [e["question"].lstrip() for e in examples]
+    return tok(questions, [e["context"] for e in examples], truncation="only_second",
+               max_length=max_length, stride=stride, return_overflowing_tokens=True,
+               return_offsets_mapping=True, padding="max_length" if pad else False)
+
+
 def prepare_train_features(examples: list[dict[str, Any]], tok: Any, max_length: int,
                            stride: int, pad: bool) -> list[dict[str, Any]]:
     """run_qa.py's ``prepare_train_features``: every window of every question, labelled with
     the first answer's first and last token, or the CLS token where the window does not hold
     all of it."""
-    questions = [e["question"].lstrip() for e in examples]
-    enc = tok(questions, [e["context"] for e in examples], truncation="only_second",
-              max_length=max_length, stride=stride, return_overflowing_tokens=True,
-              return_offsets_mapping=True, padding="max_length" if pad else False)
+    enc = _encode(examples, tok, max_length, stride, pad)
     sample_mapping = enc.pop("overflow_to_sample_mapping")
     offset_mapping = enc.pop("offset_mapping")
     features = []
@@ -157,10 +164,7 @@ def prepare_validation_features(examples: list[dict[str, Any]], tok: Any, max_le
                                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """run_qa.py's ``prepare_validation_features``: (the model's inputs per window, and per
     window its question's id and the offsets of its context tokens, None elsewhere)."""
-    questions = [e["question"].lstrip() for e in examples]
-    enc = tok(questions, [e["context"] for e in examples], truncation="only_second",
-              max_length=max_length, stride=stride, return_overflowing_tokens=True,
-              return_offsets_mapping=True, padding="max_length" if pad else False)
+    enc = _encode(examples, tok, max_length, stride, pad)
     sample_mapping = enc.pop("overflow_to_sample_mapping")
     offset_mapping = enc.pop("offset_mapping")
     inputs, meta = [], []

@@ -6,6 +6,7 @@ test_efficientnet on the packaged digits), and the checks they share."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,13 @@ def error_line(err: str) -> str:
     assert lines, f"no error message in:\n{err}"
     assert "Traceback" not in err
     return lines[-1]
+
+
+def metric_rows(run: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl rows without their wall-clock seconds: what two runs of the same
+    config (one killed and resumed) must write alike."""
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"}
+            for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def checksum(folder: Path, but: tuple[str, ...] = ()) -> str:

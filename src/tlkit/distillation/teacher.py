@@ -97,11 +97,7 @@ def compare(student: np.ndarray, teacher: np.ndarray, targets: np.ndarray, task:
         "difference": {"value": float(cs.mean() - ct.mean()), "low": float(diff["low"]),
                        "high": float(diff["high"])},
     }
-    if agree is not None:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, len(agree), size=(resamples, len(agree)))
-        means = agree[idx].mean(1)
-        out["agreement"] = {"value": float(agree.mean()),
-                            "low": float(np.percentile(means, 2.5)),
-                            "high": float(np.percentile(means, 97.5))}
+    if agree is not None:  # the same bootstrap, of the agreement's mean (against zero)
+        ci = paired_bootstrap(agree, np.zeros_like(agree), resamples=resamples, seed=seed)
+        out["agreement"] = {"value": float(agree.mean()), "low": ci["low"], "high": ci["high"]}
     return out
