@@ -21,11 +21,16 @@ batch size, epochs, maximum length (128 tokens) and precision (fp32 unless ``--b
   + Trainer, as a transformers user fine-tunes: the same rates, epochs and batches.
 
 ``--source vitaminc`` runs the same on sentence pairs (evidence, claim): every row encodes each
-example as one pair.
+example as one pair. ``--source stsb`` is a regression on pairs (a similarity score, 0 to 5): one
+output and a squared-error loss in every row (tlkit: ``data.task: regression``; trainer-seqcls:
+``num_labels=1``, ``problem_type="regression"``, the cross-encoder recipe), trained on ``limit``
+of STS-B's training pairs, validated on its own dev split and tested on its own test split, and
+scored by Pearson's and Spearman's correlations (``scipy.stats``) and the MSE of the test pairs.
 
     .venv/bin/python bench/finetune_text.py                       # 2,000 snippets, one epoch
     .venv/bin/python bench/finetune_text.py --limit 300 --test 200    # a smoke run
     .venv/bin/python bench/finetune_text.py --source vitaminc --epochs 3 --rows tlkit,trainer-seqcls
+    .venv/bin/python bench/finetune_text.py --source stsb --epochs 2 --rows tlkit,trainer-seqcls
 """
 
 from __future__ import annotations
@@ -46,12 +51,43 @@ LABELS = {"tlkit": "tlkit (length-grouped batches)",
           "trainer-seqcls": "HF Trainer + AutoModelForSequenceClassification"}
 
 
+def packaged(args: argparse.Namespace) -> Any:
+    """The packaged set's metadata (its task; its own validation split, if any)."""
+    from tlkit.data.packaged import packaged_info
+
+    return packaged_info(args.source)
+
+
+def regression(args: argparse.Namespace) -> bool:
+    return packaged(args).task == "regression"
+
+
 def sizes(args: argparse.Namespace) -> tuple[int, int]:
-    """(training examples, warmup steps): tlkit's split of ``limit`` and a tenth of the steps."""
-    n_val = round(args.val_fraction * args.limit)
-    n_train = args.limit - n_val
+    """(training examples, warmup steps): tlkit's split of ``limit`` (all of it trains where
+    the set has its own validation split) and a tenth of the steps."""
+    info = packaged(args)
+    if info.val_size is not None:
+        n_train = min(args.limit, info.train_size)
+    else:
+        n_train = args.limit - round(args.val_fraction * args.limit)
     steps = math.ceil(n_train / args.batch_size) * args.epochs
     return n_train, max(1, math.ceil(args.warmup_ratio * steps))
+
+
+def test_scores(outputs: Any, targets: Any, task_regression: bool) -> dict[str, float]:
+    """The test metrics every row reports, from its outputs: accuracy (classes), or Pearson's
+    and Spearman's correlations (scipy.stats) and the MSE of the predicted scores."""
+    import numpy as np
+
+    out, y = np.asarray(outputs, dtype=np.float64), np.asarray(targets)
+    if not task_regression:
+        return {"test_accuracy": float((out.argmax(-1) == y).mean())}
+    from scipy import stats
+
+    pred, y = out.reshape(len(y)), y.astype(np.float64)
+    return {"test_pearson": float(stats.pearsonr(pred, y)[0]),
+            "test_spearman": float(stats.spearmanr(pred, y)[0]),
+            "test_mse": float(np.mean((pred - y) ** 2))}
 
 
 def tlkit_raw(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +103,7 @@ def tlkit_raw(args: argparse.Namespace) -> dict[str, Any]:
             "min_steps": 0,  # epochs as Trainer counts them: one pass each
             "device": "cpu",
         },
-        "data": {"source": args.source, "limit": args.limit,
+        "data": {"source": args.source, "task": packaged(args).task, "limit": args.limit,
                  "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
                  "max_length": args.max_length, "seed": args.seed},
     }
@@ -119,6 +155,13 @@ def row_tlkit(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tlkit-bench-") as tmp:
         summary = fit_run(cfg, Path(tmp) / "run", event=event, test_limit=args.test)
         end = marks.mark("end")
+        if regression(args):  # the test outputs fit_run saved, scored as the other rows are
+            import numpy as np
+
+            with np.load(Path(tmp) / "run" / "predictions.npz") as saved:
+                scores = test_scores(saved["test_outputs"], saved["test_targets"], True)
+        else:
+            scores = {"test_accuracy": summary["test"]["accuracy"]}
     tcollate.TextCollate.__call__ = original  # type: ignore[method-assign]
     n = summary["data"]["sizes"]
     return {"seconds": end, "train_only_seconds": train_only,
@@ -126,8 +169,7 @@ def row_tlkit(args: argparse.Namespace) -> dict[str, Any]:
             "test_seconds": end - marks.at["test"], "setup_seconds": marks.at["train"],
             "sequences_per_second": n["train"] * args.epochs / train_only,
             "padding_share": 1 - counting["real"] / max(1, counting["total"]),
-            "tokens": counting["total"],
-            "test_accuracy": summary["test"]["accuracy"], "n_train": n["train"],
+            "tokens": counting["total"], **scores, "n_train": n["train"],
             "n_val": n["val"], "n_test": n["test"], "optimizer": "torch.optim.AdamW(fused=True)"}
 
 
@@ -158,8 +200,10 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False,
         """The encoder, mean pooling over real tokens, dropout and a linear head (tlkit's
         model for a text backbone with a linear head)."""
 
-        def __init__(self, folder: str, num_labels: int, dropout: float) -> None:
+        def __init__(self, folder: str, num_labels: int, dropout: float,
+                     mse: bool = False) -> None:
             super().__init__()
+            self.mse = mse
             self.encoder = AutoModel.from_pretrained(folder, add_pooling_layer=False)
             self.dropout = nn.Dropout(dropout)
             self.classifier = nn.Linear(self.encoder.config.hidden_size, num_labels)
@@ -176,7 +220,12 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False,
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             logits = self.classifier(self.dropout(pooled))
-            loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+            if labels is None:
+                loss = None
+            elif self.mse:  # one output, a score
+                loss = F.mse_loss(logits.float().squeeze(-1), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels)
             return SequenceClassifierOutput(loss=loss, logits=logits)
 
     class EpochClock(TrainerCallback):
@@ -195,6 +244,8 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False,
 
     cfg, splits = common.splits_as_tlkit(tlkit_raw(args), args.test)
     folder = str(minilm_folder())
+    mse = regression(args)
+    num_labels = 1 if mse else len(splits.classes)
     marks = common.Marks()
     tok = AutoTokenizer.from_pretrained(folder)
 
@@ -204,15 +255,17 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False,
                       max_length=args.max_length)
         else:
             enc = tok([str(t) for t in data.inputs], truncation=True, max_length=args.max_length)
-        return [{**{k: enc[k][i] for k in enc}, "labels": int(data.targets[i])}
+        label = float if mse else int
+        return [{**{k: enc[k][i] for k in enc}, "labels": label(data.targets[i])}
                 for i in range(len(data))]
 
     train, val, test = encode(splits.train), encode(splits.val), encode(splits.test)
     torch.manual_seed(args.seed)
-    model: Any = MeanPoolClassifier(folder, len(splits.classes), args.dropout)
+    model: Any = MeanPoolClassifier(folder, num_labels, args.dropout, mse)
     if seqcls:  # transformers' own head: BERT's [CLS] pooler (tanh dense), dropout, linear
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, num_labels=len(splits.classes), classifier_dropout=args.dropout)
+            folder, num_labels=num_labels, classifier_dropout=args.dropout,
+            **({"problem_type": "regression"} if mse else {}))
         model.tokens = {"real": 0, "total": 0}
         model.register_forward_pre_hook(_count_tokens, with_kwargs=True)
     _, warmup = sizes(args)
@@ -234,13 +287,13 @@ def row_trainer(args: argparse.Namespace, grouped: bool = False,
         pred = trainer.predict(test)
         end = marks.mark("end")
         optim = str(targs.optim.value if hasattr(targs.optim, "value") else targs.optim)
-    acc = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
     return {"seconds": end, "train_only_seconds": clock.seconds,
             "train_seconds": marks.at["test"] - marks.at["train"],
             "test_seconds": end - marks.at["test"], "setup_seconds": marks.at["train"],
             "sequences_per_second": len(train) * args.epochs / clock.seconds,
             "padding_share": 1 - model.tokens["real"] / max(1, model.tokens["total"]),
-            "tokens": model.tokens["total"], "test_accuracy": acc, "n_train": len(train),
+            "tokens": model.tokens["total"],
+            **test_scores(pred.predictions, pred.label_ids, mse), "n_train": len(train),
             "n_val": len(val), "n_test": len(test), "optimizer": optim}
 
 
@@ -272,14 +325,24 @@ ROW_FUNCS = {"tlkit": row_tlkit, "trainer": row_trainer,
 # --------------------------------------------------------------------------------------------------
 
 
+def test_columns(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(column, result key) of the test metrics: accuracy, or for a regression Pearson,
+    Spearman and MSE (the first is the headline the seeds table and the notes compare)."""
+    if regression(args):
+        return [("test Pearson", "test_pearson"), ("test Spearman", "test_spearman"),
+                ("test MSE", "test_mse")]
+    return [("test acc", "test_accuracy")]
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> str:
     base = results.get("tlkit", {})
+    tests = test_columns(args)
     head = ["row", "train seq/s", "tlkit / row", "train s", "padding", "tokens", "seconds",
-            "test acc", "peak RSS MiB"]
+            *(c for c, _ in tests), "peak RSS MiB"]
     body = []
     for r, res in results.items():
         if "error" in res:
-            body.append([LABELS[r], res["error"], "", "", "", "", "", "", ""])
+            body.append([LABELS[r], res["error"], *[""] * (len(head) - 2)])
             continue
         tl = base.get("sequences_per_second")
         body.append([
@@ -287,22 +350,29 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
             f"{tl / res['sequences_per_second']:.2f}x" if tl else "-",
             common.fmt(res["train_only_seconds"]), f"{res['padding_share']:.1%}",
             f"{res['tokens']:,}", common.fmt(res["seconds"]),
-            common.fmt(res["test_accuracy"], ".4f"), common.fmt(res.get("peak_rss_mib"), ",.0f"),
+            *(common.fmt(res[k], ".4f") for _, k in tests),
+            common.fmt(res.get("peak_rss_mib"), ",.0f"),
         ])
     any_res = next((x for x in results.values() if "n_train" in x), {})
-    lines = [common.table(head, body, {1, 2, 3, 4, 5, 6, 7, 8}), "", "Notes:"]
+    lines = [common.table(head, body, set(range(1, len(head)))), "", "Notes:"]
     n_train, warmup = sizes(args)
-    n_val, n_test = any_res.get("n_val", args.limit - n_train), any_res.get("n_test")
+    own_val = packaged(args).val_size
+    n_val = any_res.get("n_val", args.limit - n_train if own_val is None else own_val)
+    n_test = any_res.get("n_test")
     lines.append(
         f"- data: tlkit's packaged {args.source}, limit {args.limit:,}: "
-        f"{any_res.get('n_train', n_train):,} training and {n_val:,} validation examples; "
+        f"{any_res.get('n_train', n_train):,} training and {n_val:,} validation examples"
+        + (" (the set's own validation split)" if own_val is not None else "") + "; "
         f"test: {'?' if n_test is None else format(n_test, ',')} examples "
-        + (f"(a stratified subset, tlkit's test_limit {args.test})" if args.test
+        + (f"(a {'random' if regression(args) else 'stratified'} subset, tlkit's test_limit "
+           f"{args.test})" if args.test
            else f"(test_fraction {args.test_fraction} of the whole set, before the limit, "
                 "or the set's own test split)")
         + f"; seed {args.seed}; the same splits for every row.")
     lines.append(
-        f"- training: MiniLM-L6 + mean pooling + dropout {args.dropout:g} + linear head, every "
+        f"- training: MiniLM-L6 + mean pooling + dropout {args.dropout:g} + linear head"
+        + (" (one output, squared-error loss on the 0-5 score)" if regression(args) else "")
+        + ", every "
         f"parameter trained, {args.epochs} epoch(s), batch {args.batch_size}, AdamW lr "
         f"{args.lr:g} for all, weight decay 0.01 (not biases and LayerNorm), linear schedule, "
         f"{warmup} warmup steps, clipping 1.0, max length {args.max_length}, "
@@ -314,8 +384,23 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, argv: l
         "padding among the tokens of the training batches (tokens: all of them, padding "
         "included). seconds: the whole run from building the model (tlkit: loading the data) "
         "to the test accuracy, imports excluded.")
+    if regression(args):
+        lines.append(
+            "- test: Pearson's and Spearman's correlations (scipy.stats) and the mean squared "
+            "error of each row's predicted scores against the gold scores of the test pairs; "
+            "tlkit tests the epoch with the lowest validation loss (its default), Trainer its "
+            "last epoch.")
+        for r, res in results.items():
+            if r != "tlkit" and "test_pearson" in res and "test_pearson" in base:
+                lines.append(
+                    f"- tlkit against {LABELS[r]}: "
+                    f"{base['sequences_per_second'] / res['sequences_per_second']:.2f}x the "
+                    f"training throughput; test Pearson "
+                    f"{base['test_pearson'] - res['test_pearson']:+.4f}, Spearman "
+                    f"{base['test_spearman'] - res['test_spearman']:+.4f}, MSE "
+                    f"{base['test_mse'] - res['test_mse']:+.4f}.")
     tr = results.get("trainer", {})
-    if "sequences_per_second" in tr and "sequences_per_second" in base:
+    if "test_accuracy" in tr and "test_accuracy" in base:
         lines.append(
             f"- tlkit against Trainer with dynamic padding: "
             f"{base['sequences_per_second'] / tr['sequences_per_second']:.2f}x the training "
@@ -330,9 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="rotten_tomatoes",
-                   help="a packaged text set: rotten_tomatoes, or vitaminc (sentence pairs)")
+                   help="a packaged text set: rotten_tomatoes, vitaminc (sentence pairs) or "
+                        "stsb (sentence pairs, a similarity score: regression)")
     p.add_argument("--limit", type=int, default=2000,
-                   help="snippets for training + validation (tlkit's data.limit, default 2,000)")
+                   help="snippets for training + validation (tlkit's data.limit, default 2,000; "
+                        "training only where the set has its own validation split, as stsb)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--test", type=int, default=None,
@@ -391,7 +478,9 @@ def seeds_main(args: argparse.Namespace, argv: list[str]) -> int:
         parts.append(f"#### Seed {seed}\n\n" + report(runs[seed], args, sargv))
         print(parts[-1], flush=True)
     rows = [r for r in common.selected(ROWS, args.rows)]
-    head = ["row", "seeds", "train seq/s", "tlkit / row", "padding", "test acc", "acc vs tlkit"]
+    column, key = test_columns(args)[0]  # test accuracy, or test Pearson (a regression)
+    short = column.removeprefix("test ")
+    head = ["row", "seeds", "train seq/s", "tlkit / row", "padding", column, f"{short} vs tlkit"]
     body = []
     for r in rows:
         ok = [s for s in seeds if "error" not in runs[s][r]]
@@ -399,13 +488,13 @@ def seeds_main(args: argparse.Namespace, argv: list[str]) -> int:
             body.append([LABELS[r], "0", "failed", "", "", "", ""])
             continue
         sps = _mean_sd([runs[s][r]["sequences_per_second"] for s in ok])
-        acc = _mean_sd([runs[s][r]["test_accuracy"] for s in ok])
+        acc = _mean_sd([runs[s][r][key] for s in ok])
         pad = _mean_sd([runs[s][r]["padding_share"] for s in ok])
         both = [s for s in ok if "error" not in runs[s].get("tlkit", {"error": 1})]
         ratio = _mean_sd([runs[s]["tlkit"]["sequences_per_second"]
                           / runs[s][r]["sequences_per_second"] for s in both]) if both else None
-        diff = _mean_sd([100 * (runs[s]["tlkit"]["test_accuracy"]
-                                - runs[s][r]["test_accuracy"]) for s in both]) if both else None
+        diff = _mean_sd([100 * (runs[s]["tlkit"][key] - runs[s][r][key])
+                         for s in both]) if both else None
         body.append([
             LABELS[r], str(len(ok)), f"{sps[0]:.1f} ± {sps[1]:.1f}",
             f"{ratio[0]:.2f}x ± {ratio[1]:.2f}" if ratio else "-", f"{pad[0]:.1%}",
@@ -416,8 +505,9 @@ def seeds_main(args: argparse.Namespace, argv: list[str]) -> int:
              common.table(head, body, {1, 2, 3, 4, 5, 6}), "", "Notes:",
              "- mean ± standard deviation over the seeds; each seed draws its own splits of the "
              "2,000 snippets, head initialisation, dropout and batch order, shared by every row "
-             "of that seed. tlkit / row and acc vs tlkit are paired by seed: tlkit's throughput "
-             "over the row's, and tlkit's test accuracy minus the row's, in points.",
+             f"of that seed. tlkit / row and {short} vs tlkit are paired by seed: tlkit's "
+             f"throughput over the row's, and tlkit's {column.replace('acc', 'accuracy')} minus "
+             "the row's, in points.",
              f"- command: {common.command_line(__file__, argv)}"]
     summary = "\n".join(lines)
     print(summary)

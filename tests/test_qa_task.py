@@ -6,6 +6,9 @@ AutoModelForQuestionAnswering that answers with predict's span, and a killed run
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +167,55 @@ def test_a_question_answering_run_learns_the_spans_and_predict_answers(
 
 
 @pytest.mark.slow
+def test_the_scratch_baseline_gives_a_verdict_in_points_of_squad_f1(
+        tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fit --baseline on a question-answering run: the same BERT from random weights on the
+    same questions, and a paired verdict over the test questions' F1, with exact match
+    beside it; both runs' per-question scores average to their summaries' figures."""
+    from tlkit.predictions import question_scores
+
+    run = tmp_path / "run"
+    assert main(["fit", str(_cfg(tmp_path, tiny_bert_dir)), "--out", str(run),
+                 "--baseline"]) == 0
+    err = capsys.readouterr()[1]
+    assert "against training from scratch:" in err
+    summary = json.loads((run / "summary.json").read_text())
+    b = summary["baseline"]
+    scratch = json.loads((run / "baseline" / "seed-0" / "summary.json").read_text())
+    em, f1 = question_scores(run)
+    s_em, s_f1 = question_scores(run / "baseline" / "seed-0")
+    assert len(f1) == len(s_f1) == summary["test"]["questions"] == 16
+    assert 100 * f1.mean() == pytest.approx(summary["test"]["f1"])
+    assert 100 * em.mean() == pytest.approx(summary["test"]["exact_match"])
+    assert 100 * s_f1.mean() == pytest.approx(scratch["test"]["f1"])
+    assert b["transfer_accuracy"] == pytest.approx(f1.mean())
+    assert b["scratch_accuracies"] == [pytest.approx(s_f1.mean())]
+    assert b["margin"] == pytest.approx(f1.mean() - s_f1.mean())
+    assert b["low"] <= b["margin"] <= b["high"]
+    assert b["transfer_exact_match"] == pytest.approx(summary["test"]["exact_match"])
+    assert b["scratch_exact_match"] == [pytest.approx(scratch["test"]["exact_match"])]
+    assert "16 test questions" in b["method"] and b["measure"].startswith("F1")
+    assert b["verdict"] in b["text"]
+    page = (run / "report.html").read_text()
+    assert "test exact match" in page and "Transfer against training from scratch" in page
+    assert "against training from scratch" in (run / "README.md").read_text()
+    # a classical baseline is refused: there is no classical reader
+    raw = _raw(tmp_path, tiny_bert_dir)
+    raw["diagnostics"] = {"baselines": ["classical"]}
+    bad = tmp_path / "classical.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["fit", str(bad), "--out", str(tmp_path / "c"), "--baseline"]) == 2
+    assert "set baselines: [scratch]" in capsys.readouterr()[1]
+
+
+@pytest.mark.slow
 def test_the_hf_export_is_a_stock_question_answering_model_with_predicts_span(
         tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """transformers 5 removed pipeline("question-answering"): the exported folder is loaded
-    by AutoModelForQuestionAnswering and its logits decoded as that pipeline did (the best
-    start + end over the context's tokens), which must give predict's span."""
+    """The exported folder is loaded by AutoModelForQuestionAnswering, its logits decoded as
+    the question-answering pipeline does (the best start + end over the context's tokens), and
+    answered through ``transformers.pipeline("question-answering", model=FOLDER)`` itself: in
+    transformers 4.57.6, which set-up installs apart (transformers 5 removed that pipeline),
+    in a child process. Both give predict's span."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertForQuestionAnswering
 
     raw = _raw(tmp_path, tiny_bert_dir)
@@ -202,6 +249,29 @@ def test_the_hf_export_is_a_stock_question_answering_model_with_predicts_span(
             assert context[offsets[first][0]:offsets[last][1]] == ours["answer"]
     card = (run / "README.md").read_text()
     assert "AutoModelForQuestionAnswering" in card and "question-answering" in card
+    # the pipeline itself, where transformers still has it
+    older = Path(sys.prefix) / "transformers4"
+    assert (older / "transformers").is_dir(), (
+        f"{older} is missing: make setup-test installs transformers 4.57.6 there")
+    asked = [(q, CONTEXT.format(p=p, c=c)) for p, c in (("Carol", "Oslo"), ("Alice", "Cairo"))
+             for q in ("Who travelled?", "Where did the traveller go?")]
+    script = ("import json, sys, transformers\n"
+              "qa = transformers.pipeline('question-answering', model=sys.argv[1], device=-1)\n"
+              "print(transformers.__version__)\n"
+              "for q, c in json.loads(sys.argv[2]):\n"
+              "    print(json.dumps(qa(question=q, context=c)))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(folder), json.dumps(asked)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(older)})
+    assert done.returncode == 0, done.stderr
+    version, *answers = done.stdout.splitlines()
+    assert version == "4.57.6"
+    for (question, context), line in zip(asked, answers, strict=True):
+        theirs = json.loads(line)
+        assert main(["predict", str(run), "--question", question, "--context", context]) == 0
+        ours = json.loads(capsys.readouterr()[0])
+        assert (theirs["start"], theirs["end"], theirs["answer"]) == (
+            ours["start"], ours["end"], ours["answer"])
 
 
 @pytest.mark.slow

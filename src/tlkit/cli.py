@@ -524,8 +524,9 @@ def _config_commands(sub: Subparsers) -> None:
     sp.add_argument("--baseline", action="store_true",
                     help="also train the baselines of diagnostics.baselines on the same splits "
                     "and give a verdict against each: the same architecture from scratch "
-                    "(diagnostics.baseline_seeds times, single-label) and a classical model "
-                    "(TF-IDF or raw pixels + logistic regression, ridge for regression)")
+                    "(diagnostics.baseline_seeds times; single-label, token classification "
+                    "and question answering, whose verdict is in SQuAD F1) and a classical "
+                    "model (TF-IDF or raw pixels + logistic regression, ridge for regression)")
     sp.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard event files to RUN_DIR/tensorboard/ (losses, "
                     "validation metrics, learning rates, phase)")

@@ -19,3 +19,13 @@ def test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         "did not finish; run fit again")
     with np.load(f) as z:
         return z["test_outputs"], z["test_targets"]
+
+
+def question_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A finished question-answering run's exact match and F1 (0..1) of each test question."""
+    f = RunDir(Path(path)).predictions
+    with np.load(f) as z:
+        if "test_question_f1" not in z.files:
+            raise UserError(f"{path}'s predictions.npz holds no per-question scores; it was "
+                            "trained by an older tlkit: run fit again")
+        return z["test_question_em"], z["test_question_f1"]

@@ -104,15 +104,16 @@ class RunDir:
         atomic_write(path, w)
 
     def write_predictions(self, val_outputs: Any, val_targets: Any, test_outputs: Any,
-                          test_targets: Any) -> None:
+                          test_targets: Any, **more: Any) -> None:
         """The validation and test outputs of the final model (for the baseline verdict,
-        compare's intervals, calibration and the report), as arrays, never as a pickle."""
+        compare's intervals, calibration and the report), as arrays, never as a pickle;
+        ``more``: other named arrays (question answering: each test question's scores)."""
         import numpy as np
 
         def w(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, val_outputs=val_outputs, val_targets=val_targets,
-                         test_outputs=test_outputs, test_targets=test_targets)
+                         test_outputs=test_outputs, test_targets=test_targets, **more)
 
         atomic_write(self.predictions, w)
 

@@ -240,7 +240,7 @@ class Config(Strict):
         the task)."""
         if self.diagnostics.baselines is not None:
             return list(self.diagnostics.baselines)
-        if self.data.task == "token_classification":
+        if self.data.task in ("token_classification", "question_answering"):
             return ["scratch"]
         return ["scratch", "classical"] if self.data.task == "single_label" else ["classical"]
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tlkit.data.types import LabelledData
-from tlkit.qa.scoring import answer_scores
+from tlkit.qa.scoring import answer_scores, per_question
 from tlkit.qa.squad import QAExample
 from tlkit.qa.windows import Windows, encode_windows
 
@@ -74,3 +74,7 @@ class WindowDataset(Dataset[tuple[dict[str, torch.Tensor], torch.Tensor]]):
     def score(self, outputs: np.ndarray) -> dict[str, float]:
         """Exact match and F1 of the (windows, tokens, 2) start / end logits, per question."""
         return answer_scores(self.examples, self.windows, outputs)
+
+    def per_question(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each question's exact match and F1 (0..1, in the questions' order)."""
+        return per_question(self.examples, self.windows, outputs)

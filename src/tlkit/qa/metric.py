@@ -59,6 +59,30 @@ def gold_answers(example: QAExample, *, version_2: bool) -> list[str]:
     return [t for t in texts if normalize_answer(t)] or [""]
 
 
+def question_scores(examples: Sequence[QAExample], predictions: Mapping[str, str], *,
+                    version_2: bool | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Each question's exact match and F1 (0 or 1, and 0..1: the best over its gold answers),
+    by id: what ``squad_scores`` averages, and what a paired comparison of two models on the
+    same questions resamples. ``version_2`` as ``squad_scores``; a question without a
+    prediction scores 0."""
+    if not examples:
+        raise ValueError("squad_scores needs at least one example")
+    v2 = any(e.impossible for e in examples) if version_2 is None else version_2
+    if not v2 and any(e.impossible for e in examples):
+        raise ValueError("unanswerable examples need version_2=True (SQuAD v2.0 scoring)")
+    em_of: dict[str, float] = {}
+    f1_of: dict[str, float] = {}
+    for e in examples:
+        if e.id not in predictions:
+            em_of[e.id] = f1_of[e.id] = 0.0
+            continue
+        golds = gold_answers(e, version_2=v2)
+        predicted = predictions[e.id]
+        em_of[e.id] = _best(exact_match, predicted, golds)
+        f1_of[e.id] = _best(lambda p, t: f1(p, t, version_2=v2), predicted, golds)
+    return em_of, f1_of
+
+
 def squad_scores(examples: Sequence[QAExample], predictions: Mapping[str, str], *,
                  version_2: bool | None = None) -> dict[str, float]:
     """Exact match and F1 (percentages, each the best over a question's gold answers, averaged
@@ -67,25 +91,10 @@ def squad_scores(examples: Sequence[QAExample], predictions: Mapping[str, str], 
     (``has_answer_*``) and unanswerable (``no_answer_*``) questions, as the official script's
     HasAns / NoAns. A question without a prediction scores 0 (v1.1's rule) and is counted in
     ``missing``."""
-    if not examples:
-        raise ValueError("squad_scores needs at least one example")
+    em_of, f1_of = question_scores(examples, predictions, version_2=version_2)
     v2 = any(e.impossible for e in examples) if version_2 is None else version_2
-    if not v2 and any(e.impossible for e in examples):
-        raise ValueError("unanswerable examples need version_2=True (SQuAD v2.0 scoring)")
-    em_of: dict[str, float] = {}
-    f1_of: dict[str, float] = {}
-    missing = 0
-    for e in examples:
-        if e.id not in predictions:
-            missing += 1
-            em_of[e.id] = f1_of[e.id] = 0.0
-            continue
-        golds = gold_answers(e, version_2=v2)
-        predicted = predictions[e.id]
-        em_of[e.id] = _best(exact_match, predicted, golds)
-        f1_of[e.id] = _best(lambda p, t: f1(p, t, version_2=v2), predicted, golds)
     scores = _averages(examples, em_of, f1_of, "")
-    scores["missing"] = float(missing)
+    scores["missing"] = float(sum(e.id not in predictions for e in examples))
     if v2:
         for prefix, impossible in (("has_answer_", False), ("no_answer_", True)):
             part = [e for e in examples if e.impossible == impossible]

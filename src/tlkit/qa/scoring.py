@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkit.qa.metric import squad_scores
+from tlkit.qa.metric import question_scores, squad_scores
 from tlkit.qa.spans import SpanPrediction, best_spans
 from tlkit.qa.squad import QAExample
 from tlkit.qa.windows import Windows
@@ -42,3 +42,13 @@ def answer_scores(examples: Sequence[QAExample], windows: Windows, outputs: Any
     scores = squad_scores(examples, {p.id: p.text for p in chosen})
     return {"exact_match": scores["exact_match"], "f1": scores["f1"],
             "questions": int(scores["total"])}
+
+
+def per_question(examples: Sequence[QAExample], windows: Windows, outputs: Any
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each question's exact match and F1 (0..1, in ``examples``' order) of the best spans:
+    the per-example scores a paired comparison of two models resamples."""
+    chosen = answers_of(examples, windows, outputs)
+    em, f1 = question_scores(examples, {p.id: p.text for p in chosen})
+    return (np.array([em[e.id] for e in examples], np.float64),
+            np.array([f1[e.id] for e in examples], np.float64))

@@ -219,6 +219,10 @@ def baseline(s: dict[str, Any]) -> str:
                 ("from scratch, test entity F1",
                  ", ".join(fmt(a) for a in b.get("scratch_entity_f1") or []) or "-")]
                if "transfer_entity_f1" in b else []),
+             *([("transferred model, test exact match", fmt(b.get("transfer_exact_match"))),
+                ("from scratch, test exact match",
+                 ", ".join(fmt(a) for a in b.get("scratch_exact_match") or []) or "-")]
+               if "transfer_exact_match" in b else []),
              ("margin, points", fmt(100 * b["margin"], "+.1f") if "margin" in b else "-"),
              (f"{100 * b.get('level', 0.95):.0f}% interval, points",
               f"{100 * b['low']:+.1f} to {100 * b['high']:+.1f}" if "low" in b else "-"),

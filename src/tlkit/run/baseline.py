@@ -25,7 +25,7 @@ from tlkit.config import Config, derive
 from tlkit.data import has_test_split
 from tlkit.diagnose.verdict import classical_verdict, per_example_scores, transfer_verdict
 from tlkit.errors import UserError
-from tlkit.predictions import test_predictions
+from tlkit.predictions import question_scores, test_predictions
 from tlkit.run.fit import fit_run
 from tlkit.rundir import RunDir
 from tlkit.select.classical import fit_on_splits
@@ -40,7 +40,9 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
     check_comparable(cfg, "--baseline", tokens=True)
     outputs, targets = test_predictions(run_dir)
     task = cfg.data.task
-    transfer_ok = per_example_scores(outputs, targets, task) > 0.5  # right or not
+    answers = task == "question_answering"  # scored per question, by F1 (0..1)
+    transfer_ok = (question_scores(run_dir)[1] if answers
+                   else per_example_scores(outputs, targets, task) > 0.5)  # right or not
     scratch_ok, accs = [], []
     scratch = variant(cfg, SCRATCH)
     for k in range(cfg.diagnostics.baseline_seeds):
@@ -57,11 +59,13 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
         if len(t) != len(targets) or not np.array_equal(t, targets):
             raise UserError(f"the baseline in {sub} was tested on other examples than the run; "
                             "delete that folder and run --baseline again")
-        scratch_ok.append(per_example_scores(o, t, task) > 0.5)
+        scratch_ok.append(question_scores(sub)[1] if answers
+                          else per_example_scores(o, t, task) > 0.5)
         accs.append(float(scratch_ok[-1].mean()))
     v = transfer_verdict(transfer_ok, scratch_ok, resamples=cfg.diagnostics.bootstrap,
                          seed=cfg.transfer_config.seed,
-                         unit="words" if task == "token_classification" else "examples")
+                         unit={"token_classification": "words",
+                               "question_answering": "questions"}.get(task, "examples"))
     out = {**v, "transfer_accuracy": float(transfer_ok.mean()),
            "scratch_accuracies": accs, "scratch_lr": scratch.transfer_config.backbone_lr}
     if task == "token_classification":  # the accuracies are token accuracies; entity F1 too
@@ -69,6 +73,12 @@ def baseline(cfg: Config, run_dir: Path, event: Any = lambda k, i: None,
         out["transfer_entity_f1"] = _test_metric(Path(run_dir), "entity_f1")
         out["scratch_entity_f1"] = [
             _test_metric(Path(run_dir) / "baseline" / f"seed-{k}", "entity_f1")
+            for k in range(cfg.diagnostics.baseline_seeds)]
+    if answers:  # the margin is in points of SQuAD F1; exact match beside it
+        out["measure"] = "F1 (SQuAD, 0 to 1)"
+        out["transfer_exact_match"] = _test_metric(Path(run_dir), "exact_match")
+        out["scratch_exact_match"] = [
+            _test_metric(Path(run_dir) / "baseline" / f"seed-{k}", "exact_match")
             for k in range(cfg.diagnostics.baseline_seeds)]
     return out
 

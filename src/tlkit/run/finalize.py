@@ -223,6 +223,15 @@ def outputs(p: Prepared) -> Outputs:
     return Outputs(val[0], val[1], val[2], test[0], test[1], test[2])
 
 
+def _question_scores(p: Prepared, o: Outputs) -> dict[str, np.ndarray]:
+    """Question answering: each test question's exact match and F1 (0..1), which the scratch
+    baseline's paired verdict resamples (its windows' outputs alone do not say them)."""
+    if p.data.task != "question_answering" or p.test_ds is None or o.test is None:
+        return {}
+    em, f1 = p.test_ds.per_question(o.test_outputs)
+    return {"test_question_em": em, "test_question_f1": f1}
+
+
 def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
              adaptation_auto: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank 0 returns the summary it writes; other processes their validation and test
@@ -246,7 +255,8 @@ def finalize(p: Prepared, state: TrainState, auto: dict[str, Any] | None = None,
             section[name] = result
     if adaptation_auto is not None and "adaptation" in diagnostics:
         diagnostics["adaptation"]["auto"] = adaptation_auto
-    p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets)
+    p.run.write_predictions(o.val_outputs, o.val_targets, o.test_outputs, o.test_targets,
+                            **_question_scores(p, o))
     tc = p.cfg.transfer_config
     head = {"type": tc.head.type, "hidden_size": tc.head.hidden_size, "dropout": tc.dropout,
             "num_outputs": num_outputs_of(p.splits.train),

@@ -37,8 +37,8 @@ def variant(cfg: Config, strategy: str, settings: dict[str, Any] | None = None) 
 def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
     """Runs of ``cfg`` can be compared by test accuracy: single-label (or, with ``tokens``,
     token classification, by token accuracy), with a test split."""
-    if cfg.data.task != "single_label" and not (tokens and
-                                                 cfg.data.task == "token_classification"):
+    if cfg.data.task != "single_label" and not (
+            tokens and cfg.data.task in ("token_classification", "question_answering")):
         raise UserError(f"{command} ranks single-label classification runs by test accuracy; "
                         f"this config's task is {cfg.data.task}")
     if not has_test_split(cfg.data):
@@ -49,10 +49,6 @@ def check_comparable(cfg: Config, command: str, tokens: bool = False) -> None:
 
 def check_baselines(cfg: Config) -> None:
     """Refuse, before anything trains, a --baseline the config cannot give a verdict on."""
-    if cfg.data.task == "question_answering":
-        raise UserError("--baseline has no baseline for data.task question_answering yet (no "
-                        "classical or from-scratch reader is built); run fit without "
-                        "--baseline")
     if SCRATCH in cfg.baselines():
         check_comparable(cfg, "--baseline", tokens=True)
     elif not has_test_split(cfg.data):
