@@ -57,13 +57,26 @@ accuracy mean and sample standard deviation over the draws, macro-F1 mean, secon
     .venv/bin/python bench/few_shot.py --json /tmp/bench_few_shot.json   # the full benchmark
     .venv/bin/python bench/few_shot.py --sets rotten_tomatoes --shots 8 --draws 1 \\
         --rows default,setfit,lr_frozen                                   # a smoke run
+
+``--store FILE`` keeps finished rows across runs (sessions): a JSON Lines file, one finished
+row (set, labels per class, draw, row) a line, appended, flushed and fsynced as soon as the row
+finishes (a failed row is not stored); a later run with the same file reuses a stored row whose
+key (the set, budget, draw, row, seed, test size, threads, a hash of the row's two data files,
+and the tlkit config or SetFit setting the row runs) matches, instead of running it. tlkit's
+rows and LR on frozen features (tlkit's feature path) are reused only when the stored row ran at
+the current ``git HEAD`` with a clean ``src/`` then and now; SetFit and pixels + LR whatever the
+commit. The table's notes say which draws came from the store.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +108,9 @@ SETS: dict[str, dict[str, str]] = {
 }
 OPT_IN = {"supcon"}  # rows only --rows runs
 PAPER_ITERATIONS = 20  # SetFit's paper: 20 iterations, i.e. 40 pairs per example
+# --store: rows that run none of tlkit's source, reused whatever the commit (LR on frozen
+# features computes its features with tlkit's own path: it counts as a tlkit row)
+ANY_COMMIT = {"setfit", "pixels_lr"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,6 +456,140 @@ ROW_FUNCS: dict[str, common.Row] = {
 
 
 # --------------------------------------------------------------------------------------------------
+# The store (--store FILE): finished rows, kept across runs
+# --------------------------------------------------------------------------------------------------
+
+
+def _git(*cmd: str) -> str | None:
+    """The output of a read-only git command in the repository, or None where git fails."""
+    try:
+        proc = subprocess.run(["git", "--no-optional-locks", "-C", str(common.ROOT), *cmd],
+                              capture_output=True, text=True, check=False, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def tlkit_state() -> dict[str, Any]:
+    """tlkit's source state: the commit at HEAD and whether ``src/`` differs from it (None:
+    unknown)."""
+    head, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "src")
+    return {"commit": head.strip() if head else None,
+            "src_dirty": None if status is None else bool(status.strip())}
+
+
+def setfit_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("setfit")
+    except PackageNotFoundError:
+        return None
+
+
+def store_key(args: argparse.Namespace, meta: dict[str, Any], s: str, k: int, d: int,
+              row: str) -> dict[str, Any]:
+    """What a row's result depends on: the cell, the row, the settings and the data it reads
+    (a hash of its budget and test files), and the config of a tlkit row (LR on frozen
+    features: tlkit default's) or the setting SetFit runs."""
+    folder = Path(meta["folder"])
+    h = hashlib.sha256()
+    for f in ("test.csv", f"labels-{k}-d{d}.csv"):
+        h.update((folder / f).read_bytes())
+    key: dict[str, Any] = {"set": s, "shots": k, "draw": d, "row": row, "seed": args.seed,
+                           "test_size": args.test_size, "threads": args.threads,
+                           "files_sha256": h.hexdigest()[:16]}
+    if row in TLKIT_ROWS or row == "lr_frozen":
+        cell = argparse.Namespace(**{**vars(args), "cell": f"{s}:{k}:{d}", "data": "<data>"})
+        key["config"] = tlkit_raw(cell, "default" if row == "lr_frozen" else row)
+    if row == "setfit":
+        key["setfit_args"] = setfit_setting([k] * meta["classes"], args.setfit_max_pairs)[0]
+    return json.loads(json.dumps(key))  # as it reads back from the file
+
+
+def _why_not(row: str, then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why a stored row may not be reused now (None: it may)."""
+    if row in ANY_COMMIT:
+        return None
+    c0, c1 = then.get("commit"), now.get("commit")
+    if not c0 or not c1:
+        return "no git commit known " + ("for the stored row" if not c0 else "now")
+    if c0 != c1:
+        return f"stored at {c0[:10]}, HEAD now {c1[:10]}"
+    if then.get("src_dirty") is not False:
+        return f"stored with uncommitted changes in src/ (at {c0[:10]})"
+    if now.get("src_dirty") is not False:
+        return f"src/ has uncommitted changes now (stored at {c0[:10]}, clean)"
+    return None
+
+
+class Store:
+    """The rows of a ``--store`` file: JSON Lines, one finished row a line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.entries: list[dict[str, Any]] = []
+        if self.path.is_file():
+            for i, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    print(f"[bench] store: {self.path} line {i} is not JSON (a write cut "
+                          "short?): ignored", file=sys.stderr)
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("key"), dict) \
+                        and isinstance(entry.get("result"), dict):
+                    self.entries.append(entry)
+        print(f"[bench] store: {len(self.entries)} stored row(s) in {self.path}",
+              file=sys.stderr, flush=True)
+
+    def reuse(self, key: dict[str, Any], now: dict[str, Any], what: str
+              ) -> dict[str, Any] | None:
+        """The latest stored entry of ``key`` that may be reused now, or None (saying why
+        where the key is stored but may not be reused)."""
+        found = [e for e in self.entries if e["key"] == key]
+        whys = [_why_not(key["row"], e.get("provenance", {}), now) for e in reversed(found)]
+        for e, why in zip(reversed(found), whys, strict=True):
+            if why is None:
+                return e
+        if whys:  # the latest one's reason
+            print(f"[bench] store: {what}: rerun, {whys[0]}", file=sys.stderr, flush=True)
+        return None
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Append one row, flushed and fsynced (a killed run loses at most the row it ran)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(entry) + "\n"
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:  # a line cut short: end it first
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.entries.append(json.loads(json.dumps(entry)))
+
+
+def _draw_ranges(draws: list[int]) -> str:
+    """0, 1, 2, 4 -> "draws 0-2, 4"; 3 -> "draw 3"."""
+    ds = sorted(set(draws))
+    parts: list[str] = []
+    start = prev = ds[0]
+    for x in [*ds[1:], None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if x is not None:
+            start = prev = x
+    return ("draws " if len(ds) > 1 else "draw ") + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------------
 
@@ -461,6 +611,10 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "f1_mean": statistics.fmean(x["macro_f1"] for x in ok) if ok else None,
             "seconds_mean": statistics.fmean(x["seconds"] for x in ok) if ok else None,
             "per_draw": [r["result"] for r in rs]})
+        stored = [[r["draw"], str(r["stored"].get("date", "?"))[:10]] for r in rs
+                  if "stored" in r]
+        if stored:  # --store: the draws reused from the store, with their dates
+            out[-1]["stored"] = stored
     return out
 
 
@@ -489,6 +643,9 @@ def _notes(a: dict[str, Any]) -> str:
     errors = [x["error"] for x in a["per_draw"] if "error" in x]
     if errors:
         out.append(f"{len(errors)} of {a['draws']} failed: {errors[0][:100]}")
+    if a.get("stored"):
+        out.append(f"from the store: {_draw_ranges([d for d, _ in a['stored']])} "
+                   f"({_distinct([t for _, t in a['stored']])})")
     return "; ".join(out)
 
 
@@ -538,6 +695,15 @@ def report(agg: list[dict[str, Any]], cells: dict[str, dict[str, Any]],
     if ran & {"lr_frozen", "pixels_lr"}:
         lines.append("- references: LogisticRegression on every label, C by stratified 5-fold "
                      "cross-validation (log loss) as in bench/small_data.py.")
+    if getattr(args, "store", None):
+        n_stored = sum(len(a.get("stored", [])) for a in agg)
+        n_all = sum(a["draws"] for a in agg)
+        lines.append(
+            f"- --store {args.store}: {n_stored} of the {n_all} row runs came from the store "
+            "(the notes say which draws, and when they ran), the others ran now and were "
+            "stored unless they failed; tlkit's rows and LR on frozen features are reused only "
+            "at the same git HEAD with a clean src/ then and now, SetFit and pixels + LR "
+            "whatever the commit.")
     lines += [f"- seed {args.seed} (draw d: seed {args.seed} + d); machine: "
               f"{common.machine_line(args.threads)}; a fresh TLKIT_CACHE per row.",
               f"- command: {common.command_line(__file__, argv)}"]
@@ -560,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setfit-max-pairs", type=int, default=10000,
                    help="SetFit runs its defaults up to this many pairs, else num_iterations "
                         "20 or fewer (0: its defaults always; default 10,000)")
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="JSON Lines of finished rows: append each row as it finishes, reuse "
+                        "the rows already there (tlkit's only at the same commit, src/ clean)")
     common.add_common_flags(p)
     p.add_argument("--cell", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -576,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--shots needs labels per class of at least 2, --draws at least 1")
     rows = common.selected(ROWS, args.rows or ",".join(r for r in ROWS if r not in OPT_IN))
     started = time.perf_counter()
+    store = Store(args.store) if args.store else None
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tlkit-bench-few-shot-") as tmp:
         data = Path(tmp)
@@ -591,6 +761,22 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         print(f"[bench] {s}, {k} per class, draw {d}", file=sys.stderr,
                               flush=True)
+                        if store is not None:
+                            key = store_key(args, cells[s], s, k, d, r)
+                            state = tlkit_state()
+                            hit = store.reuse(key, state, f"{s}, {k} per class, draw {d}, {r}")
+                            if hit is not None:
+                                when = hit.get("provenance", {}).get("date", "?")
+                                print(f"[bench] {r}: from the store (ran {when})",
+                                      file=sys.stderr, flush=True)
+                                was = hit.get("provenance", {}).get("setfit")
+                                if r == "setfit" and was != setfit_version():
+                                    print(f"[bench] note: stored with setfit {was}, installed "
+                                          f"{setfit_version()}", file=sys.stderr, flush=True)
+                                results.append({"set": s, "shots": k, "draw": d, "row": r,
+                                                "result": hit["result"],
+                                                "stored": hit.get("provenance", {})})
+                                continue
                         with common.cold_tlkit_cache() as cache:
                             n = str(args.threads)
                             env = {"TLKIT_CACHE": str(cache), "OMP_NUM_THREADS": n,
@@ -599,6 +785,17 @@ def main(argv: list[str] | None = None) -> int:
                                                                "--data", str(data)], env)
                         results.append({"set": s, "shots": k, "draw": d, "row": r,
                                         "result": res})
+                        if store is not None and "error" not in res:
+                            after = tlkit_state()  # src/ changed while the row ran: dirty
+                            prov = {"date": datetime.datetime.now().astimezone().isoformat(
+                                        timespec="seconds"),
+                                    "commit": state["commit"],
+                                    "src_dirty": (None if state["src_dirty"] is None
+                                                  else state["src_dirty"] or after != state)}
+                            if r == "setfit":
+                                prov["setfit"] = setfit_version()
+                            store.append({"set": s, "shots": k, "draw": d, "row": r,
+                                          "result": res, "key": key, "provenance": prov})
     agg = aggregate(results)
     text = report(agg, cells, args, argv)
     print(text)

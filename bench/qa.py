@@ -69,14 +69,21 @@ def tlkit_raw(args: argparse.Namespace, warmup: int = 0) -> dict[str, Any]:
             "weight_decay": 0.01, "scheduler": "linear", "warmup_steps": warmup,
             "warmup_ratio": 0.0, "max_grad_norm": 1.0, "mixed_precision": False,
             "early_stopping_patience": None, "epochs": args.epochs,
-            "batch_size": args.batch_size, "seed": args.seed,
+            "batch_size": args.batch_size, "seed": train_seed(args),
             "min_steps": 0,  # epochs as Trainer counts them: one pass each
             "device": "cpu",
         },
         "data": {"source": "squad", "task": "question_answering", "limit": args.train,
                  "val_fraction": args.val_fraction, "max_length": args.max_length,
-                 "doc_stride": args.doc_stride, "seed": args.seed},
+                 "doc_stride": args.doc_stride, "seed": args.seed,
+                 **({"group_by_length": False} if args.ungrouped else {})},
     }
+
+
+def train_seed(args: argparse.Namespace) -> int:
+    """The seed of the training (the head's initialisation, the batches' order, dropout):
+    ``--train-seed``, else ``--seed``, which also draws the questions."""
+    return args.seed if args.train_seed is None else args.train_seed
 
 
 def warmup_of(args: argparse.Namespace, n_windows: int) -> int:
@@ -360,7 +367,7 @@ def row_trainer(args: argparse.Namespace, pad: bool = True) -> dict[str, Any]:
     test_inputs, test_meta = prepare_validation_features(test_q, tok, args.max_length,
                                                          args.doc_stride, pad)
     warmup = warmup_of(args, len(train))
-    torch.manual_seed(args.seed)
+    torch.manual_seed(train_seed(args))
     model = AutoModelForQuestionAnswering.from_pretrained(folder)
     tokens = {"windows": 0, "real": 0, "total": 0}
 
@@ -380,7 +387,7 @@ def row_trainer(args: argparse.Namespace, pad: bool = True) -> dict[str, Any]:
             weight_decay=0.01, num_train_epochs=args.epochs, lr_scheduler_type="linear",
             warmup_steps=warmup, max_grad_norm=1.0, eval_strategy="epoch", save_strategy="no",
             logging_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
-            seed=args.seed, disable_tqdm=True)
+            seed=train_seed(args), disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=val,
                           data_collator=default_data_collator if pad
                           else DataCollatorWithPadding(tok),
@@ -505,6 +512,13 @@ def parser() -> argparse.ArgumentParser:
                    help="tlkit's head dropout (default 0: AutoModelForQuestionAnswering has none)")
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="the training's seed in every row (the head's initialisation, the "
+                        "batches' order, dropout), apart from --seed, which draws the questions "
+                        "(default: --seed)")
+    p.add_argument("--ungrouped", action="store_true",
+                   help="tlkit's batches drawn at random, not by length (data.group_by_length "
+                        "false), as the recipe's")
     p.add_argument("--table-from", default=None, metavar="JSON",
                    help="print the table of an earlier run's --json file (no training)")
     common.add_common_flags(p)

@@ -25,7 +25,7 @@ Rows, each in a child process of its own (``common.run_row``), each with a fresh
 
 - tlkit default: ``fit_run`` of a config with only ``source_model`` (``minilm-l6`` for text,
   ``mobilenetv2`` for images), ``pretrained_weights: packaged``, ``seed`` and the data section
-  (``source``, ``test``, ``seed``, ``image_size`` for images); every other setting is
+  (``source``, ``test``, ``seed``; ``image_size`` only with ``--image-size``); every other setting is
   TransferConfig's default: ``all_frozen``, whose linear head a convex solver fits on the cached
   pooled features (the L2 strength chosen on validation, or by 5-fold cross-validation on the
   training split when validation has fewer than 50 examples; the runs in bench/README.md
@@ -84,9 +84,9 @@ SETS: dict[str, dict[str, Any]] = {
                         "rates_from": "rotten_tomatoes"},
     "newsgroups20": {"modality": "text", "source_model": "minilm-l6",
                      "rates_from": "rotten_tomatoes"},
-    "digits": {"modality": "image", "source_model": "mobilenetv2", "image_size": 64,
+    "digits": {"modality": "image", "source_model": "mobilenetv2",
                "rates_from": "fashion_mnist"},
-    "fashion_mnist": {"modality": "image", "source_model": "mobilenetv2", "image_size": 96,
+    "fashion_mnist": {"modality": "image", "source_model": "mobilenetv2",
                       "rates_from": "fashion_mnist"},
 }
 
@@ -199,8 +199,8 @@ def tlkit_raw(args: argparse.Namespace, strategy: str = "default") -> dict[str, 
     spec = SETS[name]
     data: dict[str, Any] = {"source": str(folder / f"labels-{budget}.csv"),
                             "test": str(folder / "test.csv"), "seed": args.seed}
-    if spec["modality"] == "image":
-        data["image_size"] = args.image_size or spec["image_size"]
+    if spec["modality"] == "image" and args.image_size:  # else tlkit's own, from the images
+        data["image_size"] = args.image_size
     tc: dict[str, Any] = {"source_model": spec["source_model"], "pretrained_weights": "packaged",
                           "seed": args.seed}
     if strategy == "auto":
@@ -451,7 +451,8 @@ def report(results: list[dict[str, Any]], cells: dict[str, dict[str, Any]],
     for name, meta in cells.items():
         lines.append(f"- {name} ({meta['modality']}, {meta['classes']} classes, "
                      f"{SETS[name]['source_model']}"
-                     + (f", {args.image_size or SETS[name]['image_size']} px"
+                     + ((f", {args.image_size} px" if args.image_size else
+                         ", tlkit's own image size (from the images: data/resolution.py)")
                         if meta["modality"] == "image" else "")
                      + f"): test set {meta['test_origin']}, the same for every row and budget; "
                      "labels: a stratified draw of the rest.")
@@ -498,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto-budget", type=float, default=None,
                    help="transfer_config.auto_budget of the tlkit auto row (default: tlkit's)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="pixels of every image set (default: digits 64, fashion_mnist 96)")
+                   help="pixels of every image set (default: tlkit's own, from the images; "
+                   "the runs before issue 33 used digits 64, fashion_mnist 96)")
     common.add_common_flags(p)
     p.add_argument("--cell", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
