@@ -126,6 +126,21 @@ def test_windows_of_one_question_are_scored_as_one_answer(tiny_bert_dir: Path) -
     assert scored["exact_match"] == scored["f1"] == 100.0 and scored["questions"] == 1
 
 
+def test_the_span_layer_starts_as_berts_qa_outputs(tmp_path: Path, tiny_bert_dir: Path
+                                                   ) -> None:
+    """Weights N(0, 0.02^2) and zero biases, as AutoModelForQuestionAnswering's qa_outputs:
+    PyTorch's default uniform start cost 11.4 F1 points in bench/qa.py's one epoch."""
+    from tlkit.assemble import assemble
+
+    cfg = validate(_raw(tmp_path, tiny_bert_dir))
+    torch.manual_seed(0)
+    head = assemble(cfg.transfer_config, 2, "text", 32, task="question_answering").model.head
+    linear = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert torch.count_nonzero(linear.bias) == 0
+    # PyTorch's default would be uniform: std 1 / sqrt(3 x inputs), 0.10 for 32 inputs
+    assert 0.01 < float(linear.weight.detach().std()) < 0.03
+
+
 def _fit(tmp: Path, bert: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     run = tmp / "run"
     assert main(["fit", str(_cfg(tmp, bert)), "--out", str(run)]) == 0

@@ -24,6 +24,7 @@ from tlkit.qa.windows import Windows, answer_tokens, encode_windows
 
 __all__ = [
     "QAExample", "SpanPrediction", "Windows", "answer_tokens", "best_spans", "encode_windows",
-    "exact_match", "f1", "gold_answers", "normalize_answer", "packaged_squad_path", "question_scores", "read_qa",
+    "exact_match", "f1", "gold_answers", "normalize_answer", "packaged_squad_path",
+    "question_scores", "read_qa",
     "read_qa_jsonl", "read_squad_json", "squad_scores",
 ]
