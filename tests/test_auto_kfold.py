@@ -94,10 +94,100 @@ def test_a_registered_fine_tuner_whose_folds_fit_gets_k_fold_trials(
         strategies.unregister("toy_tuner")
     cv = {t.strategy: t.cv for t in choice.trials if t.cv}
     assert set(cv) == {"all_frozen", "pixels", "toy_tuner"}
-    assert len(cv["toy_tuner"]["fold_seconds"]) == kfold.K
-    # the same examples for every candidate: the scores pair up
-    assert len({c["examples"] for c in cv.values()}) == 1
+    toy = next(t for t in choice.trials if t.strategy == "toy_tuner")
+    # it races over the folds: all k of them, or fewer where it fell behind (its note says so)
+    assert len(cv["toy_tuner"]["fold_seconds"]) == cv["toy_tuner"]["folds"] >= 1
+    assert cv["toy_tuner"]["folds"] == kfold.K or "dropped after" in toy.note
+    assert cv["toy_tuner"]["examples"] == round(cv["all_frozen"]["examples"] * cv["toy_tuner"][
+        "folds"] / kfold.K, -1) or cv["toy_tuner"]["folds"] < kfold.K
     assert choice.chosen in cv
+
+
+def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any], fold_seconds: float
+                ) -> tuple[kfold.Board, list[tuple[str, int]], np.ndarray]:
+    """A board of 100 two-class examples in 5 folds with the frozen head on every fold, and a
+    fake fold trial that returns ``outputs[name](held-out labels)`` and takes ``fold_seconds``
+    of a fake clock; the (candidate, fold) trials run, in order."""
+    from tlkit.train.head_solver import folds_of
+
+    y = np.tile([0, 1], 50)
+    parts = folds_of("single_label", y, kfold.K, 0)
+    board = kfold.Board("single_label", y, parts)
+    rng = np.random.default_rng(0)
+    right = np.where(rng.random(100) < 0.7, 1.0, -1.0) * np.where(y == 1, 1.0, -1.0)
+    board.add("all_frozen", np.stack([-right, right], 1) * 0.5, range(kfold.K), [0.1], "")
+    now, ran = [0.0], []
+    monkeypatch.setattr(kfold.time, "perf_counter", lambda: now[0])
+
+    def fold_outputs(base: Any, name: str, part: Any, held: Any, caches: Any, j: int):
+        ran.append((name, j))
+        now[0] += fold_seconds
+        return outputs[name](held.targets)
+
+    monkeypatch.setattr(kfold, "fold_outputs", fold_outputs)
+    return board, ran, y
+
+
+class _Held:
+    def __init__(self, y: np.ndarray):
+        self.targets = y
+
+
+class _Data:
+    def __init__(self, y: np.ndarray):
+        self.y = y
+
+    def subset(self, idx: np.ndarray) -> _Held:
+        return _Held(self.y[idx])
+
+
+def test_the_race_drops_a_clear_loser_after_one_fold_and_runs_the_leader_on_every_fold(
+        monkeypatch: pytest.MonkeyPatch):
+    def sure(t: np.ndarray) -> np.ndarray:  # right on every example, confidently
+        s = np.where(t == 1, 1.0, -1.0) * 4
+        return np.stack([-s, s], 1)
+
+    board, ran, y = _race_board(monkeypatch, {"good": sure, "bad": lambda t: -sure(t)}, 1.0)
+    skipped = kfold._race(None, board, ["all_frozen"], {"bad": 5.0, "good": 5.0},
+                          {"bad": 1.0, "good": 1.0}, 1000.0, 0.0, _Data(y), board.parts, {},
+                          "brier", _quiet)
+    assert not skipped
+    assert [j for n, j in ran if n == "bad"] == [0]  # one fold: wrong everywhere, dropped
+    assert "bad" in board.dropped and board.notes["bad"].startswith("dropped after 1 of 5 folds")
+    assert [j for n, j in ran if n == "good"] == list(range(kfold.K))
+    # the final comparison is on every fold, and picks the leader
+    assert rule.decide([board.scored(c, range(kfold.K)) for c in ("all_frozen", "good")])[0] \
+        == "good"
+
+
+def test_the_race_gives_the_budget_to_the_leader_and_records_where_each_stopped(
+        monkeypatch: pytest.MonkeyPatch):
+    def close(t: np.ndarray, scale: float) -> np.ndarray:
+        s = np.where(t == 1, 1.0, -1.0) * scale
+        s[::3] *= -1  # wrong on a third: neither is dropped against the frozen head
+        return np.stack([-s, s], 1)
+
+    outputs = {"a": lambda t: close(t, 0.3), "b": lambda t: close(t, 0.4)}
+    board, ran, y = _race_board(monkeypatch, outputs, 10.0)
+    # 10 s a fold, 20 s kept for the pick's training: 55 s hold fold 1 of both, fold 2 of one
+    skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},
+                          {"a": 10.0, "b": 10.0}, 55.0, 0.0, _Data(y), board.parts, {},
+                          "brier", _quiet)
+    assert not skipped and not board.dropped
+    assert ran[:2] == [("a", 0), ("b", 0)]  # round 1 in the candidates' order
+    lead = rule.standing([board.scored(c, [0]) for c in ("a", "b")], "brier")
+    leader = min(lead, key=lead.get)
+    assert ran[2] == (leader, 1) and len(ran) == 3  # round 2: the better first, then no budget
+    other = ({"a", "b"} - {leader}).pop()
+    assert board.notes[other].startswith("stopped after 1 of 5 folds") and "budget" in \
+        board.notes[other]
+    # nothing fits: the candidates are skipped with the reason, none ran
+    board, ran, y = _race_board(monkeypatch, outputs, 10.0)
+    skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},
+                          {"a": 10.0, "b": 10.0}, 25.0, 0.0, _Data(y), board.parts, {},
+                          "brier", _quiet)
+    assert not ran and [t.strategy for t in skipped] == ["a", "b"]
+    assert all(t.note.startswith("skipped:") and "auto_budget" in t.note for t in skipped)
 
 
 def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
@@ -222,7 +312,7 @@ def test_an_auto_json_without_the_cross_validated_fields_is_still_read(tmp_path:
 @pytest.mark.slow  # one choice on 60 images, no fine-tuning candidate: about 3 s
 def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
-    # small data: a default fit of 4 s gets the trials 4 x 30 s at auto_budget 5, not 4 x 4 s
+    # small data: a default fit of 4 s gets the trials 4 x 30 s at auto_budget 5, not 4 x 4 s,
     monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
     monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.05)
     monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
@@ -232,5 +322,9 @@ def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
     raw = _raw(template_images(tmp_path / "imgs", n=60), auto_budget=5)
     choice = auto.choose(validate(raw), setup("cpu"),
                          lambda kind, info: events.append(str(info.get("what", ""))))
-    assert choice.default_seconds < 30 and choice.budget_seconds == pytest.approx(4 * 30.0)
-    assert any("counted as 30 s" in e for e in events)
+    # and the k-fold path (6 validation examples here) multiplies it: its candidates race
+    # over the folds, where the validation path runs one shortened trial each
+    assert choice.default_seconds < 30
+    assert choice.budget_seconds == pytest.approx(4 * 30.0 * auto.KFOLD_BUDGET)
+    assert any("counted as 30 s" in e and f"x {auto.KFOLD_BUDGET:g} for the k-fold" in e
+               for e in events)

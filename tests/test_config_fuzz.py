@@ -13,7 +13,9 @@ a fresh random seed each time) or set ``TLKIT_FUZZ_EXAMPLES=N``.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -254,6 +256,7 @@ OVERRIDES = st.just([]) | st.lists(
 )
 
 _DIR = Path(tempfile.mkdtemp(prefix="tlkit-config-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, True)  # hypothesis reruns share it; gone at the end
 
 
 def _load(text: str, overrides: list[str]) -> None:

@@ -12,9 +12,12 @@ Below ``MIN_TRIAL_VAL`` (20) validation examples no trial on validation can tell
 apart, and auto measures by k-fold cross-validation instead (kfold.py): over the training and
 validation examples together, 5 folds, the same folds for every candidate, it scores the frozen
 head (its convex solve out of fold on the cached features), the raw pixels (single-label
-images) and every fine-tuning candidate of the registry whose 5 fold trials and full training
-fit the budget (each fold trains it at auto's rates and length on the other folds and scores
-the held-out one). The pick is by the rule ``rule.RULE``: the lowest mean out-of-fold Brier
+images) and the fine-tuning candidates of the registry whose full training fits the budget
+(each fold trains one at auto's rates and length on the other folds and scores the held-out
+one). The fine-tuners race over the folds: all run fold 1, one behind the best by more than
+two paired standard errors drops out, and the leaders get the next folds first while the
+budget lasts; the finalists are compared on the folds they all ran. This path's budget is
+``KFOLD_BUDGET`` (3) times the validation path's. The pick is by the rule ``rule.RULE``: the lowest mean out-of-fold Brier
 score, a tie to the cheaper candidate (the loss, for data without one). The rule was chosen by
 measurement, not to protect a default: bench/auto_rule.py drew 72 label sets (80, 100 and 160
 labels, 12 draws each) from digits and Fashion-MNIST with the frozen head and the pixels as
@@ -84,6 +87,8 @@ from tlkit.select.trials import Base, base_for, run_trial
 from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
 
 MIN_TRIAL_VAL = 20  # fewer validation examples: k-fold cross-validation instead (kfold.py)
+# the k-fold path's budget, times the validation path's: its candidates race over the folds
+KFOLD_BUDGET = 3.0
 VALIDATION_RULE = (f"validation: raw pixels over the pretrained features by more than {MARGIN:g} "
                    "paired standard errors (out-of-fold Brier score), then successive halving "
                    f"on the validation loss, the frozen head over its pick by more than "
@@ -107,17 +112,20 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
     default = base.load_seconds + per_example * (len(base.data.train) + len(base.data.val))
     # a default fit of a few seconds (small data) counts as FLOOR_SECONDS: else a budget of
     # seconds would rule out any fine-tuning exactly where a user would wait a minute for it
-    budget = max(0.0, tc.auto_budget - 1) * max(default, FLOOR_SECONDS)
+    head, by_folds = frozen_head(), len(base.data.val) < MIN_TRIAL_VAL
+    # k-fold: a candidate's measure is k fold trials, not one shortened trial on validation
+    factor = KFOLD_BUDGET if by_folds else 1.0
+    budget = max(0.0, tc.auto_budget - 1) * max(default, FLOOR_SECONDS) * factor
     floor = f", counted as {FLOOR_SECONDS:g} s" if default < FLOOR_SECONDS else ""
+    folds = f", x {factor:g} for the k-fold trials" if factor != 1 else ""
     event("stage", {"what": f"freeze_strategy auto: the default fit (loading, one forward pass "
                             f"over the training and validation splits) takes about "
                             f"{default:.1f} s{floor}; the trials and the pick's training get "
-                            f"{budget:.1f} s more (auto_budget {tc.auto_budget:g})"})
+                            f"{budget:.1f} s more (auto_budget {tc.auto_budget:g}{folds})"})
     t0 = time.perf_counter()
     trials: list[Trial] = []
     losses: dict[str, list[float]] = {}  # per validation example, at each trial's best epoch
     scores: dict[str, float] = {}
-    head, by_folds = frozen_head(), len(base.data.val) < MIN_TRIAL_VAL
     if not by_folds:
         frozen = run_trial(base, head, None, None, 0, losses)
         frozen.rung, frozen.note = -1, "the linear head's convex solve on the cached features"

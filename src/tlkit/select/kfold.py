@@ -4,12 +4,16 @@ for all, and the pick by the decision rule (rule.py).
 
 The candidates, in order of cost: the frozen head (its convex solve, out of fold on the cached
 pooled features: seconds), the raw pixels for single-label images (the same solve on 16 x 16
-pixels), then the fine-tuning candidates of the registry (``auto_rank``) whose k fold trials and
-full training fit what is left of the budget. A fold trial trains the candidate as the pick's
-fit would (auto's rates and length, ``candidate_config``) on the other k - 1 folds, cut into
-training and validation in the run's proportions (its best epoch is chosen on that inner
-validation part, never on the held-out fold), and scores the held-out fold; each fold has its
-own activation cache, shared by every candidate's trial on that fold."""
+pixels), then the fine-tuning candidates of the registry (``auto_rank``) whose full training
+fits the budget. These race over the folds (``_race``): each trains on fold 1 first, a
+candidate behind the best by more than two paired standard errors drops out, and the next
+fold goes to the leaders first, while the budget lasts; the rule then compares the candidates
+that ran the most folds, with the frozen head and the pixels, on the examples of those folds.
+A fold trial trains the candidate as the pick's fit would (auto's rates and length,
+``candidate_config``) on the other k - 1 folds, cut into training and validation in the run's
+proportions (its best epoch is chosen on that inner validation part, never on the held-out
+fold), and scores the held-out fold; each fold has its own activation cache, shared by every
+candidate's trial on that fold."""
 
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ from tlkit.data.types import LabelledData
 from tlkit.events import Event
 from tlkit.inputs import Inputs, with_model
 from tlkit.select.budget import estimate
-from tlkit.select.candidates import PIXELS, candidate_config, frozen_head
+from tlkit.select.candidates import MARGIN, PIXELS, candidate_config, frozen_head
 from tlkit.select.pixels import pixel_features
 from tlkit.select.record import Trial
-from tlkit.select.rule import SAID, Scored, decide, mean_se, rule_for, scored
+from tlkit.select.rule import (SAID, Scored, behind, decide, mean_se, rule_for, scored,
+                               standing)
 from tlkit.select.trials import Base, memory_io
 from tlkit.train.evaluate import example_losses, predict_outputs
 from tlkit.heads import head_inputs, normalizes
@@ -51,7 +56,7 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
                ) -> tuple[str, list[str], str]:
     """The pick by the modality's rule (``rule_for``) among the candidates scored out of fold
     (``costs``: the fine-tuning candidates whose full training fits the budget, in order, and
-    its seconds); why; the rule."""
+    its seconds); why; the rule. The fine-tuners race over the folds (``_race``)."""
     data = together(base)
     task, y, seed = data.task, data.targets, base.cfg.transfer_config.seed
     parts = folds_of(task, y, K, seed)
@@ -64,14 +69,7 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
     event("stage", {"what": f"freeze_strategy auto: {len(base.data.val)} validation examples, "
                             f"fewer than the trials need: every candidate scored by {k}-fold "
                             f"cross-validation over the {n} training and validation examples"})
-    cands: list[Scored] = []
-
-    def add(name: str, outputs: np.ndarray, seconds: list[float], note: str) -> None:
-        s = scored(name, outputs, y, task, example_losses(outputs, y, task))
-        cands.append(s)
-        trials.append(_trial(s, k, seconds, note))
-        event("stage", {"what": f"auto: {name}: {trials[-1].note}"})
-
+    board = Board(task, y, parts)
     head, convex = frozen_head(), convex_inputs(base)
     caches: dict[int, Any] = {}
     if convex is not None:
@@ -79,41 +77,146 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
             s0 = time.perf_counter()
             out, c = out_of_fold(task, x, y, base.n_out, seed, folds=K)
             on = "16 x 16 pixels" if name == PIXELS else "the cached pooled features"
-            add(name, out, [round(time.perf_counter() - s0, 2)],
-                f"its convex solve on {on} (C {c:g})")
+            board.add(name, out, range(k), [round(time.perf_counter() - s0, 2)],
+                      f"its convex solve on {on} (C {c:g})")
+            event("stage", {"what": f"auto: {name}: {board.said(name)}"})
     else:  # no cached features (the cache off, or augmented images): the head trains per fold
-        add(head, *trained_out_of_fold(base, head, data, parts, caches), "trained on each fold")
-    for name, full in costs.items():
-        fold_cost = estimate(base, name, per_example, *_inner_sizes(base, n - n // k))[1] \
-            + per_example * n
-        left = budget - (time.perf_counter() - t0)
-        if k * fold_cost + full > left:
-            trials.append(Trial(name, -1, 0, 0, note=(
-                f"skipped: its {k} fold trials (about {k * fold_cost:.0f} s) and its training "
-                f"(about {full:.0f} s) do not fit the budget left ({left:.0f} s; raise "
-                "auto_budget to try it)")))
-            continue
-        add(name, *trained_out_of_fold(base, name, data, parts, caches), f"estimated {k * fold_cost:.1f} s")
-    chosen, why = decide(cands, rule_name)
-    return chosen, [f"{why}; {k}-fold cross-validation over the {n} training and validation "
-                    "examples (fewer than the trials need on validation), the same folds for "
-                    "every candidate"], rule
+        out, seconds = trained_out_of_fold(base, head, data, parts, caches)
+        board.add(head, out, range(k), seconds, "trained on each fold")
+        event("stage", {"what": f"auto: {head}: {board.said(head)}"})
+    fixed = list(board.folds)  # scored on every fold, at no cost worth racing over
+    fold_cost = {name: estimate(base, name, per_example, *_inner_sizes(base, n - n // k))[1]
+                 + per_example * n for name in costs}
+    skipped = _race(base, board, fixed, costs, fold_cost, budget, t0, data, parts, caches,
+                    rule_name, event)
+    tuners = [t for t in costs if board.folds.get(t) and t not in board.dropped]
+    m = max((len(board.folds[t]) for t in tuners), default=k)
+    for t in tuners:
+        if len(board.folds[t]) < m:
+            board.notes[t] += (f"; not in the final comparison: {len(board.folds[t])} folds "
+                               f"against the leaders' {m} (the budget ran out)")
+    finalists = fixed + [t for t in tuners if len(board.folds[t]) == m]
+    chosen, why = decide([board.scored(f, range(m)) for f in finalists], rule_name)
+    trials.extend(board.trials(k, costs))
+    trials.extend(skipped)
+    over = f"the {len(board.examples(range(m)))} examples of the {m} of {k} folds every " \
+           "finalist ran" if m < k else f"the {n} training and validation examples"
+    return chosen, [f"{why}; {k}-fold cross-validation over {over} (fewer validation examples "
+                    "than the trials need), the same folds for every candidate"], rule
 
 
-def _trial(s: Scored, k: int, seconds: list[float], note: str) -> Trial:
+def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
+          fold_cost: dict[str, float], budget: float, t0: float, data: LabelledData,
+          parts: list[tuple[np.ndarray, np.ndarray]], caches: dict[int, Any], rule_name: str,
+          event: Event) -> list[Trial]:
+    """The fine-tuning candidates race over the folds (Maron & Moore, 1994; Birattari et al.,
+    2002): round j trains every candidate still racing on fold j, the best standing first (by
+    the rule's score on the folds all have run), while that fold's trial and the costliest
+    contender's full training fit the budget left; after each round a candidate behind the best
+    by more than ``MARGIN`` paired standard errors drops out. A clear loser costs one fold, not
+    k, and the budget goes to the leaders' folds. The candidates that ran no fold, as skipped."""
+    racing, skipped = list(costs), []
+    k = len(parts)
+    for j in range(k):
+        now = standing([board.scored(c, range(j)) for c in racing], rule_name) if j else {}
+        order = sorted(racing, key=lambda c: now.get(c, 0.0))  # stable: round 1 in order
+        for name in order:
+            left = budget - (time.perf_counter() - t0)
+            contenders = [c for c in costs if c == name or (board.folds.get(c) and c not in
+                                                            board.dropped)]
+            reserve = max(costs[c] for c in contenders)
+            if fold_cost[name] + reserve <= left:
+                s0 = time.perf_counter()
+                tr, te = parts[j]
+                out = fold_outputs(base, name, data.subset(tr), data.subset(te), caches, j)
+                board.fold(name, j, out, round(time.perf_counter() - s0, 2))
+                continue
+            racing.remove(name)
+            why = (f"fold {j + 1}'s trial (about {fold_cost[name]:.0f} s) and the pick's "
+                   f"training (about {reserve:.0f} s) do not fit the budget left ({left:.0f} s;"
+                   " raise auto_budget to try it)")
+            if j == 0:
+                skipped.append(Trial(name, -1, 0, 0, note=f"skipped: {why}"))
+            else:
+                board.notes[name] = f"stopped after {j} of {k} folds: {why}"
+        for name in [c for c in order if c in racing]:
+            event("stage", {"what": f"auto: {name}: fold {j + 1} of {k}: {board.said(name)}"})
+        field = fixed + racing
+        if len(field) > 1 and racing:
+            for name, why in behind([board.scored(c, range(j + 1)) for c in field], rule_name,
+                                    MARGIN).items():
+                if name in racing:
+                    racing.remove(name)
+                    board.dropped.add(name)
+                    board.notes[name] = f"dropped after {j + 1} of {k} folds: {why}"
+                    event("stage", {"what": f"auto: {name}: {board.notes[name]}"})
+        if not racing:
+            break
+    return skipped
+
+
+class Board:
+    """Each candidate's out-of-fold outputs on the folds it ran, their seconds and a note."""
+
+    def __init__(self, task: str, y: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]]):
+        self.task, self.y, self.parts = task, y, parts
+        self.outputs: dict[str, np.ndarray] = {}
+        self.folds: dict[str, list[int]] = {}
+        self.seconds: dict[str, list[float]] = {}
+        self.notes: dict[str, str] = {}
+        self.dropped: set[str] = set()
+
+    def add(self, name: str, outputs: np.ndarray, folds: Any, seconds: list[float],
+            note: str) -> None:
+        self.outputs[name] = np.asarray(outputs, dtype=np.float64)
+        self.folds[name], self.seconds[name], self.notes[name] = list(folds), seconds, note
+
+    def fold(self, name: str, j: int, out: np.ndarray, seconds: float) -> None:
+        if name not in self.outputs:
+            self.add(name, np.zeros((len(self.y), *out.shape[1:])), [], [], "")
+        self.outputs[name][self.parts[j][1]] = out
+        self.folds[name].append(j)
+        self.seconds[name].append(seconds)
+
+    def examples(self, folds: Any) -> np.ndarray:
+        return np.sort(np.concatenate([self.parts[j][1] for j in folds]))
+
+    def scored(self, name: str, folds: Any) -> Scored:
+        idx = self.examples(folds)
+        out, y = self.outputs[name][idx], self.y[idx]
+        return scored(name, out, y, self.task, example_losses(out, y, self.task))
+
+    def said(self, name: str) -> str:
+        return _trial(self.scored(name, self.folds[name]), len(self.parts),
+                      self.seconds[name], self.notes[name]).note
+
+    def trials(self, k: int, costs: dict[str, float]) -> list[Trial]:
+        out = []
+        for name in self.outputs:
+            note = self.notes[name] or (f"estimated {costs[name]:.1f} s for its training"
+                                        if name in costs else "")
+            out.append(_trial(self.scored(name, self.folds[name]), k, self.seconds[name],
+                              note, len(self.folds[name])))
+        return out
+
+
+def _trial(s: Scored, k: int, seconds: list[float], note: str, folds: int | None = None
+           ) -> Trial:
     """The record of one candidate's cross-validation: the mean and standard error of each
-    out-of-fold score, k, and the folds' seconds."""
-    cv: dict[str, Any] = {"k": k, "examples": len(s.loss)}
+    out-of-fold score (over the folds it ran), k, how many folds it ran, their seconds."""
+    cv: dict[str, Any] = {"k": k, "folds": k if folds is None else folds,
+                          "examples": len(s.loss)}
     for what, x in (("accuracy", s.correct), ("brier", s.brier), ("loss", s.loss)):
         if x is not None:
             cv[what], cv[f"{what}_se"] = (round(v, 6) for v in mean_se(x))
     cv["fold_seconds"] = seconds
     said = ", ".join(f"{w} {cv[w]:.4f} +- {cv[w + '_se']:.4f}" for w in ("accuracy", "brier",
                                                                           "loss") if w in cv)
+    ran = f"{k}-fold" if cv["folds"] == k else f"{cv['folds']} of {k} folds,"
     return Trial(s.name, -1, 0, 0, float(cv["loss"]), cv.get("accuracy"),
-                 round(sum(seconds), 2), note=f"{k}-fold out-of-fold over {cv['examples']} "
-                                              f"examples: {said} (mean +- standard error); "
-                                              f"{note}", cv=cv)
+                 round(sum(seconds), 2), note=f"{ran} out-of-fold over {cv['examples']} "
+                                              f"examples: {said} (mean +- standard error)"
+                                              + (f"; {note}" if note else ""), cv=cv)
 
 
 def convex_inputs(base: Base) -> list[tuple[str, np.ndarray]] | None:

@@ -222,6 +222,42 @@ def rule_for(modality: str) -> str:
     return RULE_FOR.get(modality, RULE)
 
 
+def per_example(c: Scored, rule: str) -> np.ndarray:
+    """Each example's score under ``rule``'s measure, lower better: the Brier score after the
+    candidate's own temperature (``calibrated_brier``), the plain Brier score (the other rules
+    on single-label data), else the loss. What the race over the folds (kfold.py) ranks and
+    drops by."""
+    if rule == "calibrated_brier" and c.outputs is not None and c.targets is not None:
+        return calibrated_brier(c.outputs, c.targets)[0]
+    if rule != "log_loss" and c.brier is not None:
+        return c.brier
+    return c.loss
+
+
+def standing(cands: list[Scored], rule: str) -> dict[str, float]:
+    """Each candidate's mean ``per_example`` score (lower better), over the same examples."""
+    return {c.name: float(per_example(c, rule).mean()) for c in cands}
+
+
+def behind(cands: list[Scored], rule: str, margin: float) -> dict[str, str]:
+    """The candidates whose ``per_example`` score is worse than the best one's by more than
+    ``margin`` paired standard errors over the same examples (a race's drop: Maron & Moore,
+    1994), each with why."""
+    per = {c.name: per_example(c, rule) for c in cands}
+    best = min(per, key=lambda n: float(per[n].mean()))
+    out = {}
+    for name, x in per.items():
+        if name == best or len(x) < 2:
+            continue
+        gap, se = mean_se(x - per[best])
+        if gap > margin * se:
+            out[name] = (f"its score ({float(x.mean()):.4f}) is worse than {best}'s "
+                         f"({float(per[best].mean()):.4f}) by {gap:.4f}, more than {margin:g} "
+                         f"paired standard errors ({margin:g} x {se:.4f}) over {len(x)} "
+                         "examples")
+    return out
+
+
 def decide(cands: list[Scored], rule: str = RULE) -> tuple[str, str]:
     """The pick among ``cands`` (in order of cost) by ``rule``, and why."""
     return RULES[rule](cands)
