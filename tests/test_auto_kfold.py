@@ -328,3 +328,44 @@ def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
     assert choice.budget_seconds == pytest.approx(4 * 30.0 * auto.KFOLD_BUDGET)
     assert any("counted as 30 s" in e and f"x {auto.KFOLD_BUDGET:g} for the k-fold" in e
                for e in events)
+
+
+def test_the_final_pick_keeps_every_folds_evidence_between_the_frozen_head_and_the_pixels():
+    """A fine-tuner that ran one fold is compared on that fold's examples, but the frozen head
+    against the pixels is decided on every fold: the pixels, better over all 100 examples,
+    are not lost to the frozen head's luck on fold 1's 20 (compared there, all three, the
+    frozen head would win)."""
+    from tlkit.train.head_solver import folds_of
+
+    y = np.tile([0, 1], 50)
+    parts = folds_of("single_label", y, kfold.K, 0)
+    board = kfold.Board("single_label", y, parts)
+    sign = np.where(y == 1, 1.0, -1.0)
+    fold1 = np.zeros(100, dtype=bool)
+    fold1[parts[0][1]] = True
+    # the pixels: right everywhere but on fold 1, wrong on half of it
+    px = sign * 2.0
+    px[np.flatnonzero(fold1)[::2]] *= -1
+    head = sign * 0.3  # right everywhere, timid: better than the pixels on fold 1 only
+    board.add("all_frozen", np.stack([-head, head], 1), range(kfold.K), [0.1], "")
+    board.add("pixels", np.stack([-px, px], 1), range(kfold.K), [0.1], "")
+    every = rule.standing([board.scored(c, range(kfold.K)) for c in ("all_frozen", "pixels")],
+                          "brier")
+    first = rule.standing([board.scored(c, [0]) for c in ("all_frozen", "pixels")], "brier")
+    assert every["pixels"] < every["all_frozen"] and first["all_frozen"] < first["pixels"]
+    wrong = -sign[parts[0][1]] * 3.0  # one fold, wrong everywhere: worse than either
+    board.fold("top_n_unfrozen", 0, np.stack([-wrong, wrong], 1), 1.0)
+    chosen, reasons = kfold.final_pick(board, ["all_frozen", "pixels"], ["top_n_unfrozen"],
+                                       "brier")
+    assert chosen == "pixels", reasons
+    assert rule.decide([board.scored(c, [0]) for c in ("all_frozen", "pixels",
+                                                        "top_n_unfrozen")])[0] == "all_frozen"
+    assert "1 of 5 folds every finalist ran" in reasons[0]
+    assert "over all 100 training and validation examples" in reasons[1]
+    # with every fold run by every candidate, it is the rule's pick among them all
+    board2 = kfold.Board("single_label", y, parts)
+    for name, z in (("all_frozen", head), ("pixels", px), ("none", sign * 3.0)):
+        board2.add(name, np.stack([-z, z], 1), range(kfold.K), [0.1], "")
+    chosen2, _ = kfold.final_pick(board2, ["all_frozen", "pixels"], ["none"], "brier")
+    assert chosen2 == rule.decide([board2.scored(c, range(kfold.K))
+                                   for c in ("all_frozen", "pixels", "none")])[0] == "none"

@@ -8,7 +8,8 @@ pixels), then the fine-tuning candidates of the registry (``auto_rank``) whose f
 fits the budget. These race over the folds (``_race``): each trains on fold 1 first, a
 candidate behind the best by more than two paired standard errors drops out, and the next
 fold goes to the leaders first, while the budget lasts; the rule then compares the candidates
-that ran the most folds, with the frozen head and the pixels, on the examples of those folds.
+that ran the most folds with the better of the frozen head and the pixels (chosen on every
+fold) on the examples of those folds (``final_pick``).
 A fold trial trains the candidate as the pick's fit would (auto's rates and length,
 ``candidate_config``) on the other k - 1 folds, cut into training and validation in the run's
 proportions (its best epoch is chosen on that inner validation part, never on the held-out
@@ -89,20 +90,37 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
                  + per_example * n for name in costs}
     skipped = _race(base, board, fixed, costs, fold_cost, budget, t0, data, parts, caches,
                     rule_name, event)
-    tuners = [t for t in costs if board.folds.get(t) and t not in board.dropped]
-    m = max((len(board.folds[t]) for t in tuners), default=k)
-    for t in tuners:
+    chosen, reasons = final_pick(board, fixed, list(costs), rule_name)
+    trials.extend(board.trials(k, costs))
+    trials.extend(skipped)
+    return chosen, reasons, rule
+
+
+def final_pick(board: Board, fixed: list[str], tuners: list[str], rule_name: str
+               ) -> tuple[str, list[str]]:
+    """After the race: the better of the candidates scored on every fold (``fixed``: the
+    frozen head, the pixels) by the rule over all the examples, against the fine-tuners that
+    ran the most folds (not dropped) on those folds' examples; the pick and why. At k folds
+    this is the rule's pick among them all (the rules compare means over the same examples);
+    below k, the frozen head against the pixels keeps every fold's evidence."""
+    k, n = len(board.parts), len(board.y)
+    ran = [t for t in tuners if board.folds.get(t) and t not in board.dropped]
+    m = max((len(board.folds[t]) for t in ran), default=k)
+    for t in ran:
         if len(board.folds[t]) < m:
             board.notes[t] += (f"; not in the final comparison: {len(board.folds[t])} folds "
                                f"against the leaders' {m} (the budget ran out)")
-    finalists = fixed + [t for t in tuners if len(board.folds[t]) == m]
+    best, reasons = fixed[0], []
+    if len(fixed) > 1:
+        best, why = decide([board.scored(f, range(k)) for f in fixed], rule_name)
+        if m < k:
+            reasons.append(f"{why}; over all {n} training and validation examples")
+    finalists = [best] + [t for t in ran if len(board.folds[t]) == m]
     chosen, why = decide([board.scored(f, range(m)) for f in finalists], rule_name)
-    trials.extend(board.trials(k, costs))
-    trials.extend(skipped)
     over = f"the {len(board.examples(range(m)))} examples of the {m} of {k} folds every " \
            "finalist ran" if m < k else f"the {n} training and validation examples"
     return chosen, [f"{why}; {k}-fold cross-validation over {over} (fewer validation examples "
-                    "than the trials need), the same folds for every candidate"], rule
+                    "than the trials need), the same folds for every candidate", *reasons]
 
 
 def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
