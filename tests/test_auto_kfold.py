@@ -103,7 +103,8 @@ def test_a_registered_fine_tuner_whose_folds_fit_gets_k_fold_trials(
     assert choice.chosen in cv
 
 
-def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any], fold_seconds: float
+def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any],
+                fold_seconds: float | dict[str, float]
                 ) -> tuple[kfold.Board, list[tuple[str, int]], np.ndarray]:
     """A board of 100 two-class examples in 5 folds with the frozen head on every fold, and a
     fake fold trial that returns ``outputs[name](held-out labels)`` and takes ``fold_seconds``
@@ -121,7 +122,7 @@ def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any], fold_s
 
     def fold_outputs(base: Any, name: str, part: Any, held: Any, caches: Any, j: int):
         ran.append((name, j))
-        now[0] += fold_seconds
+        now[0] += fold_seconds[name] if isinstance(fold_seconds, dict) else fold_seconds
         return outputs[name](held.targets)
 
     monkeypatch.setattr(kfold, "fold_outputs", fold_outputs)
@@ -181,6 +182,15 @@ def test_the_race_gives_the_budget_to_the_leader_and_records_where_each_stopped(
     other = ({"a", "b"} - {leader}).pop()
     assert board.notes[other].startswith("stopped after 1 of 5 folds") and "budget" in \
         board.notes[other]
+    # the leader's next fold does not fit: the race ends there for the cheaper one behind it
+    # too, though its fold would fit (else its extra fold would leave it alone in the final)
+    board, ran, y = _race_board(monkeypatch, {"a": lambda t: close(t, 0.3),
+                                              "b": lambda t: -close(t, 0.3)}, {"a": 30, "b": 1})
+    kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0}, {"a": 30.0, "b": 1.0},
+                75.0, 0.0, _Data(y), board.parts, {}, "brier", _quiet)
+    assert ran == [("a", 0), ("b", 0)]
+    assert board.notes["a"].startswith("stopped after 1 of 5 folds: fold 2's trial")
+    assert board.notes["b"].startswith("stopped after 1 of 5 folds: a, ahead of it")
     # nothing fits: the candidates are skipped with the reason, none ran
     board, ran, y = _race_board(monkeypatch, outputs, 10.0)
     skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},

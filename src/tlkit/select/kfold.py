@@ -130,15 +130,24 @@ def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
     """The fine-tuning candidates race over the folds (Maron & Moore, 1994; Birattari et al.,
     2002): round j trains every candidate still racing on fold j, the best standing first (by
     the rule's score on the folds all have run), while that fold's trial and the costliest
-    contender's full training fit the budget left; after each round a candidate behind the best
-    by more than ``MARGIN`` paired standard errors drops out. A clear loser costs one fold, not
+    contender's full training fit the budget left; where one does not, the race ends for it and
+    for every candidate behind it (a cheaper candidate's extra fold would otherwise put it
+    alone among the finalists, ``final_pick``); round 1 goes in the candidates' order of cost,
+    each that fits. After each round a candidate behind the best by more than ``MARGIN`` paired
+    standard errors drops out. A clear loser costs one fold, not
     k, and the budget goes to the leaders' folds. The candidates that ran no fold, as skipped."""
     racing, skipped = list(costs), []
     k = len(parts)
     for j in range(k):
         now = standing([board.scored(c, range(j)) for c in racing], rule_name) if j else {}
         order = sorted(racing, key=lambda c: now.get(c, 0.0))  # stable: round 1 in order
+        ahead: str | None = None  # a better-standing candidate the budget stopped this round
         for name in order:
+            if ahead is not None:  # a cheaper one's extra fold must not outvote it
+                racing.remove(name)
+                board.notes[name] = (f"stopped after {j} of {k} folds: {ahead}, ahead of it, "
+                                     f"could not run fold {j + 1} in the budget left")
+                continue
             left = budget - (time.perf_counter() - t0)
             contenders = [c for c in costs if c == name or (board.folds.get(c) and c not in
                                                             board.dropped)]
@@ -153,10 +162,11 @@ def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
             why = (f"fold {j + 1}'s trial (about {fold_cost[name]:.0f} s) and the pick's "
                    f"training (about {reserve:.0f} s) do not fit the budget left ({left:.0f} s;"
                    " raise auto_budget to try it)")
-            if j == 0:
+            if j == 0:  # round 1 goes by cost, not standing: a cheaper one may still fit
                 skipped.append(Trial(name, -1, 0, 0, note=f"skipped: {why}"))
             else:
                 board.notes[name] = f"stopped after {j} of {k} folds: {why}"
+                ahead = name
         for name in [c for c in order if c in racing]:
             event("stage", {"what": f"auto: {name}: fold {j + 1} of {k}: {board.said(name)}"})
         field = fixed + racing
