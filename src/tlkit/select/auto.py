@@ -11,22 +11,23 @@ epochs) wherever the user's config leaves those keys unset; what the user set is
 Below ``MIN_TRIAL_VAL`` (20) validation examples no trial on validation can tell candidates
 apart, and auto measures by k-fold cross-validation instead (kfold.py): over the training and
 validation examples together, 5 folds, the same folds for every candidate, it scores the frozen
-head (its convex solve out of fold on the cached features), the raw pixels (single-label
-images) and the fine-tuning candidates of the registry whose full training fits the budget
-(each fold trains one at auto's rates and length on the other folds and scores the held-out
-one). The fine-tuners race over the folds: all run fold 1, one behind the best by more than
-two paired standard errors drops out, and the leaders get the next folds first while the
-budget lasts; the finalists are compared on the folds they all ran. This path's budget is
-``KFOLD_BUDGET`` (3) times the validation path's. The pick is by the rule ``rule.RULE``: the
-lowest mean out-of-fold Brier score, a tie to the cheaper candidate (the loss, for data
-without one). The rule was chosen by measurement, not to protect a default:
-bench/auto_rule.py drew 72 label sets (80, 100 and 160 labels, 12 draws each) from digits
-and Fashion-MNIST with the frozen head and the pixels as candidates; the lowest Brier score lost 0.50 points of test accuracy on average against the
+head (its convex solve out of fold on the cached features), the raw pixels (single-label images)
+and the fine-tuning candidates of the registry whose full training fits the budget (each fold
+trains one at auto's rates and length on the other folds and scores the held-out one). The
+fine-tuners race over the folds: all run fold 1, one behind the best by more than two paired
+standard errors drops out, and the leaders get the next folds first while the budget lasts; the
+finalists are compared on the folds they all ran. This path's budget is ``KFOLD_BUDGET`` (3)
+times the validation path's. The pick is by the rule ``rule.RULE``: the lowest mean out-of-fold
+Brier score, a tie to the cheaper candidate (the loss, for data without one). The rule was
+chosen by measurement, not to protect a default: bench/auto_rule.py drew 72 label sets (80, 100
+and 160 labels, 12 draws each) from digits and Fashion-MNIST with the frozen head and the pixels
+as candidates; the lowest Brier score lost 0.50 points of test accuracy on average against the
 per-draw best candidate, the log loss 0.53, the highest accuracy 0.85 (0.65 with ties broken by
 Brier), and the old rule (the frozen head unless another beats its Brier score by two paired
 standard errors) 0.71 (README, freeze_strategy auto). On text the rule is ``rule.RULE_FOR``'s
 ``calibrated_brier`` (the Brier score after each candidate's own temperature): over 12 draws of
-two text sets with ``contrastive`` as a candidate it lost 0.35 points, the plain Brier score 1.03.
+two text sets with ``contrastive`` as a candidate it lost 0.35 points, the plain Brier score
+1.03.
 
 From 20 validation examples on, which fine-tuning candidate is by successive halving
 (Jamieson & Talwalkar, 2016; Li et al., 2017): every candidate whose training fits the budget
