@@ -716,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
     p.add_argument("--shots", default="8,16,64", help="labels per class, comma-separated")
     p.add_argument("--draws", type=int, default=3, help="label draws per budget (default 3)")
+    p.add_argument("--only-draws", default=None, metavar="D,...",
+                   help="run these draws alone (numbered from 0, below --draws): rerun a "
+                        "draw that failed with the same files")
     p.add_argument("--test-size", type=int, default=1000,
                    help="test examples per set (a stratified subset; default 1,000)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of the full fine-tuning row")
@@ -744,6 +747,14 @@ def main(argv: list[str] | None = None) -> int:
     if not shots or min(shots) < 2 or args.draws < 1:
         p.error("--shots needs labels per class of at least 2, --draws at least 1")
     rows = common.selected(ROWS, args.rows or ",".join(r for r in ROWS if r not in OPT_IN))
+    draws = list(range(args.draws))
+    if args.only_draws:
+        try:
+            draws = sorted({int(d) for d in args.only_draws.split(",") if d.strip()})
+        except ValueError:
+            p.error(f"--only-draws takes draw numbers, e.g. 1 or 0,2: got {args.only_draws!r}")
+        if not draws or min(draws) < 0 or max(draws) >= args.draws:
+            p.error(f"--only-draws takes draws from 0 to {args.draws - 1} (--draws {args.draws})")
     started = time.perf_counter()
     store = Store(args.store) if args.store else None
     results: list[dict[str, Any]] = []
@@ -755,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
             say_setfit_settings(cells, shots, args.setfit_max_pairs)
         for s in sets:
             for k in shots:
-                for d in range(args.draws):
+                for d in draws:
                     for r in rows:
                         if ONLY_FOR.get(r, cells[s]["modality"]) != cells[s]["modality"]:
                             continue

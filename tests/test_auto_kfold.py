@@ -108,11 +108,11 @@ def test_a_registered_fine_tuner_whose_folds_fit_gets_k_fold_trials(
 
 
 def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any],
-                fold_seconds: float | dict[str, float]
-                ) -> tuple[kfold.Board, list[tuple[str, int]], np.ndarray]:
+                fold_seconds: Any) -> tuple[kfold.Board, list[tuple[str, int]], np.ndarray]:
     """A board of 100 two-class examples in 5 folds with the frozen head on every fold, and a
     fake fold trial that returns ``outputs[name](held-out labels)`` and takes ``fold_seconds``
-    of a fake clock; the (candidate, fold) trials run, in order."""
+    of a fake clock (a number, one per candidate, or a function of the candidate and the fold);
+    the (candidate, fold) trials run, in order."""
     from tlkit.train.head_solver import folds_of
 
     y = np.tile([0, 1], 50)
@@ -126,7 +126,8 @@ def _race_board(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any],
 
     def fold_outputs(base: Any, name: str, part: Any, held: Any, caches: Any, j: int):
         ran.append((name, j))
-        now[0] += fold_seconds[name] if isinstance(fold_seconds, dict) else fold_seconds
+        now[0] += fold_seconds(name, j) if callable(fold_seconds) else \
+            fold_seconds[name] if isinstance(fold_seconds, dict) else fold_seconds
         return outputs[name](held.targets)
 
     monkeypatch.setattr(kfold, "fold_outputs", fold_outputs)
@@ -173,28 +174,45 @@ def test_the_race_gives_the_budget_to_the_leader_and_records_where_each_stopped(
         return np.stack([-s, s], 1)
 
     outputs = {"a": lambda t: close(t, 0.3), "b": lambda t: close(t, 0.4)}
-    board, ran, y = _race_board(monkeypatch, outputs, 10.0)
-    # 10 s a fold, 20 s kept for the pick's training: 55 s hold fold 1 of both, fold 2 of one
+    # 10 s a fold as estimated, 20 s kept for the pick's training, 120 s: b enters, as all
+    # five folds of both fit; from fold 3 on the folds take 20 s (a machine got busy)
+    board, ran, y = _race_board(monkeypatch, outputs, lambda name, j: 10.0 if j < 2 else 20.0)
     skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},
-                          {"a": 10.0, "b": 10.0}, 55.0, 0.0, _Data(y), board.parts, {},
+                          {"a": 10.0, "b": 10.0}, 120.0, 0.0, _Data(y), board.parts, {},
                           "brier", _quiet)
     assert not skipped and not board.dropped
     assert ran[:2] == [("a", 0), ("b", 0)]  # round 1 in the candidates' order
-    lead = rule.standing([board.scored(c, [0]) for c in ("a", "b")], "brier")
-    leader = min(lead, key=lead.get)
-    assert ran[2] == (leader, 1) and len(ran) == 3  # round 2: the better first, then no budget
-    other = ({"a", "b"} - {leader}).pop()
-    assert board.notes[other].startswith("stopped after 1 of 5 folds") and "budget" in \
+
+    def leader(folds: int) -> tuple[str, str]:
+        now = rule.standing([board.scored(c, range(folds)) for c in ("a", "b")], "brier")
+        first = min(now, key=now.get)
+        return first, ({"a", "b"} - {first}).pop()
+
+    assert ran[2:4] == [(leader(1)[0], 1), (leader(1)[1], 1)]  # round 2: the better first
+    assert ran[4:6] == [(leader(2)[0], 2), (leader(2)[1], 2)]
+    first, other = leader(3)
+    assert ran[6:] == [(first, 3)]  # round 4: the leader's fold fits, the other's no longer
+    assert board.notes[other].startswith("stopped after 3 of 5 folds") and "budget" in \
         board.notes[other]
+    assert board.notes[first].startswith("stopped after 4 of 5 folds")
+    # 100 s: b's five folds would not fit with the rest of a's: a alone races, on every fold
+    board, ran, y = _race_board(monkeypatch, outputs, 10.0)
+    skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},
+                          {"a": 10.0, "b": 10.0}, 100.0, 0.0, _Data(y), board.parts, {},
+                          "brier", _quiet)
+    assert ran == [("a", j) for j in range(kfold.K)]
+    assert [t.strategy for t in skipped] == ["b"] and "the other folds of it and of each " \
+        "candidate in the race" in skipped[0].note
     # the leader's next fold does not fit: the race ends there for the cheaper one behind it
     # too, though its fold would fit (else its extra fold would leave it alone in the final)
     board, ran, y = _race_board(monkeypatch, {"a": lambda t: close(t, 0.3),
-                                              "b": lambda t: -close(t, 0.3)}, {"a": 30, "b": 1})
+                                              "b": lambda t: close(t, 0.2)},  # behind a
+                                lambda name, j: 1.0 if name == "b" else 30.0 if j == 0 else 40.0)
     kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0}, {"a": 30.0, "b": 1.0},
-                75.0, 0.0, _Data(y), board.parts, {}, "brier", _quiet)
-    assert ran == [("a", 0), ("b", 0)]
-    assert board.notes["a"].startswith("stopped after 1 of 5 folds: fold 2's trial")
-    assert board.notes["b"].startswith("stopped after 1 of 5 folds: a, ahead of it")
+                175.0, 0.0, _Data(y), board.parts, {}, "brier", _quiet)
+    assert ran == [(c, j) for j in range(4) for c in ("a", "b")]
+    assert board.notes["a"].startswith("stopped after 4 of 5 folds: fold 5's trial")
+    assert board.notes["b"].startswith("stopped after 4 of 5 folds: a, ahead of it")
     # nothing fits: the candidates are skipped with the reason, none ran
     board, ran, y = _race_board(monkeypatch, outputs, 10.0)
     skipped = kfold._race(None, board, ["all_frozen"], {"a": 20.0, "b": 20.0},
@@ -216,6 +234,17 @@ def test_the_rule_picks_the_lower_brier_score_and_a_tie_goes_to_the_cheaper():
     assert rule.decide([rule.Scored("a", y + 0.5), rule.Scored("b", y + 0.2)])[0] == "b"
     # the rules it was measured against are there to measure again
     assert rule.decide([head, px], "accuracy")[0] == "all_frozen"
+
+
+def test_the_race_gives_text_its_measured_first_fine_tuner_first():
+    from tlkit.select.candidates import RACE_FIRST, race_order
+
+    tuners = ["top_n_unfrozen", "lp_ft", "none", "lora", "contrastive"]
+    assert race_order("text", tuners) == ["contrastive", "top_n_unfrozen", "lp_ft", "none",
+                                          "lora"]
+    assert race_order("image", tuners) == tuners  # images: the order of cost
+    assert race_order("text", ["lp_ft", "none"]) == ["lp_ft", "none"]  # not a candidate here
+    assert all(n in strategies.auto_candidates() for f in RACE_FIRST.values() for n in f)
 
 
 def test_each_modality_has_its_measured_rule():
@@ -326,7 +355,7 @@ def test_an_auto_json_without_the_cross_validated_fields_is_still_read(tmp_path:
 @pytest.mark.slow  # one choice on 60 images, no fine-tuning candidate: about 3 s
 def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
-    # small data: a default fit of 4 s gets the trials 4 x 30 s at auto_budget 5, not 4 x 4 s,
+    # small data: a default fit of 4 s gets the trials 4 x the floor at auto_budget 5, not 4 x 4 s
     monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
     monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.05)
     monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
@@ -336,12 +365,19 @@ def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
     raw = _raw(template_images(tmp_path / "imgs", n=60), auto_budget=5)
     choice = auto.choose(validate(raw), setup("cpu"),
                          lambda kind, info: events.append(str(info.get("what", ""))))
-    # and the k-fold path (6 validation examples here) multiplies it: its candidates race
-    # over the folds, where the validation path runs one shortened trial each
-    assert choice.default_seconds < 30
-    assert choice.budget_seconds == pytest.approx(4 * 30.0 * auto.KFOLD_BUDGET)
-    assert any("counted as 30 s" in e and f"x {auto.KFOLD_BUDGET:g} for the k-fold" in e
-               for e in events)
+    # the k-fold path (fewer than 20 validation examples here) counts the floor per labelled
+    # example (30 s per 100) and multiplies it by k: a candidate's measure is k fold trials,
+    # where the validation path runs one shortened trial each
+    import re
+
+    n = next(int(m.group(1)) for e in events
+             if (m := re.search(r"over the (\d+) training and validation examples", e)))
+    floor = 30.0 * n / 100
+    assert 10 < n < 60 and choice.default_seconds < floor
+    assert auto.KFOLD_BUDGET == kfold.K
+    assert choice.budget_seconds == pytest.approx(4 * floor * kfold.K)
+    assert any(f"counted as {floor:.3g} s (30 s per 100 labelled examples)" in e
+               and f"x {auto.KFOLD_BUDGET:g} for the k-fold" in e for e in events)
 
 
 def test_the_final_pick_keeps_every_folds_evidence_between_the_frozen_head_and_the_pixels():
@@ -383,3 +419,45 @@ def test_the_final_pick_keeps_every_folds_evidence_between_the_frozen_head_and_t
     chosen2, _ = kfold.final_pick(board2, ["all_frozen", "pixels"], ["none"], "brier")
     assert chosen2 == rule.decide([board2.scored(c, range(kfold.K))
                                    for c in ("all_frozen", "pixels", "none")])[0] == "none"
+
+
+def test_the_favourite_fine_tuner_gives_way_only_to_one_ahead_by_the_margin():
+    """Among fine-tuners with the same folds, a slightly better score is luck: the modality's
+    measured first fine-tuner stays the finalist unless another beats it by more than two
+    paired standard errors; then the rule decides it against the frozen head."""
+    from tlkit.train.head_solver import folds_of
+
+    y = np.tile([0, 1], 50)
+    parts = folds_of("single_label", y, kfold.K, 0)
+    sign = np.where(y == 1, 1.0, -1.0)
+    rng = np.random.default_rng(1)
+
+    def board_with(other: np.ndarray) -> kfold.Board:
+        board = kfold.Board("single_label", y, parts)
+        head = sign * 0.2  # right everywhere, timid: behind both fine-tuners
+        board.add("all_frozen", np.stack([-head, head], 1), range(kfold.K), [0.1], "")
+        fav = sign * 2.0
+        fav[rng.permutation(100)[:15]] *= -1  # wrong on 15 of 100
+        for name, z in (("contrastive", fav), ("lp_ft", other)):
+            for j in range(2):  # both ran folds 1 and 2
+                idx = parts[j][1]
+                board.fold(name, j, np.stack([-z[idx], z[idx]], 1), 1.0)
+        return board
+
+    close = sign * 2.0
+    close[rng.permutation(100)[:12]] *= -1  # a little better than the favourite, by luck
+    board = board_with(close)
+    per = rule.standing([board.scored(c, range(2)) for c in ("contrastive", "lp_ft")], "brier")
+    assert per["lp_ft"] <= per["contrastive"]  # the plain rule would take lp_ft
+    chosen, reasons = kfold.final_pick(board, ["all_frozen"], ["contrastive", "lp_ft"],
+                                       "brier", favourite="contrastive")
+    assert chosen == "contrastive"
+    assert any("measured best on this modality, is kept against lp_ft" in r for r in reasons)
+    chosen, _ = kfold.final_pick(board, ["all_frozen"], ["contrastive", "lp_ft"],
+                                 "brier")  # no favourite (images): the rule's own pick
+    assert chosen == rule.decide([board.scored(c, range(2))
+                                  for c in ("all_frozen", "contrastive", "lp_ft")])[0]
+    sure = sign * 4.0  # right everywhere: ahead of the favourite by far more than the margin
+    chosen, reasons = kfold.final_pick(board_with(sure), ["all_frozen"],
+                                       ["contrastive", "lp_ft"], "brier", favourite="contrastive")
+    assert chosen == "lp_ft" and any("lp_ft beats contrastive" in r for r in reasons)

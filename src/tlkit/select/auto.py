@@ -1,65 +1,66 @@
 """``freeze_strategy: auto``: the strategy and its rates chosen inside a time budget.
 
-The candidates are the strategies that suit a user's small or medium labelled set (those with
-an ``auto_rank``, in its order): a converged linear head on frozen features (``all_frozen``), the
-top groups retrained (``top_n_unfrozen``), linear probe then fine-tuning (``lp_ft``), full
-fine-tuning (``none``) and LoRA. A fine-tuning
-candidate trains at auto's fine-tuning rates and length (``TUNING``, per modality: a head rate
-of 1e-2 for the new head, the backbone at 1e-4 (text) or 3e-4 (images) decayed per group, 5
-epochs) wherever the user's config leaves those keys unset; what the user set is kept.
+The candidates are the strategies that suit a user's small or medium labelled set (those with an
+``auto_rank``, in its order): a converged linear head on frozen features (``all_frozen``), the top
+groups retrained (``top_n_unfrozen``), linear probe then fine-tuning (``lp_ft``), full fine-tuning
+(``none``) and LoRA. A fine-tuning candidate trains at auto's fine-tuning rates and length
+(``TUNING``, per modality: a head rate of 1e-2 for the new head, the backbone at 1e-4 (text) or 3e-4
+(images) decayed per group, 5 epochs) wherever the user's config leaves those keys unset; what the
+user set is kept.
 
-Below ``MIN_TRIAL_VAL`` (20) validation examples no trial on validation can tell candidates
-apart, and auto measures by k-fold cross-validation instead (kfold.py): over the training and
-validation examples together, 5 folds, the same folds for every candidate, it scores the frozen
-head (its convex solve out of fold on the cached features), the raw pixels (single-label images)
-and the fine-tuning candidates of the registry whose full training fits the budget (each fold
-trains one at auto's rates and length on the other folds and scores the held-out one). The
-fine-tuners race over the folds: all run fold 1, one behind the best by more than two paired
-standard errors drops out, and the leaders get the next folds first while the budget lasts; the
-finalists are compared on the folds they all ran. This path's budget is ``KFOLD_BUDGET`` (3)
-times the validation path's. The pick is by the rule ``rule.RULE``: the lowest mean out-of-fold
-Brier score, a tie to the cheaper candidate (the loss, for data without one). The rule was
-chosen by measurement, not to protect a default: bench/auto_rule.py drew 72 label sets (80, 100
-and 160 labels, 12 draws each) from digits and Fashion-MNIST with the frozen head and the pixels
-as candidates; the lowest Brier score lost 0.50 points of test accuracy on average against the
-per-draw best candidate, the log loss 0.53, the highest accuracy 0.85 (0.65 with ties broken by
-Brier), and the old rule (the frozen head unless another beats its Brier score by two paired
-standard errors) 0.71 (README, freeze_strategy auto). On text the rule is ``rule.RULE_FOR``'s
-``calibrated_brier`` (the Brier score after each candidate's own temperature): over 12 draws of
-two text sets with ``contrastive`` as a candidate it lost 0.35 points, the plain Brier score
-1.03.
+Below ``MIN_TRIAL_VAL`` (20) validation examples no trial on validation can tell candidates apart,
+and auto measures by k-fold cross-validation instead (kfold.py): over the training and validation
+examples together, 5 folds, the same folds for every candidate, it scores the frozen head (its
+convex solve out of fold on the cached features), the raw pixels (single-label images) and the
+fine-tuning candidates of the registry whose full training fits the budget (each fold trains one at
+auto's rates and length on the other folds and scores the held-out one). The fine-tuners race over
+the folds: they run fold 1 (on text ``contrastive`` first), each whose five folds fit the budget
+with the rest of every entrant's, one behind the best by more than two paired standard errors drops
+out, and the leaders get the next folds first while the budget lasts; the finalists are compared on
+the folds they all ran (on text ``contrastive`` gives way only to a fine-tuner ahead of it by more
+than two paired standard errors). This path's budget is ``KFOLD_BUDGET`` (k, 5) times the validation
+path's, with a floor of 30 s per 100 labelled examples in place of 30 s. The pick is by the rule
+``rule.RULE``: the lowest mean out-of-fold Brier score, a tie to the cheaper candidate (the loss,
+for data without one). The rule was chosen by measurement, not to protect a default:
+bench/auto_rule.py drew 72 label sets (80, 100 and 160 labels, 12 draws each) from digits and
+Fashion-MNIST with the frozen head and the pixels as candidates; the lowest Brier score lost 0.50
+points of test accuracy on average against the per-draw best candidate, the log loss 0.53, the
+highest accuracy 0.85 (0.65 with ties broken by Brier), and the old rule (the frozen head unless
+another beats its Brier score by two paired standard errors) 0.71 (README, freeze_strategy auto). On
+text the rule is ``rule.RULE_FOR``'s ``calibrated_brier`` (the Brier score after each candidate's
+own temperature): over 12 draws of two text sets with ``contrastive`` as a candidate it lost 0.35
+points, the plain Brier score 1.03.
 
-From 20 validation examples on, which fine-tuning candidate is by successive halving
-(Jamieson & Talwalkar, 2016; Li et al., 2017): every candidate whose training fits the budget
-trains a quarter of the epochs and of ``min_steps``, the better half by validation loss trains
-twice as long, and the best is the fine-tuning pick. When only one candidate's trials and
-training fit the budget, it is the pick without trials.
+From 20 validation examples on, which fine-tuning candidate is by successive halving (Jamieson &
+Talwalkar, 2016; Li et al., 2017): every candidate whose training fits the budget trains a quarter
+of the epochs and of ``min_steps``, the better half by validation loss trains twice as long, and the
+best is the fine-tuning pick. When only one candidate's trials and training fit the budget, it is
+the pick without trials.
 
 Raw pixels first there, for single-label images: where a logistic regression on the raw pixels
-(``tlkit.backbones.pixels``) beats the same convex head on the pretrained features, out of fold
-on the training and validation examples by more than two paired standard errors, the pretrained
-network is not what the data needs, and the pick is the pixels' model (``source_model:
-pixels``), which tlkit serves like any run (pixels.py).
+(``tlkit.backbones.pixels``) beats the same convex head on the pretrained features, out of fold on
+the training and validation examples by more than two paired standard errors, the pretrained network
+is not what the data needs, and the pick is the pixels' model (``source_model: pixels``), which
+tlkit serves like any run (pixels.py).
 
-The frozen head against the fine-tuning pick (from 20 validation examples): it needs no trial
-(its convex solve is already converged, on cached features) and is the pick only when no
-fine-tuning candidate fits the budget, or when its validation loss beats the fine-tuning pick's trial by more than two
-paired standard errors over the validation examples (a trial is a shortened schedule, so it
-errs toward the frozen head). ``fit`` then trains the pick with the full schedule. Trials share
-the activation cache, so frozen bottoms are computed once.
+The frozen head against the fine-tuning pick (from 20 validation examples): it needs no trial (its
+convex solve is already converged, on cached features) and is the pick only when no fine-tuning
+candidate fits the budget, or when its validation loss beats the fine-tuning pick's trial by more
+than two paired standard errors over the validation examples (a trial is a shortened schedule, so it
+errs toward the frozen head). ``fit`` then trains the pick with the full schedule. Trials share the
+activation cache, so frozen bottoms are computed once.
 
-The budget: the whole fit takes about ``auto_budget`` times what the default fit's training
-would (loading the backbone and one forward pass over the training and validation splits:
-all_frozen's cost; the test split is left out, so its size never decides whether fine-tuning is
-tried), so the trials and the pick's training get ``auto_budget - 1`` times that. A default fit
-under ``FLOOR_SECONDS`` (30 s: small data) counts as 30 s, so that at the default auto_budget
-of 5 the trials get at least two minutes: a relative budget of a few seconds would rule out
-fine-tuning exactly where a user with 100 labels would wait a minute for it. The cost of each candidate's trials and final training is
-estimated from a measured forward time per example and the part of the network each phase runs
-(a backward pass counted as two forwards; budget.py); a candidate that does not fit is skipped,
-with the reason. The record of every trial goes in summary.json under ``auto`` and in
-``auto.json`` of the run directory, which a resumed run reads instead of choosing again
-(record.py).
+The budget: the whole fit takes about ``auto_budget`` times what the default fit's training would
+(loading the backbone and one forward pass over the training and validation splits: all_frozen's
+cost; the test split is left out, so its size never decides whether fine-tuning is tried), so the
+trials and the pick's training get ``auto_budget - 1`` times that. A default fit under
+``FLOOR_SECONDS`` (30 s: small data) counts as 30 s, so that at the default auto_budget of 5 the
+trials get at least two minutes: a relative budget of a few seconds would rule out fine-tuning
+exactly where a user with 100 labels would wait a minute for it. The cost of each candidate's trials
+and final training is estimated from a measured forward time per example and the part of the network
+each phase runs (a backward pass counted as two forwards; budget.py); a candidate that does not fit
+is skipped, with the reason. The record of every trial goes in summary.json under ``auto`` and in
+``auto.json`` of the run directory, which a resumed run reads instead of choosing again (record.py).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ from tlkit.select.budget import FLOOR_SECONDS, estimate, forward_seconds, halvin
 from tlkit.select.candidates import (MARGIN, PIXELS, candidate_config, fine_tuners,
                                      frozen_head)
 from tlkit.select.classical import against_pick
-from tlkit.select.kfold import kfold_pick
+from tlkit.select.kfold import K, kfold_pick
 from tlkit.select.pixels import pixels_win
 from tlkit.select.record import (RECORD, Choice, Trial, choice_json, format_choice,
                                  recorded_choice, score)
@@ -88,8 +89,11 @@ from tlkit.select.trials import Base, base_for, run_trial
 from tlkit.train.selection import MIN_VAL_EXAMPLES, noise_of
 
 MIN_TRIAL_VAL = 20  # fewer validation examples: k-fold cross-validation instead (kfold.py)
-# the k-fold path's budget, times the validation path's: its candidates race over the folds
-KFOLD_BUDGET = 3.0
+# the k-fold path's budget, times the validation path's: a candidate's measure is K fold
+# trials where the validation path runs one; and its floor is FLOOR_SECONDS per KFOLD_FLOOR_PER
+# labelled examples (30 s at 100 labels, 4.8 s at 16, 38.4 s at 128)
+KFOLD_BUDGET = float(K)
+KFOLD_FLOOR_PER = 100
 VALIDATION_RULE = (f"validation: raw pixels over the pretrained features by more than {MARGIN:g} "
                    "paired standard errors (out-of-fold Brier score), then successive halving "
                    f"on the validation loss, the frozen head over its pick by more than "
@@ -114,10 +118,14 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
     # a default fit of a few seconds (small data) counts as FLOOR_SECONDS: else a budget of
     # seconds would rule out any fine-tuning exactly where a user would wait a minute for it
     head, by_folds = frozen_head(), len(base.data.val) < MIN_TRIAL_VAL
-    # k-fold: a candidate's measure is k fold trials, not one shortened trial on validation
+    # k-fold: a candidate's measure is k fold trials, not one shortened trial on validation,
+    # and their cost grows with the examples: the floor counts per labelled example there
     factor = KFOLD_BUDGET if by_folds else 1.0
-    budget = max(0.0, tc.auto_budget - 1) * max(default, FLOOR_SECONDS) * factor
-    floor = f", counted as {FLOOR_SECONDS:g} s" if default < FLOOR_SECONDS else ""
+    n = len(base.data.train) + len(base.data.val)
+    least = FLOOR_SECONDS * n / KFOLD_FLOOR_PER if by_folds else FLOOR_SECONDS
+    budget = max(0.0, tc.auto_budget - 1) * max(default, least) * factor
+    per = f" ({FLOOR_SECONDS:g} s per {KFOLD_FLOOR_PER} labelled examples)" if by_folds else ""
+    floor = f", counted as {least:.3g} s{per}" if default < least else ""
     folds = f", x {factor:g} for the k-fold trials" if factor != 1 else ""
     event("stage", {"what": f"freeze_strategy auto: the default fit (loading, one forward pass "
                             f"over the training and validation splits) takes about "

@@ -4,12 +4,15 @@ for all, and the pick by the decision rule (rule.py).
 
 The candidates, in order of cost: the frozen head (its convex solve, out of fold on the cached
 pooled features: seconds), the raw pixels for single-label images (the same solve on 16 x 16
-pixels), then the fine-tuning candidates of the registry (``auto_rank``) whose full training
-fits the budget. These race over the folds (``_race``): each trains on fold 1 first, a
-candidate behind the best by more than two paired standard errors drops out, and the next
-fold goes to the leaders first, while the budget lasts; the rule then compares the candidates
-that ran the most folds with the better of the frozen head and the pixels (chosen on every
-fold) on the examples of those folds (``final_pick``).
+pixels), then the fine-tuning candidates of the registry (``auto_rank``; on text
+``contrastive`` first, ``candidates.RACE_FIRST``) whose full training fits the budget. These
+race over the folds (``_race``): each whose k folds fit with every entrant's trains on fold
+1, a candidate behind the best by more than two paired standard errors drops
+out, and the next fold goes to the leaders first, while the budget lasts; the rule then
+compares the candidates that ran the most folds with the better of the frozen head and the
+pixels (chosen on every fold) on the examples of those folds (``final_pick``; on text
+``contrastive`` gives way only to a fine-tuner ahead of it by more than two paired standard
+errors).
 A fold trial trains the candidate as the pick's fit would (auto's rates and length,
 ``candidate_config``) on the other k - 1 folds, cut into training and validation in the run's
 proportions (its best epoch is chosen on that inner validation part, never on the held-out
@@ -31,11 +34,12 @@ from tlkit.data.types import LabelledData
 from tlkit.events import Event
 from tlkit.inputs import Inputs, with_model
 from tlkit.select.budget import estimate
-from tlkit.select.candidates import MARGIN, PIXELS, candidate_config, frozen_head
+from tlkit.select.candidates import (MARGIN, PIXELS, RACE_FIRST, candidate_config,
+                                     frozen_head, race_order)
 from tlkit.select.pixels import pixel_features
 from tlkit.select.record import Trial
-from tlkit.select.rule import (SAID, Scored, behind, decide, mean_se, rule_for, scored,
-                               standing)
+from tlkit.select.rule import (SAID, Scored, ahead_of, behind, decide, mean_se, rule_for,
+                               scored, standing)
 from tlkit.select.trials import Base, memory_io
 from tlkit.train.evaluate import example_losses, predict_outputs
 from tlkit.heads import head_inputs, normalizes
@@ -88,21 +92,26 @@ def kfold_pick(base: Base, costs: dict[str, float], budget: float, t0: float,
     fixed = list(board.folds)  # scored on every fold, at no cost worth racing over
     fold_cost = {name: estimate(base, name, per_example, *_inner_sizes(base, n - n // k))[1]
                  + per_example * n for name in costs}
+    costs = {c: costs[c] for c in race_order(base.modality, list(costs))}
     skipped = _race(base, board, fixed, costs, fold_cost, budget, t0, data, parts, caches,
                     rule_name, event)
-    chosen, reasons = final_pick(board, fixed, list(costs), rule_name)
+    chosen, reasons = final_pick(board, fixed, list(costs), rule_name,
+                                 next(iter(RACE_FIRST.get(base.modality, ())), None))
     trials.extend(board.trials(k, costs))
     trials.extend(skipped)
     return chosen, reasons, rule
 
 
-def final_pick(board: Board, fixed: list[str], tuners: list[str], rule_name: str
-               ) -> tuple[str, list[str]]:
+def final_pick(board: Board, fixed: list[str], tuners: list[str], rule_name: str,
+               favourite: str | None = None) -> tuple[str, list[str]]:
     """After the race: the better of the candidates scored on every fold (``fixed``: the
     frozen head, the pixels) by the rule over all the examples, against the fine-tuners that
     ran the most folds (not dropped) on those folds' examples; the pick and why. At k folds
     this is the rule's pick among them all (the rules compare means over the same examples);
-    below k, the frozen head against the pixels keeps every fold's evidence."""
+    below k, the frozen head against the pixels keeps every fold's evidence. Where the
+    modality's measured first fine-tuner (``favourite``, ``candidates.RACE_FIRST``) is a
+    finalist, another fine-tuner takes its place only by beating it by more than ``MARGIN``
+    paired standard errors: among fine-tuners a few folds pick the luckiest, not the best."""
     k, n = len(board.parts), len(board.y)
     ran = [t for t in tuners if board.folds.get(t) and t not in board.dropped]
     m = max((len(board.folds[t]) for t in ran), default=k)
@@ -116,6 +125,18 @@ def final_pick(board: Board, fixed: list[str], tuners: list[str], rule_name: str
         if m < k:
             reasons.append(f"{why}; over all {n} training and validation examples")
     finalists = [best] + [t for t in ran if len(board.folds[t]) == m]
+    if favourite in finalists and len(finalists) > 2:
+        ahead = ahead_of([board.scored(f, range(m)) for f in finalists[1:]], favourite,
+                         rule_name, MARGIN)
+        kept = ahead[0] if ahead else favourite
+        reasons.append(
+            f"{kept} beats {favourite} (the fine-tuner measured best on this modality) by "
+            f"more than {MARGIN:g} paired standard errors: it goes to the final comparison"
+            if ahead else
+            f"{favourite}, the fine-tuner measured best on this modality, is kept against "
+            f"{', '.join(f for f in finalists[1:] if f != favourite)}: none beats it by more "
+            f"than {MARGIN:g} paired standard errors")
+        finalists = [best, kept]
     chosen, why = decide([board.scored(f, range(m)) for f in finalists], rule_name)
     over = f"the {len(board.examples(range(m)))} examples of the {m} of {k} folds every " \
            "finalist ran" if m < k else f"the {n} training and validation examples"
@@ -132,10 +153,13 @@ def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
     the rule's score on the folds all have run), while that fold's trial and the costliest
     contender's full training fit the budget left; where one does not, the race ends for it and
     for every candidate behind it (a cheaper candidate's extra fold would otherwise put it
-    alone among the finalists, ``final_pick``); round 1 goes in the candidates' order of cost,
-    each that fits. After each round a candidate behind the best by more than ``MARGIN`` paired
-    standard errors drops out. A clear loser costs one fold, not
-    k, and the budget goes to the leaders' folds. The candidates that ran no fold, as skipped."""
+    alone among the finalists, ``final_pick``); round 1 goes in the candidates' order (of cost,
+    the modality's measured first ones before: ``candidates.RACE_FIRST``), each whose k folds
+    fit with the rest of every entrant's (one or two folds of a few examples cannot tell
+    candidates apart, and the rules were measured on k). After each
+    round a candidate behind the best by more than ``MARGIN`` paired standard errors drops
+    out. A clear loser costs one fold, not k, and the budget goes to the leaders' folds. The
+    candidates that ran no fold, as skipped."""
     racing, skipped = list(costs), []
     k = len(parts)
     for j in range(k):
@@ -152,16 +176,22 @@ def _race(base: Base, board: Board, fixed: list[str], costs: dict[str, float],
             contenders = [c for c in costs if c == name or (board.folds.get(c) and c not in
                                                             board.dropped)]
             reserve = max(costs[c] for c in contenders)
-            if fold_cost[name] + reserve <= left:
+            # round 1: a candidate enters only where its k folds and the rest of every
+            # entrant's fit (the rule compares candidates on the folds all ran: one or two
+            # folds of a few examples cannot tell them apart)
+            rest = (k - 1) * sum(fold_cost[c] for c in contenders) if j == 0 else 0.0
+            if fold_cost[name] + rest + reserve <= left:
                 s0 = time.perf_counter()
                 tr, te = parts[j]
                 out = fold_outputs(base, name, data.subset(tr), data.subset(te), caches, j)
                 board.fold(name, j, out, round(time.perf_counter() - s0, 2))
                 continue
             racing.remove(name)
-            why = (f"fold {j + 1}'s trial (about {fold_cost[name]:.0f} s) and the pick's "
-                   f"training (about {reserve:.0f} s) do not fit the budget left ({left:.0f} s;"
-                   " raise auto_budget to try it)")
+            seconds = (f"the other folds of it and of each candidate in the race (about "
+                       f"{rest:.0f} s) " if rest else "")
+            why = (f"fold {j + 1}'s trial (about {fold_cost[name]:.0f} s), {seconds}and the "
+                   f"pick's training (about {reserve:.0f} s) do not fit the budget left "
+                   f"({left:.0f} s; raise auto_budget to try it)")
             if j == 0:  # round 1 goes by cost, not standing: a cheaper one may still fit
                 skipped.append(Trial(name, -1, 0, 0, note=f"skipped: {why}"))
             else:

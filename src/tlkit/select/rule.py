@@ -258,6 +258,19 @@ def behind(cands: list[Scored], rule: str, margin: float) -> dict[str, str]:
     return out
 
 
+def ahead_of(cands: list[Scored], name: str, rule: str, margin: float) -> list[str]:
+    """The candidates whose ``per_example`` score is better than ``name``'s by more than
+    ``margin`` paired standard errors over the same examples, best first."""
+    per = {c.name: per_example(c, rule) for c in cands}
+    out = []
+    for other, x in per.items():
+        if other != name and len(x) > 1:
+            gain, se = mean_se(per[name] - x)
+            if gain > margin * se:
+                out.append(other)
+    return sorted(out, key=lambda n: float(per[n].mean()))
+
+
 def decide(cands: list[Scored], rule: str = RULE) -> tuple[str, str]:
     """The pick among ``cands`` (in order of cost) by ``rule``, and why."""
     return RULES[rule](cands)
