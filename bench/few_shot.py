@@ -26,7 +26,8 @@ Rows, each in a child process of its own (``common.run_row``) with a fresh, empt
 
 - tlkit default: ``fit_run`` of a config with only ``source_model`` (``minilm-l6`` for text,
   ``mobilenetv2`` for images), ``pretrained_weights: packaged``, ``seed`` and the data section
-  (``source``, ``test``, ``seed``; ``image_size`` only with ``--image-size``).
+  (``source``, ``test``, ``seed``; ``image_size`` only with ``--image-size``, ``max_length``
+  only with ``--max-length``).
 - tlkit contrastive / tlkit auto: the same plus ``freeze_strategy: contrastive`` / ``auto``
   and nothing else; ``--rows ...,supcon`` adds ``contrastive_loss: supcon`` to contrastive's
   (supervised contrastive loss in place of SetFit's cosine loss: which measures better on
@@ -225,6 +226,8 @@ def tlkit_raw(args: argparse.Namespace, row: str) -> dict[str, Any]:
                             "test": str(folder / "test.csv"), "seed": draw_seed(args, d)}
     if spec["modality"] == "image" and args.image_size:
         data["image_size"] = args.image_size
+    if spec["modality"] == "text" and getattr(args, "max_length", None):
+        data["max_length"] = args.max_length
     tc: dict[str, Any] = {"source_model": spec["source_model"], "pretrained_weights": "packaged",
                           "seed": draw_seed(args, d), **TLKIT_ROWS[row]}
     if row == "auto" and args.auto_budget is not None:
@@ -726,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="transfer_config.auto_budget of the tlkit auto row (default: tlkit's)")
     p.add_argument("--image-size", type=int, default=None,
                    help="data.image_size of the tlkit image rows (default: tlkit's own)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="data.max_length of the tlkit text rows and of the frozen features "
+                        "(default: tlkit's own)")
     p.add_argument("--setfit-max-pairs", type=int, default=10000,
                    help="SetFit runs its defaults up to this many pairs, else num_iterations "
                         "20 or fewer (0: its defaults always; default 10,000)")

@@ -111,7 +111,9 @@ def final_pick(board: Board, fixed: list[str], tuners: list[str], rule_name: str
     below k, the frozen head against the pixels keeps every fold's evidence. Where the
     modality's measured first fine-tuner (``favourite``, ``candidates.RACE_FIRST``) is a
     finalist, another fine-tuner takes its place only by beating it by more than ``MARGIN``
-    paired standard errors: among fine-tuners a few folds pick the luckiest, not the best."""
+    paired standard errors: among fine-tuners a few folds pick the luckiest, not the best.
+    A fine-tuner that ran fewer folds than the leaders gets a note on the board saying so (the
+    trial record shows why it was not compared)."""
     k, n = len(board.parts), len(board.y)
     ran = [t for t in tuners if board.folds.get(t) and t not in board.dropped]
     m = max((len(board.folds[t]) for t in ran), default=k)

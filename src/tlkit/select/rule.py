@@ -80,6 +80,15 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), se
 
 
+def lead(x: np.ndarray, ref: np.ndarray, margin: float) -> tuple[float, float] | None:
+    """How far per-example scores ``x`` (lower better) lead ``ref``'s on the same examples:
+    (the mean paired gain, its standard error) where the gain exceeds ``margin`` paired
+    standard errors, else None. Every margin test of this module (a race's drop, a favourite
+    overtaken, the cheapest beaten) is this one."""
+    gain, se = mean_se(np.asarray(ref, dtype=np.float64) - np.asarray(x, dtype=np.float64))
+    return (gain, se) if gain > margin * se else None
+
+
 Rule = Callable[[list[Scored]], tuple[str, str]]
 
 
@@ -154,14 +163,7 @@ def over_the_cheapest(margin: float, favourite: str | None = None) -> Rule:
 
         first = next((c for c in cands if c.name == favourite), cands[0])
         what = "the favourite" if first.name == favourite else "the cheapest"
-        ahead = []
-        for c in cands:
-            if c is first:
-                continue
-            d = key(first) - key(c)
-            gain, se = mean_se(d)
-            if gain > margin * se:
-                ahead.append(c)
+        ahead = [c for c in cands if c is not first and lead(key(c), key(first), margin)]
         if not ahead:
             return first.name, (f"no candidate beats {what}, {first.name}, by more than "
                                 f"{margin:g} paired standard errors")
@@ -247,10 +249,9 @@ def behind(cands: list[Scored], rule: str, margin: float) -> dict[str, str]:
     best = min(per, key=lambda n: float(per[n].mean()))
     out = {}
     for name, x in per.items():
-        if name == best or len(x) < 2:
-            continue
-        gap, se = mean_se(x - per[best])
-        if gap > margin * se:
+        found = lead(per[best], x, margin) if name != best and len(x) > 1 else None
+        if found:
+            gap, se = found
             out[name] = (f"its score ({float(x.mean()):.4f}) is worse than {best}'s "
                          f"({float(per[best].mean()):.4f}) by {gap:.4f}, more than {margin:g} "
                          f"paired standard errors ({margin:g} x {se:.4f}) over {len(x)} "
@@ -262,12 +263,8 @@ def ahead_of(cands: list[Scored], name: str, rule: str, margin: float) -> list[s
     """The candidates whose ``per_example`` score is better than ``name``'s by more than
     ``margin`` paired standard errors over the same examples, best first."""
     per = {c.name: per_example(c, rule) for c in cands}
-    out = []
-    for other, x in per.items():
-        if other != name and len(x) > 1:
-            gain, se = mean_se(per[name] - x)
-            if gain > margin * se:
-                out.append(other)
+    out = [other for other, x in per.items()
+           if other != name and len(x) > 1 and lead(x, per[name], margin)]
     return sorted(out, key=lambda n: float(per[n].mean()))
 
 
