@@ -318,3 +318,33 @@ def test_packaged_backbones_are_listed_offline():
         assert rows[name]["offline"] is True, rows[name]
     if os.environ.get("HF_HUB_OFFLINE"):
         assert rows["bert-base-uncased"]["offline"] is False
+
+
+def test_text_length_follows_the_models_own_max_seq_length(tiny_bert_dir, tmp_path):
+    """A sentence-transformers folder's max_seq_length is the length texts are cut at (what
+    SetFit and sentence-transformers' encode use), capped at the position embeddings; a folder
+    without one gets tlkit's default; data.max_length wins; each says why."""
+    import shutil
+
+    from tlkit.backbones.hf import DEFAULT_MAX_LENGTH
+
+    plain = load_backbone(f"hf:{tiny_bert_dir}", "packaged")
+    assert plain.preprocessing.max_length == min(DEFAULT_MAX_LENGTH, 64)
+    assert "tlkit's default" in plain.length_said
+
+    st = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, st)
+    (st / "sentence_bert_config.json").write_text('{"max_seq_length": 48}')
+    own = load_backbone(f"hf:{st}", "packaged")
+    assert own.preprocessing.max_length == 48
+    assert own.length_said.startswith("texts cut at 48 tokens: the model's own max_seq_length")
+
+    (st / "sentence_bert_config.json").write_text('{"max_seq_length": 4096}')
+    capped = load_backbone(f"hf:{st}", "packaged")
+    assert capped.preprocessing.max_length == 64 and "64 position embeddings" in capped.length_said
+
+    given = load_backbone(f"hf:{st}", "packaged", max_length=20)
+    assert given.preprocessing.max_length == 20 and "data.max_length" in given.length_said
+
+    (st / "sentence_bert_config.json").write_text("not json")  # unreadable: the default
+    assert load_backbone(f"hf:{st}", "packaged").preprocessing.max_length == 64

@@ -73,6 +73,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         student = student_of(cfg, splits)
         print(f"distillation from {cfg.distill.teacher}: the student is {student.said}")
     asm = assemble(cfg.transfer_config, num_outputs_of(splits.train), task=splits.train.task,
+                   max_length=cfg.data.max_length,
                    backbone=None if student is None else student.backbone)
     tc = cfg.transfer_config
     batchnorm = not aligns(cfg.adaptation) and batchnorm_trains(
@@ -80,6 +81,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(format_plan(asm.plan, length_for(splits.train, tc, batchnorm)))
     if data.modality == "image":
         _print_image_size(cfg, splits, asm.model.backbone)
+    elif getattr(asm.model.backbone, "length_said", None):
+        print(asm.model.backbone.length_said)  # the text length, and why
     return 0
 
 

@@ -155,6 +155,9 @@ def build_inputs(cfg: Config, splits: Any, modality: str, dist: Dist = SINGLE, *
                     None, [], load_seconds)
     if size is not None and size.why != "config":
         inputs.notes.append(size.describe())
+    length_said = getattr(asm.model.backbone, "length_said", None)
+    if modality == "text" and cfg.data.max_length is None and length_said:
+        inputs.notes.append(length_said)  # the model's own length, or tlkit's default
     if not training:
         return inputs
     if tc.cache.enabled and augment != "none":

@@ -35,26 +35,50 @@ def words_of(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return flat[positions.clamp(min=0)]
 
 
+DEFAULT_MAX_LENGTH = 128  # tokens, where neither the config nor the model folder says
+
+
+def _model_file(name_or_path: str, filename: str) -> Path | None:
+    """``filename`` in the model folder, or in the local hub cache for a hub id (never
+    downloaded); None where neither has it."""
+    path = Path(name_or_path) / filename
+    if path.is_file():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name_or_path, filename)
+    except Exception:  # noqa: BLE001 - not a hub id, or no cache: not there
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def cosine_trained(name_or_path: str) -> bool:
     """Whether ``name_or_path`` is a sentence-transformers model whose modules end with
     ``Normalize`` (its embeddings were trained to be compared by cosine): read from its
-    ``modules.json`` in the folder, or in the local hub cache for a hub id (never downloaded)."""
-    path = Path(name_or_path) / "modules.json"
-    if not path.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(name_or_path, "modules.json")
-        except Exception:  # noqa: BLE001 - not a hub id, or no cache: not known to be cosine
-            return False
-        if not isinstance(found, str):
-            return False
-        path = Path(found)
+    ``modules.json``."""
+    path = _model_file(name_or_path, "modules.json")
+    if path is None:
+        return False
     try:
         modules = json.loads(path.read_text(encoding="utf-8"))
         return any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
     except (OSError, ValueError, AttributeError, TypeError):
         return False
+
+
+def declared_max_length(name_or_path: str) -> int | None:
+    """The text length a sentence-transformers model was trained and is used at: its
+    ``sentence_bert_config.json``'s ``max_seq_length`` (all-MiniLM-L6-v2: 256), the length
+    SetFit and sentence-transformers' ``encode`` cut at; None where the folder declares none."""
+    path = _model_file(name_or_path, "sentence_bert_config.json")
+    if path is None:
+        return None
+    try:
+        n = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
 
 
 class HFBackbone(Backbone):
@@ -65,9 +89,12 @@ class HFBackbone(Backbone):
         name_or_path: str,
         pretrained: bool = True,
         pooling: str = "mean",
-        max_length: int = 128,
+        max_length: int | None = None,
         tokenizer: str | None = None,
     ) -> None:
+        """``max_length``: tokens a text is cut at; None: the model's own
+        (``declared_max_length``), else ``DEFAULT_MAX_LENGTH``; never past its position
+        embeddings. ``length_said`` says which and why."""
         super().__init__()
         from transformers import AutoConfig, AutoModel  # heavy: imported on use
 
@@ -112,8 +139,18 @@ class HFBackbone(Backbone):
         self.model = model
         self.feature_dim = int(config.hidden_size)
         limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+        own = declared_max_length(name_or_path) if max_length is None else None
+        length = min(max_length or own or DEFAULT_MAX_LENGTH, limit)
+        self.length_said = (
+            f"texts cut at {length} tokens: " + (
+                "data.max_length" if max_length is not None else
+                "the model's own max_seq_length (its sentence_bert_config.json)" if own else
+                f"tlkit's default (the model declares no max_seq_length); set "
+                "data.max_length to change it")
+            + (f" (capped at its {limit} position embeddings)"
+               if length < (max_length or own or DEFAULT_MAX_LENGTH) else ""))
         self.preprocessing = TextPreprocessing(
-            tokenizer=tokenizer or name_or_path, max_length=min(max_length, limit)
+            tokenizer=tokenizer or name_or_path, max_length=length
         )
         self.spec = {"adapter": "hf", "config": config.to_dict(), "pooling": pooling,
                      "add_pooling_layer": extra.get("add_pooling_layer")}

@@ -244,7 +244,7 @@ def load_backbone(
 
         path = _hf_path(r, local, source_model, random_init)
         return HFBackbone(path, pretrained=not random_init, pooling=pooling or "mean",
-                          max_length=max_length or 128)
+                          max_length=max_length)
 
     if r.adapter == "timm":
         from tlkit.backbones.timm_backbone import TimmBackbone
