@@ -226,7 +226,7 @@ def tlkit_raw(args: argparse.Namespace, row: str) -> dict[str, Any]:
                             "test": str(folder / "test.csv"), "seed": draw_seed(args, d)}
     if spec["modality"] == "image" and args.image_size:
         data["image_size"] = args.image_size
-    if spec["modality"] == "text" and getattr(args, "max_length", None):
+    if spec["modality"] == "text" and args.max_length:
         data["max_length"] = args.max_length
     tc: dict[str, Any] = {"source_model": spec["source_model"], "pretrained_weights": "packaged",
                           "seed": draw_seed(args, d), **TLKIT_ROWS[row]}

@@ -189,6 +189,11 @@ def test_quickstart_plan(capsys):
         _check_rates(phase, groups, 1e-4, 0.5, 1e-3)
         assert sum(v[0] for v in phase.values()) == total
     assert f"{total:,}" in out.splitlines()[0]
+    # the text length, and why: MiniLM's own (its sentence_bert_config.json), or the config's
+    assert "texts cut at 256 tokens: the model's own max_seq_length" in out
+    code, given, err = run_main(capsys, "plan", str(QUICKSTART), "--set", "data.max_length=64")
+    assert code == 0, err
+    assert "texts cut at 64 tokens: data.max_length" in given
     trainable = [[phase[g][1] for g in groups] for phase in phases]
     assert trainable == [
         [False] * 7,

@@ -50,6 +50,7 @@ import torch
 from tlkit.adapt.contrastive import SIMCSE_TEMPERATURE, delete_words, info_nce
 from tlkit.adapt.pretrain_loop import PretrainHook, batch_bounds, run_on_loop
 from tlkit.adapt.target import load_target
+from tlkit.backbones.hf import DEFAULT_MAX_LENGTH, declared_max_length
 from tlkit.backbones.packaged import minilm_folder
 from tlkit.backbones.registry import resolve_name
 from tlkit.config import Config
@@ -151,7 +152,10 @@ class _Objective:
         self.kind, self.tok, self.device = kind, tok, device
         self.folder = Path(folder)
         self.min_batch = SMALLEST_BATCH.get(kind, 1)
-        self.max_length = cfg.data.max_length or 128
+        # the length the fine-tuning that follows reads at: the model's own where it declares
+        # one (tlkit.backbones.hf), else tlkit's default
+        self.max_length = (cfg.data.max_length or declared_max_length(folder)
+                           or DEFAULT_MAX_LENGTH)
         pc = cfg.adaptation.pretrain
         self.temperature = pc.temperature or SIMCSE_TEMPERATURE
         self.word_deletion = pc.word_deletion

@@ -140,15 +140,15 @@ class HFBackbone(Backbone):
         self.feature_dim = int(config.hidden_size)
         limit = int(getattr(config, "max_position_embeddings", 512) or 512)
         own = declared_max_length(name_or_path) if max_length is None else None
-        length = min(max_length or own or DEFAULT_MAX_LENGTH, limit)
+        wanted = max_length or own or DEFAULT_MAX_LENGTH
+        length = min(wanted, limit)
         self.length_said = (
             f"texts cut at {length} tokens: " + (
                 "data.max_length" if max_length is not None else
                 "the model's own max_seq_length (its sentence_bert_config.json)" if own else
-                f"tlkit's default (the model declares no max_seq_length); set "
+                "tlkit's default (the model declares no max_seq_length); set "
                 "data.max_length to change it")
-            + (f" (capped at its {limit} position embeddings)"
-               if length < (max_length or own or DEFAULT_MAX_LENGTH) else ""))
+            + (f" (capped at its {limit} position embeddings)" if length < wanted else ""))
         self.preprocessing = TextPreprocessing(
             tokenizer=tokenizer or name_or_path, max_length=length
         )
