@@ -50,10 +50,14 @@ def test_pairs_are_balanced_and_drawn_from_the_labels() -> None:
 
 def test_by_default_as_many_pairs_as_setfit_draws_at_most_the_papers_40() -> None:
     """SetFit's default sampling: every distinct pair of the commoner kind, as many of the
-    other; with k examples in each of two classes, k pairs an example."""
+    other; with k examples in each of two classes, k pairs an example; at most 40 an example
+    and 10,000 an epoch."""
     assert setfit_pairs(np.repeat([0, 1], 8)) == 8
     assert setfit_pairs(np.repeat([0, 1], 16)) == 16
     assert setfit_pairs(np.repeat([0, 1], 64)) == 40  # the paper's num_iterations 20
+    # past 10,000 pairs an epoch, fewer an example: 1,152 examples, 8 each (9,216 pairs)
+    assert setfit_pairs(np.repeat(np.arange(20), 1152 // 20 + 1)[:1152]) == 8
+    assert setfit_pairs(np.repeat([0, 1], 20_000)) == 2
     rows = np.concatenate(pair_batches(np.repeat([0, 1], 8), None, 16, seed=0, epoch=0))
     assert len(rows) == 16 * 8
 

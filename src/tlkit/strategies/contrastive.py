@@ -42,6 +42,11 @@ def loss_for(setting: str, modality: str) -> str:
     """The loss ``contrastive_loss`` names (``auto``: ``LOSS_FOR`` of the modality)."""
     return LOSS_FOR.get(modality, "cosine") if setting == "auto" else setting
 PAPER_PAIRS = 40  # pairs per example in the SetFit paper (num_iterations 20: 20 of each kind)
+# pairs an epoch that the default stops at: SetFit's default sampling grows with the square of
+# the labels (1.6 million pairs at 64 labels a class on 20 classes) and the paper's 40 an
+# example with the labels (51,200 there); past this many the default draws fewer an example
+# (bench/few_shot.py runs SetFit with as many: its --setfit-max-pairs)
+EPOCH_PAIRS = 10_000
 # AdamW's weight decay on the body's matrices in phase 1: sentence-transformers' fit, which
 # SetFit trains through
 BODY_WEIGHT_DECAY = 0.01
@@ -50,14 +55,15 @@ BODY_WEIGHT_DECAY = 0.01
 def setfit_pairs(labels: np.ndarray) -> int:
     """Pairs per example as SetFit's default sampling ("oversampling") draws them: as many
     pairs of each kind as there are distinct pairs of the commoner kind (two of one class, or
-    of two classes), at most the paper's 40 an example; an even number, at least 2. Balanced
-    binary data with k examples a class: k pairs an example."""
+    of two classes), at most the paper's 40 an example and ``EPOCH_PAIRS`` an epoch; an even
+    number, at least 2. Balanced binary data with k examples a class: k pairs an example."""
     counts = np.unique(np.asarray(labels), return_counts=True)[1].astype(np.int64)
     n = int(counts.sum())
     same = int((counts * (counts - 1) // 2).sum())
     apart = (n * n - int((counts * counts).sum())) // 2
     per = -(-2 * max(same, apart) // max(1, n))  # rounded up
-    return int(min(PAPER_PAIRS, max(2, per + per % 2)))
+    per = min(PAPER_PAIRS, per + per % 2, EPOCH_PAIRS // max(1, n) // 2 * 2)
+    return int(max(2, per))
 
 
 def pair_batches(labels: np.ndarray, pairs_per_example: int | None, batch_pairs: int,
@@ -211,7 +217,7 @@ class Contrastive(Strategy):
         # pairs per training example in each contrastive epoch, half with an example of its
         # class, half with one of another class; null: as many as SetFit's default sampling
         # draws (every distinct pair of the commoner kind; k with k examples in each of two
-        # classes), at most the paper's 40 (its num_iterations 20)
+        # classes), at most the paper's 40 (its num_iterations 20) and 10,000 an epoch
         contrastive_pairs: int | None = Field(default=None, ge=2, le=10000)
         # the loss on the pooled embeddings: cosine (SetFit's CosineSimilarityLoss: each pair's
         # cosine similarity regressed to 1 or 0), supcon (supervised contrastive loss over
