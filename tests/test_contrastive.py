@@ -74,12 +74,12 @@ def test_pairs_are_a_pure_function_of_seed_and_epoch() -> None:
 
 def test_a_batch_of_pairs_encodes_fewer_examples_than_its_pairs_have_sides() -> None:
     """SetFit encodes both sides of every pair (32 encodings a batch of 16); here each distinct
-    example of a batch is encoded once: 8 anchors and their 16 partners at most."""
+    example of a batch is encoded once, and partners come from the batch's anchors."""
     labels = np.repeat(np.arange(2), 50)
     batches = pair_batches(labels, 40, 16, seed=0, epoch=0)
     distinct = [len(np.unique(b[:, :2])) for b in batches]
     assert max(len(b) for b in batches) == 16
-    assert max(distinct) <= 24 and np.mean(distinct) < 24  # partners drawn twice, or anchors
+    assert np.mean(distinct) <= 10  # 8 anchors, and few partners from outside the batch
 
 
 def test_one_class_has_no_negative_pair() -> None:
