@@ -272,7 +272,8 @@ class Contrastive(Strategy):
                           converge_head=True)]
 
     def notes(self, settings: Any, backbone: Any) -> list[str]:
-        pairs = settings.contrastive_pairs or "up to 40 (SetFit's count)"
+        pairs = settings.contrastive_pairs or ("up to 40 (SetFit's count; fewer past "
+                                               f"{EPOCH_PAIRS:,} pairs an epoch)")
         return [f"contrastive (SetFit, Tunstall et al., 2022): phase 1 trains every group at "
                 f"contrastive_lr {settings.contrastive_lr:g} (weight decay "
                 f"{BODY_WEIGHT_DECAY:g} on matrices) on {pairs} pairs per "
