@@ -57,8 +57,9 @@ BODY_WEIGHT_DECAY = 0.01
 def setfit_pairs(labels: np.ndarray) -> int:
     """Pairs per example as SetFit's default sampling ("oversampling") draws them: as many
     pairs of each kind as there are distinct pairs of the commoner kind (two of one class, or
-    of two classes), at most the paper's 40 an example and ``EPOCH_PAIRS`` an epoch; an even
-    number, at least 2. Balanced binary data with k examples a class: k pairs an example."""
+    of two classes), at most the paper's 40 an example, fewer past ``EPOCH_PAIRS`` an epoch;
+    an even number, at least 2 (past 5,000 examples an epoch holds more than EPOCH_PAIRS).
+    Balanced binary data with k examples a class: k pairs an example."""
     counts = np.unique(np.asarray(labels), return_counts=True)[1].astype(np.int64)
     n = int(counts.sum())
     same = int((counts * (counts - 1) // 2).sum())
@@ -223,7 +224,8 @@ class Contrastive(Strategy):
         # pairs per training example in each contrastive epoch, half with an example of its
         # class, half with one of another class; null: as many as SetFit's default sampling
         # draws (every distinct pair of the commoner kind; k with k examples in each of two
-        # classes), at most the paper's 40 (its num_iterations 20) and 10,000 an epoch
+        # classes), at most the paper's 40 (its num_iterations 20), fewer past 10,000 an
+        # epoch (at least 2 an example)
         contrastive_pairs: int | None = Field(default=None, ge=2, le=10000)
         # the loss on the pooled embeddings: cosine (SetFit's CosineSimilarityLoss: each pair's
         # cosine similarity regressed to 1 or 0), supcon (supervised contrastive loss over
