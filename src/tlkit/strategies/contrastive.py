@@ -9,12 +9,14 @@ brings the epoch's pair batches, their loss and its optimizer, and acts in phase
 is the loop's own convex head on the cached pooled features, which the cache computes from the
 trained weights (``tlkit.inputs.hooks_for`` gives it a fresh cache over the trained backbone).
 
-The pairs are SetFit's (``pair_batches``): per epoch, ``contrastive_pairs / 2`` times as many
-pairs of one class as there are training examples, drawn from every such pair (an example with
-itself among them), and as many pairs of two classes, shuffled together. Each distinct example
-of a batch is encoded once (a second time for a pair of an example with itself: two dropout
-views), where SetFit encodes both sides of every pair. The supervised contrastive loss
-(images) takes its batches from ``anchor_batches`` instead, on which it measured.
+The pairs are SetFit's: per epoch each training example is the anchor of ``contrastive_pairs``
+pairs, half with an example of its class, half with one of another class. They are cheaper
+here: a batch holds ``contrastive_batch_size / 2`` anchors, each partner is drawn among the
+batch's own anchors where one fits (else from the whole split), and each distinct example of a
+batch is encoded once, so a batch of 16 pairs encodes 8 to 16 examples where SetFit encodes 32
+(each side of each pair): counted over ``pair_batches``' first epoch at 8 labels a class, 8 on
+two classes, 13.7 on average on twenty (a positive partner mostly comes from outside the
+batch).
 """
 
 from __future__ import annotations
@@ -50,9 +52,6 @@ EPOCH_PAIRS = 10_000
 # AdamW's weight decay on the body's matrices in phase 1: sentence-transformers' fit, which
 # SetFit trains through
 BODY_WEIGHT_DECAY = 0.01
-# pairs of a split (n (n + 1) / 2) up to which the sampler enumerates them all, as SetFit does:
-# n up to 1,999 examples (two int64 arrays of 2 million); past it, drawn with replacement
-ENUMERATED_PAIRS = 2_000_000
 
 
 def setfit_pairs(labels: np.ndarray) -> int:
@@ -70,51 +69,21 @@ def setfit_pairs(labels: np.ndarray) -> int:
     return int(max(2, per))
 
 
-def _kind_pairs(labels: np.ndarray, same: bool, count: int,
-                rng: np.random.Generator) -> np.ndarray:
-    """``count`` pairs (i, j), i <= j, of one kind as SetFit 1.2's ``ContrastiveDataset`` draws
-    them with ``num_iterations``: every distinct pair of the kind (``same``: two examples of one
-    class, each example with itself included; else two of different classes) in a shuffled
-    order, repeated until ``count``. Past ``ENUMERATED_PAIRS`` pairs of a split, drawn
-    uniformly from the same pairs with replacement instead (no table of n^2 pairs)."""
-    n = len(labels)
-    if n * (n + 1) // 2 <= ENUMERATED_PAIRS:
-        i, j = np.triu_indices(n, 0 if same else 1)
-        keep = (labels[i] == labels[j]) if same else (labels[i] != labels[j])
-        table = np.stack([i[keep], j[keep]], 1)[rng.permutation(int(keep.sum()))]
-        return table[np.arange(count) % len(table)]
-    order = np.argsort(labels, kind="stable")
-    classes, start, size = np.unique(labels[order], return_index=True, return_counts=True)
-    cls = np.searchsorted(classes, labels)  # each example's class as a row of classes
-    if same:  # a class by its count of pairs, then one of them: t -> (row r, column c <= r)
-        tri = size * (size + 1) // 2
-        c = rng.choice(len(classes), size=count, p=tri / tri.sum())
-        t = rng.integers(0, tri[c])
-        r = np.floor((np.sqrt(8.0 * t + 1) - 1) / 2).astype(np.int64)
-        r += (r + 1) * (r + 2) // 2 <= t
-        r -= r * (r + 1) // 2 > t
-        col = t - r * (r + 1) // 2
-        return np.stack([order[start[c] + col], order[start[c] + r]], 1)
-    # an example by its count of partners in other classes, then one of them: uniform pairs
-    partners = (n - size[cls]).astype(np.float64)
-    i = rng.choice(n, size=count, p=partners / partners.sum())
-    k = rng.integers(0, n - size[cls[i]])
-    k = np.where(k < start[cls[i]], k, k + size[cls[i]])
-    j = order[k]
-    return np.stack([np.minimum(i, j), np.maximum(i, j)], 1)
-
-
-def anchor_batches(labels: np.ndarray, pairs_per_example: int | None, batch_pairs: int,
+def pair_batches(labels: np.ndarray, pairs_per_example: int | None, batch_pairs: int,
                  seed: int, epoch: int) -> list[np.ndarray]:
-    """The supervised contrastive loss's batches (``pair_batches`` for supcon), as rows
-    (i, j, same) like SetFit's pairs, of which the loss takes the distinct examples. Each
-    example is the anchor of ``pairs_per_example // 2`` positive pairs (j of its class; itself
-    where its class has no other example) and as many negative ones (j of another class). A
-    batch holds ``batch_pairs // 2`` anchors (a shuffled order, repeated); each partner is drawn
-    among the batch's anchors where one fits, else from the whole split: 8 to 16 distinct
-    examples a batch of 16 pairs."""
+    """The epoch's batches of pairs, each an int64 array of rows (i, j, same): a pure function
+    of its arguments, so a resumed run draws the same pairs. Each example is the anchor of
+    ``pairs_per_example // 2`` positive pairs (j of its class; itself where its class has no
+    other example) and as many negative ones (j of another class): SetFit's
+    ``num_iterations`` (None: ``setfit_pairs``). A batch holds ``batch_pairs // 2`` anchors (a shuffled order, repeated);
+    each partner is drawn among the batch's anchors where one fits, else from the whole split."""
+    labels = np.asarray(labels)
     n = len(labels)
     classes = np.unique(labels)
+    if len(classes) < 2:
+        raise UserError("freeze_strategy contrastive draws negative pairs from two classes or "
+                        f"more; the training split has {len(classes)}: give examples of "
+                        "another class, or use freeze_strategy all_frozen")
     rng = np.random.default_rng([int(seed), int(epoch), 0x5E7F17])
     members = {c: np.flatnonzero(labels == c) for c in classes.tolist()}
     others = {c: np.flatnonzero(labels != c) for c in classes.tolist()}
@@ -138,46 +107,6 @@ def anchor_batches(labels: np.ndarray, pairs_per_example: int | None, batch_pair
             rows.append((a, int(rng.choice(far)), 0))
         batches.append(np.asarray(rows, dtype=np.int64))
     return batches
-
-
-def pair_batches(labels: np.ndarray, pairs_per_example: int | None, batch_pairs: int,
-                 seed: int, epoch: int, loss: str = "cosine") -> list[np.ndarray]:
-    """The epoch's batches of pairs, each an int64 array of rows (i, j, same): a pure function
-    of its arguments, so a resumed run draws the same pairs. SetFit's sampling with
-    ``num_iterations`` = ``pairs_per_example // 2`` (None: ``setfit_pairs``): as many positive
-    pairs as that many times the examples, from every pair of one class (an example with itself
-    among them: two dropout views of it), as many negative ones from every pair of two
-    classes (``_kind_pairs``), shuffled together and cut into batches of ``batch_pairs``.
-    ``loss`` supcon: ``anchor_batches``, on which that loss measured (bench/README.md)."""
-    labels = np.asarray(labels)
-    n = len(labels)
-    classes = np.unique(labels)
-    if len(classes) < 2:
-        raise UserError("freeze_strategy contrastive draws negative pairs from two classes or "
-                        f"more; the training split has {len(classes)}: give examples of "
-                        "another class, or use freeze_strategy all_frozen")
-    if loss == "supcon":
-        return anchor_batches(labels, pairs_per_example, batch_pairs, seed, epoch)
-    rng = np.random.default_rng([int(seed), int(epoch), 0x5E7F17])
-    per_example = setfit_pairs(labels) if pairs_per_example is None else pairs_per_example
-    half = max(1, per_example // 2) * n
-    rows = np.zeros((2 * half, 3), dtype=np.int64)
-    rows[:half, :2] = _kind_pairs(labels, True, half, rng)
-    rows[:half, 2] = 1
-    rows[half:, :2] = _kind_pairs(labels, False, half, rng)
-    rows = rows[rng.permutation(2 * half)]
-    return [rows[a:a + batch_pairs] for a in range(0, 2 * half, batch_pairs)]
-
-
-def encoded(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What a batch of pairs encodes: each distinct example once, and a second time (a second
-    dropout view) where a pair is the example with itself; and each pair's two sides as rows of
-    that list. SetFit encodes both sides of every pair (32 a batch of 16)."""
-    ids, where = np.unique(rows[:, :2], return_inverse=True)
-    where = where.reshape(-1, 2).copy()
-    selfs = np.flatnonzero(rows[:, 0] == rows[:, 1])
-    where[selfs, 1] = len(ids) + np.arange(len(selfs))
-    return np.concatenate([ids, rows[selfs, 0]]), where
 
 
 def cosine_pair_loss(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
@@ -233,8 +162,7 @@ class PairObjective:
     def _epoch(self, epoch: int) -> tuple[np.ndarray, list[list[int]]]:
         """The epoch's pairs (one table) and its batches as row numbers of that table."""
         if self._drawn is None or self._drawn[0] != epoch:
-            drawn = pair_batches(self.labels, self.pairs, self.batch, self.seed, epoch,
-                                 self.loss)
+            drawn = pair_batches(self.labels, self.pairs, self.batch, self.seed, epoch)
             ends = np.cumsum([0] + [len(b) for b in drawn]).tolist()
             self._drawn = (epoch, np.concatenate(drawn),
                            [list(range(a, b)) for a, b in zip(ends, ends[1:])])
@@ -245,15 +173,12 @@ class PairObjective:
 
     def batch_loss(self, model: Any, indices: list[int], step: Any) -> torch.Tensor:
         rows = self._epoch(step.epoch)[0][indices]
-        if self.loss == "supcon":
-            ids = np.unique(rows[:, :2])
-            inputs, _ = self.collate([self.train[int(i)] for i in ids])
-            emb = model.backbone(to_device(inputs, self.device))
-            return supcon_loss(emb, torch.as_tensor(self.labels[ids], device=emb.device))
-        ids, where = encoded(rows)
+        ids, where = np.unique(rows[:, :2], return_inverse=True)
         inputs, _ = self.collate([self.train[int(i)] for i in ids])
         emb = model.backbone(to_device(inputs, self.device))
-        pairs = torch.as_tensor(where, device=emb.device)
+        if self.loss == "supcon":
+            return supcon_loss(emb, torch.as_tensor(self.labels[ids], device=emb.device))
+        pairs = torch.as_tensor(where.reshape(-1, 2), device=emb.device)
         return cosine_pair_loss(emb[pairs[:, 0]], emb[pairs[:, 1]],
                                 torch.as_tensor(rows[:, 2], device=emb.device))
 
@@ -392,12 +317,9 @@ class Contrastive(Strategy):
     def epoch_examples(self, phase: int, labels: Any, settings: Any) -> int | None:
         if phase != 0:
             return None
-        # the examples the first epoch's batches encode (``encoded``), for the cosine loss;
-        # supcon's batches encode fewer (``anchor_batches``): an estimate from above; seed 0's
-        # draw (the count hardly depends on it)
-        batches = pair_batches(np.asarray(labels), settings.contrastive_pairs,
-                               settings.contrastive_batch_size, 0, 0)
-        return int(sum(len(encoded(b)[0]) for b in batches))
+        per = settings.contrastive_pairs or setfit_pairs(np.asarray(labels))
+        # each anchor, and about every other partner drawn from outside the batch
+        return int(1.5 * len(labels) * max(1, per // 2))
 
     def variant(self, tc: dict[str, Any], own: Any, rates: Any) -> None:
         mine = own.freeze_strategy == self.name
