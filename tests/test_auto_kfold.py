@@ -380,6 +380,29 @@ def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
                and f"x {auto.KFOLD_BUDGET:g} for the k-fold" in e for e in events)
 
 
+@pytest.mark.slow  # one choice on 500 images, no fine-tuning candidate: a few seconds
+def test_the_validation_path_counts_its_floor_per_labelled_example_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # 20 validation examples or more: the floor is 30 s per 100 labelled examples there too,
+    # at least 30 s (a flat 30 s gave digits' 640 labels 120 s, where no fine-tuner fitted)
+    monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
+    monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.01)
+    monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
+    monkeypatch.setattr(auto, "against_pick", lambda *a, **k: None)
+    monkeypatch.setattr(auto, "pixels_win", lambda *a, **k: None)
+    monkeypatch.setattr(auto, "fine_tuners", lambda: [])
+    events: list[str] = []
+    raw = _raw(template_images(tmp_path / "imgs", n=500), auto_budget=5)
+    choice = auto.choose(validate(raw), setup("cpu"),
+                         lambda kind, info: events.append(str(info.get("what", ""))))
+    assert not any("k-fold" in e for e in events)  # the validation path
+    n = round(choice.default_seconds / 0.01 - 100)  # 1 s of loading, 0.01 s an example
+    floor = 30.0 * n / 100
+    assert 300 < n < 400 and floor > 30.0
+    assert choice.budget_seconds == pytest.approx(4 * floor)
+    assert any(f"counted as {floor:.3g} s (30 s per 100 labelled examples)" in e for e in events)
+
+
 def test_the_final_pick_keeps_every_folds_evidence_between_the_frozen_head_and_the_pixels():
     """A fine-tuner that ran one fold is compared on that fold's examples, but the frozen head
     against the pixels is decided on every fold: the pixels, better over all 100 examples,

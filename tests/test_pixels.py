@@ -77,8 +77,10 @@ def test_a_pixels_run_fits_its_head_and_is_served_by_evaluate_predict_and_export
 @pytest.mark.slow  # auto's comparison, the pick's fit and a resume, in child processes: about 20 s
 def test_auto_picks_the_pixels_where_they_beat_the_pretrained_features(tmp_path: Path):
     cfg = tmp_path / "auto.yaml"
+    # auto_budget 1: no time for a fine-tuner (tests/test_auto.py has the pixels' model
+    # against one that fits), so the pixels' model is the pick outright
     cfg.write_text(CFG.format(model="timm:test_efficientnet", weights="none",
-                              strategy="auto", budget=5,
+                              strategy="auto", budget=1,
                               source=template_images(tmp_path / "imgs", n=300)))
     run = tmp_path / "run"
     r = run_cli("fit", str(cfg), "--out", str(run), cache=tmp_path / "cache")
@@ -86,6 +88,8 @@ def test_auto_picks_the_pixels_where_they_beat_the_pretrained_features(tmp_path:
     rec = json.loads((run / "auto.json").read_text())
     assert rec["chosen"] == "pixels", rec["reasons"]
     assert "raw pixels beat the pretrained features" in rec["reasons"][0]
+    assert "no fine-tuning candidate fits the budget: the pixels' model is the pick" \
+        in rec["reasons"][1]
     pixels = next(t for t in rec["trials"] if t["strategy"] == "pixels")
     assert "out-of-fold Brier score" in pixels["note"]
     meta = json.loads((run / "model" / "model.json").read_text())
