@@ -126,7 +126,7 @@ def test_where_the_pixels_beat_the_frozen_head_a_fine_tuner_can_still_beat_the_p
 
     def run(pixel_losses: list[float]) -> tuple[str, list[str], list[str]]:
         monkeypatch.setattr(auto, "pixels_win", lambda *a, **k: PixelsWin(
-            "raw pixels beat the pretrained features", 1.0, pixel_losses))
+            "raw pixels beat the pretrained features", pixel_losses))
 
         def halving(base, alive, costs, scores, losses, trials, *a, **k):
             losses["lora"], scores["lora"] = trial, float(np.mean(trial))

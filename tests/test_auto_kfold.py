@@ -352,19 +352,27 @@ def test_an_auto_json_without_the_cross_validated_fields_is_still_read(tmp_path:
     assert "rule: brier" in record.format_choice(again)
 
 
-@pytest.mark.slow  # one choice on 60 images, no fine-tuning candidate: about 3 s
-def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch):
-    # small data: a default fit of 4 s gets the trials 4 x the floor at auto_budget 5, not 4 x 4 s
+def _choose_on_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: int,
+                     per_example: float) -> tuple[Any, list[str]]:
+    """auto's choice with the real 30 s floor, 1 s of loading, ``per_example`` seconds an
+    example and no fine-tuning candidate: its record and its log lines."""
     monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
-    monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.05)
+    monkeypatch.setattr(auto, "forward_seconds", lambda base: per_example)
     monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
     monkeypatch.setattr(auto, "against_pick", lambda *a, **k: None)
     monkeypatch.setattr(auto, "fine_tuners", lambda: [])
     events: list[str] = []
-    raw = _raw(template_images(tmp_path / "imgs", n=60), auto_budget=5)
+    raw = _raw(template_images(tmp_path / "imgs", n=images), auto_budget=5)
     choice = auto.choose(validate(raw), setup("cpu"),
                          lambda kind, info: events.append(str(info.get("what", ""))))
+    return choice, events
+
+
+@pytest.mark.slow  # one choice on 60 images, no fine-tuning candidate: about 3 s
+def test_a_default_fit_of_seconds_counts_as_the_floor(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    # small data: a default fit of 4 s gets the trials 4 x the floor at auto_budget 5, not 4 x 4 s
+    choice, events = _choose_on_floor(tmp_path, monkeypatch, 60, 0.05)
     # the k-fold path (fewer than 20 validation examples here) counts the floor per labelled
     # example (30 s per 100) and multiplies it by k: a candidate's measure is k fold trials,
     # where the validation path runs one shortened trial each
@@ -385,16 +393,8 @@ def test_the_validation_path_counts_its_floor_per_labelled_example_too(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # 20 validation examples or more: the floor is 30 s per 100 labelled examples there too,
     # at least 30 s (a flat 30 s gave digits' 640 labels 120 s, where no fine-tuner fitted)
-    monkeypatch.setattr(auto, "FLOOR_SECONDS", 30.0)
-    monkeypatch.setattr(auto, "forward_seconds", lambda base: 0.01)
-    monkeypatch.setattr(Base, "load_seconds", property(lambda self: 1.0))
-    monkeypatch.setattr(auto, "against_pick", lambda *a, **k: None)
     monkeypatch.setattr(auto, "pixels_win", lambda *a, **k: None)
-    monkeypatch.setattr(auto, "fine_tuners", lambda: [])
-    events: list[str] = []
-    raw = _raw(template_images(tmp_path / "imgs", n=500), auto_budget=5)
-    choice = auto.choose(validate(raw), setup("cpu"),
-                         lambda kind, info: events.append(str(info.get("what", ""))))
+    choice, events = _choose_on_floor(tmp_path, monkeypatch, 500, 0.01)
     assert not any("k-fold" in e for e in events)  # the validation path
     n = round(choice.default_seconds / 0.01 - 100)  # 1 s of loading, 0.01 s an example
     floor = 30.0 * n / 100

@@ -56,9 +56,10 @@ The budget: the whole fit takes about ``auto_budget`` times what the default fit
 cost; the test split is left out, so its size never decides whether fine-tuning is tried), so the
 trials and the pick's training get ``auto_budget - 1`` times that. A default fit under
 ``FLOOR_SECONDS`` per 100 labelled examples (at least 30 s on the validation path) counts as that,
-so that at the default auto_budget of 5 the trials get at least two minutes, eight at 640 labels: a
-relative budget of a few seconds would rule out fine-tuning exactly where a user with a few hundred
-labels would wait minutes for it (a frozen network's forward pass is cheap next to fine-tuning it). The cost of each candidate's trials
+so that at the default auto_budget of 5 the trials get at least two minutes, 12.8 at 640 labels:
+a relative budget of a few seconds would rule out fine-tuning exactly where a user with a few
+hundred labels would wait minutes for it (a frozen network's forward pass is cheap next to
+fine-tuning it). The cost of each candidate's trials
 and final training is estimated from a measured forward time per example and the part of the network
 each phase runs (a backward pass counted as two forwards; budget.py); a candidate that does not fit
 is skipped, with the reason. The record of every trial goes in summary.json under ``auto`` and in
@@ -207,6 +208,7 @@ def _by_validation(base: Base, costs: dict[str, float], scores: dict[str, float]
 
 
 BASELINES = {PIXELS: "the pixels' model"}  # else the frozen head
+FROZEN_SAID = "the frozen head's convex solve"
 
 
 def _pick(base: Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
@@ -216,10 +218,9 @@ def _pick(base: Base, alive: list[str], costs: dict[str, float], scores: dict[st
     it) and the fine-tuning candidates whose training fits the budget (``alive``, in the
     candidates' order), and why."""
     if not alive:
-        return (baseline, [f"no fine-tuning candidate fits the budget: "
-                           f"{BASELINES[baseline]} is the pick"]) if baseline else (
-            frozen_head(), ["no fine-tuning candidate fits the budget: the frozen head's "
-                            "convex solve is the pick"])
+        head = baseline or frozen_head()
+        return head, [f"no fine-tuning candidate fits the budget: "
+                      f"{BASELINES.get(head, FROZEN_SAID)} is the pick"]
     best = halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event)
     if best is None:  # one candidate's training fits, but not its trial as well
         pick = alive[0]
@@ -237,7 +238,7 @@ def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
     more than ``MARGIN`` paired standard errors."""
     over = f"successive halving over {', '.join(compared)}"
     head = baseline or frozen_head()
-    said = BASELINES.get(head, "the frozen head")
+    said = BASELINES.get(head, "the frozen head")  # its validation loss, not its solve
     if head not in losses or best not in losses:
         return best, [f"{best} has the lowest validation loss of the trials "
                       f"({scores[best]:.4f}); {over}"]

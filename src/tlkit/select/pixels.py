@@ -28,10 +28,9 @@ from tlkit.train.selection import noise_of
 class PixelsWin:
     """Raw pixels beat the pretrained features: why, and the pixels' head fitted on the
     training split at the strength chosen out of fold, scored on each validation example (its
-    cross-entropy, paired with a fine-tuning trial's validation losses)."""
+    loss, paired with a fine-tuning trial's validation losses)."""
 
     reason: str
-    c: float
     val_losses: list[float]
 
 
@@ -49,6 +48,7 @@ def pixels_win(base: Base, event: Event, trials: list[Trial]) -> PixelsWin | Non
     if base.modality != "image" or base.data.task != "single_label" or base.cache is None:
         return None
     from tlkit.heads import head_inputs, normalizes
+    from tlkit.train.evaluate import example_losses
     from tlkit.train.head_solver import features, held_out_logits, out_of_fold
 
     n = base.cache.n_groups
@@ -84,14 +84,14 @@ def pixels_win(base: Base, event: Event, trials: list[Trial]) -> PixelsWin | Non
     n_train = len(pairs[0][1])
     logits = held_out_logits("single_label", x_pixels[:n_train], y[:n_train], x_pixels[n_train:],
                              c_px, base.n_out)
-    val = torch.nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(
-        y[n_train:]), reduction="none").tolist()
+    # the loss a trial's per-example validation losses are (train/evaluate.py)
+    val = example_losses(logits, y[n_train:], "single_label").tolist()
     return PixelsWin(
         f"raw pixels beat the pretrained features under the same convex head: out-of-fold "
         f"Brier score {px.mean():.4f} against {fr.mean():.4f} over {len(y)} examples, by more "
         f"than {MARGIN:g} paired standard errors ({MARGIN:g} x {se:.4f}): the pixels' model "
         "(source_model pixels, a logistic regression on 16 x 16 pixels, served like any other) "
-        "takes the frozen head's place against the fine-tuning candidates", c_px, val)
+        "takes the frozen head's place against the fine-tuning candidates", val)
 
 
 def _brier(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
