@@ -98,6 +98,8 @@ def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     assert 0 <= res["classical"]["probe_accuracy"] <= 1
     assert "classical: pixels + logistic regression" in r.stdout
 
+    # advise reads a config with freeze_strategy auto and its own budget (kept short here)
+    cfg.write_text(TINY.replace("  head_lr", "  freeze_strategy: auto\n  auto_budget: 1\n  head_lr"))
     out = tmp_path / "advice.json"
     r = run_cli("advise", str(cfg), "--json", str(out), cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
@@ -108,6 +110,10 @@ def test_probe_rank_and_advise_run_on_a_tiny_model(tmp_path: Path) -> None:
     assert adv["trials"]["chosen"] == "pixels"
     assert adv["strategy"] == "all_frozen" and adv["settings"]["source_model"] == "pixels"
     assert "transfer_config.source_model=pixels" in adv["set"]
+    # the command it prints is accepted as written: auto's budget goes back to its default
+    assert "transfer_config.auto_budget=5.0" in adv["set"]
+    plan = run_cli("plan", str(cfg), *(a for o in adv["set"] for a in ("--set", o)))
+    assert plan.returncode == 0, plan.stderr
     assert adv["trials"]["trials"][0]["strategy"] == "all_frozen"
     assert "recommended: freeze_strategy" in r.stdout and "tlkit fit" in r.stdout
     assert "trials (what `tlkit fit` with freeze_strategy auto measures)" in r.stdout

@@ -47,7 +47,9 @@ def config_for(cfg: Config, strategy: str, settings: dict[str, Any] | None = Non
     tc = cfg.transfer_config.model_dump(mode="json")
     own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
     tc = without_strategy_keys(tc)
-    tc.update(own, freeze_strategy=strategy)
+    # a named strategy in auto's place: auto's own budget goes back to its default
+    tc.update(own, freeze_strategy=strategy,
+              auto_budget=type(cfg.transfer_config).model_fields["auto_budget"].default)
     chosen = strategies.get(strategy)
     if variant:
         chosen.variant(tc, cfg.transfer_config, cfg.diagnostics)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import Config, DataConfig
+from tlkit.config import AUTO, Config, DataConfig
 from tlkit.data import build_dataset, load_source, make_splits
 from tlkit.inputs import Inputs, build_inputs, config_for
 from tlkit.strategies.base import FEATURE_EXTRACTION
@@ -21,10 +21,12 @@ def load_splits(data_cfg: DataConfig) -> tuple[Any, str]:
 def prepare(cfg: Config, source_model: str | None = None, pretrained_weights: str | None = None,
             splits: tuple[Any, str] | None = None) -> Inputs:
     """The backbone named in the config, or ``source_model`` / ``pretrained_weights`` in its
-    place (a candidate of ``rank``), ready to compute features of the config's data."""
+    place (a candidate of ``rank``), ready to compute features of the config's data. A config
+    with ``freeze_strategy: auto`` (whose pick ``fit``'s trials make) is read with everything
+    frozen, as a candidate is."""
     changes = {k: v for k, v in (("source_model", source_model),
                                  ("pretrained_weights", pretrained_weights)) if v is not None}
-    if changes:
+    if changes or cfg.transfer_config.freeze_strategy == AUTO:
         # The plan does not matter here: features are computed with everything frozen.
         name = changes.get("source_model", cfg.transfer_config.source_model)
         cfg = config_for(cfg, strategies.with_role(FEATURE_EXTRACTION),

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import AUTO, Config, derive
+from tlkit.config import AUTO, Config, TransferConfig, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
@@ -72,10 +72,13 @@ class Advice:
     trials: dict[str, Any] | None = None  # freeze_strategy auto's record (``measure``)
     length: str = ""  # the pick's rates and training length
     adaptation: dict[str, Any] | None = None  # adaptation auto's record (``measure_adaptation``)
+    # keys of the user's config that a named strategy refuses, back to their defaults (auto's
+    # budget, where the config says freeze_strategy auto)
+    resets: dict[str, Any] = field(default_factory=dict)
 
     def overrides(self) -> list[str]:
         out = [f"transfer_config.freeze_strategy={self.strategy}"]
-        out += [f"transfer_config.{k}={v}" for k, v in self.settings.items()]
+        out += [f"transfer_config.{k}={v}" for k, v in {**self.settings, **self.resets}.items()]
         if self.adaptation is not None:
             out.append(f"adaptation.method={self.adaptation['method']}")
             if self.adaptation["method"] in ALIGNING:
@@ -102,7 +105,15 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
     if ev.logme is not None:
         reasons.append(f"LogME of the frozen features: {ev.logme:.3f} (for comparing backbones "
                        "with `tlkit rank`; it does not change the strategy)")
-    return Advice(strategy, settings, reasons, similar, size)
+    return Advice(strategy, settings, reasons, similar, size, resets=_resets(tc))
+
+
+def _resets(tc: Any) -> dict[str, Any]:
+    """A config with freeze_strategy auto and its own auto_budget: the budget back to its
+    default, which a named strategy accepts (the rule in tlkit.config.rules)."""
+    default = TransferConfig.model_fields["auto_budget"].default
+    budget = getattr(tc, "auto_budget", default)
+    return {"auto_budget": default} if budget != default else {}
 
 
 def _similarity(ev: Evidence, reasons: list[str]) -> tuple[bool, int | None]:
@@ -225,7 +236,7 @@ def measure(cfg: Config, adv: Advice, log: Any = lambda s: None) -> Advice:
                                              "pretrained_weights": "packaged"}
     return Advice(strategy, settings, reasons, adv.similar, adv.size,
                   table=adv.strategy if adv.strategy != choice.chosen else None,
-                  trials=choice.to_dict(), length=rates)
+                  trials=choice.to_dict(), length=rates, resets=adv.resets)
 
 
 def measure_adaptation(cfg: Config, adv: Advice, fit: Fit, log: Any = lambda s: None

@@ -73,7 +73,7 @@ def candidate_config(cfg: Config, strategy: str, epochs: int | None = None,
     are kept, the other strategies' keys go back to their defaults); a fine-tuning candidate
     takes ``rates`` (auto's, for the keys the user left unset). A ``trial`` keeps the validation
     split out of the frozen head's fit, so every trial's validation loss is out-of-sample."""
-    settings: dict[str, Any] = {"auto_budget": 5.0}
+    settings: dict[str, Any] = {}
     name, sections = strategy, None
     if strategy == PIXELS:  # no pretrained network: a logistic regression on the pixels
         name = frozen_head()
