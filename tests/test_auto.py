@@ -137,7 +137,7 @@ def test_where_the_pixels_beat_the_frozen_head_a_fine_tuner_can_still_beat_the_p
         losses = {"all_frozen": [x + 0.5 for x in trial]}
         chosen, reasons, rule = auto._by_validation(
             None, {"lora": 10.0}, {"all_frozen": 0.8}, losses, trials, 100.0, 0.0, "accuracy",
-            lambda *a: None)
+            lambda *a: None, 0.01)
         return chosen, reasons, [t.strategy for t in trials]
 
     # a fine-tuner well below the pixels' validation loss: the fine-tuner, not the pixels
@@ -151,8 +151,60 @@ def test_where_the_pixels_beat_the_frozen_head_a_fine_tuner_can_still_beat_the_p
     assert "the pixels' model's validation loss" in reasons[1]
     # no fine-tuner fits the budget: the pixels' model, saying so
     chosen, reasons = auto._pick(None, [], {}, {}, {}, [], 0.0, 0.0, "accuracy",
-                                 lambda *a: None, baseline="pixels")
+                                 lambda *a: None, 0.01, baseline="pixels")
     assert chosen == "pixels" and "the pixels' model is the pick" in reasons[0]
+
+
+def test_a_trial_is_estimated_at_the_length_it_runs_and_not_run_twice_at_that_length(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """contrastive's trial keeps its whole contrastive phase (digits at 64 a class: estimated
+    at a quarter, 52 s, it ran 249 s): its budget check counts what it runs, and at the next
+    rung, the same length again, its result carries instead of a second run."""
+    import time
+
+    from tlkit.select import budget
+
+    # (epochs, min_steps) of each rung's trial, as the strategies lengthen them
+    lengths = {"contrastive": {4: (2, 8), 2: (2, 8)}, "lora": {4: (1, 4), 2: (2, 8)},
+               "none": {4: (1, 4), 2: (2, 8)}}
+    loss = {"contrastive": 0.2, "lora": 0.3, "none": 0.4}
+    monkeypatch.setattr(budget, "trial_length", lambda base, c, d: lengths[c][d])
+    estimated: list[tuple[str, int]] = []
+
+    def estimate(base, c, per_example, epochs, min_steps):
+        estimated.append((c, epochs))
+        return None, 10.0 * epochs
+    monkeypatch.setattr(budget, "estimate", estimate)
+    ran: list[tuple[str, int]] = []
+
+    def run_trial(base, c, epochs, min_steps, rung, losses):
+        ran.append((c, rung))
+        losses[c] = [loss[c] - 0.01 * rung] * 4
+        return record.Trial(c, rung, epochs, min_steps, loss[c] - 0.01 * rung, 0.9, 1.0)
+    monkeypatch.setattr(budget, "run_trial", run_trial)
+
+    def halve(room: float) -> tuple[str | None, list[record.Trial], list[str]]:
+        ran.clear()
+        estimated.clear()
+        alive, trials = list(loss), []
+        best = budget.halving(None, alive, {c: 20.0 for c in loss}, {}, {}, trials, room,
+                              time.perf_counter(), "accuracy", lambda *a: None, 0.01)
+        return best, trials, alive
+
+    best, trials, alive = halve(1000.0)
+    assert best == "contrastive" and alive == ["contrastive"]
+    # contrastive's trials are estimated at their 2 epochs (20 s), the others' at theirs
+    assert estimated == [("contrastive", 2), ("lora", 1), ("none", 1), ("lora", 2)]
+    # rung 1: lora runs its longer trial, contrastive's (the same length) is not run again
+    assert ran == [("contrastive", 0), ("lora", 0), ("none", 0), ("lora", 1)]
+    carried = next(t for t in trials if t.strategy == "contrastive" and t.rung == 1)
+    assert carried.seconds == 0.0 and carried.val_loss == 0.2 and "carries" in carried.note
+    # a budget for the three trials at a quarter (3 x 5 s + 20 s) but not at the length
+    # contrastive's runs (20 + 10 + 10 + 20 s): the candidate whose trial and training cost
+    # most is skipped
+    best, trials, _ = halve(45.0)
+    assert ran == [("lora", 0), ("none", 0)] and best == "lora"
+    assert [t.strategy for t in trials if "skipped at rung 0" in t.note] == ["contrastive"]
 
 
 def _small(**tc: Any) -> Any:

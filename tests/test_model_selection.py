@@ -141,6 +141,11 @@ def test_on_the_metric_a_tie_still_goes_to_the_later_epoch() -> None:
     state, _, _, _ = _fit("val_metric", epochs=3)
     assert [r["val_accuracy"] for r in state.history] == [1.0] * 3
     assert state.best_epoch == 2
+    # the kept epoch's losses per example are its own (auto's paired comparisons read them),
+    # not the first epoch's, which holds the best value's for the noise
+    kept = state.history[state.best_epoch]["val_loss"]
+    assert sum(state.kept_losses) / len(state.kept_losses) == pytest.approx(kept, rel=1e-5)
+    assert kept != pytest.approx(sum(state.best_losses) / len(state.best_losses), rel=1e-3)
 
 
 def test_within_the_loss_noise_the_metric_decides():

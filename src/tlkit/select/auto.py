@@ -156,7 +156,7 @@ def choose(cfg: Config, dist: Dist, event: Event) -> Choice:
         chosen, reasons, rule = kfold_pick(base, costs, budget, t0, per_example, trials, event)
     else:
         chosen, reasons, rule = _by_validation(base, costs, scores, losses, trials, budget, t0,
-                                               metric, event)
+                                               metric, event, per_example)
     if 0 < len(base.data.val) < MIN_VAL_EXAMPLES and chosen in losses and chosen != head:
         reasons.append(f"the validation split has {len(base.data.val)} examples: the choice "
                        "between close candidates is noisy")
@@ -190,20 +190,21 @@ def _fitting(base: Base, per_example: float, budget: float, t0: float, trials: l
 
 def _by_validation(base: Base, costs: dict[str, float], scores: dict[str, float],
                    losses: dict[str, list[float]], trials: list[Trial], budget: float,
-                   t0: float, metric: str, event: Event) -> tuple[str, list[str], str]:
+                   t0: float, metric: str, event: Event, per_example: float
+                   ) -> tuple[str, list[str], str]:
     """With ``MIN_TRIAL_VAL`` validation examples or more: the raw pixels' test, then
     successive halving on the validation loss and the frozen head against its pick."""
     alive = list(costs)  # in the candidates' order
     pixels = pixels_win(base, event, trials)
     if pixels is None:
         chosen, reasons = _pick(base, alive, costs, scores, losses, trials, budget, t0, metric,
-                                event)
+                                event, per_example)
         return chosen, reasons, VALIDATION_RULE
     # the pixels' model in the frozen head's place: the fine-tuners against it on validation
     losses[PIXELS] = pixels.val_losses
     scores[PIXELS] = float(np.mean(pixels.val_losses))
     chosen, reasons = _pick(base, alive, costs, scores, losses, trials, budget, t0, metric, event,
-                            baseline=PIXELS)
+                            per_example, baseline=PIXELS)
     return chosen, [pixels.reason, *reasons], VALIDATION_RULE
 
 
@@ -213,7 +214,8 @@ FROZEN_SAID = "the frozen head's convex solve"
 
 def _pick(base: Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
           losses: dict[str, list[float]], trials: list[Trial], budget: float, t0: float,
-          metric: str, event: Event, baseline: str | None = None) -> tuple[str, list[str]]:
+          metric: str, event: Event, per_example: float, baseline: str | None = None
+          ) -> tuple[str, list[str]]:
     """The pick among the ``baseline`` (the frozen head, or the pixels' model where they beat
     it) and the fine-tuning candidates whose training fits the budget (``alive``, in the
     candidates' order), and why."""
@@ -221,7 +223,8 @@ def _pick(base: Base, alive: list[str], costs: dict[str, float], scores: dict[st
         head = baseline or frozen_head()
         return head, [f"no fine-tuning candidate fits the budget: "
                       f"{BASELINES.get(head, FROZEN_SAID)} is the pick"]
-    best = halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event)
+    best = halving(base, alive, costs, scores, losses, trials, budget, t0, metric, event,
+                   per_example)
     if best is None:  # one candidate's training fits, but not its trial as well
         pick = alive[0]
         trials.append(Trial(pick, -1, 0, 0, note=f"picked without a trial: its training "

@@ -45,10 +45,12 @@ def forward_seconds(base: Base, n: int = 48) -> float:
 
 
 def estimate(base: Base, strategy: str, per_example: float, n_train: int | None = None,
-             n_val: int | None = None) -> tuple[str | None, float]:
+             n_val: int | None = None, epochs: int | None = None, min_steps: int | None = None
+             ) -> tuple[str | None, float]:
     """(why the candidate cannot run here, or None; the seconds of its full training on
-    ``n_train`` training and ``n_val`` validation examples, the run's splits by default)."""
-    cfg = candidate_config(base.cfg, strategy, rates=base.rates)
+    ``n_train`` training and ``n_val`` validation examples, the run's splits by default, or of
+    a trial of ``epochs`` and ``min_steps`` as the strategy lengthens it)."""
+    cfg = candidate_config(base.cfg, strategy, epochs, min_steps, rates=base.rates)
     try:
         asm = with_model(base.inputs, cfg, hooks=False).asm
     except UserError as e:  # LoRA on a backbone without its target modules, say
@@ -91,34 +93,56 @@ def epochs_of(base: Base, strategy: str) -> int:
     return candidate_config(base.cfg, strategy, rates=base.rates).transfer_config.epochs
 
 
+def trial_length(base: Base, strategy: str, divisor: int) -> tuple[int, int]:
+    """A rung's trial of ``strategy``: (epochs, min_steps) asked for (a ``divisor``-th of the
+    full schedule's), as the strategy lengthens them (contrastive's trial keeps its whole
+    contrastive phase and a head epoch after it)."""
+    tc = base.cfg.transfer_config
+    asked = max(1, round(epochs_of(base, strategy) / divisor)), max(1, tc.min_steps // divisor)
+    own = candidate_config(base.cfg, strategy, *asked, rates=base.rates).transfer_config
+    return own.epochs, own.min_steps
+
+
 def halving(base: Base, alive: list[str], costs: dict[str, float], scores: dict[str, float],
             losses: dict[str, list[float]], trials: list[Trial], budget: float, t0: float,
-            metric: str, event: Event) -> str | None:
+            metric: str, event: Event, per_example: float) -> str | None:
     """Successive halving over the fine-tuning candidates in ``alive`` (changed in place: what
     is left when no trial could run): every candidate trains a quarter of the epochs and of
-    ``min_steps``, the better half by validation loss twice as long. The best by validation
-    loss, or None when no trial ran."""
-    tc = base.cfg.transfer_config
+    ``min_steps``, the better half by validation loss twice as long. A trial is estimated at
+    the length it runs (a strategy may lengthen it: ``trial_length``), and one whose length is
+    its rung-before's is not run again: that result carries. The best by validation loss, or
+    None when no trial ran."""
     ran_any: str | None = None
+    before: dict[str, tuple[tuple[int, int], Trial]] = {}  # each candidate's last trial
     for rung, divisor in enumerate(RUNGS):
         if len(alive) < 2 and (rung > 0 or not alive):
             break  # one candidate left: its trial would not change the pick among fine-tuners
         spent = time.perf_counter() - t0
+        length = {c: trial_length(base, c, divisor) for c in alive}
+        fresh = [c for c in alive if c not in before or before[c][0] != length[c]]
+        trial_s = {c: estimate(base, c, per_example, epochs=length[c][0],
+                               min_steps=length[c][1])[1] for c in fresh}
         # the rung's trials and the costliest survivor's full training must fit what is left
-        while alive and spent + sum(costs[c] / divisor for c in alive) + max(
+        while alive and spent + sum(trial_s.get(c, 0.0) for c in alive) + max(
                 costs[c] for c in alive) > budget:
             if len(alive) == 1 and rung == 0:
                 return None  # its training fits (checked before), its trial as well does not
-            drop = max(alive, key=lambda c: costs[c])
+            drop = max(alive, key=lambda c: costs[c] + trial_s.get(c, 0.0))
             alive.remove(drop)
             trials.append(Trial(drop, rung, 0, 0, note=f"skipped at rung {rung}: the budget "
                                                         f"left ({budget - spent:.0f} s) is short"))
         ran: list[Trial] = []
         for name in alive:
-            epochs = max(1, round(epochs_of(base, name) / divisor))
-            ran.append(run_trial(base, name, epochs, max(1, tc.min_steps // divisor), rung,
-                                 losses))
-            ran[-1].note = f"estimated {costs[name] / divisor:.1f} s"
+            if name not in trial_s:  # the same length as its trial at the rung before
+                old = before[name][1]
+                ran.append(Trial(name, rung, old.epochs, old.steps, old.val_loss,
+                                 old.val_metric, 0.0,
+                                 note=f"the length of its rung {old.rung} trial: that "
+                                      "result carries, not run again"))
+            else:
+                ran.append(run_trial(base, name, *length[name], rung, losses))
+                ran[-1].note = f"estimated {trial_s[name]:.1f} s"
+                before[name] = length[name], ran[-1]
             event("stage", {"what": describe(ran[-1], metric)})
         trials.extend(ran)
         for t in ran:

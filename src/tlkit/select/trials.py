@@ -96,8 +96,8 @@ def run_trial(base: Base, strategy: str, epochs: int | None, min_steps: int | No
                 dist=base.dist)
     seconds = time.perf_counter() - t0
     row = next(r for r in state.history if r["epoch"] == state.best_epoch)
-    if state.best_losses is not None:
-        losses[strategy] = state.best_losses
+    if state.kept_losses is not None:  # the kept epoch's, as its row's val_loss
+        losses[strategy] = state.kept_losses
     metric = monitor_metric(base.data.task)[0]
     length = length_of(len(base.data.train), tc.loop_settings)
     return Trial(strategy, rung, tc.epochs, length.total_steps, float(row["val_loss"]),

@@ -60,6 +60,9 @@ class TrainState:
     # standard error of it is as good
     best_losses: list[float] | None = None
     best_metric: float | None = None  # the kept epoch's task metric (accuracy, macro-F1)
+    # the kept epoch's validation loss per example (the best value's, or a later epoch's
+    # within its noise): what the weights the run ends with score
+    kept_losses: list[float] | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
@@ -417,6 +420,7 @@ def _end_epoch(run: _Run, state: TrainState, feed: Feed, epoch: int, phase: Phas
             state.bad_epochs += 1
         if keep:
             state.best_epoch, state.best_metric = epoch, metric
+            state.kept_losses = None if checked[1] is None else checked[1].tolist()
             run.io.save_best(run.asm.model, state)
     next_epoch = epoch + 1 if solved is None else solved.next_epoch
     if solved is not None:
