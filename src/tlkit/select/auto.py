@@ -34,8 +34,10 @@ points, the plain Brier score 1.03.
 From 20 validation examples on, which fine-tuning candidate is by successive halving (Jamieson &
 Talwalkar, 2016; Li et al., 2017): every candidate whose training fits the budget trains a quarter
 of the epochs and of ``min_steps``, the better half by validation loss trains twice as long, and the
-best is the fine-tuning pick. When only one candidate's trials and training fit the budget, it is
-the pick without trials.
+best is the fine-tuning pick. Each trial is budgeted at the length the strategy runs it
+(``contrastive`` keeps its whole contrastive phase), and one as long as its trial at the rung before
+carries that result instead of running again (budget.halving). When only one candidate's trials
+and training fit the budget, it is the pick without trials.
 
 Raw pixels first there, for single-label images: where a logistic regression on the raw pixels
 (``tlkit.backbones.pixels``) beats the same convex head on the pretrained features, out of fold on
