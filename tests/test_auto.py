@@ -113,6 +113,11 @@ def test_the_frozen_head_must_beat_the_fine_tuning_trial_by_more_than_the_noise(
     chosen, why = auto._decide("lora", {"all_frozen": 0.30, "lora": 0.70},
                                {"all_frozen": far, "lora": trial}, compared)
     assert chosen == "all_frozen" and "more than 2 paired standard errors" in why[0]
+    # lp_ft's trial kept its linear probe (Fashion-MNIST at 64 a class: the frozen head's
+    # 0.4705 on every example): the frozen head, which costs nothing more to train
+    chosen, why = auto._decide("lp_ft", {"all_frozen": 0.70, "lp_ft": 0.70},
+                               {"all_frozen": trial, "lp_ft": list(trial)}, compared)
+    assert chosen == "all_frozen" and "did not improve on the frozen head" in why[0]
 
 
 def test_where_the_pixels_beat_the_frozen_head_a_fine_tuner_can_still_beat_the_pixels(

@@ -248,6 +248,12 @@ def _decide(best: str, scores: dict[str, float], losses: dict[str, list[float]],
         return best, [f"{best} has the lowest validation loss of the trials "
                       f"({scores[best]:.4f}); {over}"]
     d = np.asarray(losses[head]) - np.asarray(losses[best])
+    if len(d) and np.allclose(d, 0.0, rtol=0.0, atol=1e-7):
+        # the trial kept what the baseline is (lp_ft's best epoch its linear probe: fine-tuning
+        # did not improve on it): the same losses on every example, so the cheaper baseline
+        return head, [f"{best}'s trial kept a model with {said}'s validation loss on every "
+                      f"example ({scores[head]:.4f}): its fine-tuning did not improve on "
+                      f"{said}, which is the pick; {over}"]
     se = noise_of(np.asarray(losses[head]), losses[best], "loss") if len(d) > 1 else math.inf
     gain = -float(d.mean())  # the baseline's gain over the pick
     if gain > MARGIN * se:
