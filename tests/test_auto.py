@@ -154,6 +154,16 @@ def test_where_the_pixels_beat_the_frozen_head_a_fine_tuner_can_still_beat_the_p
     chosen, reasons, _ = run([x - 0.14 + (0.01 if i % 2 else -0.01) for i, x in enumerate(trial)])
     assert chosen == "pixels"
     assert "the pixels' model's validation loss" in reasons[1]
+    # one fine-tuner's training fits but not its trial as well: it is not picked unmeasured
+    monkeypatch.setattr(auto, "halving", lambda *a, **k: None)
+    trials = []
+    chosen, reasons = auto._pick(None, ["top_n_unfrozen"], {"top_n_unfrozen": 500.0}, {}, {},
+                                 trials, 600.0, 0.0, "accuracy", lambda *a: None, 0.01)
+    assert chosen == "all_frozen" and "raise auto_budget" in reasons[0]
+    assert trials[-1].strategy == "top_n_unfrozen" and trials[-1].note.startswith("skipped")
+    chosen, _ = auto._pick(None, ["lora"], {"lora": 500.0}, {}, {}, [], 600.0, 0.0, "accuracy",
+                           lambda *a: None, 0.01, baseline="pixels")
+    assert chosen == "pixels"
     # no fine-tuner fits the budget: the pixels' model, saying so
     chosen, reasons = auto._pick(None, [], {}, {}, {}, [], 0.0, 0.0, "accuracy",
                                  lambda *a: None, 0.01, baseline="pixels")
