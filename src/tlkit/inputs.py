@@ -20,7 +20,7 @@ from tlkit import strategies
 from tlkit.assemble import Assembled, assemble
 from tlkit.backbones.base import TextPreprocessing
 from tlkit.cache import ActivationCache, CacheHook, cache_for
-from tlkit.config import Config, TransferConfig, derive, without_strategy_keys
+from tlkit.config import AUTO_BUDGET, Config, TransferConfig, derive, without_strategy_keys
 from tlkit.data import build_collate, build_dataset, load_source, make_splits, num_outputs_of
 from tlkit.data.answers import DOC_STRIDE, WindowDataset
 from tlkit.data.collate import TextCollate, tokenize
@@ -48,8 +48,7 @@ def config_for(cfg: Config, strategy: str, settings: dict[str, Any] | None = Non
     own = {k: tc[k] for owner, k in strategies.owned_keys() if owner == strategy}
     tc = without_strategy_keys(tc)
     # a named strategy in auto's place: auto's own budget goes back to its default
-    tc.update(own, freeze_strategy=strategy,
-              auto_budget=type(cfg.transfer_config).model_fields["auto_budget"].default)
+    tc.update(own, freeze_strategy=strategy, auto_budget=AUTO_BUDGET)
     chosen = strategies.get(strategy)
     if variant:
         chosen.variant(tc, cfg.transfer_config, cfg.diagnostics)

@@ -30,6 +30,7 @@ from tlkit.config.schema import (
     TrackingConfig,
 )
 from tlkit.config.transfer import (
+    AUTO_BUDGET,
     SEED_MAX,
     CacheConfig,
     CacheSettings,
@@ -47,7 +48,7 @@ from tlkit.config.validation import validate
 from tlkit.strategies.gradual import SELECTOR_RE
 
 __all__ = [
-    "AUTO", "MAX_CLASS_WEIGHT", "MAX_YAML_VALUES", "SEED_MAX", "SELECTOR_RE",
+    "AUTO", "AUTO_BUDGET", "MAX_CLASS_WEIGHT", "MAX_YAML_VALUES", "SEED_MAX", "SELECTOR_RE",
     "AdaptationConfig", "CacheConfig", "CacheSettings", "Config", "DataConfig",
     "DiagnosticsConfig", "DistillConfig", "DuplicateKey", "HeadConfig", "HeadSettings", "LayerGroupPattern",
     "LoopSettings", "MlflowConfig", "PlanSettings", "PretrainConfig", "Strict", "TrackingConfig",

@@ -31,6 +31,7 @@ class Strict(BaseModel):
 
 # numpy, scikit-learn and torch take seeds in [0, 2**32): refuse others at load time.
 SEED_MAX = 2**32 - 1
+AUTO_BUDGET = 5.0  # auto_budget's default: a named strategy in auto's place goes back to it
 
 
 class HeadConfig(Strict):
@@ -79,9 +80,9 @@ class TransferConfig(Strict):
     # (tlkit.select.auto) inside auto_budget
     freeze_strategy: str = "all_frozen"
     # auto: the whole fit takes about this many times the default fit (all_frozen: loading the
-    # backbone and one forward pass over every split); the trials and the pick's training get
-    # the rest
-    auto_budget: float = Field(default=5.0, ge=1, le=1000)
+    # backbone and one forward pass over the training and validation splits, with a floor per
+    # labelled example: tlkit.select.auto); the trials and the pick's training get the rest
+    auto_budget: float = Field(default=AUTO_BUDGET, ge=1, le=1000)
     # here: each strategy's own keys (its Settings), merged by tlkit.config.keys
     # L2-SP (Li et al., 2018): l2sp_lambda * ||theta - theta_pretrained||^2 over the backbone,
     # in place of its weight decay; 0 turns it off.

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tlkit import strategies
-from tlkit.config import AUTO, Config, TransferConfig, derive
+from tlkit.config import AUTO, AUTO_BUDGET, Config, derive
 from tlkit.diagnose.probe import format_probe_table
 from tlkit.diagnose.probe_run import probe_run
 from tlkit.distributed import setup
@@ -111,9 +111,8 @@ def recommend(ev: Evidence, tc: Any) -> Advice:
 def _resets(tc: Any) -> dict[str, Any]:
     """A config with freeze_strategy auto and its own auto_budget: the budget back to its
     default, which a named strategy accepts (the rule in tlkit.config.rules)."""
-    default = TransferConfig.model_fields["auto_budget"].default
-    budget = getattr(tc, "auto_budget", default)
-    return {"auto_budget": default} if budget != default else {}
+    budget = getattr(tc, "auto_budget", AUTO_BUDGET)
+    return {"auto_budget": AUTO_BUDGET} if budget != AUTO_BUDGET else {}
 
 
 def _similarity(ev: Evidence, reasons: list[str]) -> tuple[bool, int | None]:
